@@ -1,0 +1,242 @@
+"""`anime-gan` command line: thin subcommands that parse, validate, and call one library function.
+
+Bad input anywhere ends as one line on stderr and exit status 2 (UserError); nothing else is
+caught, so real bugs still show their traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+
+from . import __version__
+from .config import PrepareConfig, TestConfig, TrainConfig
+from .errors import UserError
+
+TEST_TYPES = ("fix_noise", "fix_hair_eye", "change_hair", "change_eye", "interpolate", "pairs", "grid",
+              "color_map", "conditions", "progress")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, not usage + error
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _fmt(prog):
+    return argparse.RawDescriptionHelpFormatter(prog, max_help_position=32)
+
+
+def _sub(subparsers, name, help, description, examples):
+    return subparsers.add_parser(name, help=help, description=description, formatter_class=_fmt,
+                                 epilog="examples:\n" + "\n".join(f"  {e}" for e in examples))
+
+
+def _dry_run(p):
+    p.add_argument("--dry-run", action="store_true", help="print the resolved config as JSON and exit")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .models import PRESETS
+    parser = _Parser(prog="anime-gan", formatter_class=_fmt,
+                     description="Train conditional GANs that draw anime faces with the hair and eye "
+                                 "colours you ask for, and render grids, GIFs and plots of them.",
+                     epilog="run `anime-gan COMMAND --help` for each command's flags and examples")
+    parser.add_argument("--version", action="version", version=f"anime-gan {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    # ---- prepare ------------------------------------------------------------------------------
+    p = _sub(sub, "prepare", "pack a data folder (or the built-in faces) for training",
+             "Convert any accepted layout (tag-pickle, JSON object/train.json, MLDS tags.csv, plain "
+             "image folder) into the tag-pickle layout plus a packed uint8 cache that training "
+             "memory-maps. Lists every skipped file and the count of each class.",
+             ["anime-gan prepare --synthetic 2000 -o data      # the built-in procedural faces",
+              "anime-gan prepare ~/mlds/extra_data -o data     # a tag-pickle or tags.csv folder",
+              "anime-gan prepare data --image-size 128          # add a 128px cache in place",
+              "anime-gan prepare ~/iclevr -o data/clevr --strict"])
+    p.add_argument("source", nargs="?", help="folder to read (omit with --synthetic)")
+    p.add_argument("-o", "--out", default=None,
+                   help="folder to write (default: SOURCE itself, i.e. cache in place; 'data' with --synthetic)")
+    p.add_argument("--image-size", type=int, default=64, choices=(32, 64, 128), help="cache resolution (default 64)")
+    p.add_argument("--synthetic", type=int, default=0, metavar="N",
+                   help="draw N built-in procedural anime faces instead of reading SOURCE")
+    p.add_argument("--seed", type=int, default=0, help="seed for --synthetic (default 0)")
+    p.add_argument("--strict", action="store_true", help="fail if any file has to be skipped")
+    p.add_argument("--workers", type=int, default=0, help="decoding threads (default: one per core)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    _dry_run(p)
+
+    # ---- train --------------------------------------------------------------------------------
+    presets = "\n".join(f"  {k:<12} {v.description}" for k, v in PRESETS.items())
+    p = _sub(sub, "train", "train a GAN (built-in faces if the data folder is empty)",
+             "Train one of the model presets. Outputs: samples/<run>/real.png and fake_step_<N>.png, "
+             "checkpoints/<run>/G_<N>.ckpt, D_<N>.ckpt, loss.png, classifier_loss.png, config.json, "
+             "stats.jsonl. Ctrl-C saves a checkpoint; --resume continues the same trajectory.\n\n"
+             "models:\n" + presets,
+             ["anime-gan train                                   # acgan-dcgan on ./data (built-in faces if empty)",
+              "anime-gan train -d cuda -i 50000 --model cgan",
+              "anime-gan train --model projection --nf 32 -i 3000 -b 64 --seed 1",
+              "anime-gan train --model cgan --embed rgb          # condition on colour RGB values",
+              "anime-gan train --model cgan --resume latest      # continue the run with the same flags",
+              "torchrun --nproc_per_node 4 -m anime_gan train -d cuda --model sagan"])
+    d = TrainConfig()
+    p.add_argument("--model", default=d.model, choices=list(PRESETS), metavar="NAME",
+                   help=f"model preset (default {d.model}; listed above)")
+    p.add_argument("--loss", default=None, choices=("bce", "wgan", "wgan-gp", "hinge", "dragan"),
+                   help="override the preset's adversarial loss")
+    p.add_argument("--embed", default=d.embed, choices=("onehot", "pair", "rgb"),
+                   help="condition encoding: onehot (22 for anime), pair (one-hot over hair x eye: 120), "
+                        "rgb (the two colours' RGB: 6, any colour at test time)")
+    p.add_argument("--nf", type=int, default=d.nf, help=f"network width multiplier (default {d.nf})")
+    p.add_argument("--z-dim", type=int, default=d.z_dim, help=f"noise size (default {d.z_dim})")
+    p.add_argument("--image-size", type=int, default=d.image_size, choices=(32, 64, 128),
+                   help=f"resolution (default {d.image_size})")
+    p.add_argument("-d", "--device", default=d.device, help="cuda, cpu or auto (default: cuda if available)")
+    p.add_argument("-i", "--iterations", type=int, default=d.iterations,
+                   help=f"generator steps to train to (default {d.iterations})")
+    p.add_argument("-b", "--batch_size", "--batch-size", type=int, default=d.batch_size,
+                   help=f"batch size per process (default {d.batch_size})")
+    p.add_argument("-t", "--train_dir", "--train-dir", default=d.train_dir,
+                   help=f"data folder (default {d.train_dir}); empty or missing -> built-in faces drawn there")
+    p.add_argument("-s", "--sample_dir", "--sample-dir", default=d.sample_dir,
+                   help=f"where sample grids go (default {d.sample_dir})")
+    p.add_argument("-c", "--checkpoint_dir", "--checkpoint-dir", default=d.checkpoint_dir,
+                   help=f"where checkpoints and logs go (default {d.checkpoint_dir})")
+    p.add_argument("--sample", type=int, default=d.sample, help=f"write a sample grid every N steps (default {d.sample})")
+    p.add_argument("--check", type=int, default=d.check, help=f"save a checkpoint every N steps (default {d.check})")
+    p.add_argument("--lr", type=float, default=None, help="learning rate of both nets (default: the preset's, 2e-4 for most)")
+    p.add_argument("--glr", type=float, default=None, help="generator learning rate (overrides --lr)")
+    p.add_argument("--dlr", type=float, default=None, help="discriminator learning rate (overrides --lr)")
+    p.add_argument("--beta", type=float, default=None, help="Adam beta1 (default: the preset's, 0.5 for most)")
+    p.add_argument("--aux", "--classification_weight", type=float, default=d.aux,
+                   help=f"classification loss weight, ACGAN family (default {d.aux:g})")
+    p.add_argument("--n-critic", type=int, default=None, help="D steps per G step (default: the preset's)")
+    p.add_argument("--seed", type=int, default=d.seed, help=f"random seed; same seed, same run (default {d.seed})")
+    p.add_argument("--ema", action=argparse.BooleanOptionalAction, default=d.ema,
+                   help="keep an exponential moving average of G for sampling (default on)")
+    p.add_argument("--ema-decay", type=float, default=d.ema_decay, help=f"EMA decay (default {d.ema_decay})")
+    p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=d.flip,
+                   help="random horizontal flips of real images (default on)")
+    p.add_argument("--run", default=None, help="run folder name (default: from model, embed, nf, size, seed)")
+    p.add_argument("--resume", nargs="?", const="latest", default=None, metavar="PATH",
+                   help="continue a run: 'latest' (default when given bare) or a G_<N>.ckpt / run folder")
+    p.add_argument("--log-every", type=int, default=d.log_every, help=f"stats line every N steps (default {d.log_every})")
+    p.add_argument("--eval-every", type=int, default=d.eval_every,
+                   help="run offline metrics every N steps (needs a judge; 0 = off)")
+    p.add_argument("--tensorboard", action="store_true", help="also write TensorBoard scalars and images")
+    p.add_argument("--synthetic-size", type=int, default=d.synthetic_size,
+                   help=f"built-in faces to draw when the data folder is empty (default {d.synthetic_size})")
+    p.add_argument("--keep-d", type=int, default=d.keep_d,
+                   help=f"D checkpoints (with optimizer state) to keep; 0 = all (default {d.keep_d})")
+    p.add_argument("--precision", default=d.precision, choices=("fp32", "bf16", "fp16"),
+                   help="autocast precision (default fp32; bf16 works on CPU and GPU, fp16 on GPU)")
+    p.add_argument("--compile", action="store_true", help="torch.compile G and D (falls back if unsupported)")
+    p.add_argument("--channels-last", action="store_true", help="channels_last memory format (faster on GPU)")
+    p.add_argument("--data-on-device", default=d.data_on_device, choices=("auto", "on", "off"),
+                   help="copy the packed data set to the training device once (auto: if it fits)")
+    p.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm across processes under torchrun")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or messages")
+    _dry_run(p)
+
+    # ---- test ---------------------------------------------------------------------------------
+    p = _sub(sub, "test", "draw grids and GIFs from a trained generator",
+             "Sample from a trained G (the latest checkpoint of a run folder, or a checkpoint file). "
+             "The model and its colour names come from the checkpoint. Prints the paths written.\n\n"
+             "types:\n"
+             "  fix_noise     one noise vector, every hair x eye combination -> fix_noise.png\n"
+             "  fix_hair_eye  --hair/--eye fixed, 64 noise vectors -> '<hair> hair <eye> eyes.png'\n"
+             "  change_hair   fixed eye and noise, one column per hair colour -> change_hair_color.png\n"
+             "  change_eye    fixed hair and noise, one column per eye colour -> change_eye_color.png\n"
+             "  interpolate   between two (noise, label) endpoints -> interpolate.png and .gif\n"
+             "  pairs         rows = hair/eye pairs (--pairs), columns = shared noise -> pairs.png\n"
+             "  grid          rows hair x columns eye, per-cell noise -> grid.png\n"
+             "  color_map     --embed rgb models: hue sweeps of hair vs eye -> color_map.png\n"
+             "  conditions    one image per label list of --conditions FILE.json -> conditions.png\n"
+             "  progress      the run's fake_step_<N>.png snapshots as an animated GIF -> progress.gif",
+             ["anime-gan test -t fix_noise -d checkpoints/acgan-dcgan_onehot_nf64_64px_seed0",
+              "anime-gan test -t fix_hair_eye --hair blue --eye red -d checkpoints/RUN",
+              "anime-gan test -t change_hair --eye blue -d checkpoints/RUN -n 4",
+              "anime-gan test -t pairs --pairs 'blue hair red eyes' 'aqua hair green eyes' -d RUN",
+              "anime-gan test -t fix_hair_eye --hair-rgb '#ff8800' --eye-rgb '#00ffaa' -d RGB_RUN",
+              "anime-gan test -t progress -d checkpoints/RUN -s samples/RUN"])
+    t = TestConfig()
+    p.add_argument("-t", "--type", default=t.type, choices=TEST_TYPES, metavar="TYPE", help="what to draw (listed above)")
+    p.add_argument("-d", "--model_dir", "--model-dir", default=t.model_dir,
+                   help="run folder (latest G_<N>.ckpt) or a checkpoint file")
+    p.add_argument("-s", "--sample_dir", "--sample-dir", default=t.sample_dir, help="where to write (default samples)")
+    p.add_argument("--hair", help="hair colour (one of the checkpoint's; random when omitted)")
+    p.add_argument("--eye", help="eye colour (one of the checkpoint's; random when omitted)")
+    p.add_argument("--to-hair", help="interpolate: end hair colour")
+    p.add_argument("--to-eye", help="interpolate: end eye colour")
+    p.add_argument("--hair-rgb", help="any hair colour as '#rrggbb' (--embed rgb models)")
+    p.add_argument("--eye-rgb", help="any eye colour as '#rrggbb' (--embed rgb models)")
+    p.add_argument("--pairs", nargs="+", default=[], metavar="TAGS", help="pairs: rows such as 'blue hair red eyes'")
+    p.add_argument("--conditions", metavar="FILE.json", help="a JSON list of label lists (seed 003's test.json)")
+    p.add_argument("-n", type=int, default=t.n, help=f"rows / samples where the type has a free count (default {t.n})")
+    p.add_argument("--steps", type=int, default=t.steps, help=f"interpolate: number of steps (default {t.steps})")
+    p.add_argument("--seed", type=int, default=t.seed, help="noise seed (default 0)")
+    p.add_argument("--ema", action=argparse.BooleanOptionalAction, default=t.ema,
+                   help="sample from the EMA weights when the checkpoint has them (default on)")
+    p.add_argument("--captions", action=argparse.BooleanOptionalAction, default=t.captions,
+                   help="write row/column names on a margin (default on)")
+    p.add_argument("--individual", action="store_true", help="also write every image as its own PNG")
+    p.add_argument("--device", default=t.device, help="device to sample on (default cpu)")
+    _dry_run(p)
+
+    from .metrics.cli import add_eval_parsers
+    add_eval_parsers(sub, _sub, _dry_run)
+    return parser
+
+
+def _config(cls, args, renames=None):
+    values = vars(args)
+    renames = renames or {}
+    fields = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{f: values[renames.get(f, f)] for f in fields if renames.get(f, f) in values})
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return _run(args)
+    except UserError as e:
+        print(f"anime-gan {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+def _run(args) -> int:
+    if args.command == "prepare":
+        from .data.prepare import format_report, prepare
+        cfg = _config(PrepareConfig, args)
+        cfg.out = args.out or (args.source if args.source and not args.synthetic else "data")
+        if args.dry_run:
+            return _print(cfg)
+        print(format_report(prepare(cfg)))
+        return 0
+    if args.command == "train":
+        from .config import resolve_hyper, validate_train
+        from .train import train
+        cfg = _config(TrainConfig, args)
+        validate_train(cfg)
+        if args.dry_run:
+            return _print({"train": dataclasses.asdict(cfg), "resolved": dataclasses.asdict(resolve_hyper(cfg)),
+                           "run": cfg.run_name()})
+        out = train(cfg)
+        print(out)
+        return 0
+    if args.command == "test":
+        from .sampling import run_test
+        cfg = _config(TestConfig, args)
+        if args.dry_run:
+            return _print(cfg)
+        for path in run_test(cfg):
+            print(path)
+        return 0
+    from .metrics.cli import run_eval_command
+    return run_eval_command(args)
+
+
+def _print(cfg) -> int:
+    print(json.dumps(dataclasses.asdict(cfg) if dataclasses.is_dataclass(cfg) else cfg, indent=2))
+    return 0

@@ -1,0 +1,157 @@
+"""One typed config per command: the single source of defaults.
+
+argparse (cli.py) fills these, `validate` checks them before anything is written, the trainer
+consumes TrainConfig unchanged, and every checkpoint carries it (as a plain dict) so `test` and
+`--resume` rebuild exactly what was trained.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from .errors import UserError
+
+IMAGE_SIZES = (32, 64, 128)
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+@dataclass
+class PrepareConfig:
+    source: str | None = None   # folder in any accepted layout (None with synthetic > 0)
+    out: str = "data"           # where the tag-pickle layout and cache are written
+    image_size: int = 64
+    synthetic: int = 0          # > 0: draw this many built-in faces instead of reading `source`
+    seed: int = 0
+    strict: bool = False
+    workers: int = 0            # decoding threads; 0 = one per CPU core
+    quiet: bool = False
+
+
+@dataclass
+class TrainConfig:
+    # what to train
+    model: str = "acgan-dcgan"
+    loss: str | None = None          # None = the preset's loss
+    embed: str = "onehot"            # onehot | pair | rgb
+    nf: int = 64
+    z_dim: int = 100
+    image_size: int = 64
+    # seed-001 flags
+    device: str = "auto"
+    iterations: int = 50000
+    batch_size: int = 128
+    train_dir: str = "data"
+    sample_dir: str = "samples"
+    checkpoint_dir: str = "checkpoints"
+    sample: int = 500
+    check: int = 2000
+    lr: float | None = None          # sets both nets; None = the preset's (2e-4 for most)
+    beta: float | None = None        # Adam beta1; None = the preset's (0.5 for most)
+    aux: float = 1.0                 # classification loss weight (ACGAN family)
+    # seed-000 flags and ours
+    glr: float | None = None
+    dlr: float | None = None
+    n_critic: int | None = None
+    seed: int = 0
+    ema: bool = True
+    ema_decay: float = 0.999
+    flip: bool = True
+    run: str | None = None           # run folder name; None = derived from the config
+    resume: str | None = None        # 'latest' or a checkpoint path
+    log_every: int = 50
+    eval_every: int = 0
+    tensorboard: bool = False
+    synthetic_size: int = 2000       # built-in faces drawn when the data folder is empty
+    keep_d: int = 2                  # D checkpoints (with optimizer state) kept on disk
+    # speed
+    precision: str = "fp32"
+    compile: bool = False
+    channels_last: bool = False
+    data_on_device: str = "auto"     # auto | on | off
+    sync_bn: bool = False
+    quiet: bool = False
+
+    def run_name(self) -> str:
+        return self.run or f"{self.model}_{self.embed}_nf{self.nf}_{self.image_size}px_seed{self.seed}"
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+def validate_train(cfg: TrainConfig) -> None:
+    """Check every value up front: one clear message, before any folder is touched."""
+    from .labels import EMBEDS
+    from .models import PRESETS
+    if cfg.model not in PRESETS:
+        raise UserError(f"unknown --model '{cfg.model}'; choose one of: {', '.join(PRESETS)}")
+    if cfg.loss not in (None, "bce", "wgan", "wgan-gp", "hinge", "dragan"):
+        raise UserError(f"unknown --loss '{cfg.loss}'; choose bce, wgan, wgan-gp, hinge or dragan")
+    if cfg.loss is not None and PRESETS[cfg.model].loss == "vae":
+        raise UserError("--loss does not apply to --model cvae (a VAE has no adversarial loss)")
+    if cfg.embed not in EMBEDS:
+        raise UserError(f"unknown --embed '{cfg.embed}'; choose one of {', '.join(EMBEDS)}")
+    if cfg.image_size not in IMAGE_SIZES:
+        raise UserError(f"--image-size {cfg.image_size} is not supported; use 32, 64 or 128")
+    if cfg.precision not in PRECISIONS:
+        raise UserError(f"unknown --precision '{cfg.precision}'; choose fp32, bf16 or fp16")
+    if cfg.device not in ("auto", "cpu", "cuda") and not cfg.device.startswith("cuda:"):
+        raise UserError(f"unknown --device '{cfg.device}'; choose auto, cpu or cuda")
+    if cfg.data_on_device not in ("auto", "on", "off"):
+        raise UserError("--data-on-device must be auto, on or off")
+    for name in ("iterations", "batch_size", "sample", "check", "nf", "z_dim", "log_every"):
+        if getattr(cfg, name) < 1:
+            raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(cfg, name)}")
+    for name in ("lr", "glr", "dlr"):
+        v = getattr(cfg, name)
+        if v is not None and not 0 < v < 1:
+            raise UserError(f"--{name} must be between 0 and 1, got {v}")
+    if cfg.n_critic is not None and cfg.n_critic < 1:
+        raise UserError(f"--n-critic must be at least 1, got {cfg.n_critic}")
+    if not 0 <= cfg.ema_decay < 1:
+        raise UserError(f"--ema-decay must be in [0, 1), got {cfg.ema_decay}")
+
+
+@dataclass
+class Hyper:
+    """The optimisation values a run actually uses: the preset's, overridden by flags."""
+    loss: str
+    glr: float
+    dlr: float
+    betas: tuple
+    n_critic: int
+
+
+def resolve_hyper(cfg: TrainConfig) -> Hyper:
+    from .models import PRESETS
+    p = PRESETS[cfg.model]
+    glr = cfg.glr or cfg.lr or p.glr
+    dlr = cfg.dlr or cfg.lr or p.dlr
+    betas = (cfg.beta if cfg.beta is not None else p.betas[0], p.betas[1])
+    return Hyper(cfg.loss or p.loss, glr, dlr, betas, cfg.n_critic or p.n_critic)
+
+
+@dataclass
+class TestConfig:
+    type: str = "fix_noise"
+    model_dir: str = "checkpoints"
+    sample_dir: str = "samples"
+    hair: str | None = None
+    eye: str | None = None
+    to_hair: str | None = None
+    to_eye: str | None = None
+    hair_rgb: str | None = None
+    eye_rgb: str | None = None
+    pairs: list = field(default_factory=list)
+    conditions: str | None = None
+    n: int = 8
+    steps: int = 10
+    seed: int = 0
+    ema: bool = True
+    captions: bool = True
+    individual: bool = False
+    device: str = "cpu"

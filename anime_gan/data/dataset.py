@@ -1,0 +1,177 @@
+"""The one loader: a prepared data folder -> batches of (images in [-1, 1], multi-hot labels).
+
+`open_packed` memory-maps the cache written by `prepare`.  `Batches` draws random batches with
+index tensors; when the whole cache fits on the training device it is copied there once and every
+batch is gathered, converted and flipped on the device (no per-sample Python, no per-step copies).
+`FileImages` is the slow, plain path (decode a file per sample) kept for comparison and for tests.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import UserError
+from ..labels import Schema
+from .formats import Source, read_image
+from .prepare import cache_paths
+
+
+@dataclass
+class Packed:
+    root: Path
+    images: np.ndarray            # [N, 3, S, S] uint8, memory-mapped
+    labels: np.ndarray | None     # [N, dim] float32, or None for an unlabelled folder
+    schema: Schema | None
+    priors: dict                  # group name -> class probabilities (one-of groups)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i):
+        x = torch.from_numpy(np.array(self.images[i])).float().div(127.5).sub(1.0)
+        y = torch.from_numpy(self.labels[i]) if self.labels is not None else torch.zeros(0)
+        return x, y
+
+
+def open_packed(root, size: int) -> Packed:
+    root = Path(root)
+    images_path, labels_path, meta_path = cache_paths(root, size)
+    if not images_path.exists():
+        raise UserError(f"{images_path}: no {size}px cache; run `anime-gan prepare {root} -o {root} "
+                        f"--image-size {size}`")
+    try:
+        images = np.load(images_path, mmap_mode="c")
+        meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+    except (OSError, ValueError) as e:
+        raise UserError(f"{images_path}: unreadable cache ({e}); re-run `anime-gan prepare`") from None
+    if images.ndim != 4 or images.shape[1:] != (3, size, size) or images.dtype != np.uint8:
+        raise UserError(f"{images_path}: expected uint8 [N, 3, {size}, {size}], got {images.dtype} "
+                        f"{list(images.shape)}; re-run `anime-gan prepare`")
+    schema = Schema.from_dict(meta["schema"], str(meta_path)) if meta.get("schema") else None
+    labels = None
+    if schema is not None:
+        labels = np.load(labels_path).astype(np.float32)
+        if labels.shape != (len(images), schema.dim):
+            raise UserError(f"{labels_path}: {labels.shape[0]} labels for {len(images)} images; "
+                            f"re-run `anime-gan prepare`")
+    priors = _priors(root, schema, labels)
+    return Packed(root, images, labels, schema, priors)
+
+
+def _priors(root: Path, schema: Schema | None, labels) -> dict:
+    """Class priors for sampling fake labels: <group>_prob.npy when valid, else frequencies."""
+    priors = {}
+    for g in schema.one_of_groups if schema else ():
+        path = root / f"{g.name}_prob.npy"
+        p = None
+        if path.exists():
+            try:
+                p = np.load(path, allow_pickle=False).astype(np.float64).reshape(-1)
+            except (OSError, ValueError) as e:
+                raise UserError(f"{path}: unreadable ({e}); delete it and re-run `anime-gan prepare`") from None
+            if p.shape != (len(g.classes),) or (p < 0).any() or p.sum() <= 0:
+                raise UserError(f"{path}: expected {len(g.classes)} non-negative probabilities; "
+                                f"delete it and re-run `anime-gan prepare`")
+        if p is None:
+            p = labels[:, schema.span(g.name)].sum(0).astype(np.float64) + 1e-12
+        priors[g.name] = (p / p.sum()).astype(np.float32)
+    return priors
+
+
+class LabelSampler:
+    """Draws fake labels like seed 001: one-of groups from the class priors, multi-label groups
+    as the object sets of random real images (so 1-3 objects per scene, like the data)."""
+
+    def __init__(self, packed: Packed, device):
+        self.schema = packed.schema
+        self.device = torch.device(device)
+        self.priors = {k: torch.tensor(v, device=self.device) for k, v in packed.priors.items()}
+        self.real = (torch.from_numpy(packed.labels).to(self.device)
+                     if self.schema is not None and self.schema.multi_label else None)
+
+    def __call__(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        if self.schema is None:
+            return torch.zeros(n, 0, device=self.device)
+        out = torch.zeros(n, self.schema.dim, device=self.device)
+        for g in self.schema.groups:
+            s = self.schema.span(g.name)
+            if g.multi:
+                rows = torch.randint(len(self.real), (n,), generator=generator, device=self.device)
+                out[:, s] = self.real[rows, s]
+            else:
+                idx = torch.multinomial(self.priors[g.name], n, replacement=True, generator=generator)
+                out[:, s] = torch.nn.functional.one_hot(idx, s.stop - s.start).float()
+        return out
+
+
+class Batches:
+    """Random batches (with replacement) from a packed set, drawn by a seeded torch.Generator."""
+
+    def __init__(self, packed: Packed, batch_size: int, device, generator: torch.Generator,
+                 on_device: str = "auto", flip: bool = True):
+        self.batch_size, self.flip, self.generator = batch_size, flip, generator
+        self.device = torch.device(device)
+        self.index_device = generator.device
+        self.on_device = self._decide(packed, on_device)
+        if self.on_device:
+            # One copy, then every batch is an index_select on the device.
+            self.images = torch.from_numpy(np.ascontiguousarray(packed.images)).to(self.device)
+        else:
+            self.images = packed.images  # stays memory-mapped: pages are read as batches touch them
+        labels = packed.labels if packed.labels is not None else np.zeros((len(packed), 0), np.float32)
+        self.labels = torch.from_numpy(labels).to(self.device)
+        self.n = len(packed)
+
+    def _decide(self, packed: Packed, mode: str) -> bool:
+        if mode in ("on", "off"):
+            return mode == "on"
+        if self.device.type != "cuda":
+            return True  # "device memory" is host memory: reading the memmap once is cheapest
+        free, _ = torch.cuda.mem_get_info(self.device)
+        return packed.images.nbytes < 0.5 * free
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        idx = torch.randint(self.n, (self.batch_size,), generator=self.generator, device=self.index_device)
+        flips = (torch.rand(self.batch_size, generator=self.generator, device=self.index_device) < 0.5
+                 if self.flip else None)
+        idx_dev = idx.to(self.device, non_blocking=True)
+        if self.on_device:
+            x = self.images.index_select(0, idx_dev)
+        else:
+            # Sorted reads are friendlier to the page cache; the order is restored after.
+            order = idx.cpu().numpy()
+            rows = torch.from_numpy(self.images[np.sort(order)])
+            x = rows[torch.from_numpy(np.argsort(np.argsort(order)))]
+            x = (x.pin_memory() if self.device.type == "cuda" else x).to(self.device, non_blocking=True)
+        x = x.float().div_(127.5).sub_(1.0)
+        if flips is not None:
+            f = flips.to(self.device, non_blocking=True)
+            x = torch.where(f[:, None, None, None], x.flip(3), x)
+        return x, self.labels.index_select(0, idx_dev)
+
+
+class FileImages(torch.utils.data.Dataset):
+    """Decode one file per sample (what seed 001 does); the plain path the cache is compared to."""
+
+    def __init__(self, source: Source, size: int):
+        self.source, self.size = source, size
+
+    def __len__(self) -> int:
+        return len(self.source.files)
+
+    def __getitem__(self, i):
+        try:
+            pixels = read_image(self.source.files[i], self.size)
+        except ValueError as e:
+            raise UserError(f"{self.source.files[i]}: {e}; run `anime-gan prepare` to skip bad files") from None
+        x = torch.from_numpy(pixels).float().div(127.5).sub(1.0)
+        y = torch.from_numpy(self.source.labels[i]) if self.source.labels is not None else torch.zeros(0)
+        return x, y
+

@@ -1,0 +1,210 @@
+"""Recognise and read the four data layouts we accept.
+
+1. tag-pickle (seed 001): images/{i}.jpg|png, tags.pickle {i: 22-dim tensor | (hair, eye)}, priors
+2. JSON (seed 003): object(s).json {name: index}, train.json {file: [names]}, images beside them
+3. MLDS tags.csv: lines "id,<colour> hair <colour> eyes", images/{id}.jpg
+4. a plain folder of images (no labels)
+
+`scan` returns a `Source`: the image files, their multi-hot labels and what had to be skipped.
+Nothing here decodes images; `read_image` does, one file at a time.
+"""
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from .. import safe_pickle
+from ..errors import UserError
+from ..labels import SCHEMA_FILE, Schema, anime_schema, multi_label_schema
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+# PIL modes that convert to RGB without losing meaning; anything else (16-bit, float) is skipped.
+READABLE_MODES = {"RGB", "RGBA", "L", "LA", "P", "PA", "CMYK", "YCbCr", "1"}
+
+
+@dataclass
+class Source:
+    root: Path
+    kind: str                              # 'tag-pickle' | 'json' | 'tags-csv' | 'folder'
+    schema: Schema | None                  # None for an unlabelled folder
+    files: list[Path] = field(default_factory=list)
+    labels: np.ndarray | None = None       # [N, schema.dim] float32, aligned with files
+    skipped: list[tuple[str, str]] = field(default_factory=list)   # (file, reason)
+
+
+def scan(root) -> Source:
+    root = Path(root)
+    if not root.is_dir():
+        raise UserError(f"{root}: data folder not found; pass an existing folder with -t, "
+                        f"or run `anime-gan prepare --synthetic 2000 -o {root}` to make one")
+    if (root / "tags.pickle").exists():
+        return _scan_tag_pickle(root)
+    for name in ("objects.json", "object.json"):
+        if (root / name).exists():
+            return _scan_json(root, root / name)
+    if (root / "tags.csv").exists():
+        return _scan_tags_csv(root)
+    return _scan_folder(root)
+
+
+def _image_dir(root: Path) -> Path:
+    return root / "images" if (root / "images").is_dir() else root
+
+
+def _scan_tag_pickle(root: Path) -> Source:
+    path = root / "tags.pickle"
+    schema = Schema.load(root) if (root / SCHEMA_FILE).exists() else anime_schema()
+    tags = safe_pickle.load(path)
+    if not isinstance(tags, dict):
+        raise UserError(f"{path}: expected a dict {{index: label}}, got {type(tags).__name__}; "
+                        f"re-create it with `anime-gan prepare`")
+    src = Source(root, "tag-pickle", schema)
+    images = _image_dir(root)
+    labels = []
+    for key in sorted(tags, key=lambda k: (not isinstance(k, int), str(k))):
+        vec = _tag_vector(tags[key], path, key)
+        schema.check(vec, f"{path} entry {key!r}")
+        file = next((images / f"{key}{s}" for s in (".jpg", ".png", ".jpeg")
+                     if (images / f"{key}{s}").exists()), None)
+        if file is None:
+            src.skipped.append((str(images / f"{key}.jpg"), "missing image"))
+            continue
+        src.files.append(file)
+        labels.append(vec)
+    known = {f.stem for f in src.files} | {Path(p).stem for p, _ in src.skipped}
+    for f in sorted(images.iterdir()) if images.is_dir() else []:
+        if f.suffix.lower() in IMAGE_SUFFIXES and f.stem not in known:
+            src.skipped.append((str(f), "missing label"))
+    src.labels = np.stack(labels) if labels else np.zeros((0, schema.dim), np.float32)
+    return src
+
+
+def _tag_vector(value, path: Path, key) -> np.ndarray:
+    """A 22-dim tensor, or the (hair_onehot, eye_onehot) tuple seed 001's own code stores."""
+    parts = value if isinstance(value, (tuple, list)) and len(value) and not np.isscalar(value[0]) else [value]
+    try:
+        flat = [p.detach().cpu().numpy() if isinstance(p, torch.Tensor) else np.asarray(p) for p in parts]
+        return np.concatenate([f.astype(np.float32).reshape(-1) for f in flat])
+    except (TypeError, ValueError) as e:
+        raise UserError(f"{path} entry {key!r}: label is not a vector of numbers ({e})") from None
+
+
+def _scan_json(root: Path, objects_path: Path) -> Source:
+    objects = _read_json(objects_path, dict)
+    try:
+        names = [n for n, _ in sorted(objects.items(), key=lambda kv: int(kv[1]))]
+    except (TypeError, ValueError):
+        raise UserError(f"{objects_path}: expected {{name: index}} with integer indices") from None
+    schema = multi_label_schema(names)
+    train_path = root / "train.json"
+    if not train_path.exists():
+        raise UserError(f"{train_path}: missing; the JSON layout needs train.json "
+                        f"({{file name: [object names]}}) beside {objects_path.name}")
+    entries = _read_json(train_path, dict)
+    image_dirs = [d for d in (root / "images", root / "iclevr", root) if d.is_dir()]
+    src = Source(root, "json", schema)
+    labels = []
+    for name, objs in entries.items():
+        if not isinstance(objs, list) or not all(isinstance(o, str) for o in objs):
+            raise UserError(f"{train_path}: entry {name!r} must be a list of object names")
+        unknown = [o for o in objs if o not in objects]
+        if unknown:
+            raise UserError(f"{train_path}: entry {name!r} names unknown object(s) {unknown}; "
+                            f"valid names are listed in {objects_path.name}")
+        file = next((d / name for d in image_dirs if (d / name).is_file()), None)
+        if file is None:
+            src.skipped.append((name, "missing image"))
+            continue
+        vec = np.zeros(schema.dim, np.float32)
+        vec[[int(objects[o]) for o in objs]] = 1.0
+        src.files.append(file)
+        labels.append(vec)
+    src.labels = np.stack(labels) if labels else np.zeros((0, schema.dim), np.float32)
+    return src
+
+
+def _read_json(path: Path, kind: type):
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise UserError(f"{path}: not valid JSON ({e}); fix or re-export the file") from None
+    if not isinstance(value, kind):
+        raise UserError(f"{path}: expected a JSON {kind.__name__}, got {type(value).__name__}")
+    return value
+
+
+def _scan_tags_csv(root: Path) -> Source:
+    path = root / "tags.csv"
+    schema = anime_schema()
+    images = _image_dir(root)
+    src = Source(root, "tags-csv", schema)
+    labels = []
+    try:
+        rows = list(csv.reader(path.read_text(errors="replace").splitlines()))
+    except csv.Error as e:
+        raise UserError(f"{path}: not a CSV file ({e})") from None
+    for lineno, row in enumerate(rows, 1):
+        if not row or not "".join(row).strip():
+            continue
+        if len(row) < 2:
+            src.skipped.append((f"{path}:{lineno}", "no tags after the id"))
+            continue
+        ident, text = row[0].strip(), " ".join(row[1:])
+        try:
+            vec = schema.parse(text)
+        except UserError as e:
+            src.skipped.append((f"{path}:{lineno}", f"unreadable label: {e}"))
+            continue
+        file = next((images / f"{ident}{s}" for s in (".jpg", ".png", ".jpeg")
+                     if (images / f"{ident}{s}").exists()), None)
+        if file is None:
+            src.skipped.append((str(images / f"{ident}.jpg"), "missing image"))
+            continue
+        src.files.append(file)
+        labels.append(vec)
+    src.labels = np.stack(labels) if labels else np.zeros((0, schema.dim), np.float32)
+    return src
+
+
+def _scan_folder(root: Path) -> Source:
+    images = _image_dir(root)
+    files = sorted(f for f in images.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file()
+                   and "cache" not in f.relative_to(root).parts)
+    return Source(root, "folder", None, files=files)
+
+
+def read_image(path: Path, size: int) -> np.ndarray:
+    """Decode, centre-crop to a square and resize with an antialiased filter: [3, size, size] uint8.
+
+    Raises ValueError with a short reason for an unreadable file or an unsupported mode."""
+    try:
+        with Image.open(path) as im:
+            if im.mode not in READABLE_MODES:
+                raise ValueError(f"unsupported image mode {im.mode}")
+            im.load()
+            rgb = _flatten_alpha(im)
+    except (UnidentifiedImageError, OSError, SyntaxError) as e:
+        raise ValueError(f"unreadable image ({type(e).__name__})") from None
+    w, h = rgb.size
+    side = min(w, h)
+    left, top = (w - side) // 2, (h - side) // 2
+    rgb = rgb.crop((left, top, left + side, top + side))
+    if side != size:
+        rgb = rgb.resize((size, size), Image.LANCZOS, reducing_gap=3.0 if side >= 3 * size else None)
+    return np.asarray(rgb, dtype=np.uint8).transpose(2, 0, 1).copy()
+
+
+def _flatten_alpha(im: Image.Image) -> Image.Image:
+    # Transparent pixels go on white, the way a viewer shows them, not on black.
+    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+        im = im.convert("RGBA")
+        canvas = Image.new("RGB", im.size, (255, 255, 255))
+        canvas.paste(im, mask=im.getchannel("A"))
+        return canvas
+    return im.convert("RGB")

@@ -1,0 +1,220 @@
+"""`anime-gan prepare`: any accepted layout -> the tag-pickle layout plus a packed uint8 cache.
+
+The cache is one array [N, 3, S, S] per image size S, written with numpy's .npy format so the
+trainer can memory-map it: opening a 33k-image set costs nothing until pages are touched.
+"""
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import shutil
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from ..config import PrepareConfig
+from ..errors import UserError
+from ..labels import Schema, anime_schema
+from .formats import Source, read_image, scan
+
+CACHE_DIR = "cache"
+
+
+def cache_paths(root, size: int) -> tuple[Path, Path, Path]:
+    """(images .npy, labels .npy, meta .json) of the packed cache at `size` px."""
+    d = Path(root) / CACHE_DIR
+    return d / f"images_{size}.npy", d / f"labels_{size}.npy", d / f"meta_{size}.json"
+
+
+def prepare(cfg: PrepareConfig) -> dict:
+    if cfg.image_size not in (32, 64, 128):
+        raise UserError(f"--image-size {cfg.image_size} is not supported; use 32, 64 or 128")
+    out = Path(cfg.out)
+    _check_writable(out)
+    if cfg.synthetic:
+        write_synthetic(out, cfg.synthetic, cfg.seed, size=max(64, cfg.image_size), quiet=cfg.quiet)
+        src = scan(out)
+    else:
+        if cfg.source is None:
+            raise UserError("prepare needs a SOURCE folder, or --synthetic N for the built-in faces")
+        src = scan(cfg.source)
+    if not src.files:
+        raise UserError(f"{src.root}: no usable images found ({len(src.skipped)} skipped); "
+                        f"see the formats in README.md")
+    images, keep, skipped = pack(src, out, cfg.image_size, cfg.workers, cfg.quiet)
+    skipped = src.skipped + skipped
+    if cfg.strict and skipped:
+        Path(images).unlink(missing_ok=True)
+        raise UserError(f"--strict: {len(skipped)} file(s) skipped, first {skipped[0][0]} "
+                        f"({skipped[0][1]}); fix them or drop --strict")
+    labels = src.labels[keep] if src.labels is not None else None
+    if not _same(src.root, out):
+        write_tag_pickle_layout(out, [src.files[i] for i in keep], labels, src.schema)
+    elif src.kind == "tag-pickle":
+        write_labels(out, None, labels, src.schema, overwrite_priors=False)
+    # else: prepared in place; the cache (and its meta) carry the labels and schema
+    report = _report(src, out, cfg.image_size, len(keep), skipped, labels)
+    _, _, meta = cache_paths(out, cfg.image_size)
+    _atomic_write_bytes(meta, json.dumps(report, indent=1).encode())
+    return report
+
+
+def ensure_cache(root, size: int, quiet: bool = False) -> bool:
+    """Pack `root` in place when it has no cache at `size` yet; True when it did."""
+    if cache_paths(root, size)[0].exists():
+        return False
+    print(format_report(prepare(PrepareConfig(source=str(root), out=str(root), image_size=size,
+                                              quiet=quiet))), file=sys.stderr)
+    return True
+
+
+def pack(src: Source, out: Path, size: int, workers: int = 0, quiet: bool = False):
+    """Decode every file once into cache/images_<size>.npy; return (path, kept indices, skipped)."""
+    images_path, labels_path, _ = cache_paths(out, size)
+    images_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = images_path.with_suffix(".tmp.npy")
+    arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(src.files), 3, size, size))
+    keep, skipped = [], []
+
+    def decode(i):
+        try:
+            return i, read_image(src.files[i], size), None
+        except ValueError as e:
+            return i, None, str(e)
+
+    with ThreadPoolExecutor(workers or os.cpu_count() or 1) as pool:
+        results = pool.map(decode, range(len(src.files)))
+        for i, pixels, error in tqdm(results, total=len(src.files), desc=f"packing {size}px",
+                                     unit="img", disable=quiet or None, file=sys.stderr):
+            if error:
+                skipped.append((str(src.files[i]), error))
+                continue
+            arr[len(keep)] = pixels  # compact in place: skipped files leave no hole
+            keep.append(i)
+    arr.flush()
+    del arr
+    _shrink_npy(tmp, len(keep))
+    os.replace(tmp, images_path)
+    if src.labels is not None:
+        _atomic_save_npy(labels_path, src.labels[keep].astype(np.uint8))
+    else:
+        labels_path.unlink(missing_ok=True)
+    return images_path, keep, skipped
+
+
+def _shrink_npy(path: Path, n: int) -> None:
+    """Keep the first n rows of a .npy file (only needed when files were skipped)."""
+    full = np.load(path, mmap_mode="r")
+    if len(full) == n:
+        return
+    tmp = path.with_name("shrink." + path.name)
+    part = np.lib.format.open_memmap(tmp, mode="w+", dtype=full.dtype, shape=(n,) + full.shape[1:])
+    for i in range(0, n, 4096):
+        part[i:i + 4096] = full[i:i + 4096]
+    part.flush()
+    del part, full
+    os.replace(tmp, path)
+
+
+def write_tag_pickle_layout(out: Path, files: list[Path], labels, schema: Schema | None) -> None:
+    """images/{i}.<ext> copies plus tags.pickle, <group>_prob.npy and schema.json."""
+    image_dir = out / "images"
+    image_dir.mkdir(parents=True, exist_ok=True)
+    for i, f in enumerate(files):
+        ext = f.suffix.lower() if f.suffix.lower() in (".jpg", ".png") else ".png"
+        target = image_dir / f"{i}{ext}"
+        if ext == f.suffix.lower():
+            shutil.copyfile(f, target)
+        else:
+            from PIL import Image
+            with Image.open(f) as im:
+                im.convert("RGB").save(target)
+    if schema is not None:
+        write_labels(out, files, labels, schema, overwrite_priors=True)
+
+
+def write_labels(out: Path, files, labels, schema: Schema, overwrite_priors: bool) -> None:
+    if files is not None:
+        tags = {i: torch.from_numpy(np.ascontiguousarray(labels[i], np.float32)) for i in range(len(labels))}
+        _atomic_write_bytes(out / "tags.pickle", pickle.dumps(tags, protocol=4))
+    for g in schema.groups:
+        path = out / f"{g.name}_prob.npy"
+        if overwrite_priors or not path.exists():
+            counts = labels[:, schema.span(g.name)].sum(0).astype(np.float64)
+            _atomic_save_npy(path, (counts / max(counts.sum(), 1)).astype(np.float32))
+    if overwrite_priors or not (out / "schema.json").exists():
+        schema.save(out)
+
+
+def write_synthetic(out: Path, n: int, seed: int, size: int = 64, quiet: bool = False) -> None:
+    """The built-in data set: n procedurally drawn faces in the tag-pickle layout."""
+    from .synthetic import generate
+    if (out / "tags.pickle").exists() or (out / "images").exists():
+        raise UserError(f"{out}: already holds a data set; choose an empty folder with -o "
+                        f"(nothing was changed)")
+    schema = anime_schema()
+    image_dir = out / "images"
+    image_dir.mkdir(parents=True, exist_ok=True)
+    labels = np.zeros((n, schema.dim), np.float32)
+    hair0, eye0 = schema.offsets[0], schema.offsets[1]
+    items = generate(n, seed=seed, size=size)
+    for i, (img, hair, eye) in enumerate(tqdm(items, total=n, desc="drawing built-in faces", unit="img",
+                                                disable=quiet or None, file=sys.stderr)):
+        img.save(image_dir / f"{i}.png", optimize=False, compress_level=1)
+        labels[i, hair0 + hair] = labels[i, eye0 + eye] = 1.0
+    write_labels(out, list(range(n)), labels, schema, overwrite_priors=True)
+
+
+def _report(src: Source, out: Path, size: int, n: int, skipped, labels) -> dict:
+    report = {"source": str(src.root), "layout": src.kind, "out": str(out), "image_size": size,
+              "images": n, "skipped": [{"file": f, "reason": r} for f, r in skipped],
+              "schema": src.schema.to_dict() if src.schema else None, "class_counts": {}}
+    if src.schema is not None and labels is not None:
+        for g in src.schema.groups:
+            counts = labels[:, src.schema.span(g.name)].sum(0).astype(int)
+            report["class_counts"][g.name] = dict(zip(g.classes, counts.tolist()))
+    return report
+
+
+def format_report(report: dict) -> str:
+    lines = [f"{report['images']} images from {report['source']} ({report['layout']} layout) -> "
+             f"{report['out']} at {report['image_size']}px"]
+    for group, counts in report["class_counts"].items():
+        lines.append(f"  {group}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    if report["skipped"]:
+        lines.append(f"  skipped {len(report['skipped'])} file(s):")
+        lines += [f"    {s['file']}: {s['reason']}" for s in report["skipped"][:20]]
+        if len(report["skipped"]) > 20:
+            lines.append(f"    ... and {len(report['skipped']) - 20} more (see cache/meta_*.json)")
+    return "\n".join(lines)
+
+
+def _same(a: Path, b: Path) -> bool:
+    return Path(a).resolve() == Path(b).resolve()
+
+
+def _check_writable(out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write_test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise UserError(f"{out}: cannot write here ({e.strerror}); choose another folder with -o") from None
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def _atomic_save_npy(path: Path, array: np.ndarray) -> None:
+    tmp = path.with_name(path.name + ".tmp.npy")
+    np.save(tmp, array)
+    os.replace(tmp, path)

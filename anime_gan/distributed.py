@@ -1,0 +1,62 @@
+"""Data-parallel training under torchrun, kept explicit.
+
+Instead of wrapping G and D in DistributedDataParallel we average gradients by hand after each
+backward: a GAN step runs D several times per backward (real, fake, gradient-penalty interpolates)
+and takes double-backward through it, which DDP's hooks handle poorly.  One flat all-reduce per
+network per step is exactly what DDP would send, and the same code path runs on one process.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as tdist
+
+
+@dataclass
+class Dist:
+    rank: int = 0
+    local_rank: int = 0
+    world_size: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        if self.world_size > 1:
+            tdist.barrier()
+
+    def average_gradients(self, module: torch.nn.Module) -> None:
+        if self.world_size == 1:
+            return
+        grads = [p.grad for p in module.parameters() if p.grad is not None]
+        if not grads:
+            return
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        tdist.all_reduce(flat)
+        flat /= self.world_size
+        offset = 0
+        for g in grads:
+            g.copy_(flat[offset:offset + g.numel()].view_as(g))
+            offset += g.numel()
+
+
+def setup() -> Dist:
+    """Join the process group torchrun describes in the environment (no-op without it)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return Dist()
+    rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    if not tdist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        if backend == "nccl":
+            torch.cuda.set_device(local)
+        tdist.init_process_group(backend)
+    return Dist(rank, local, world)
+
+
+def cleanup() -> None:
+    if tdist.is_initialized():
+        tdist.destroy_process_group()

@@ -1,0 +1,297 @@
+"""Label schemas and the condition vectors models consume.
+
+A label is stored everywhere (tags.pickle, the packed cache, checkpoints) as one multi-hot vector
+over all classes of the schema, groups concatenated in order: for the anime schema 12 hair + 10 eye
+= 22 numbers with exactly one 1 per group.  `encode` turns that vector into the condition a model
+is trained on (`onehot`, `pair` or `rgb`), so nothing downstream hard-codes 12, 10 or 22.
+"""
+from __future__ import annotations
+
+import itertools
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .errors import UserError
+
+# Seed 001's class order: the index of a class is its position here, in every file we read/write.
+HAIR_COLORS = ("orange", "white", "aqua", "gray", "green", "red", "purple", "pink", "blue",
+               "black", "brown", "blonde")
+EYE_COLORS = ("black", "orange", "pink", "yellow", "aqua", "purple", "green", "brown", "red", "blue")
+
+# Named colours for the `rgb` condition (seed 000's "rgb embed") and for the built-in dataset.
+COLOR_RGB: dict[str, tuple[int, int, int]] = {
+    "orange": (255, 140, 0), "white": (245, 245, 245), "aqua": (0, 210, 210),
+    "gray": (128, 128, 128), "green": (30, 170, 60), "red": (220, 20, 30),
+    "purple": (140, 50, 190), "pink": (255, 120, 180), "blue": (30, 70, 230),
+    "black": (25, 25, 25), "brown": (120, 70, 30), "blonde": (250, 225, 110),
+    "yellow": (250, 220, 0), "cyan": (0, 255, 255),
+}
+
+EMBEDS = ("onehot", "pair", "rgb")
+SCHEMA_FILE = "schema.json"
+
+
+@dataclass(frozen=True)
+class Group:
+    """One attribute: one-of-N (hair colour) or multi-label (the objects in a CLEVR scene)."""
+    name: str
+    classes: tuple[str, ...]
+    multi: bool = False
+    # Words that follow a class name in human tags ("blue hair", "red eyes"); empty for
+    # multi-label groups whose class names stand alone ("gray cube").
+    suffixes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Schema:
+    groups: tuple[Group, ...]
+    offsets: tuple[int, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self):
+        starts = [0]
+        for g in self.groups:
+            starts.append(starts[-1] + len(g.classes))
+        object.__setattr__(self, "offsets", tuple(starts))
+
+    # ---- sizes -------------------------------------------------------------------------------
+    @property
+    def dim(self) -> int:
+        return self.offsets[-1]
+
+    @property
+    def one_of_groups(self) -> tuple[Group, ...]:
+        return tuple(g for g in self.groups if not g.multi)
+
+    @property
+    def class_sizes(self) -> tuple[int, ...]:
+        """Sizes of the one-of-N groups, in order (the ACGAN heads)."""
+        return tuple(len(g.classes) for g in self.one_of_groups)
+
+    @property
+    def multi_label(self) -> int:
+        """Number of multi-label classes (0 for the anime schema)."""
+        return sum(len(g.classes) for g in self.groups if g.multi)
+
+    def group(self, name: str) -> Group:
+        for g in self.groups:
+            if g.name == name:
+                return g
+        raise UserError(f"this schema has no '{name}' attribute; it has: "
+                        + ", ".join(g.name for g in self.groups))
+
+    def span(self, name: str) -> slice:
+        i = [g.name for g in self.groups].index(name)
+        return slice(self.offsets[i], self.offsets[i + 1])
+
+    # ---- json --------------------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        return {"groups": [{"name": g.name, "classes": list(g.classes), "multi": g.multi,
+                            "suffixes": list(g.suffixes)} for g in self.groups]}
+
+    @classmethod
+    def from_dict(cls, d: dict, source: str = "schema") -> "Schema":
+        try:
+            groups = tuple(Group(str(g["name"]), tuple(str(c) for c in g["classes"]),
+                                 bool(g.get("multi", False)),
+                                 tuple(str(s) for s in g.get("suffixes", ())))
+                           for g in d["groups"])
+        except (KeyError, TypeError) as e:
+            raise UserError(f"{source}: not a valid label schema ({e}); re-run `anime-gan prepare`") from None
+        if not groups or any(not g.classes for g in groups):
+            raise UserError(f"{source}: a label schema needs at least one group with classes")
+        return cls(groups)
+
+    def save(self, folder: Path) -> Path:
+        path = Path(folder) / SCHEMA_FILE
+        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        return path
+
+    @classmethod
+    def load(cls, folder: Path) -> "Schema":
+        path = Path(folder) / SCHEMA_FILE
+        try:
+            return cls.from_dict(json.loads(path.read_text()), str(path))
+        except (OSError, ValueError) as e:
+            raise UserError(f"{path}: cannot read the label schema ({e}); re-run `anime-gan prepare`") from None
+
+    # ---- human tags --------------------------------------------------------------------------
+    def phrases(self) -> dict[tuple[str, ...], tuple[int, int]]:
+        """Every accepted phrase (as a token tuple) -> (group index, class index)."""
+        out = {}
+        for gi, g in enumerate(self.groups):
+            for ci, c in enumerate(g.classes):
+                words = tuple(c.split())
+                if g.suffixes:
+                    for s in g.suffixes:
+                        out[words + (s,)] = (gi, ci)
+                else:
+                    out[words] = (gi, ci)
+        return out
+
+    def parse(self, text: str, require_all: bool = True) -> np.ndarray:
+        """"blue hair red eyes" -> multi-hot float32 vector of size `dim`.
+
+        With require_all=False a one-of group may be left out (its slice stays all zero)."""
+        tokens = text.lower().replace(",", " ").replace("_", " ").split()
+        phrases = self.phrases()
+        longest = max(len(p) for p in phrases)
+        vec = np.zeros(self.dim, np.float32)
+        seen: dict[int, str] = {}
+        i = 0
+        while i < len(tokens):
+            for k in range(min(longest, len(tokens) - i), 0, -1):
+                hit = phrases.get(tuple(tokens[i:i + k]))
+                if hit:
+                    break
+            else:
+                raise UserError(self._unknown(tokens, i, text))
+            gi, ci = hit
+            g = self.groups[gi]
+            if not g.multi and gi in seen:
+                raise UserError(f"'{text}' names two {g.name} values ({seen[gi]} and {g.classes[ci]}); "
+                                f"give one")
+            seen[gi] = g.classes[ci]
+            vec[self.offsets[gi] + ci] = 1.0
+            i += k
+        if require_all:
+            missing = [g.name for gi, g in enumerate(self.groups) if gi not in seen]
+            if missing:
+                raise UserError(f"'{text}' does not say the {' or '.join(missing)}; "
+                                f"write e.g. '{self.describe(self.example())}'")
+        return vec
+
+    def _unknown(self, tokens: list[str], i: int, text: str) -> str:
+        # Name the group when the next word is its suffix ("teal hair"): the most common typo.
+        for g in self.groups:
+            if i + 1 < len(tokens) and tokens[i + 1] in g.suffixes:
+                return (f"unknown {g.name} colour '{tokens[i]}' in '{text}'; valid {g.name} colours: "
+                        + ", ".join(g.classes))
+        valid = "; ".join(f"{g.name}: " + ", ".join(g.classes) for g in self.groups)
+        return f"cannot read '{tokens[i]}' in '{text}'; valid names are {valid}"
+
+    def class_index(self, group: str, name: str) -> int:
+        g = self.group(group)
+        if name not in g.classes:
+            raise UserError(f"unknown {group} colour '{name}'; valid {group} colours: " + ", ".join(g.classes))
+        return g.classes.index(name)
+
+    def describe(self, vec) -> str:
+        """Multi-hot vector -> "blue hair red eyes" (inverse of parse)."""
+        vec = np.asarray(vec)
+        words = []
+        for gi, g in enumerate(self.groups):
+            part = vec[self.offsets[gi]:self.offsets[gi + 1]]
+            for ci in np.flatnonzero(part > 0.5):
+                words.append(" ".join((g.classes[ci],) + g.suffixes[:1]))
+        return " ".join(words)
+
+    def example(self) -> np.ndarray:
+        vec = np.zeros(self.dim, np.float32)
+        for gi in range(len(self.groups)):
+            vec[self.offsets[gi]] = 1.0
+        return vec
+
+    def check(self, vec: np.ndarray, where: str) -> None:
+        """Refuse a label that is not exactly one class per one-of group (or is the wrong size)."""
+        vec = np.asarray(vec)
+        if vec.shape != (self.dim,):
+            raise UserError(f"{where}: label has {vec.size} numbers but the schema has {self.dim} "
+                            f"classes ({', '.join(f'{g.name}: {len(g.classes)}' for g in self.groups)})")
+        for gi, g in enumerate(self.groups):
+            part = vec[self.offsets[gi]:self.offsets[gi + 1]]
+            if not np.all((part == 0) | (part == 1)):
+                raise UserError(f"{where}: {g.name} label must be 0/1 values, got {part.tolist()}")
+            if not g.multi and part.sum() != 1:
+                raise UserError(f"{where}: needs exactly one {g.name} class, got {int(part.sum())}")
+
+    def combinations(self) -> list[np.ndarray]:
+        """Every label with one class per one-of group (multi-label groups left empty)."""
+        out = []
+        for idx in itertools.product(*(range(len(g.classes)) for g in self.one_of_groups)):
+            vec = np.zeros(self.dim, np.float32)
+            one_of = [gi for gi, g in enumerate(self.groups) if not g.multi]
+            for gi, ci in zip(one_of, idx):
+                vec[self.offsets[gi] + ci] = 1.0
+            out.append(vec)
+        return out
+
+
+def anime_schema() -> Schema:
+    return Schema((Group("hair", HAIR_COLORS, suffixes=("hair",)),
+                   Group("eye", EYE_COLORS, suffixes=("eyes", "eye"))))
+
+
+def multi_label_schema(classes: list[str], name: str = "objects") -> Schema:
+    """Seed 003's CLEVR conditions: any subset of the named objects."""
+    return Schema((Group(name, tuple(classes), multi=True),))
+
+
+# ---- condition encodings -----------------------------------------------------------------------
+
+def cond_dim(schema: Schema, embed: str) -> int:
+    if embed == "onehot":
+        return schema.dim
+    if embed == "pair":
+        _require_one_of(schema, embed)
+        return int(np.prod(schema.class_sizes))
+    if embed == "rgb":
+        _require_colours(schema)
+        return 3 * len(schema.groups)
+    raise UserError(f"unknown --embed '{embed}'; choose one of {', '.join(EMBEDS)}")
+
+
+def _require_one_of(schema: Schema, embed: str) -> None:
+    if schema.multi_label:
+        raise UserError(f"--embed {embed} needs one-of-N attributes only, but this data set has "
+                        f"multi-label classes; use --embed onehot")
+
+
+def _require_colours(schema: Schema) -> None:
+    _require_one_of(schema, "rgb")
+    unknown = [c for g in schema.groups for c in g.classes if c not in COLOR_RGB]
+    if unknown:
+        raise UserError("--embed rgb needs every class to be a named colour; unknown: " + ", ".join(unknown))
+
+
+def rgb_table(schema: Schema) -> torch.Tensor:
+    """[dim, 3*groups] matrix: multi-hot label @ table = the RGB (0..1) of each group's colour."""
+    _require_colours(schema)
+    table = torch.zeros(schema.dim, 3 * len(schema.groups))
+    for gi, g in enumerate(schema.groups):
+        for ci, c in enumerate(g.classes):
+            table[schema.offsets[gi] + ci, 3 * gi:3 * gi + 3] = torch.tensor(COLOR_RGB[c]) / 255.0
+    return table
+
+
+def encode(schema: Schema, labels: torch.Tensor, embed: str) -> torch.Tensor:
+    """Multi-hot labels [B, dim] -> conditions [B, cond_dim(schema, embed)]."""
+    if embed == "onehot":
+        return labels
+    if embed == "rgb":
+        return labels @ rgb_table(schema).to(labels.device, labels.dtype)
+    if embed == "pair":
+        _require_one_of(schema, embed)
+        index = torch.zeros(labels.shape[0], dtype=torch.long, device=labels.device)
+        for gi, size in enumerate(schema.class_sizes):
+            index = index * size + labels[:, schema.offsets[gi]:schema.offsets[gi + 1]].argmax(1)
+        return torch.nn.functional.one_hot(index, cond_dim(schema, embed)).to(labels.dtype)
+    raise UserError(f"unknown --embed '{embed}'; choose one of {', '.join(EMBEDS)}")
+
+
+def parse_rgb(text: str) -> tuple[float, float, float]:
+    """'#ff8800' or '255,136,0' -> (1.0, 0.53, 0.0)."""
+    s = text.strip()
+    try:
+        if s.startswith("#") and len(s) == 7:
+            rgb = tuple(int(s[i:i + 2], 16) for i in (1, 3, 5))
+        else:
+            rgb = tuple(int(v) for v in s.split(","))
+            if len(rgb) != 3 or not all(0 <= v <= 255 for v in rgb):
+                raise ValueError
+    except ValueError:
+        raise UserError(f"cannot read colour '{text}'; write it as '#rrggbb' or 'r,g,b' (0-255)") from None
+    return tuple(v / 255.0 for v in rgb)

@@ -1,0 +1,75 @@
+"""Reading `tags.pickle` without trusting it.
+
+A pickle can name any importable callable and have it run while loading (`os.system`, ...).  The
+tag files we read only ever hold dicts/tuples/lists of numbers, numpy arrays and torch tensors, so
+the unpickler below resolves exactly the globals those need and refuses every other one before it
+is imported or called.
+"""
+from __future__ import annotations
+
+import codecs
+import collections
+import io
+import pickle
+
+import numpy as np
+import torch
+
+from .errors import UserError
+
+
+def _bytes_from_latin1(text, encoding="latin1"):
+    # Protocol-2 pickles spell `bytes` as _codecs.encode(str, 'latin1'); allow nothing else.
+    if encoding not in ("latin1", "latin-1") or not isinstance(text, str):
+        raise pickle.UnpicklingError("_codecs.encode with an unexpected encoding")
+    return codecs.encode(text, "latin1")
+
+
+def _storage_from_bytes(data):
+    # torch pickles a tensor's storage as a nested torch.save blob: load it the safe way too.
+    return torch.load(io.BytesIO(data), weights_only=True)
+
+
+_ALLOWED = {
+    ("collections", "OrderedDict"): collections.OrderedDict,
+    ("builtins", "set"): set,
+    ("builtins", "frozenset"): frozenset,
+    ("builtins", "complex"): complex,
+    ("_codecs", "encode"): _bytes_from_latin1,
+    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "dtype"): np.dtype,
+    ("torch._utils", "_rebuild_tensor_v2"): torch._utils._rebuild_tensor_v2,
+    ("torch.storage", "_load_from_bytes"): _storage_from_bytes,
+}
+# Resolve numpy internals through the public module that exists in this numpy version.
+_mm = getattr(np, "_core", None) or np.core
+for _prefix in ("numpy.core", "numpy._core"):
+    _ALLOWED[(_prefix + ".multiarray", "_reconstruct")] = _mm.multiarray._reconstruct
+    _ALLOWED[(_prefix + ".multiarray", "scalar")] = _mm.multiarray.scalar
+    _ALLOWED[(_prefix + ".numeric", "_frombuffer")] = _mm.numeric._frombuffer
+for _name in ("float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8", "bool_"):
+    _ALLOWED[("numpy", _name)] = getattr(np, _name)
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    def find_class(self, module, name):
+        try:
+            return _ALLOWED[(module, name)]
+        except KeyError:
+            raise pickle.UnpicklingError(f"refused to load '{module}.{name}'") from None
+
+    def persistent_load(self, pid):
+        raise pickle.UnpicklingError("refused a persistent id")
+
+
+def load(path) -> object:
+    """Unpickle `path` admitting only containers, numbers, strings, numpy arrays and tensors."""
+    try:
+        with open(path, "rb") as f:
+            return _RestrictedUnpickler(f).load()
+    except FileNotFoundError:
+        raise UserError(f"{path}: file not found") from None
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, RuntimeError,
+            IndexError, KeyError, MemoryError, UnicodeDecodeError, OverflowError) as e:
+        raise UserError(f"{path}: not a plain tags pickle ({e}); it may be corrupt or unsafe. "
+                        f"Re-create it with `anime-gan prepare`") from None

@@ -1,0 +1,511 @@
+"""`anime-gan train`: the training loop, read top to bottom.
+
+setup (device, data, models, optimizers) -> init (scratch or resume) -> loop:
+  (1) update D (n_critic times)  (2) update G  (3) EMA  (4) log / sample / checkpoint
+Outputs follow seed 001's layout: samples/<run>/{real,fake_step_<N>}.png and
+checkpoints/<run>/{G,D}_<N>.ckpt, loss.png, classifier_loss.png, config.json, stats.jsonl.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import math
+import signal
+import sys
+import time
+from contextlib import nullcontext
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from . import checkpoint, distributed, losses, render
+from .config import TrainConfig, resolve_hyper, validate_train
+from .data.dataset import Batches, LabelSampler, open_packed
+from .data.prepare import PrepareConfig, cache_paths, ensure_cache, format_report, prepare
+from .errors import UserError
+from .labels import Schema, cond_dim, encode
+from .models import PRESETS, ModelConfig, build
+
+
+class Diverged(UserError):
+    """A loss became NaN/inf; the message names the step and the last good checkpoint."""
+
+
+def pick_device(name: str, local_rank: int | None = None) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise UserError("-d cuda: no CUDA GPU is visible to PyTorch on this machine; "
+                            "use -d cpu (or -d auto)")
+        if local_rank is not None and name == "cuda":
+            return torch.device("cuda", local_rank)
+    return torch.device(name)
+
+
+def load_training_data(cfg: TrainConfig, log):
+    """Open the packed cache; draw the built-in faces first when the data folder is empty."""
+    root = Path(cfg.train_dir)
+    if not root.exists() or not any(root.iterdir()):
+        log(f"{root} is empty or missing: drawing the built-in data set "
+            f"({cfg.synthetic_size} procedural faces) there first")
+        print(format_report(prepare(PrepareConfig(out=str(root), synthetic=cfg.synthetic_size,
+                                                  image_size=cfg.image_size, seed=0,
+                                                  quiet=cfg.quiet))), file=sys.stderr)
+    elif not cache_paths(root, cfg.image_size)[0].exists():
+        log(f"{root} has no {cfg.image_size}px cache yet: packing it once")
+        ensure_cache(root, cfg.image_size, quiet=cfg.quiet)
+    return open_packed(root, cfg.image_size)
+
+
+def fixed_grid(schema: Schema | None, z_dim: int, cols: int, seed: int):
+    """Fixed z and labels for fake_step_<N>.png: one row per label, same noise in every row."""
+    g = torch.Generator().manual_seed(seed + 12345)
+    if schema is None:
+        rows = [None] * cols
+        labels = torch.zeros(cols * cols, 0)
+    else:
+        if schema.multi_label:
+            vecs = []
+            for i in range(8):  # four single objects, then four pairs: rows a person can check
+                v = torch.zeros(schema.dim)
+                v[(5 * i) % schema.dim] = 1
+                if i >= 4:
+                    v[(5 * i + 3) % schema.dim] = 1
+                vecs.append(v.numpy())
+        else:
+            # Every hair colour once, eye colours cycling: all classes of the first two groups show.
+            first = schema.one_of_groups[0]
+            combos = schema.combinations()
+            per = len(combos) // len(first.classes)
+            vecs = [combos[i * per + (i % per)] for i in range(len(first.classes))]
+        rows = [schema.describe(v) for v in vecs]
+        labels = torch.from_numpy(np.stack(vecs)).float().repeat_interleave(cols, 0)
+    z = torch.randn(len(rows) * cols, z_dim, generator=g)
+    z = z.view(len(rows), cols, z_dim)[:1].expand(len(rows), cols, z_dim).reshape(-1, z_dim)
+    return z, labels, rows
+
+
+def train(cfg: TrainConfig) -> Path:
+    validate_train(cfg)
+    hyper = resolve_hyper(cfg)
+    preset = PRESETS[cfg.model]
+    dist = distributed.setup()
+    log = (lambda msg: print(msg, file=sys.stderr)) if dist.is_main and not cfg.quiet else (lambda msg: None)
+    device = pick_device(cfg.device, dist.local_rank if dist.world_size > 1 else None)
+    if cfg.precision == "fp16" and device.type != "cuda":
+        raise UserError("--precision fp16 needs a CUDA GPU; use --precision bf16 on the CPU")
+
+    # ---- data ---------------------------------------------------------------------------------
+    if dist.is_main:
+        data = load_training_data(cfg, log)
+    dist.barrier()
+    data = open_packed(cfg.train_dir, cfg.image_size) if not dist.is_main else data
+    schema = data.schema
+    if preset.conditional and schema is None:
+        raise UserError(f"{cfg.train_dir}: --model {cfg.model} is conditional but this folder has no "
+                        f"labels (tags.pickle, train.json or tags.csv); use --model dcgan, or label it")
+    if schema is not None and schema.multi_label and not preset.supports_multi_label:
+        raise UserError(f"--model {cfg.model} needs one-of-N labels, but {cfg.train_dir} is multi-label; "
+                        f"use cgan, wgan-gp, sagan or projection")
+    conditional = preset.conditional and schema is not None
+    mcfg = ModelConfig(z_dim=cfg.z_dim, cond_dim=cond_dim(schema, cfg.embed) if conditional else 0,
+                       class_sizes=schema.class_sizes if conditional else (),
+                       multi_label=schema.multi_label if conditional else 0,
+                       nf=cfg.nf, image_size=cfg.image_size)
+
+    # ---- run folders (only now: every check above ran before anything was written) ----------
+    run = cfg.run_name()
+    sample_dir, ckpt_dir = Path(cfg.sample_dir) / run, Path(cfg.checkpoint_dir) / run
+    resume_path = _resume_path(cfg, ckpt_dir)
+    if dist.is_main:
+        for d in (sample_dir, ckpt_dir):
+            _check_writable(d)
+
+    # ---- models and optimizers ------------------------------------------------------------------
+    torch.manual_seed(cfg.seed)
+    G, D = build(cfg.model, mcfg)
+    G, D = G.to(device), D.to(device)
+    if cfg.sync_bn and dist.world_size > 1:
+        G, D = (torch.nn.SyncBatchNorm.convert_sync_batchnorm(m) for m in (G, D))
+    if cfg.channels_last:
+        G, D = G.to(memory_format=torch.channels_last), D.to(memory_format=torch.channels_last)
+    G_ema = copy.deepcopy(G).eval().requires_grad_(False) if cfg.ema else None
+    opt_G, opt_D = _optimizers(G, D, preset, hyper, device)
+    scaler = torch.amp.GradScaler("cuda", enabled=cfg.precision == "fp16")
+    g_fwd, d_fwd = _maybe_compile(G, D, cfg.compile, log)
+
+    gen = torch.Generator(device).manual_seed(cfg.seed * 1000 + dist.rank)
+    batches = Batches(data, cfg.batch_size, device, gen, cfg.data_on_device, cfg.flip)
+    fake_labels = LabelSampler(data, device)
+
+    def cond(labels):
+        return encode(schema, labels, cfg.embed) if conditional else labels[:, :0]
+
+    fixed_z, fixed_labels, row_names = fixed_grid(schema if conditional else None, cfg.z_dim, 8, cfg.seed)
+    fixed_z, fixed_c = fixed_z.to(device), cond(fixed_labels.to(device))
+
+    # ---- init: scratch or resume ----------------------------------------------------------------
+    start, records, acc = 0, [], _Accumulator(device)
+    if resume_path is not None:
+        start, records = _restore(resume_path, cfg, G, D, G_ema, opt_G, opt_D, scaler, gen, acc, ckpt_dir)
+        log(f"resumed {run} from step {start} ({resume_path})")
+    elif dist.is_main:
+        (ckpt_dir / "config.json").write_text(json.dumps(
+            {"train": cfg.to_dict(), "hyper": asdict(hyper), "model": _plain(asdict(mcfg)),
+             "schema": schema.to_dict() if schema else None, "world_size": dist.world_size}, indent=2))
+        real = torch.from_numpy(data.images[:64].copy()).float().div(127.5).sub(1)
+        render.save_grid(real, sample_dir / "real.png", nrow=8)
+        (ckpt_dir / "stats.jsonl").write_text("")
+    tb = _tensorboard(ckpt_dir, cfg) if dist.is_main else None
+    if dist.is_main:
+        log(f"training {cfg.model} ({hyper.loss} loss) on {len(data)} images, {device}, "
+            f"batch {cfg.batch_size} x {dist.world_size} = {cfg.batch_size * dist.world_size} global, "
+            f"G {sum(p.numel() for p in G.parameters()):,} / D {sum(p.numel() for p in D.parameters()):,} "
+            f"params -> {ckpt_dir}")
+
+    autocast = (torch.autocast(device.type, dtype=torch.bfloat16 if cfg.precision == "bf16" else torch.float16)
+                if cfg.precision != "fp32" else nullcontext())
+    stop = _StopFlag()
+    bar = tqdm(total=cfg.iterations, initial=start, desc=run, unit="it", file=sys.stderr,
+               disable=True if (cfg.quiet or not dist.is_main) else None, dynamic_ncols=True)
+    step, window_start, window_images = start, time.perf_counter(), 0
+    try:
+        while step < cfg.iterations and not stop.requested:
+            step += 1
+            if preset.loss == "vae":
+                _vae_step(G, D, opt_G, batches, cond, autocast, scaler, acc, dist)
+            else:
+                # (1) Update D: maximise log D(x|c) + log(1 - D(G(z|c')|c')) (or the critic form)
+                for _ in range(hyper.n_critic):
+                    x, y = next(batches)
+                    if cfg.channels_last:
+                        x = x.contiguous(memory_format=torch.channels_last)
+                    z = torch.randn(x.shape[0], cfg.z_dim, device=device, generator=gen)
+                    y_fake = fake_labels(x.shape[0], gen)
+                    with torch.no_grad(), autocast:
+                        fake = g_fwd(z, cond(y_fake))
+                    with autocast:
+                        real_adv, real_cls = d_fwd(x, cond(y))
+                        fake_adv, _ = d_fwd(fake.detach(), cond(y_fake))
+                        d_loss = losses.d_loss(hyper.loss, real_adv.float(), fake_adv.float())
+                        if preset.aux and real_cls is not None:
+                            # Seed 001: D learns classes from real images only; fakes would confuse it.
+                            cls_loss = losses.class_loss(preset.aux, real_cls.float(), y, mcfg.class_sizes)
+                            d_loss = d_loss + cfg.aux * cls_loss
+                            acc.add("d_cls", cls_loss)
+                    if hyper.loss == "wgan-gp":
+                        d_loss = d_loss + losses.gradient_penalty(D, x, fake.float(), cond(y))
+                    elif hyper.loss == "dragan":
+                        d_loss = d_loss + losses.dragan_penalty(D, x, cond(y))
+                    _backward_step(d_loss, opt_D, D, scaler, dist)
+                    if hyper.loss == "wgan":
+                        with torch.no_grad():
+                            for p in D.parameters():
+                                p.clamp_(-losses.WGAN_CLIP, losses.WGAN_CLIP)
+                    acc.add("d_loss", d_loss)
+                # (2) Update G: make D believe G(z|c) is real and of class c
+                z = torch.randn(cfg.batch_size, cfg.z_dim, device=device, generator=gen)
+                y_fake = fake_labels(cfg.batch_size, gen)
+                D.requires_grad_(False)
+                with autocast:
+                    fake = g_fwd(z, cond(y_fake))
+                    fake_adv, fake_cls = d_fwd(fake, cond(y_fake))
+                    g_loss = losses.g_loss(hyper.loss, fake_adv.float())
+                    if preset.aux and fake_cls is not None:
+                        cls_loss = losses.class_loss(preset.aux, fake_cls.float(), y_fake, mcfg.class_sizes)
+                        g_loss = g_loss + cfg.aux * cls_loss
+                        acc.add("g_cls", cls_loss)
+                _backward_step(g_loss, opt_G, G, scaler, dist)
+                D.requires_grad_(True)
+                acc.add("g_loss", g_loss)
+            # (3) EMA of G's weights: smoother samples than the raw G at any single step
+            if G_ema is not None:
+                _ema_update(G_ema, G, cfg.ema_decay)
+            window_images += cfg.batch_size * dist.world_size
+            bar.update(1)
+
+            # (4) log, sample, checkpoint (the only places that read values back from the device)
+            if step % cfg.log_every == 0 or step % cfg.check == 0 or step == cfg.iterations:
+                rec = acc.flush(step)
+                elapsed = time.perf_counter() - window_start
+                rec["img_per_s"] = round(window_images / max(elapsed, 1e-9), 1)
+                window_start, window_images = time.perf_counter(), 0
+                _check_finite(rec, step, ckpt_dir)
+                records.append(rec)
+                if dist.is_main:
+                    _append_stats(ckpt_dir, rec, tb)
+                    bar.set_postfix({k: f"{v:.3f}" for k, v in rec.items() if k.endswith("loss")}
+                                    | {"img/s": rec["img_per_s"]})
+            if dist.is_main and (step % cfg.sample == 0 or step == cfg.iterations):
+                _write_samples(G_ema or G, fixed_z, fixed_c, row_names, sample_dir / f"fake_step_{step}.png", tb, step)
+                _plot(records, ckpt_dir, preset.aux is not None)
+            if step % cfg.check == 0 or step == cfg.iterations:
+                _save(step, cfg, mcfg, schema, G, D, G_ema, opt_G, opt_D, scaler, gen, acc, ckpt_dir, dist)
+    except KeyboardInterrupt:
+        stop.requested = True  # a second Ctrl-C during the loop body: still save below
+    finally:
+        bar.close()
+        stop.restore()
+    if stop.requested and step > start:
+        _check_finite(acc.peek(), step, ckpt_dir)
+        _save(step, cfg, mcfg, schema, G, D, G_ema, opt_G, opt_D, scaler, gen, acc, ckpt_dir, dist)
+        log(f"stopped at step {step}: saved {ckpt_dir / f'G_{step}.ckpt'}; continue with --resume")
+    if tb is not None:
+        tb.close()
+    distributed.cleanup()
+    return ckpt_dir
+
+
+# ---- helpers -------------------------------------------------------------------------------------
+
+def _resume_path(cfg: TrainConfig, ckpt_dir: Path) -> Path | None:
+    if cfg.resume is None:
+        return None
+    if cfg.resume != "latest":
+        p = Path(cfg.resume)
+        p = checkpoint.generator_path(p) if p.is_dir() else p
+        if not p.name.startswith("G_"):
+            raise UserError(f"{p}: --resume takes a run folder, 'latest' or a G_<step>.ckpt file")
+        return p
+    found = checkpoint.resumable_steps(ckpt_dir)
+    if not found:
+        raise UserError(f"{ckpt_dir}: nothing to resume (no G_<step>.ckpt with its D_<step>.ckpt); "
+                        f"drop --resume to start this run")
+    return ckpt_dir / f"G_{found[-1]}.ckpt"
+
+
+def _check_writable(d: Path) -> None:
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+        (d / ".write_test").write_bytes(b"")
+        (d / ".write_test").unlink()
+    except OSError as e:
+        raise UserError(f"{d}: cannot write here ({e.strerror}); choose another folder with -s/-c") from None
+
+
+def _optimizers(G, D, preset, hyper, device):
+    extra = {"fused": True} if device.type == "cuda" else {}
+    if preset.optimizer == "rmsprop":
+        return (torch.optim.RMSprop(G.parameters(), lr=hyper.glr),
+                torch.optim.RMSprop(D.parameters(), lr=hyper.dlr))
+    if preset.loss == "vae":  # one optimizer over decoder (G) and encoder (D slot)
+        params = list(G.parameters()) + list(D.parameters())
+        opt = torch.optim.Adam(params, lr=hyper.glr, betas=hyper.betas, **extra)
+        return opt, opt
+    return (torch.optim.Adam(G.parameters(), lr=hyper.glr, betas=hyper.betas, **extra),
+            torch.optim.Adam(D.parameters(), lr=hyper.dlr, betas=hyper.betas, **extra))
+
+
+def _maybe_compile(G, D, enabled: bool, log):
+    if not enabled:
+        return G, D
+    try:
+        return torch.compile(G), torch.compile(D)
+    except Exception as e:  # older torch, unsupported platform: train uncompiled, say so
+        log(f"--compile unavailable here ({type(e).__name__}: {e}); continuing without it")
+        return G, D
+
+
+def _backward_step(loss, opt, module, scaler, dist) -> None:
+    opt.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    dist.average_gradients(module)  # one all-reduce per network per step (no-op on one process)
+    scaler.step(opt)
+    scaler.update()
+
+
+def _vae_step(G, E, opt, batches, cond, autocast, scaler, acc, dist) -> None:
+    x, y = next(batches)
+    with autocast:
+        mu, logvar = E(x, cond(y))
+        z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()
+        recon = G(z, cond(y))
+        loss, mse, kl = losses.vae_loss(recon.float(), x, mu.float(), logvar.float())
+    opt.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    dist.average_gradients(G)
+    dist.average_gradients(E)
+    scaler.step(opt)
+    scaler.update()
+    acc.add("g_loss", loss)
+    acc.add("mse", mse)
+    acc.add("kl", kl)
+
+
+@torch.no_grad()
+def _ema_update(ema, model, decay: float) -> None:
+    for pe, p in zip(ema.parameters(), model.parameters()):
+        pe.lerp_(p, 1.0 - decay)
+    for be, b in zip(ema.buffers(), model.buffers()):
+        be.copy_(b)
+
+
+class _Accumulator:
+    """Sums losses on the device; values are read back only when a line is logged."""
+
+    def __init__(self, device):
+        self.device, self.sums, self.counts = device, {}, {}
+
+    def add(self, key, value):
+        v = value.detach().float()
+        self.sums[key] = self.sums[key] + v if key in self.sums else v.clone()
+        self.counts[key] = self.counts.get(key, 0) + 1
+
+    def peek(self) -> dict:
+        return {k: (self.sums[k] / self.counts[k]).item() for k in self.sums}
+
+    def flush(self, step: int) -> dict:
+        rec = {"step": step, **{k: round(v, 6) if math.isfinite(v) else v for k, v in self.peek().items()}}
+        self.sums, self.counts = {}, {}
+        return rec
+
+    def state(self) -> dict:
+        return {"sums": {k: v.cpu() for k, v in self.sums.items()}, "counts": dict(self.counts)}
+
+    def load(self, state: dict):
+        self.sums = {k: v.to(self.device) for k, v in state["sums"].items()}
+        self.counts = dict(state["counts"])
+
+
+def _check_finite(rec: dict, step: int, ckpt_dir: Path) -> None:
+    bad = [k for k, v in rec.items() if isinstance(v, float) and not math.isfinite(v)]
+    if bad:
+        good = checkpoint.resumable_steps(ckpt_dir)
+        last = f"the last good checkpoint is {ckpt_dir / f'G_{good[-1]}.ckpt'}" if good else "no checkpoint was written"
+        raise Diverged(f"training diverged by step {step} ({', '.join(bad)} = {rec[bad[0]]}); {last}; "
+                       f"try a lower --lr, or --precision fp32")
+
+
+def _append_stats(ckpt_dir: Path, rec: dict, tb) -> None:
+    with open(ckpt_dir / "stats.jsonl", "a") as f:
+        f.write(json.dumps(rec) + "\n")
+    if tb is not None:
+        for k, v in rec.items():
+            if k != "step":
+                tb.add_scalar(k, v, rec["step"])
+
+
+@torch.no_grad()
+def _write_samples(G, z, c, row_names, path: Path, tb, step: int) -> None:
+    was_training = G.training
+    G.eval()
+    images = G(z, c).float().cpu()
+    G.train(was_training)
+    nrow = len(z) // len(row_names)
+    render.save_grid(images, path, nrow=nrow,
+                     row_labels=row_names if row_names[0] is not None else None, title=f"step {step}")
+    if tb is not None:
+        tb.add_images("fake", images.add(1).div(2).clamp(0, 1), step)
+
+
+def _plot(records, ckpt_dir: Path, has_classifier: bool) -> None:
+    render.plot_curves(records, ["d_loss", "g_loss"], ckpt_dir / "loss.png", title="GAN losses", smooth=5)
+    if has_classifier:
+        render.plot_curves(records, ["d_cls", "g_cls"], ckpt_dir / "classifier_loss.png",
+                           title="classification losses (D on real, G on fake)", smooth=5)
+
+
+def _tensorboard(ckpt_dir: Path, cfg: TrainConfig):
+    if not cfg.tensorboard:
+        return None
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise UserError("--tensorboard needs the tensorboard package: pip install tensorboard") from None
+    return SummaryWriter(str(ckpt_dir / "tensorboard"))
+
+
+def _plain(d):
+    """Tuples -> lists so the dict round-trips through JSON and weights-only loading unchanged."""
+    if isinstance(d, dict):
+        return {k: _plain(v) for k, v in d.items()}
+    if isinstance(d, (list, tuple)):
+        return [_plain(v) for v in d]
+    return d
+
+
+def _save(step, cfg, mcfg, schema, G, D, G_ema, opt_G, opt_D, scaler, gen, acc, ckpt_dir, dist) -> None:
+    if not dist.is_main:
+        dist.barrier()
+        return
+    common = {"format": checkpoint.FORMAT, "step": step, "config": cfg.to_dict(),
+              "model": _plain(asdict(mcfg)), "schema": schema.to_dict() if schema else None}
+    trainer = {**common, "kind": "trainer", "D": D.state_dict(), "opt_G": opt_G.state_dict(),
+               "opt_D": opt_D.state_dict(), "scaler": scaler.state_dict(),
+               "rng": {"torch": torch.get_rng_state(), "gen": gen.get_state(),
+                       "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
+               "acc": acc.state()}
+    generator = {**common, "kind": "generator", "G": G.state_dict(),
+                 "G_ema": G_ema.state_dict() if G_ema is not None else None}
+    try:
+        # D first: a G_<N> file therefore always has its D_<N> beside it once both renames ran.
+        checkpoint.save(trainer, ckpt_dir / f"D_{step}.ckpt")
+        checkpoint.save(generator, ckpt_dir / f"G_{step}.ckpt")
+    except OSError as e:
+        raise UserError(f"{ckpt_dir}: could not write the step-{step} checkpoint ({e.strerror}); "
+                        f"free space or choose another -c; the previous checkpoint is intact") from None
+    for old in checkpoint.resumable_steps(ckpt_dir)[:-cfg.keep_d] if cfg.keep_d > 0 else []:
+        (ckpt_dir / f"D_{old}.ckpt").unlink(missing_ok=True)
+    dist.barrier()
+
+
+def _restore(path: Path, cfg, G, D, G_ema, opt_G, opt_D, scaler, gen, acc, ckpt_dir: Path):
+    g = checkpoint.load(path, "generator")
+    d_path = path.with_name(path.name.replace("G_", "D_", 1))
+    if not d_path.exists():
+        raise UserError(f"{d_path}: missing, so {path.name} can be sampled from but not resumed; "
+                        f"resume from a step that has both files")
+    d = checkpoint.load(d_path, "trainer")
+    saved = TrainConfig.from_dict(g["config"])
+    for key in ("model", "embed", "nf", "z_dim", "image_size"):
+        if getattr(saved, key) != getattr(cfg, key):
+            raise UserError(f"{path}: was trained with --{key.replace('_', '-')} {getattr(saved, key)}, "
+                            f"not {getattr(cfg, key)}; pass the same value to resume")
+    try:
+        G.load_state_dict(g["G"])
+        D.load_state_dict(d["D"])
+        if G_ema is not None:
+            G_ema.load_state_dict(g["G_ema"] or g["G"])
+        opt_G.load_state_dict(d["opt_G"])
+        opt_D.load_state_dict(d["opt_D"])
+    except (RuntimeError, KeyError, ValueError) as e:
+        raise UserError(f"{path}: does not match this model ({str(e).splitlines()[0][:160]})") from None
+    scaler.load_state_dict(d["scaler"])
+    torch.set_rng_state(d["rng"]["torch"])
+    gen.set_state(d["rng"]["gen"])
+    if d["rng"]["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(d["rng"]["cuda"])
+    acc.load(d["acc"])
+    step = int(g["step"])
+    # Logs continue where the snapshot was taken: lines written after it are dropped.
+    stats = path.parent / "stats.jsonl"
+    records = [json.loads(l) for l in stats.read_text().splitlines() if l.strip()] if stats.exists() else []
+    records = [r for r in records if r.get("step", 0) <= step]
+    (ckpt_dir / "stats.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    return step, records
+
+
+class _StopFlag:
+    """SIGINT/SIGTERM ask the loop to stop after the current step; the loop then checkpoints."""
+
+    def __init__(self):
+        self.requested = False
+        self._old = {}
+        try:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handle)
+        except ValueError:  # not the main thread (e.g. called from a test thread): no handlers
+            self._old = {}
+
+    def _handle(self, signum, frame):
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # second Ctrl-C: stop now
+        self.requested = True
+
+    def restore(self):
+        for sig, old in self._old.items():
+            signal.signal(sig, old)

@@ -80,3 +80,28 @@ def generator_path(model_dir) -> Path:
         hint = f" (runs inside: {', '.join(subruns[:5])})" if subruns else ""
         raise UserError(f"{p}: no G_<step>.ckpt in this folder{hint}; train first or pass a run folder")
     return p / f"G_{found[-1]}.ckpt"
+
+
+def load_generator(model_dir, device="cpu", ema: bool = True):
+    """Rebuild G from a G checkpoint alone: returns (G in eval mode, TrainConfig, Schema|None, step).
+
+    `model_dir` is a run folder (its latest G_<N>.ckpt) or a checkpoint file."""
+    from .config import TrainConfig
+    from .labels import Schema
+    from .models import PRESETS, ModelConfig, build
+    path = generator_path(model_dir)
+    ckpt = load(path, "generator")
+    cfg = TrainConfig.from_dict(ckpt["config"])
+    if cfg.model not in PRESETS:
+        raise UserError(f"{path}: made with model '{cfg.model}', which this version does not know")
+    m = dict(ckpt["model"])
+    m["class_sizes"] = tuple(m.get("class_sizes", ()))
+    G, _ = build(cfg.model, ModelConfig(**m))
+    state = ckpt["G_ema"] if ema and ckpt.get("G_ema") is not None else ckpt["G"]
+    try:
+        G.load_state_dict(state)
+    except RuntimeError as e:
+        raise UserError(f"{path}: weights do not fit model '{cfg.model}' "
+                        f"({str(e).splitlines()[0][:160]})") from None
+    schema = Schema.from_dict(ckpt["schema"], str(path)) if ckpt.get("schema") else None
+    return G.to(device).eval(), cfg, schema, int(ckpt["step"])

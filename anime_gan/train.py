@@ -224,7 +224,8 @@ def train(cfg: TrainConfig) -> Path:
                 acc.add("g_loss", g_loss)
             # (3) EMA of G's weights: smoother samples than the raw G at any single step
             if G_ema is not None:
-                _ema_update(G_ema, G, cfg.ema_decay)
+                # Ramp the decay up so early snapshots are not just the initial weights.
+                _ema_update(G_ema, G, min(cfg.ema_decay, (1 + step) / (10 + step)))
             window_images += cfg.batch_size * dist.world_size
             bar.update(1)
 

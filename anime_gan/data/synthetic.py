@@ -1,6 +1,6 @@
 """Procedural anime-style faces: the built-in dataset (no real anime dataset can be downloaded).
 
-Faces are drawn with PIL at `_SS`x resolution on an RGBA layer, rotated a few degrees, pasted on a
+Faces are drawn with PIL at 4x resolution (2x above 64 px) on an RGBA layer, rotated a few degrees, pasted on a
 background and downsampled with LANCZOS for antialiasing.  All random draws happen in a fixed
 order that never depends on the hair/eye colour names, so one rng state drawn with two different
 colours gives the same face with only the colours changed (the tests use that to find hair and
@@ -42,10 +42,6 @@ def _mix(a, b, t):
     return tuple(int(round(x + (y - x) * t)) for x, y in zip(a, b))
 
 
-def _dist(a, b):
-    return math.dist(a, b)
-
-
 def _jitter(rgb, rng):
     # Small per-sample variation only: large jitter would blur e.g. orange vs blonde.
     shift, gain = rng.integers(-5, 6, size=3), rng.uniform(0.96, 1.04)
@@ -68,14 +64,14 @@ def _hair_tones(name, base):
 
 def _pick(palette, avoid, rng, far=_FAR):
     order = rng.permutation(len(palette))  # always one draw, whatever `avoid` is
-    return [palette[i] for i in order if _dist(palette[i], avoid) > far]
+    return [palette[i] for i in order if math.dist(palette[i], avoid) > far]
 
 
 def _background(w, hair, rng):
     ok, mode = _pick(_BACKGROUNDS, hair, rng), int(rng.integers(3))
     c1 = np.array(ok[0], float)
     c2 = np.array(_mix(ok[0], (255, 255, 255) if sum(ok[0]) < 450 else (90, 90, 110), 0.3), float)
-    if mode == 0 or _dist(c2, hair) <= _FAR:
+    if mode == 0 or math.dist(c2, hair) <= _FAR:
         return Image.new("RGB", (w, w), ok[0])
     t = np.linspace(0.0, 1.0, w)
     g = np.broadcast_to(t[:, None], (w, w)) if mode == 1 else (t[:, None] + t[None, :]) / 2
@@ -171,7 +167,7 @@ def _mouth_and_cheeks(d, g, skin, mouth, blush):
     else:
         d.chord((cx - 0.1 * r, my - 0.09 * r, cx + 0.1 * r, my + 0.09 * r), 0, 180,
                 fill=(150, 50, 60))
-        d.chord((cx - 0.05 * r, my + 0.0 * r, cx + 0.05 * r, my + 0.08 * r), 0, 180,
+        d.chord((cx - 0.05 * r, my, cx + 0.05 * r, my + 0.08 * r), 0, 180,
                 fill=(235, 120, 130))
     if blush:  # two opaque rings instead of alpha: ImageDraw cannot blend on an RGBA layer
         for s in (-1, 1):

@@ -38,7 +38,7 @@ def save(obj: dict, path: Path) -> None:
 
 
 def load(path, kind: str) -> dict:
-    """Load a checkpoint of `kind` ('generator' or 'trainer') on the CPU, safely."""
+    """Load a checkpoint of `kind` ('generator', 'trainer' or 'judge') on the CPU, safely."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: checkpoint not found")
@@ -49,8 +49,9 @@ def load(path, kind: str) -> dict:
         raise UserError(f"{path}: not a loadable anime-gan checkpoint ({first[:160]}); "
                         f"it may be corrupt or unsafe, use another one") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT or ckpt.get("kind") != kind:
+        expected = {"generator": "G_<step>.ckpt", "trainer": "D_<step>.ckpt", "judge": "judge_<size>.pt"}
         raise UserError(f"{path}: not an anime-gan {kind} checkpoint "
-                        f"({'G_<step>.ckpt' if kind == 'generator' else 'D_<step>.ckpt'} expected)")
+                        f"({expected.get(kind, kind)} expected)")
     return ckpt
 
 

@@ -42,6 +42,15 @@ class Dist:
             g.copy_(flat[offset:offset + g.numel()].view_as(g))
             offset += g.numel()
 
+    def in_sync(self, *modules: torch.nn.Module) -> bool:
+        """True when every process holds bit-identical parameters (checked at checkpoints)."""
+        params = torch.cat([p.detach().reshape(-1).double() for m in modules for p in m.parameters()])
+        fingerprint = torch.stack([params.sum(), (params * torch.arange(len(params), device=params.device,
+                                                                        dtype=torch.float64)).sum()])
+        gathered = [torch.zeros_like(fingerprint) for _ in range(self.world_size)]
+        tdist.all_gather(gathered, fingerprint)
+        return all(torch.equal(g, gathered[0]) for g in gathered)
+
 
 def setup() -> Dist:
     """Join the process group torchrun describes in the environment (no-op without it)."""

@@ -49,7 +49,8 @@ def class_loss(aux, logits, target_multi_hot, class_sizes):
         return F.binary_cross_entropy_with_logits(logits, target)
     if aux == "groups":
         if sum(class_sizes) != logits.shape[1]:
-            raise ValueError(f"class_sizes {class_sizes} do not add up to {logits.shape[1]} logits")
+            raise ValueError(f"class_sizes {class_sizes} do not add up to {logits.shape[1]} logits "
+                             "(multi-label schemas need aux 'multilabel': see models.aux_kind)")
         loss, start = 0.0, 0
         for n in class_sizes:
             group = slice(start, start + n)

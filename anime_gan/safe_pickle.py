@@ -7,6 +7,7 @@ is imported or called.
 """
 from __future__ import annotations
 
+import _compat_pickle
 import codecs
 import collections
 import io
@@ -27,7 +28,10 @@ def _bytes_from_latin1(text, encoding="latin1"):
 
 def _storage_from_bytes(data):
     # torch pickles a tensor's storage as a nested torch.save blob: load it the safe way too.
-    return torch.load(io.BytesIO(data), weights_only=True)
+    try:
+        return torch.load(io.BytesIO(data), weights_only=True)
+    except Exception:  # torch's message is many lines long and suggests weights_only=False
+        raise pickle.UnpicklingError("refused a tensor storage that is not plain data") from None
 
 
 _ALLOWED = {
@@ -53,8 +57,11 @@ for _name in ("float16", "float32", "float64", "int8", "int16", "int32", "int64"
 
 class _RestrictedUnpickler(pickle.Unpickler):
     def find_class(self, module, name):
+        # Protocols 0-2 spell some names the Python 2 way (__builtin__.set): map them, then check.
+        module, name = _compat_pickle.NAME_MAPPING.get(
+            (module, name), (_compat_pickle.IMPORT_MAPPING.get(module, module), name))
         try:
-            return _ALLOWED[(module, name)]
+            return super().find_class(module, name)
         except KeyError:
             raise pickle.UnpicklingError(f"refused to load '{module}.{name}'") from None
 
@@ -69,7 +76,10 @@ def load(path) -> object:
             return _RestrictedUnpickler(f).load()
     except FileNotFoundError:
         raise UserError(f"{path}: file not found") from None
+    except OSError as e:
+        raise UserError(f"{path}: cannot read ({e.strerror}); check the file's permissions") from None
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, RuntimeError,
             IndexError, KeyError, MemoryError, UnicodeDecodeError, OverflowError) as e:
-        raise UserError(f"{path}: not a plain tags pickle ({e}); it may be corrupt or unsafe. "
+        reason = (str(e).splitlines() or [type(e).__name__])[0][:200]
+        raise UserError(f"{path}: not a plain tags pickle ({reason}); it may be corrupt or unsafe. "
                         f"Re-create it with `anime-gan prepare`") from None

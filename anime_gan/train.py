@@ -27,7 +27,7 @@ from .data.dataset import Batches, LabelSampler, open_packed
 from .data.prepare import PrepareConfig, cache_paths, ensure_cache, format_report, prepare
 from .errors import UserError
 from .labels import Schema, cond_dim, encode
-from .models import PRESETS, ModelConfig, build
+from .models import PRESETS, ModelConfig, aux_kind, build
 
 
 class Diverged(UserError):
@@ -117,6 +117,8 @@ def train(cfg: TrainConfig) -> Path:
                        multi_label=schema.multi_label if conditional else 0,
                        nf=cfg.nf, image_size=cfg.image_size)
 
+    aux = aux_kind(cfg.model, mcfg) if conditional else None
+
     # ---- run folders (only now: every check above ran before anything was written) ----------
     run = cfg.run_name()
     sample_dir, ckpt_dir = Path(cfg.sample_dir) / run, Path(cfg.checkpoint_dir) / run
@@ -124,6 +126,8 @@ def train(cfg: TrainConfig) -> Path:
     if dist.is_main:
         for d in (sample_dir, ckpt_dir):
             _check_writable(d)
+        for stale in ckpt_dir.glob(".*.tmp"):  # half-written snapshots of a killed run
+            stale.unlink(missing_ok=True)
 
     # ---- models and optimizers ------------------------------------------------------------------
     torch.manual_seed(cfg.seed)
@@ -133,6 +137,9 @@ def train(cfg: TrainConfig) -> Path:
         G, D = (torch.nn.SyncBatchNorm.convert_sync_batchnorm(m) for m in (G, D))
     if cfg.channels_last:
         G, D = G.to(memory_format=torch.channels_last), D.to(memory_format=torch.channels_last)
+    if hyper.loss in ("wgan-gp", "dragan") and any(isinstance(m, torch.nn.BatchNorm2d) for m in D.modules()):
+        raise UserError(f"--loss {hyper.loss} penalises per-sample gradients, which BatchNorm in "
+                        f"{cfg.model}'s D mixes across the batch; use --model {hyper.loss}")
     G_ema = copy.deepcopy(G).eval().requires_grad_(False) if cfg.ema else None
     opt_G, opt_D = _optimizers(G, D, preset, hyper, device)
     scaler = torch.amp.GradScaler("cuda", enabled=cfg.precision == "fp16")
@@ -152,6 +159,9 @@ def train(cfg: TrainConfig) -> Path:
     start, records, acc = 0, [], _Accumulator(device)
     if resume_path is not None:
         start, records = _restore(resume_path, cfg, G, D, G_ema, opt_G, opt_D, scaler, gen, acc, ckpt_dir)
+        if dist.world_size > 1:
+            # The snapshot holds rank 0's stream; give every rank its own again (deterministically).
+            gen.manual_seed(cfg.seed * 1000 + dist.rank + 7919 * start)
         log(f"resumed {run} from step {start} ({resume_path})")
     elif dist.is_main:
         (ckpt_dir / "config.json").write_text(json.dumps(
@@ -192,9 +202,9 @@ def train(cfg: TrainConfig) -> Path:
                         real_adv, real_cls = d_fwd(x, cond(y))
                         fake_adv, _ = d_fwd(fake.detach(), cond(y_fake))
                         d_loss = losses.d_loss(hyper.loss, real_adv.float(), fake_adv.float())
-                        if preset.aux and real_cls is not None:
+                        if aux and real_cls is not None:
                             # Seed 001: D learns classes from real images only; fakes would confuse it.
-                            cls_loss = losses.class_loss(preset.aux, real_cls.float(), y, mcfg.class_sizes)
+                            cls_loss = losses.class_loss(aux, real_cls.float(), y, mcfg.class_sizes)
                             d_loss = d_loss + cfg.aux * cls_loss
                             acc.add("d_cls", cls_loss)
                     if hyper.loss == "wgan-gp":
@@ -215,8 +225,8 @@ def train(cfg: TrainConfig) -> Path:
                     fake = g_fwd(z, cond(y_fake))
                     fake_adv, fake_cls = d_fwd(fake, cond(y_fake))
                     g_loss = losses.g_loss(hyper.loss, fake_adv.float())
-                    if preset.aux and fake_cls is not None:
-                        cls_loss = losses.class_loss(preset.aux, fake_cls.float(), y_fake, mcfg.class_sizes)
+                    if aux and fake_cls is not None:
+                        cls_loss = losses.class_loss(aux, fake_cls.float(), y_fake, mcfg.class_sizes)
                         g_loss = g_loss + cfg.aux * cls_loss
                         acc.add("g_cls", cls_loss)
                 _backward_step(g_loss, opt_G, G, scaler, dist)
@@ -243,7 +253,7 @@ def train(cfg: TrainConfig) -> Path:
                                     | {"img/s": rec["img_per_s"]})
             if dist.is_main and (step % cfg.sample == 0 or step == cfg.iterations):
                 _write_samples(G_ema or G, fixed_z, fixed_c, row_names, sample_dir / f"fake_step_{step}.png", tb, step)
-                _plot(records, ckpt_dir, preset.aux is not None)
+                _plot(records, ckpt_dir, aux is not None)
             if step % cfg.check == 0 or step == cfg.iterations:
                 _save(step, cfg, mcfg, schema, G, D, G_ema, opt_G, opt_D, scaler, gen, acc, ckpt_dir, dist)
     except KeyboardInterrupt:
@@ -430,6 +440,9 @@ def _plain(d):
 
 
 def _save(step, cfg, mcfg, schema, G, D, G_ema, opt_G, opt_D, scaler, gen, acc, ckpt_dir, dist) -> None:
+    if dist.world_size > 1 and not dist.in_sync(G, D):
+        raise UserError(f"step {step}: the {dist.world_size} processes no longer hold the same weights; "
+                        f"this is a bug, please report it with the command you ran")
     if not dist.is_main:
         dist.barrier()
         return
@@ -439,7 +452,7 @@ def _save(step, cfg, mcfg, schema, G, D, G_ema, opt_G, opt_D, scaler, gen, acc, 
                "opt_D": opt_D.state_dict(), "scaler": scaler.state_dict(),
                "rng": {"torch": torch.get_rng_state(), "gen": gen.get_state(),
                        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
-               "acc": acc.state()}
+               "acc": acc.state(), "world_size": dist.world_size}
     generator = {**common, "kind": "generator", "G": G.state_dict(),
                  "G_ema": G_ema.state_dict() if G_ema is not None else None}
     try:
@@ -484,10 +497,21 @@ def _restore(path: Path, cfg, G, D, G_ema, opt_G, opt_D, scaler, gen, acc, ckpt_
     step = int(g["step"])
     # Logs continue where the snapshot was taken: lines written after it are dropped.
     stats = path.parent / "stats.jsonl"
-    records = [json.loads(l) for l in stats.read_text().splitlines() if l.strip()] if stats.exists() else []
+    records = _read_stats(stats)
     records = [r for r in records if r.get("step", 0) <= step]
     (ckpt_dir / "stats.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     return step, records
+
+
+def _read_stats(path: Path) -> list[dict]:
+    """stats.jsonl lines; a line cut short by a crash (kill -9 mid-write) is dropped, not fatal."""
+    records = []
+    for line in path.read_text().splitlines() if path.exists() else []:
+        try:
+            records.append(json.loads(line))
+        except ValueError:
+            continue
+    return records
 
 
 class _StopFlag:

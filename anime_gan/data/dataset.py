@@ -54,7 +54,10 @@ def open_packed(root, size: int) -> Packed:
     schema = Schema.from_dict(meta["schema"], str(meta_path)) if meta.get("schema") else None
     labels = None
     if schema is not None:
-        labels = np.load(labels_path).astype(np.float32)
+        try:
+            labels = np.load(labels_path, allow_pickle=False).astype(np.float32)
+        except (OSError, ValueError) as e:
+            raise UserError(f"{labels_path}: unreadable labels ({e}); re-run `anime-gan prepare`") from None
         if labels.shape != (len(images), schema.dim):
             raise UserError(f"{labels_path}: {labels.shape[0]} labels for {len(images)} images; "
                             f"re-run `anime-gan prepare`")

@@ -41,7 +41,7 @@ class Source:
 def scan(root) -> Source:
     root = Path(root)
     if not root.is_dir():
-        raise UserError(f"{root}: data folder not found; pass an existing folder with -t, "
+        raise UserError(f"{root}: data folder not found; check the path, "
                         f"or run `anime-gan prepare --synthetic 2000 -o {root}` to make one")
     if (root / "tags.pickle").exists():
         return _scan_tag_pickle(root)
@@ -67,9 +67,14 @@ def _scan_tag_pickle(root: Path) -> Source:
     src = Source(root, "tag-pickle", schema)
     images = _image_dir(root)
     labels = []
-    for key in sorted(tags, key=lambda k: (not isinstance(k, int), str(k))):
+    # Integer keys in numeric order (0, 1, 2, ..., 10), so images/{i} keep their order when copied.
+    for key in sorted(tags, key=lambda k: (0, k, "") if isinstance(k, int) else (1, 0, str(k))):
         vec = _tag_vector(tags[key], path, key)
-        schema.check(vec, f"{path} entry {key!r}")
+        try:
+            schema.check(vec, f"{path} entry {key!r}")
+        except UserError as e:
+            raise UserError(f"{e}; re-export it with one class per group, or put a schema.json "
+                            f"for these classes beside it") from None
         file = next((images / f"{key}{s}" for s in (".jpg", ".png", ".jpeg")
                      if (images / f"{key}{s}").exists()), None)
         if file is None:
@@ -92,7 +97,8 @@ def _tag_vector(value, path: Path, key) -> np.ndarray:
         flat = [p.detach().cpu().numpy() if isinstance(p, torch.Tensor) else np.asarray(p) for p in parts]
         return np.concatenate([f.astype(np.float32).reshape(-1) for f in flat])
     except (TypeError, ValueError) as e:
-        raise UserError(f"{path} entry {key!r}: label is not a vector of numbers ({e})") from None
+        raise UserError(f"{path} entry {key!r}: label is not a vector of numbers ({e}); re-export it "
+                        f"with a 0/1 tensor or array per image, or a (hair, eye) tuple of them") from None
 
 
 def _scan_json(root: Path, objects_path: Path) -> Source:
@@ -108,6 +114,7 @@ def _scan_json(root: Path, objects_path: Path) -> Source:
                         f"({{file name: [object names]}}) beside {objects_path.name}")
     entries = _read_json(train_path, dict)
     image_dirs = [d for d in (root / "images", root / "iclevr", root) if d.is_dir()]
+    position = {n: i for i, n in enumerate(names)}  # indices need not start at 0 or be contiguous
     src = Source(root, "json", schema)
     labels = []
     for name, objs in entries.items():
@@ -119,10 +126,10 @@ def _scan_json(root: Path, objects_path: Path) -> Source:
                             f"valid names are listed in {objects_path.name}")
         file = next((d / name for d in image_dirs if (d / name).is_file()), None)
         if file is None:
-            src.skipped.append((name, "missing image"))
+            src.skipped.append((str(image_dirs[0] / name), "missing image"))
             continue
         vec = np.zeros(schema.dim, np.float32)
-        vec[[int(objects[o]) for o in objs]] = 1.0
+        vec[[position[o] for o in objs]] = 1.0
         src.files.append(file)
         labels.append(vec)
     src.labels = np.stack(labels) if labels else np.zeros((0, schema.dim), np.float32)
@@ -189,7 +196,7 @@ def read_image(path: Path, size: int) -> np.ndarray:
                 raise ValueError(f"unsupported image mode {im.mode}")
             im.load()
             rgb = _flatten_alpha(im)
-    except (UnidentifiedImageError, OSError, SyntaxError) as e:
+    except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as e:
         raise ValueError(f"unreadable image ({type(e).__name__})") from None
     w, h = rgb.size
     side = min(w, h)

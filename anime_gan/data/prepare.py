@@ -20,7 +20,7 @@ from tqdm import tqdm
 from ..config import PrepareConfig
 from ..errors import UserError
 from ..labels import Schema, anime_schema
-from .formats import Source, read_image, scan
+from .formats import IMAGE_SUFFIXES, Source, read_image, scan
 
 CACHE_DIR = "cache"
 
@@ -35,23 +35,20 @@ def prepare(cfg: PrepareConfig) -> dict:
     if cfg.image_size not in (32, 64, 128):
         raise UserError(f"--image-size {cfg.image_size} is not supported; use 32, 64 or 128")
     out = Path(cfg.out)
-    _check_writable(out)
     if cfg.synthetic:
+        _check_writable(out)
         write_synthetic(out, cfg.synthetic, cfg.seed, size=max(64, cfg.image_size), quiet=cfg.quiet)
         src = scan(out)
     else:
         if cfg.source is None:
             raise UserError("prepare needs a SOURCE folder, or --synthetic N for the built-in faces")
-        src = scan(cfg.source)
+        src = scan(cfg.source)  # before touching `out`: a wrong SOURCE must not create folders
+        _check_writable(out)
     if not src.files:
         raise UserError(f"{src.root}: no usable images found ({len(src.skipped)} skipped); "
                         f"see the formats in README.md")
-    images, keep, skipped = pack(src, out, cfg.image_size, cfg.workers, cfg.quiet)
+    images, keep, skipped = pack(src, out, cfg.image_size, cfg.workers, cfg.quiet, strict=cfg.strict)
     skipped = src.skipped + skipped
-    if cfg.strict and skipped:
-        Path(images).unlink(missing_ok=True)
-        raise UserError(f"--strict: {len(skipped)} file(s) skipped, first {skipped[0][0]} "
-                        f"({skipped[0][1]}); fix them or drop --strict")
     labels = src.labels[keep] if src.labels is not None else None
     if not _same(src.root, out):
         write_tag_pickle_layout(out, [src.files[i] for i in keep], labels, src.schema)
@@ -73,8 +70,15 @@ def ensure_cache(root, size: int, quiet: bool = False) -> bool:
     return True
 
 
-def pack(src: Source, out: Path, size: int, workers: int = 0, quiet: bool = False):
-    """Decode every file once into cache/images_<size>.npy; return (path, kept indices, skipped)."""
+def _strict_error(skipped) -> UserError:
+    return UserError(f"--strict: {len(skipped)} file(s) skipped, first {skipped[0][0]} "
+                     f"({skipped[0][1]}); fix them or drop --strict (nothing was changed)")
+
+
+def pack(src: Source, out: Path, size: int, workers: int = 0, quiet: bool = False, strict: bool = False):
+    """Decode every file once into cache/images_<size>.npy; return (path, kept indices, skipped).
+
+    An existing cache is only replaced once decoding succeeded (and, with strict, skipped nothing)."""
     images_path, labels_path, _ = cache_paths(out, size)
     images_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = images_path.with_suffix(".tmp.npy")
@@ -98,6 +102,12 @@ def pack(src: Source, out: Path, size: int, workers: int = 0, quiet: bool = Fals
             keep.append(i)
     arr.flush()
     del arr
+    if not keep or (strict and (src.skipped or skipped)):
+        tmp.unlink()
+        if not keep:
+            raise UserError(f"{src.root}: none of the {len(skipped)} image(s) could be read, first "
+                            f"{skipped[0][0]} ({skipped[0][1]}); check the files (nothing was changed)")
+        raise _strict_error(src.skipped + skipped)
     _shrink_npy(tmp, len(keep))
     os.replace(tmp, images_path)
     if src.labels is not None:
@@ -115,7 +125,7 @@ def _shrink_npy(path: Path, n: int) -> None:
     tmp = path.with_name("shrink." + path.name)
     part = np.lib.format.open_memmap(tmp, mode="w+", dtype=full.dtype, shape=(n,) + full.shape[1:])
     for i in range(0, n, 4096):
-        part[i:i + 4096] = full[i:i + 4096]
+        part[i:i + 4096] = full[i:min(i + 4096, n)]
     part.flush()
     del part, full
     os.replace(tmp, path)
@@ -154,7 +164,7 @@ def write_labels(out: Path, files, labels, schema: Schema, overwrite_priors: boo
 def write_synthetic(out: Path, n: int, seed: int, size: int = 64, quiet: bool = False) -> None:
     """The built-in data set: n procedurally drawn faces in the tag-pickle layout."""
     from .synthetic import generate
-    if (out / "tags.pickle").exists() or (out / "images").exists():
+    if _holds_data(out):
         raise UserError(f"{out}: already holds a data set; choose an empty folder with -o "
                         f"(nothing was changed)")
     schema = anime_schema()
@@ -168,6 +178,13 @@ def write_synthetic(out: Path, n: int, seed: int, size: int = 64, quiet: bool = 
         img.save(image_dir / f"{i}.png", optimize=False, compress_level=1)
         labels[i, hair0 + hair] = labels[i, eye0 + eye] = 1.0
     write_labels(out, list(range(n)), labels, schema, overwrite_priors=True)
+
+
+def _holds_data(folder: Path) -> bool:
+    """True when `folder` has anything of a data set in any layout (labels, images or a cache)."""
+    markers = ("tags.pickle", "tags.csv", "object.json", "objects.json", "train.json", "images", CACHE_DIR)
+    return (any((folder / m).exists() for m in markers)
+            or (folder.is_dir() and any(f.suffix.lower() in IMAGE_SUFFIXES for f in folder.iterdir())))
 
 
 def _report(src: Source, out: Path, size: int, n: int, skipped, labels) -> dict:

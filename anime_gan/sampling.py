@@ -1,0 +1,376 @@
+"""`anime-gan test`: grids and GIFs drawn from a trained generator (seed 001's test.py, and more).
+
+One small function per type (TYPES at the bottom) on shared helpers: pick colours, build labels,
+encode them the way the model was trained, draw on `cfg.device`, save the grid with captions (and
+every image on its own with --individual).  Noise comes from a CPU torch.Generator seeded with
+--seed, so the same command gives the same pictures; random colour choices use the same seed and
+are announced on stderr.
+"""
+from __future__ import annotations
+
+import colorsys
+import json
+import random
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from . import render
+from .checkpoint import generator_path, load, load_generator, steps
+from .config import TestConfig, TrainConfig
+from .errors import UserError
+from .labels import Schema, encode, parse_rgb
+
+DEFAULT_PAIRS = ("pink hair black eyes", "black hair purple eyes", "red hair red eyes",
+                 "aqua hair green eyes", "blonde hair orange eyes")  # seed 000 §4.1
+ANIME_TYPES = ("fix_noise", "fix_hair_eye", "change_hair", "change_eye", "interpolate", "pairs",
+               "grid", "color_map")
+# The optional flags each type reads; any other one given is reported as ignored.
+USES = {"fix_hair_eye": {"hair", "eye", "hair_rgb", "eye_rgb"}, "change_hair": {"eye", "eye_rgb"},
+        "change_eye": {"hair", "hair_rgb"}, "interpolate": {"hair", "eye", "to_hair", "to_eye"},
+        "pairs": {"pairs"}, "conditions": {"conditions"}}
+FRAME_MS = 250
+_STEP_FILE = re.compile(r"^fake_step_(\d+)\.png$")
+
+
+@dataclass
+class Model:
+    G: torch.nn.Module
+    train: TrainConfig
+    schema: Schema | None
+    step: int
+    device: torch.device
+
+
+@dataclass
+class Colour:
+    """One fixed colour of a group: a class of the schema, or any RGB for --embed rgb models."""
+    group: str
+    name: str | None = None
+    rgb: tuple[float, float, float] | None = None
+
+    @property
+    def text(self) -> str:
+        return self.name or "#" + "".join(f"{round(v * 255):02x}" for v in self.rgb)
+
+
+def run_test(cfg: TestConfig) -> list[Path]:
+    kind = "conditions" if cfg.conditions and cfg.type == TestConfig.type else cfg.type
+    if kind not in TYPES:
+        raise UserError(f"unknown test type '{kind}'; choose one of: {', '.join(TYPES)}")
+    if cfg.n < 1 or cfg.steps < 2:
+        raise UserError(f"-n must be at least 1 and --steps at least 2, got {cfg.n} and {cfg.steps}")
+    for flag in ("hair", "eye", "to_hair", "to_eye", "hair_rgb", "eye_rgb", "pairs", "conditions"):
+        if getattr(cfg, flag) and flag not in USES.get(kind, ()):
+            _say(f"note: -t {kind} does not use --{flag.replace('_', '-')}; ignored")
+    if kind == "progress":
+        return progress(cfg)
+    model = _load(cfg)
+    if kind in ANIME_TYPES:
+        _require_anime(model, kind)
+    with torch.no_grad():
+        return TYPES[kind](cfg, model, random.Random(cfg.seed), torch.Generator().manual_seed(cfg.seed))
+
+
+# ---- shared helpers ----------------------------------------------------------------------------
+
+def _say(text: str) -> None:
+    print(text, file=sys.stderr)
+
+
+def _load(cfg: TestConfig) -> Model:
+    if cfg.device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"--device {cfg.device}: CUDA is not available here; use --device cpu")
+    try:
+        device = torch.device(cfg.device)
+    except RuntimeError:
+        raise UserError(f"unknown --device '{cfg.device}'; use cpu or cuda") from None
+    G, train, schema, step = load_generator(cfg.model_dir, device, ema=cfg.ema)
+    return Model(G, train, schema, step, device)
+
+
+def _require_anime(model: Model, kind: str) -> None:
+    schema = model.schema
+    names = [g.name for g in schema.groups] if schema else []
+    if "hair" in names and "eye" in names and not schema.multi_label:
+        return
+    has = ("labels " + ", ".join(f"'{g.name}' ({len(g.classes)} classes)" for g in schema.groups)
+           if schema else "no labels")
+    raise UserError(f"-t {kind} needs a model trained on hair and eye colours, but this checkpoint has "
+                    f"{has}; types that work with it: {'conditions, progress' if schema else 'progress'}")
+
+
+def _colour(cfg: TestConfig, model: Model, rng: random.Random, group: str, flag: str = "") -> Colour:
+    """--hair/--eye (or --to-*, or --*-rgb), else a seeded random class that we announce."""
+    rgb = getattr(cfg, f"{group}_rgb") if not flag else None
+    name = getattr(cfg, f"{flag}{group}")
+    if rgb:
+        if model.train.embed != "rgb":
+            raise UserError(f"--{group}-rgb needs a model trained with --embed rgb; this one uses "
+                            f"--embed {model.train.embed}, so give --{group} with one of its colours")
+        if name:
+            raise UserError(f"give --{group} or --{group}-rgb, not both")
+        return Colour(group, rgb=parse_rgb(rgb))
+    if name:
+        model.schema.class_index(group, name)  # raises, listing the valid colours
+        return Colour(group, name)
+    name = rng.choice(model.schema.group(group).classes)
+    _say(f"--{flag.replace('_', '-')}{group} not given; picked {name} at random (seed {cfg.seed})")
+    return Colour(group, name)
+
+
+def _labels(schema: Schema, colours: list[Colour]) -> torch.Tensor:
+    """Named colours -> one multi-hot label [1, dim] (an RGB colour leaves its group empty)."""
+    out = torch.zeros(1, schema.dim)
+    for c in colours:
+        if c.name:
+            out[0, schema.span(c.group).start + schema.class_index(c.group, c.name)] = 1
+    return out
+
+
+def _cond(model: Model, labels: torch.Tensor, rgb: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+    """Labels [B, dim] -> the model's condition [B, cond_dim]; `rgb` overrides a group's colour."""
+    if model.G.cond_dim == 0:  # unconditional G ignores c
+        return labels[:, :0]
+    c = encode(model.schema, labels, model.train.embed)
+    for group, value in (rgb or {}).items():
+        gi = [g.name for g in model.schema.groups].index(group)
+        c[:, 3 * gi:3 * gi + 3] = value
+    return c
+
+
+def _conds(model: Model, colour_lists: list[list[Colour]]) -> torch.Tensor:
+    """One condition per list of colours (named or RGB): [len(colour_lists), cond_dim]."""
+    return torch.cat([_cond(model, _labels(model.schema, cs), {c.group: torch.tensor(c.rgb) for c in cs if c.rgb})
+                      for cs in colour_lists])
+
+
+def _draw(model: Model, z: torch.Tensor, c: torch.Tensor, chunk: int = 256) -> torch.Tensor:
+    """G(z, c) on the model's device, in chunks; images [B, 3, S, S] in [-1, 1] on the CPU."""
+    parts = [model.G(z[i:i + chunk].to(model.device), c[i:i + chunk].to(model.device)).float().cpu()
+             for i in range(0, len(z), chunk)]
+    return torch.cat(parts)
+
+
+def _noise(model: Model, gen: torch.Generator, n: int) -> torch.Tensor:
+    return torch.randn(n, model.train.z_dim, generator=gen)
+
+
+def _phrase(model: Model, group: str, name: str) -> str:
+    return f"{name} {model.schema.group(group).suffixes[0]}"  # "blue hair", "red eyes"
+
+
+def _describe(model: Model, colours: list[Colour]) -> str:
+    return " ".join(_phrase(model, c.group, c.text) for c in colours)  # "blue hair red eyes"
+
+
+def _save(cfg: TestConfig, images: torch.Tensor, name: str, nrow: int, rows=None, cols=None,
+          title=None, names=None) -> list[Path]:
+    """Write `<name>.png` (captioned unless --no-captions) and, with --individual, `<name>/`."""
+    out, name = Path(cfg.sample_dir), _filename(name)
+    captions = {"row_labels": rows, "col_labels": cols, "title": title} if cfg.captions else {}
+    paths = [render.save_grid(images, out / f"{name}.png", nrow=nrow, **captions)]
+    if cfg.individual:
+        for i, image in enumerate(images):
+            label = f" {_filename(names[i])}" if names else ""
+            render.save_grid(image[None], out / name / f"{i:03d}{label}.png", nrow=1, padding=0)
+        paths.append(out / name)
+    return paths
+
+
+def _filename(text: str) -> str:
+    return re.sub(r'[\\/:*?"<>|#]+', "", text).strip() or "image"
+
+
+def _rows(model: Model, gen, conds: torch.Tensor, ncol: int, shared_noise: bool) -> torch.Tensor:
+    """One row of `ncol` images per condition: the same noise in every row, or new noise per cell."""
+    z = _noise(model, gen, ncol if shared_noise else ncol * len(conds))
+    z = z.repeat(len(conds), 1) if shared_noise else z
+    return _draw(model, z, conds.repeat_interleave(ncol, 0))
+
+
+def _sweep(model: Model, group: str) -> list[Colour]:
+    return [Colour(group, name) for name in model.schema.group(group).classes]
+
+
+# ---- types -------------------------------------------------------------------------------------
+
+def fix_noise(cfg, model, rng, gen) -> list[Path]:
+    """Seed 001: one noise vector, rows eye x columns hair."""
+    hairs, eyes = _sweep(model, "hair"), _sweep(model, "eye")
+    cells = [[h, e] for e in eyes for h in hairs]
+    images = _rows(model, gen, _conds(model, cells), 1, shared_noise=True)
+    return _save(cfg, images, "fix_noise", len(hairs), rows=[_describe(model, [e]) for e in eyes],
+                 cols=[_describe(model, [h]) for h in hairs], title="one noise vector",
+                 names=[_describe(model, cs) for cs in cells])
+
+
+def fix_hair_eye(cfg, model, rng, gen) -> list[Path]:
+    """Seed 001: the given (or random) hair and eye, 64 noise vectors in an 8 x 8 grid."""
+    hair, eye = _colour(cfg, model, rng, "hair"), _colour(cfg, model, rng, "eye")
+    name = _describe(model, [hair, eye])
+    images = _draw(model, _noise(model, gen, 64), _conds(model, [[hair, eye]]).repeat(64, 1))
+    return _save(cfg, images, name, 8, title=name)
+
+
+def _change(cfg, model, rng, gen, fixed: str, varied: str, name: str) -> list[Path]:
+    """Seed 001: fixed `fixed` colour, one column per `varied` colour, -n rows of noise."""
+    keep, sweep = _colour(cfg, model, rng, fixed), _sweep(model, varied)
+    images = _rows(model, gen, _conds(model, [[keep, c] for c in sweep]), cfg.n, shared_noise=True)
+    images = images.view(len(sweep), cfg.n, *images.shape[1:]).transpose(0, 1).reshape_as(images)
+    cols = [_describe(model, [c]) for c in sweep]
+    return _save(cfg, images, name, len(sweep), cols=cols, title=f"{_describe(model, [keep])}, {varied} changes",
+                 names=cols * cfg.n)
+
+
+def change_hair(cfg, model, rng, gen) -> list[Path]:
+    return _change(cfg, model, rng, gen, "eye", "hair", "change_hair_color")
+
+
+def change_eye(cfg, model, rng, gen) -> list[Path]:
+    return _change(cfg, model, rng, gen, "hair", "eye", "change_eye_color")
+
+
+def _slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """Spherical interpolation of noise vectors a, b [D] at t [T] -> [T, D]."""
+    omega = torch.arccos((a / a.norm() * b / b.norm()).sum().clamp(-1, 1))
+    if omega < 1e-4:
+        return torch.lerp(a, b, t[:, None])
+    return (torch.sin((1 - t) * omega)[:, None] * a + torch.sin(t * omega)[:, None] * b) / torch.sin(omega)
+
+
+def interpolate(cfg, model, rng, gen) -> list[Path]:
+    """From (z0, hair/eye) to (z1, to-hair/to-eye) in --steps steps: a strip and a GIF."""
+    start = [_colour(cfg, model, rng, "hair"), _colour(cfg, model, rng, "eye")]
+    end = [_colour(cfg, model, rng, "hair", "to_"), _colour(cfg, model, rng, "eye", "to_")]
+    t = torch.linspace(0, 1, cfg.steps)
+    z0, z1 = _noise(model, gen, 2)
+    c0, c1 = _conds(model, [start, end])
+    images = _draw(model, _slerp(z0, z1, t), torch.lerp(c0, c1, t[:, None]))
+    steps_text = [f"t={v:.2f}" for v in t.tolist()]
+    title = f"{_describe(model, start)} -> {_describe(model, end)}"
+    paths = _save(cfg, images, "interpolate", cfg.steps, cols=steps_text, title=title, names=steps_text)
+    frames = [render.grid_image(image[None], 1, padding=0) for image in images]
+    gif = render.save_gif(frames, Path(cfg.sample_dir) / "interpolate.gif", duration_ms=FRAME_MS,
+                          captions=steps_text if cfg.captions else None)
+    return paths[:1] + [gif] + paths[1:]
+
+
+def pairs(cfg, model, rng, gen) -> list[Path]:
+    """Seed 000 §4.1: one row per hair/eye pair, -n shared noise vectors as columns."""
+    texts = cfg.pairs or DEFAULT_PAIRS
+    vecs = [model.schema.parse(text) for text in texts]
+    images = _rows(model, gen, _cond(model, torch.from_numpy(np.stack(vecs))), cfg.n, shared_noise=True)
+    rows = [model.schema.describe(v) for v in vecs]
+    return _save(cfg, images, "pairs", cfg.n, rows=rows, names=[r for r in rows for _ in range(cfg.n)])
+
+
+def grid(cfg, model, rng, gen) -> list[Path]:
+    """Seed 000 §4.4: rows hair x columns eye, new noise in every cell."""
+    hairs, eyes = _sweep(model, "hair"), _sweep(model, "eye")
+    cells = [[h, e] for h in hairs for e in eyes]
+    images = _rows(model, gen, _conds(model, cells), 1, shared_noise=False)
+    return _save(cfg, images, "grid", len(eyes), rows=[_describe(model, [h]) for h in hairs],
+                 cols=[_describe(model, [e]) for e in eyes], names=[_describe(model, cs) for cs in cells])
+
+
+def color_map(cfg, model, rng, gen, hues: int = 12) -> list[Path]:
+    """Seed 000's big colour map (--embed rgb): hair hue across, eye hue down, one noise vector."""
+    if model.train.embed != "rgb":
+        raise UserError(f"-t color_map needs a model trained with --embed rgb; this one uses "
+                        f"--embed {model.train.embed}")
+    rgb = [colorsys.hsv_to_rgb(i / hues, 0.85, 0.95) for i in range(hues)]
+    cells = [[Colour("hair", rgb=h), Colour("eye", rgb=e)] for e in rgb for h in rgb]
+    images = _rows(model, gen, _conds(model, cells), 1, shared_noise=True)
+    return _save(cfg, images, "color_map", hues, rows=[_describe(model, cs[1:]) for cs in cells[::hues]],
+                 cols=[_describe(model, cs[:1]) for cs in cells[:hues]], title="hair hue across, eye hue down",
+                 names=[_describe(model, cs) for cs in cells])
+
+
+def conditions(cfg, model, rng, gen) -> list[Path]:
+    """Seed 003's test.json: one image per label list; captioned, one labelled row per entry."""
+    if not cfg.conditions:
+        raise UserError("-t conditions needs --conditions FILE.json (a list of label lists)")
+    if model.schema is None:
+        raise UserError(f"{cfg.model_dir}: this checkpoint has no labels; -t conditions needs a conditional model")
+    entries = _read_conditions(Path(cfg.conditions))
+    labels = []
+    for i, entry in enumerate(entries):
+        try:
+            labels.append(model.schema.parse(", ".join(entry)))
+        except UserError as e:
+            raise UserError(f"{cfg.conditions} entry {i + 1} {json.dumps(entry)}: {e}") from None
+    labels = torch.from_numpy(np.stack(labels))
+    images = _draw(model, _noise(model, gen, len(entries)), _cond(model, labels))
+    texts = [", ".join(entry) for entry in entries]
+    return _save(cfg, images, "conditions", 1 if cfg.captions else 8, rows=texts, names=texts)
+
+
+def _read_conditions(path: Path) -> list[list[str]]:
+    try:
+        entries = json.loads(path.read_text())
+    except OSError as e:
+        raise UserError(f"{path}: cannot read ({e.strerror})") from None
+    except ValueError as e:
+        raise UserError(f"{path}: not valid JSON ({e})") from None
+    if isinstance(entries, list):
+        entries = [[e] if isinstance(e, str) else e for e in entries]
+    if not entries or not isinstance(entries, list) or not all(
+            isinstance(e, list) and e and all(isinstance(s, str) for s in e) for e in entries):
+        raise UserError(f"{path}: expected a non-empty JSON list of label lists, "
+                        f'e.g. [["gray cube", "red sphere"], ["blue hair", "red eyes"]]')
+    return entries
+
+
+# ---- progress: no model needed -----------------------------------------------------------------
+
+def progress(cfg: TestConfig) -> list[Path]:
+    """Seed 000: the run's fake_step_<N>.png snapshots, in step order, as one animated GIF."""
+    searched = _snapshot_folders(cfg)
+    for folder in searched:
+        found = sorted((int(m.group(1)), p) for p in folder.glob("fake_step_*.png")
+                       if (m := _STEP_FILE.match(p.name)))
+        if found:
+            break
+    else:
+        missing = "" if Path(cfg.model_dir).exists() else f" (-d {cfg.model_dir} does not exist)"
+        raise UserError(f"no fake_step_<N>.png snapshots in {', '.join(map(str, searched))}{missing}; "
+                        f"pass the run's sample folder with -s samples/<run> or its run folder with -d")
+    frames = [Image.open(p).convert("RGB") for _, p in found]
+    captions = [f"step {n}" for n, _ in found] if cfg.captions else None
+    return [render.save_gif(frames, Path(cfg.sample_dir) / "progress.gif", duration_ms=FRAME_MS,
+                            captions=captions)]
+
+
+def _snapshot_folders(cfg: TestConfig) -> list[Path]:
+    """-s itself, then -s/<run> and the run's own sample folder, named by the run's config."""
+    out, folders = Path(cfg.sample_dir), [Path(cfg.sample_dir)]
+    run_dir = Path(cfg.model_dir)
+    run_dir = run_dir.parent if run_dir.is_file() else run_dir
+    train = _run_config(run_dir)
+    if train is not None:
+        run = train.run_name()
+        folders += [out / run, Path(train.sample_dir) / run, run_dir.parent.parent / train.sample_dir / run]
+    elif run_dir.is_dir():
+        folders.append(out / run_dir.name)
+    return list(dict.fromkeys(folders))
+
+
+def _run_config(run_dir: Path) -> TrainConfig | None:
+    """The run's TrainConfig from config.json, else from its latest G checkpoint; None if neither."""
+    try:
+        return TrainConfig.from_dict(json.loads((run_dir / "config.json").read_text())["train"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    if steps(run_dir):
+        return TrainConfig.from_dict(load(generator_path(run_dir), "generator")["config"])
+    return None
+
+
+TYPES = {f.__name__: f for f in (fix_noise, fix_hair_eye, change_hair, change_eye, interpolate, pairs,
+                                 grid, color_map, conditions)} | {"progress": None}

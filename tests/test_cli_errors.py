@@ -1,0 +1,195 @@
+"""Bad input through the CLI: exit status 2, one line on stderr naming the file and the fix, no
+traceback, and nothing already on disk damaged. Plus --version, --help and usage errors."""
+import argparse
+import pickle
+
+import pytest
+import torch
+
+from anime_gan import __version__
+from anime_gan.cli import build_parser
+
+from conftest import (PAIRS, draw, snapshot, unwritable_dir, write_json_layout, write_tag_pickle,
+                      write_tags_csv)
+
+
+def one_line_error(result, *needles):
+    """Exit 2 and a single 'anime-gan <cmd>: error: ...' line containing every needle."""
+    rc, out, err = result
+    assert rc == 2, (out, err)
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert err.startswith("anime-gan ") and ": error: " in err
+    for needle in needles:
+        assert str(needle) in err, (needle, err)
+    return err
+
+
+# ---- missing input -------------------------------------------------------------------------------
+
+def test_missing_source_folder(cli, tmp_path):
+    missing = tmp_path / "nope"
+    one_line_error(cli("prepare", missing, "-q"), missing, "not found", "prepare --synthetic")
+    one_line_error(cli("prepare", missing, "-o", tmp_path / "out", "-q"), missing)
+    assert list(tmp_path.iterdir()) == []   # neither SOURCE nor -o was created
+
+
+def test_prepare_without_source_or_synthetic(cli, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    one_line_error(cli("prepare", "-q"), "SOURCE", "--synthetic")
+    assert list(tmp_path.iterdir()) == []   # no stray ./data
+
+
+def test_empty_source_folder(cli, tmp_path):
+    (tmp_path / "empty").mkdir()
+    one_line_error(cli("prepare", tmp_path / "empty", "-o", tmp_path / "out", "-q"),
+                   tmp_path / "empty", "no usable images", "README")
+
+
+def test_json_layout_without_train_json(cli, tmp_path):
+    root = write_json_layout(tmp_path / "src")
+    (root / "train.json").unlink()
+    one_line_error(cli("prepare", root, "-o", tmp_path / "out", "-q"), root / "train.json", "objects.json")
+
+
+# ---- counts, missing and corrupt images: listed, and fatal only with --strict -----------------------
+
+def test_tags_and_images_count_mismatch(cli, tmp_path):
+    root = write_tag_pickle(tmp_path / "src")
+    for i in (4, 10):                                   # 12 tags, 10 images
+        (root / "images" / f"{i}.jpg").unlink()
+    draw(root / "images" / "12.jpg", (0, 0, 0))          # and one image with no tag
+    rc, out, err = cli("prepare", root, "-o", tmp_path / "out", "-q")
+    assert rc == 0 and out.startswith("10 images") and "skipped 3 file(s)" in out
+    assert f"{root / 'images' / '4.jpg'}: missing image" in out
+    assert f"{root / 'images' / '12.jpg'}: missing label" in out
+    one_line_error(cli("prepare", root, "-o", tmp_path / "strict", "--strict", "-q"),
+                   "--strict: 3 file(s) skipped", root / "images" / "4.jpg", "drop --strict")
+
+
+@pytest.mark.parametrize("damage", ["missing", "corrupt", "16-bit"])
+def test_missing_or_corrupt_image_with_strict(cli, tmp_path, damage):
+    root = write_tags_csv(tmp_path / "src")
+    image = root / "images" / "5.jpg"
+    if damage == "missing":
+        image.unlink()
+    elif damage == "corrupt":
+        image.write_bytes(b"\x00" * 100)
+    else:
+        from PIL import Image
+        import numpy as np
+        image.unlink()
+        image = image.with_suffix(".png")
+        Image.fromarray(np.full((8, 8), 1000, np.uint16)).save(image)
+    rc, out, _ = cli("prepare", root, "-o", tmp_path / "out", "-q")
+    assert rc == 0 and "skipped 1 file(s)" in out and str(image) in out
+    out_dir = tmp_path / "out"
+    before = snapshot(out_dir)
+    one_line_error(cli("prepare", root, "-o", out_dir, "--strict", "-q"), image, "--strict")
+    assert snapshot(out_dir) == before
+
+
+# ---- bad labels ----------------------------------------------------------------------------------
+
+def test_unknown_object_in_train_json(cli, tmp_path):
+    root = write_json_layout(tmp_path / "src", {"a.png": ["gray cube"], "b.png": ["pink cube"]})
+    one_line_error(cli("prepare", root, "-o", tmp_path / "out", "-q"),
+                   root / "train.json", "'b.png'", "pink cube", "objects.json")
+
+
+def test_unknown_colour_in_tags_csv_is_listed_and_strict_fails(cli, tmp_path):
+    root = write_tags_csv(tmp_path / "src", PAIRS[:3], extra_rows=["3,teal hair blue eyes"])
+    draw(root / "images" / "3.jpg", (0, 0, 0))
+    rc, out, _ = cli("prepare", root, "-o", tmp_path / "out", "-q")
+    assert rc == 0 and out.startswith("3 images") and f"{root / 'tags.csv'}:4: unreadable label" in out
+    assert "teal" in out
+    err = one_line_error(cli("prepare", root, "-o", tmp_path / "strict", "--strict", "-q"),
+                         f"{root / 'tags.csv'}:4", "'teal'", "valid hair colours: orange, white")
+    assert "blonde" in err
+
+
+@pytest.mark.parametrize("bad, needle", [
+    (lambda: torch.zeros(21), "21 numbers"),
+    (lambda: (torch.eye(12)[0], torch.eye(9)[0]), "21 numbers"),
+    (lambda: torch.cat([torch.eye(12)[0] + torch.eye(12)[1], torch.eye(10)[0]]), "exactly one hair"),
+    (lambda: "blue hair", "not a vector of numbers"),
+])
+def test_malformed_tags_pickle_entries(cli, tmp_path, bad, needle):
+    root = write_tag_pickle(tmp_path / "src", PAIRS[:3])
+    tags = {0: torch.cat([torch.eye(12)[0], torch.eye(10)[0]]), 1: bad(), 2: torch.zeros(22)}
+    (root / "tags.pickle").write_bytes(pickle.dumps(tags))
+    err = one_line_error(cli("prepare", root, "-o", tmp_path / "out", "-q"), root / "tags.pickle",
+                         "entry 1", needle)
+    assert "re-" in err   # says how to fix it (re-export / re-create)
+    assert not (tmp_path / "out" / "cache").exists()
+
+
+def test_tags_pickle_that_is_not_a_dict(cli, tmp_path):
+    root = write_tag_pickle(tmp_path / "src", PAIRS[:2])
+    (root / "tags.pickle").write_bytes(pickle.dumps([torch.zeros(22)] * 2))
+    one_line_error(cli("prepare", root, "-q"), root / "tags.pickle", "expected a dict", "anime-gan prepare")
+
+
+# ---- output folder -------------------------------------------------------------------------------
+
+def test_unwritable_output_folder(cli, tmp_path):
+    src = write_tags_csv(tmp_path / "src", PAIRS[:2])
+    out = unwritable_dir(tmp_path)
+    one_line_error(cli("prepare", src, "-o", out, "-q"), out, "cannot write", "-o")
+    one_line_error(cli("prepare", "--synthetic", "4", "-o", out, "-q"), out, "cannot write")
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("existing", ["builtin", "tags-csv", "json", "loose images"])
+def test_synthetic_into_existing_data_set_is_refused(cli, tmp_path, builtin_set, existing):
+    root = tmp_path / "data"
+    if existing == "builtin":
+        import shutil
+        shutil.copytree(builtin_set, root)
+    elif existing == "tags-csv":
+        write_tags_csv(root, PAIRS[:2])
+    elif existing == "json":
+        write_json_layout(root)
+    else:
+        draw(root / "face.png", (1, 2, 3))
+    before = snapshot(root)
+    one_line_error(cli("prepare", "--synthetic", "8", "-o", root, "-q"), root, "already holds a data set",
+                   "empty folder")
+    assert snapshot(root) == before
+
+
+# ---- --version, --help, usage errors --------------------------------------------------------------
+
+def subcommands():
+    parser = build_parser()
+    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return list(action.choices)
+
+
+def test_version(cli):
+    rc, out, _ = cli("--version")
+    assert rc == 0 and out.strip() == f"anime-gan {__version__}"
+
+
+def test_subcommands_include_the_core_three():
+    assert {"prepare", "train", "test"} <= set(subcommands())
+
+
+@pytest.mark.parametrize("command", subcommands())
+def test_every_subcommand_help_ends_with_examples(cli, command):
+    rc, out, _ = cli(command, "--help")
+    assert rc == 0
+    tail = out.rstrip("\n").split("\nexamples:\n")
+    assert len(tail) == 2, "no 'examples:' section"
+    examples = tail[1].splitlines()
+    assert examples and all(line.startswith("  ") and "anime" in line for line in examples)
+
+
+@pytest.mark.parametrize("argv, needle", [
+    ([], "COMMAND"),
+    (["prepare", "--image-size", "48"], "--image-size"),
+    (["prepare", "--synthetic", "many"], "--synthetic"),
+    (["nonsense"], "nonsense"),
+])
+def test_usage_errors_are_one_line(cli, argv, needle):
+    rc, out, err = cli(*argv)
+    assert rc == 2 and len(err.strip().splitlines()) == 1 and needle in err and "--help" in err

@@ -1,0 +1,416 @@
+"""Data: reading the four layouts, `prepare` into the tag-pickle layout plus the memory-mapped cache,
+skipped files, and the loaders (`open_packed` + `Batches`, `FileImages`)."""
+import io
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from anime_gan import safe_pickle
+from anime_gan.config import PrepareConfig
+from anime_gan.data.dataset import Batches, FileImages, LabelSampler, open_packed
+from anime_gan.data.formats import read_image, scan
+from anime_gan.data.prepare import cache_paths, prepare
+from anime_gan.errors import UserError
+from anime_gan.labels import EYE_COLORS, HAIR_COLORS, Schema, anime_schema
+
+from conftest import (CLEVR_OBJECTS, PAIRS, draw, colour_of, snapshot, write_folder, write_json_layout,
+                      write_tag_pickle, write_tags_csv)
+
+ANIME = anime_schema()
+
+
+def pair_labels(pairs=PAIRS):
+    out = np.zeros((len(pairs), 22), np.float32)
+    for i, (h, e) in enumerate(pairs):
+        out[i, h] = out[i, 12 + e] = 1
+    return out
+
+
+def to_uint8(x: torch.Tensor) -> np.ndarray:
+    return ((x + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).numpy()
+
+
+LAYOUTS = {
+    "tag-pickle": lambda root: write_tag_pickle(root),
+    "tag-pickle-tuples": lambda root: write_tag_pickle(root, style="tuple", ext=".png"),
+    "json": lambda root: write_json_layout(root),
+    "tags-csv": lambda root: write_tags_csv(root),
+    "folder": lambda root: write_folder(root),
+}
+KIND = {"tag-pickle": "tag-pickle", "tag-pickle-tuples": "tag-pickle", "json": "json",
+        "tags-csv": "tags-csv", "folder": "folder"}
+
+
+def expected_colours(layout, src):
+    """The hair-colour name each image was drawn in (see conftest)."""
+    if layout == "json":
+        scenes = json.loads((src.root / "train.json").read_text())
+        return [scenes[f.name][0].split()[0] for f in src.files]
+    if layout == "folder":
+        return [HAIR_COLORS[int(f.stem.split("_")[1]) % 12] for f in src.files]
+    return [HAIR_COLORS[h] for h in src.labels[:, :12].argmax(1)]
+
+
+# ---- scanning each layout ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("style", ["tensor", "tuple", "numpy", "list"])
+def test_tag_pickle_labels_of_every_style(tmp_path, style):
+    src = scan(write_tag_pickle(tmp_path, style=style))
+    assert src.kind == "tag-pickle" and src.schema == ANIME and not src.skipped
+    assert [f.name for f in src.files] == [f"{i}.jpg" for i in range(12)]  # numeric, not 0, 1, 10, 11, 2
+    assert np.array_equal(src.labels, pair_labels()) and src.labels.dtype == np.float32
+
+
+def test_tag_pickle_with_schema_json_uses_it(tmp_path):
+    schema = Schema.from_dict({"groups": [{"name": "hair", "classes": ["red", "blue"], "suffixes": ["hair"]}]})
+    schema.save(tmp_path)
+    for i, c in enumerate(["red", "blue", "blue"]):
+        draw(tmp_path / "images" / f"{i}.png", (0, 0, 0))
+    tags = {i: torch.eye(2)[c] for i, c in enumerate([0, 1, 1])}
+    (tmp_path / "tags.pickle").write_bytes(__import__("pickle").dumps(tags))
+    src = scan(tmp_path)
+    assert src.schema == schema and src.labels.argmax(1).tolist() == [0, 1, 1]
+
+
+@pytest.mark.parametrize("objects_name, base, image_dir", [("objects.json", 0, "images"),
+                                                           ("object.json", 0, ""),
+                                                           ("object.json", 1, "iclevr")])
+def test_json_layout(tmp_path, objects_name, base, image_dir):
+    scenes = {"a.png": ["gray cube"], "b.png": ["cyan cube", "cyan sphere"],
+              "c.png": ["yellow cylinder", "red cube", "blue sphere"]}
+    src = scan(write_json_layout(tmp_path, scenes, objects_name, base, image_dir))
+    assert src.kind == "json" and src.schema.multi_label == 24 and not src.skipped
+    assert [f.name for f in src.files] == list(scenes)
+    assert [src.schema.describe(v) for v in src.labels] == [
+        "gray cube", "cyan cube cyan sphere", "red cube blue sphere yellow cylinder"]
+
+
+def test_tags_csv_layout(tmp_path):
+    src = scan(write_tags_csv(tmp_path, extra_rows=["", "99,teal hair blue eyes", "98"]))
+    assert src.kind == "tags-csv" and src.schema == ANIME
+    assert np.array_equal(src.labels, pair_labels())
+    reasons = dict(src.skipped)
+    assert "teal" in reasons[f"{tmp_path / 'tags.csv'}:14"] and "valid hair colours" in reasons[f"{tmp_path / 'tags.csv'}:14"]
+    assert reasons[f"{tmp_path / 'tags.csv'}:15"] == "no tags after the id"
+
+
+def test_plain_folder_is_unlabelled_and_skips_the_cache(tmp_path):
+    write_folder(tmp_path, 5)
+    draw(tmp_path / "cache" / "old.png", (0, 0, 0))
+    (tmp_path / "notes.txt").write_text("not an image")
+    src = scan(tmp_path)
+    assert src.kind == "folder" and src.schema is None and src.labels is None
+    assert sorted(f.relative_to(tmp_path).as_posix() for f in src.files) == [
+        "img_0.png", "img_1.png", "img_2.png", "more/img_3.png", "more/img_4.png"]
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_file_loader_reads_every_layout(tmp_path, layout):
+    src = scan(LAYOUTS[layout](tmp_path / "d"))
+    assert src.kind == KIND[layout]
+    loader = torch.utils.data.DataLoader(FileImages(src, 32), batch_size=4, shuffle=False)
+    xs, ys = zip(*loader)
+    x, y = torch.cat(xs), torch.cat(ys)
+    assert x.shape == (len(src.files), 3, 32, 32) and x.dtype == torch.float32
+    assert x.min() >= -1 and x.max() <= 1 and x.min() < -0.5 and x.max() > 0.5
+    assert y.shape == ((len(src.files), src.schema.dim) if src.schema else (len(src.files), 0))
+    assert [colour_of(to_uint8(im)) for im in x] == expected_colours(layout, src)
+
+
+# ---- prepare: any layout -> tag-pickle layout + packed cache ------------------------------------
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_prepare_converts_every_layout(cli, tmp_path, layout):
+    src_root = LAYOUTS[layout](tmp_path / "src")
+    before, source_bytes = scan(src_root), snapshot(src_root)
+    out = tmp_path / "out"
+    rc, stdout, err = cli("prepare", src_root, "-o", out, "-q")
+    assert rc == 0, err
+    n = len(before.files)
+    assert stdout.startswith(f"{n} images from {src_root} ({KIND[layout]} layout) -> {out} at 64px")
+    assert snapshot(src_root) == source_bytes  # the source is only read
+
+    # the packed cache: uint8 [N, 3, 64, 64], opened memory-mapped
+    images_path, labels_path, meta_path = cache_paths(out, 64)
+    assert images_path == out / "cache" / "images_64.npy"
+    raw = np.load(images_path, mmap_mode="r")
+    assert isinstance(raw, np.memmap) and raw.dtype == np.uint8 and raw.shape == (n, 3, 64, 64)
+    packed = open_packed(out, 64)
+    assert isinstance(packed.images, np.memmap) and len(packed) == n
+    assert [colour_of(im) for im in packed.images] == expected_colours(layout, before)
+
+    after = scan(out)
+    assert [f.name for f in after.files] == [f"{i}{before.files[i].suffix}" for i in range(n)]
+    if layout == "folder":
+        assert after.kind == "folder" and packed.labels is None and packed.schema is None
+        assert not (out / "tags.pickle").exists()
+        return
+    # the tag-pickle layout: tags.pickle of multi-hot tensors, schema.json and class-frequency priors
+    assert after.kind == "tag-pickle" and after.schema == before.schema == packed.schema
+    assert np.array_equal(after.labels, before.labels) and np.array_equal(packed.labels, before.labels)
+    tags = safe_pickle.load(out / "tags.pickle")
+    assert sorted(tags) == list(range(n)) and all(isinstance(t, torch.Tensor) for t in tags.values())
+    assert Schema.load(out) == before.schema
+    for g in before.schema.groups:
+        counts = before.labels[:, before.schema.span(g.name)].sum(0)
+        prior = np.load(out / f"{g.name}_prob.npy")
+        assert prior.dtype == np.float32 and np.allclose(prior, counts / counts.sum())
+    x, y = packed[0]
+    assert x.min() >= -1 and x.max() <= 1 and torch.equal(y, torch.from_numpy(before.labels[0]))
+
+
+def test_prepare_priors_and_counts_follow_class_frequencies(tmp_path):
+    pairs = [(8, 8)] * 3 + [(11, 9)] + [(0, 0)] * 4   # blue x3, blonde x1, orange x4
+    report = prepare(PrepareConfig(source=str(write_tags_csv(tmp_path / "src", pairs)),
+                                   out=str(tmp_path / "out"), quiet=True))
+    hair = report["class_counts"]["hair"]
+    assert list(hair) == list(HAIR_COLORS) and list(report["class_counts"]["eye"]) == list(EYE_COLORS)
+    assert (hair["blue"], hair["blonde"], hair["orange"], hair["red"]) == (3, 1, 4, 0)
+    assert report["class_counts"]["eye"]["red"] == 3
+    prior = np.load(tmp_path / "out" / "hair_prob.npy")
+    assert prior[8] == pytest.approx(3 / 8) and prior[11] == pytest.approx(1 / 8) and prior[0] == 0.5
+    assert json.loads((tmp_path / "out" / "cache" / "meta_64.json").read_text())["class_counts"] == \
+        report["class_counts"]
+
+
+def test_prepare_prints_counts_per_class(cli, tmp_path):
+    rc, out, _ = cli("prepare", write_tags_csv(tmp_path / "src", [(8, 8), (8, 1)]), "-o", tmp_path / "o", "-q")
+    assert rc == 0
+    assert "  hair: orange 0, white 0, aqua 0, gray 0, green 0, red 0, purple 0, pink 0, blue 2," in out
+    assert "  eye: black 0, orange 1, " in out and "red 1" in out
+
+
+@pytest.mark.parametrize("size", [32, 64, 128])
+def test_prepare_at_each_size(cli, tmp_path, size):
+    src = write_tags_csv(tmp_path / "src", PAIRS[:3])
+    assert cli("prepare", src, "-o", tmp_path / "out", "--image-size", size, "-q")[0] == 0
+    packed = open_packed(tmp_path / "out", size)
+    assert packed.images.shape == (3, 3, size, size)
+    assert [colour_of(im) for im in packed.images] == [HAIR_COLORS[h] for h, _ in PAIRS[:3]]
+    other = 64 if size != 64 else 32
+    with pytest.raises(UserError, match=f"--image-size {other}"):
+        open_packed(tmp_path / "out", other)
+
+
+def test_prepare_in_place_adds_a_cache_and_keeps_the_labels(cli, tmp_path):
+    root = write_tag_pickle(tmp_path / "d")
+    before = snapshot(root)
+    assert cli("prepare", root, "-q")[0] == 0
+    assert cli("prepare", root, "--image-size", 128, "-q")[0] == 0
+    after = snapshot(root)
+    assert {k: v for k, v in after.items() if k in before} == before   # nothing overwritten
+    assert {"cache/images_64.npy", "cache/images_128.npy", "hair_prob.npy", "schema.json"} <= set(after)
+    assert open_packed(root, 128).images.shape == (12, 3, 128, 128)
+    assert np.array_equal(open_packed(root, 64).labels, pair_labels())
+
+
+def test_prepare_tags_csv_in_place_keeps_labels_in_the_cache(tmp_path):
+    root = write_tags_csv(tmp_path / "d")
+    prepare(PrepareConfig(source=str(root), out=str(root), quiet=True))
+    packed = open_packed(root, 64)
+    assert packed.schema == ANIME and np.array_equal(packed.labels, pair_labels())
+    assert set(packed.priors) == {"hair", "eye"} and np.isclose(packed.priors["hair"].sum(), 1)
+
+
+def test_prepare_dry_run_prints_json_and_writes_nothing(cli, tmp_path):
+    rc, out, _ = cli("prepare", tmp_path / "src", "-o", tmp_path / "out", "--image-size", 32, "--strict",
+                     "--dry-run")
+    cfg = json.loads(out)
+    assert rc == 0 and cfg["source"] == str(tmp_path / "src") and cfg["out"] == str(tmp_path / "out")
+    assert cfg["image_size"] == 32 and cfg["strict"] is True and cfg["synthetic"] == 0
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_builtin_data_set(builtin_set):
+    src = scan(builtin_set)
+    assert src.kind == "tag-pickle" and len(src.files) == 120 and not src.skipped
+    packed = open_packed(builtin_set, 64)
+    assert packed.images.shape == (120, 3, 64, 64) and isinstance(packed.images, np.memmap)
+    assert np.array_equal(packed.labels, src.labels)
+    for g in ("hair", "eye"):
+        counts = src.labels[:, ANIME.span(g)].sum(0)
+        assert np.allclose(np.load(builtin_set / f"{g}_prob.npy"), counts / 120)
+    assert (src.labels[:, :12].sum(0) > 0).sum() >= 10   # the colours are spread, not one class
+
+
+# ---- image decoding ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("side", [256, 100])
+def test_resize_is_antialiased(tmp_path, side):
+    """A 1-pixel checkerboard shrunk must become flat grey; point sampling gives black, white or
+    a full-contrast moire instead."""
+    board = (np.indices((side, side)).sum(0) % 2 * 255).astype(np.uint8)
+    Image.fromarray(board).save(tmp_path / "board.png")
+    x = read_image(tmp_path / "board.png", 64).astype(np.float64)
+    assert x.shape == (3, 64, 64)
+    assert abs(x.mean() - 127.5) < 4 and x.std() < 4
+
+
+def test_centre_crop_and_transparency_on_white(tmp_path):
+    wide = np.zeros((40, 120, 4), np.uint8)
+    wide[:, :40] = (255, 0, 0, 255)
+    wide[:, 40:80] = (0, 0, 255, 255)
+    wide[:, 80:] = (0, 255, 0, 255)
+    wide[:10, 40:80, 3] = 0   # a transparent strip at the top of the middle third
+    Image.fromarray(wide, "RGBA").save(tmp_path / "wide.png")
+    x = read_image(tmp_path / "wide.png", 32)
+    assert x.shape == (3, 32, 32)
+    assert tuple(x[:, 24, 16]) == (0, 0, 255)           # the centre square is the blue third
+    assert tuple(x[:, 2, 16]) == (255, 255, 255)        # transparent -> white, not black
+
+
+@pytest.mark.parametrize("mode", ["L", "P", "CMYK", "1", "LA"])
+def test_other_8bit_modes_decode_to_rgb(tmp_path, mode):
+    Image.new("RGB", (20, 20), (200, 200, 200)).convert(mode).save(tmp_path / ("x.png" if mode != "CMYK" else "x.jpg"))
+    x = read_image(next(tmp_path.iterdir()), 16)
+    assert x.shape == (3, 16, 16) and x.dtype == np.uint8
+
+
+def broken_files(images):
+    """Four bad images next to good ones: corrupt, truncated, 16-bit, empty."""
+    (images / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not really a jpeg")
+    noisy = Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), np.uint8))
+    buf = io.BytesIO()
+    noisy.save(buf, "JPEG")
+    (images / "truncated.jpg").write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
+    Image.fromarray(np.full((16, 16), 40000, np.uint16)).save(images / "deep.png")
+    assert Image.open(images / "deep.png").mode == "I;16"
+    (images / "empty.png").write_bytes(b"")
+
+
+def test_read_image_reasons(tmp_path):
+    broken_files(tmp_path)
+    reasons = {}
+    for f in sorted(tmp_path.iterdir()):
+        with pytest.raises(ValueError) as e:
+            read_image(f, 32)
+        reasons[f.name] = str(e.value)
+    assert reasons["deep.png"] == "unsupported image mode I;16"
+    assert all(r.startswith("unreadable image") for k, r in reasons.items() if k != "deep.png")
+
+
+# ---- skipped files -------------------------------------------------------------------------------
+
+def messy_tag_pickle(root):
+    """12 labelled images, of which 4 are broken, one tag without an image, one image without a tag."""
+    write_tag_pickle(root)
+    images = root / "images"
+    broken_files(images)
+    for i, name in zip((2, 5, 7, 11), ("corrupt.jpg", "truncated.jpg", "deep.png", "empty.png")):
+        (images / f"{i}.jpg").unlink()
+        (images / name).rename(images / (f"{i}.png" if name.endswith(".png") else f"{i}.jpg"))
+    (images / "9.jpg").unlink()                               # tag 9: missing image
+    draw(images / "extra.jpg", (0, 0, 0))                     # no tag: missing label
+    return root
+
+
+def test_prepare_lists_skipped_files_instead_of_dying(cli, tmp_path):
+    src = messy_tag_pickle(tmp_path / "src")
+    rc, out, err = cli("prepare", src, "-o", tmp_path / "out", "-q")
+    assert rc == 0, err
+    img = src / "images"
+    expected = {f"{img / '9.jpg'}: missing image", f"{img / 'extra.jpg'}: missing label",
+                f"{img / '7.png'}: unsupported image mode I;16"}
+    assert expected <= set(line.strip() for line in out.splitlines())
+    for name in ("2.jpg", "5.jpg", "11.png"):
+        assert f"    {img / name}: unreadable image" in out
+    assert "skipped 6 file(s):" in out and out.startswith("7 images from")
+    kept = [i for i in range(12) if i not in (2, 5, 7, 9, 11)]
+    packed = open_packed(tmp_path / "out", 64)
+    assert len(packed) == len(kept) == 7
+    assert np.array_equal(packed.labels, pair_labels()[kept])
+    assert [colour_of(im) for im in packed.images] == [HAIR_COLORS[PAIRS[i][0]] for i in kept]
+    meta = json.loads((tmp_path / "out" / "cache" / "meta_64.json").read_text())
+    assert len(meta["skipped"]) == 6 and meta["images"] == 7
+
+
+def test_strict_turns_any_skip_into_exit_2(cli, tmp_path):
+    src = messy_tag_pickle(tmp_path / "src")
+    rc, out, err = cli("prepare", src, "-o", tmp_path / "out", "--strict", "-q")
+    assert rc == 2 and out == ""
+    assert "--strict: 6 file(s) skipped" in err and "drop --strict" in err
+    assert not (tmp_path / "out" / "cache" / "images_64.npy").exists()
+
+
+def test_strict_with_only_decode_failures_keeps_an_existing_cache(cli, tmp_path):
+    """A decode-time skip under --strict must not replace (or delete) the cache already there."""
+    src = write_tag_pickle(tmp_path / "src")
+    out = tmp_path / "out"
+    assert cli("prepare", src, "-o", out, "-q")[0] == 0
+    before = snapshot(out)
+    (src / "images" / "3.jpg").write_bytes(b"garbage")
+    rc, _, err = cli("prepare", src, "-o", out, "--strict", "-q")
+    assert rc == 2 and "3.jpg (unreadable image" in err
+    assert snapshot(out) == before
+
+
+def test_prepare_when_no_image_decodes(cli, tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.png").write_bytes(b"junk")
+    (src / "b.jpg").write_bytes(b"junk")
+    rc, _, err = cli("prepare", src, "-o", tmp_path / "out", "-q")
+    assert rc == 2 and "none of the 2 image(s) could be read" in err and "a.png" in err
+    assert not (tmp_path / "out" / "cache" / "images_64.npy").exists()
+
+
+# ---- the packed loader ---------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def packed_set(tmp_path_factory):
+    root = tmp_path_factory.mktemp("packed")
+    write_tags_csv(root, PAIRS * 3)
+    prepare(PrepareConfig(source=str(root), out=str(root / "out"), quiet=True))
+    return open_packed(root / "out", 64)
+
+
+def test_batches_yield_images_in_range_with_their_labels(packed_set):
+    batches = Batches(packed_set, 16, "cpu", torch.Generator().manual_seed(0))
+    for _ in range(3):
+        x, y = next(batches)
+        assert x.shape == (16, 3, 64, 64) and x.dtype == torch.float32 and y.shape == (16, 22)
+        assert x.min() >= -1 and x.max() <= 1
+        assert [colour_of(to_uint8(im)) for im in x] == [HAIR_COLORS[h] for h in y[:, :12].argmax(1)]
+        assert torch.equal(y.sum(1), torch.full((16,), 2.0))
+
+
+def test_batches_are_seeded_and_memmap_path_matches_device_path(packed_set):
+    def draw_batches(mode, seed=3, flip=True):
+        b = Batches(packed_set, 24, "cpu", torch.Generator().manual_seed(seed), on_device=mode, flip=flip)
+        assert b.on_device == (mode == "on")
+        return [next(b) for _ in range(3)]
+    on, off = draw_batches("on"), draw_batches("off")
+    for (x1, y1), (x2, y2) in zip(on, off):
+        assert torch.equal(x1, x2) and torch.equal(y1, y2)
+    other = draw_batches("off", seed=4)
+    assert not torch.equal(on[0][1], other[0][1])
+    # without flips, every batch row is exactly one cached image
+    cache = torch.from_numpy(np.asarray(packed_set.images)).float() / 127.5 - 1
+    x, _ = draw_batches("off", flip=False)[0]
+    assert all(any(torch.equal(row, c) for c in cache) for row in x)
+
+
+def test_label_sampler_draws_valid_labels_by_the_priors(packed_set):
+    sampler = LabelSampler(packed_set, "cpu")
+    y = sampler(4000, torch.Generator().manual_seed(0))
+    assert y.shape == (4000, 22)
+    assert torch.equal(y[:, :12].sum(1), torch.ones(4000)) and torch.equal(y[:, 12:].sum(1), torch.ones(4000))
+    freq = y[:, :12].mean(0).numpy()
+    assert np.allclose(freq, packed_set.priors["hair"], atol=0.03)
+
+
+def test_open_packed_errors_name_the_fix(tmp_path):
+    with pytest.raises(UserError, match=r"no 64px cache; run `anime-gan prepare"):
+        open_packed(tmp_path, 64)
+    write_tags_csv(tmp_path / "d", PAIRS[:2])
+    prepare(PrepareConfig(source=str(tmp_path / "d"), out=str(tmp_path / "d"), quiet=True))
+    cache_paths(tmp_path / "d", 64)[1].unlink()
+    with pytest.raises(UserError, match="labels_64.npy.*re-run `anime-gan prepare`"):
+        open_packed(tmp_path / "d", 64)
+    np.save(cache_paths(tmp_path / "d", 64)[0], np.zeros((2, 3, 32, 32), np.uint8))
+    with pytest.raises(UserError, match=r"expected uint8 \[N, 3, 64, 64\]"):
+        open_packed(tmp_path / "d", 64)

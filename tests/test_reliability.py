@@ -1,0 +1,137 @@
+"""What survives what: Ctrl-C, SIGTERM, kill -9 mid-checkpoint, divergence, malicious checkpoints."""
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from anime_gan import checkpoint, losses
+from anime_gan.cli import main
+
+TRAIN = ["train", "--model", "cgan", "--nf", "8", "-b", "8", "--image-size", "32", "--log-every", "1",
+         "--sample", "1000", "-q", "--run", "r"]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("rel") / "data"
+    assert main(["prepare", "--synthetic", "48", "-o", str(root), "--image-size", "32", "-q"]) == 0
+    return root
+
+
+def _spawn(tmp: Path, data: Path, *extra) -> subprocess.Popen:
+    args = [sys.executable, "-m", "anime_gan", *TRAIN, "-t", str(data), "-s", str(tmp / "s"),
+            "-c", str(tmp / "c"), *extra]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
+
+
+def _logged_steps(run: Path) -> int:
+    stats = run / "stats.jsonl"
+    lines = stats.read_text().splitlines() if stats.exists() else []
+    return sum(1 for l in lines if l.endswith("}"))
+
+
+def _wait_for_steps(proc, run: Path, n: int, timeout: float = 60.0) -> None:
+    deadline = time.time() + timeout
+    while _logged_steps(run) < n:
+        assert proc.poll() is None, proc.communicate()[1]
+        assert time.time() < deadline, "training did not progress"
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_interrupt_writes_a_final_checkpoint_and_exits_0(tmp_path, data, sig):
+    proc = _spawn(tmp_path, data, "-i", "100000", "--check", "100000")
+    run = tmp_path / "c" / "r"
+    _wait_for_steps(proc, run, 3)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    step = checkpoint.resumable_steps(run)[-1]
+    assert step >= 3
+    checkpoint.load(run / f"G_{step}.ckpt", "generator")
+    assert main([*TRAIN, "-t", str(data), "-s", str(tmp_path / "s"), "-c", str(tmp_path / "c"),
+                 "-i", str(step + 2), "--check", "100000", "--resume"]) == 0
+    assert checkpoint.resumable_steps(run)[-1] == step + 2
+
+
+def test_kill_9_at_random_moments_never_loses_more_than_one_interval(tmp_path, data):
+    rng = random.Random(0)
+    run = tmp_path / "c" / "r"
+    check = 2  # a checkpoint every 2 steps: kills land inside checkpoint writes too
+    for attempt in range(4):
+        resume = ["--resume"] if checkpoint.resumable_steps(run) else []
+        proc = _spawn(tmp_path, data, "-i", "100000", "--check", str(check), *resume)
+        _wait_for_steps(proc, run, _logged_steps(run) + 2)
+        time.sleep(rng.uniform(0.0, 0.4))
+        proc.kill()
+        proc.communicate()
+        logged = max(json.loads(l)["step"] for l in (run / "stats.jsonl").read_text().splitlines()
+                     if l.endswith("}"))
+        latest = checkpoint.resumable_steps(run)[-1]
+        checkpoint.load(run / f"G_{latest}.ckpt", "generator")   # always loadable
+        checkpoint.load(run / f"D_{latest}.ckpt", "trainer")
+        assert latest >= logged - check, f"attempt {attempt}: lost more than one checkpoint interval"
+    assert main([*TRAIN, "-t", str(data), "-s", str(tmp_path / "s"), "-c", str(tmp_path / "c"),
+                 "-i", str(latest + 1), "--check", "1", "--resume"]) == 0
+    assert not list(run.glob(".*.tmp")), "stale temporary files left behind"
+
+
+def test_divergence_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_path, data, monkeypatch, capsys):
+    real_g_loss, calls = losses.g_loss, {"n": 0}
+
+    def exploding(kind, fake_adv):
+        calls["n"] += 1
+        loss = real_g_loss(kind, fake_adv)
+        return loss * float("nan") if calls["n"] > 4 else loss
+
+    monkeypatch.setattr(losses, "g_loss", exploding)
+    code = main([*TRAIN, "-t", str(data), "-s", str(tmp_path / "s"), "-c", str(tmp_path / "c"),
+                 "-i", "20", "--check", "2"])
+    err = capsys.readouterr().err
+    assert code == 2 and "diverged by step 5" in err and "G_4.ckpt" in err and "--lr" in err
+    run = tmp_path / "c" / "r"
+    assert checkpoint.resumable_steps(run) == [2, 4]
+    G = checkpoint.load(run / "G_4.ckpt", "generator")["G"]
+    assert all(torch.isfinite(v).all() for v in G.values() if v.is_floating_point())
+
+
+class _Payload:
+    def __init__(self, target):
+        self.target = target
+
+    def __reduce__(self):
+        return (Path.touch, (Path(self.target),))
+
+
+def test_malicious_checkpoint_is_refused_everywhere(tmp_path, data, capsys):
+    pwned = tmp_path / "pwned"
+    run = tmp_path / "c" / "r"
+    run.mkdir(parents=True)
+    for name in ("G_5.ckpt", "D_5.ckpt"):
+        torch.save({"format": checkpoint.FORMAT, "kind": "x", "evil": _Payload(pwned)}, run / name)
+    codes = [
+        main(["test", "-t", "fix_noise", "-d", str(run), "-s", str(tmp_path / "out")]),
+        main([*TRAIN, "-t", str(data), "-s", str(tmp_path / "s"), "-c", str(tmp_path / "c"), "-i", "9",
+              "--resume"]),
+    ]
+    err = capsys.readouterr().err
+    assert codes == [2, 2], err
+    assert "not a loadable anime-gan checkpoint" in err
+    assert not pwned.exists(), "loading a checkpoint executed code from it"
+
+
+def test_checkpoint_of_another_architecture_is_refused(tmp_path, data, capsys):
+    base = [*TRAIN, "-t", str(data), "-s", str(tmp_path / "s"), "-c", str(tmp_path / "c"), "-i", "2",
+            "--check", "2"]
+    assert main(base) == 0
+    code = main([base[0], "--model", "sagan", *base[3:], "-i", "4", "--resume",
+                 str(tmp_path / "c" / "r" / "G_2.ckpt")])
+    assert code == 2 and "was trained with --model cgan" in capsys.readouterr().err

@@ -1,0 +1,174 @@
+"""The restricted unpickler: tags.pickle payloads that would run code are refused before they run
+(directly, through `prepare` and through `train`), while plain tag pickles of every protocol load."""
+import builtins
+import io
+import os
+import pathlib
+import pickle
+import subprocess
+
+import numpy as np
+import pytest
+import torch
+
+from anime_gan import safe_pickle
+from anime_gan.data.formats import scan
+from anime_gan.errors import UserError
+
+from conftest import draw, write_tag_pickle
+
+
+class Payload:
+    """Pickles as a call of `func(*args)`: what a hostile tags.pickle looks like."""
+
+    def __init__(self, func, *args):
+        self.func, self.args = func, args
+
+    def __reduce__(self):
+        return self.func, self.args
+
+
+def nested_in_tensor_storage(target):
+    """A payload hidden inside the torch storage blob that `torch.storage._load_from_bytes` loads."""
+    inner = pickle.dumps(Payload(os.system, f"touch {target}"), protocol=2)
+    return Payload(torch.storage._load_from_bytes, inner)
+
+
+PAYLOADS = {
+    "os.system": lambda t: Payload(os.system, f"touch {t}"),
+    "subprocess.call": lambda t: Payload(subprocess.call, ["touch", str(t)]),
+    "builtins.open": lambda t: Payload(builtins.open, str(t), "w"),
+    "pathlib.Path.touch": lambda t: Payload(pathlib.Path.touch, pathlib.Path(t)),
+    "builtins.exec": lambda t: Payload(builtins.exec, f"open({str(t)!r}, 'w').close()"),
+    "getattr(os, 'system')": lambda t: Payload(eval, f"__import__('os').system('touch {t}')"),
+    "storage blob": nested_in_tensor_storage,
+}
+
+
+def hostile_tags(target, kind, protocol=4) -> bytes:
+    """A tags dict whose second entry is the payload (after one legitimate label)."""
+    return pickle.dumps({0: torch.zeros(22), 1: PAYLOADS[kind](target)}, protocol=protocol)
+
+
+@pytest.mark.parametrize("kind", PAYLOADS)
+def test_payload_is_real_when_unpickled_naively(tmp_path, kind):
+    """Guards the tests below: each payload does create the file under plain pickle.loads."""
+    target = tmp_path / "pwned"
+    try:
+        pickle.loads(hostile_tags(target, kind))
+    except Exception:
+        pass  # torch.load of the storage blob fails *after* running the payload
+    assert target.exists()
+
+
+@pytest.mark.parametrize("protocol", [2, 4, 5])
+@pytest.mark.parametrize("kind", PAYLOADS)
+def test_restricted_unpickler_refuses_payloads(tmp_path, kind, protocol):
+    target = tmp_path / "pwned"
+    path = tmp_path / "tags.pickle"
+    path.write_bytes(hostile_tags(target, kind, protocol))
+    with pytest.raises(UserError) as e:
+        safe_pickle.load(path)
+    assert not target.exists()
+    msg = str(e.value)
+    assert str(path) in msg and "anime-gan prepare" in msg and "\n" not in msg
+
+
+def hostile_folder(root, target, kind="os.system"):
+    write_tag_pickle(root, pairs=[(0, 0), (1, 1)])
+    (root / "tags.pickle").write_bytes(hostile_tags(target, kind))
+    return root
+
+
+@pytest.mark.parametrize("kind", ["os.system", "builtins.open", "pathlib.Path.touch"])
+def test_prepare_refuses_hostile_tags_pickle(cli, tmp_path, kind):
+    target = tmp_path / "pwned"
+    src = hostile_folder(tmp_path / "src", target, kind)
+    rc, out, err = cli("prepare", src, "-o", tmp_path / "out", "-q")
+    assert rc == 2 and not target.exists()
+    assert "tags.pickle" in err and "refused" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out" / "cache").exists()
+
+
+def test_train_refuses_hostile_tags_pickle(cli, tmp_path):
+    target = tmp_path / "pwned"
+    src = hostile_folder(tmp_path / "data", target)
+    rc, out, err = cli("train", "-t", src, "-d", "cpu", "-i", "1", "--nf", "8", "-b", "2",
+                       "-s", tmp_path / "samples", "-c", tmp_path / "ckpt", "-q")
+    assert rc == 2 and not target.exists()
+    assert "tags.pickle" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "ckpt").exists()
+
+
+def test_codecs_encode_only_rebuilds_latin1_bytes(tmp_path):
+    class Encode:
+        def __reduce__(self):
+            import _codecs
+            return _codecs.encode, ("abc", "rot13")
+    path = tmp_path / "tags.pickle"
+    path.write_bytes(pickle.dumps({0: Encode()}, protocol=2))
+    with pytest.raises(UserError, match="unexpected encoding"):
+        safe_pickle.load(path)
+
+
+@pytest.mark.parametrize("content, why", [(b"", "empty"), (b"\x80\x04garbage", "truncated"),
+                                          (b"not a pickle at all", "text")])
+def test_corrupt_pickles_are_user_errors(tmp_path, content, why):
+    path = tmp_path / "tags.pickle"
+    path.write_bytes(content)
+    with pytest.raises(UserError, match="tags.pickle"):
+        safe_pickle.load(path)
+
+
+def test_missing_and_unreadable_pickles_are_user_errors(tmp_path):
+    with pytest.raises(UserError, match="not found"):
+        safe_pickle.load(tmp_path / "tags.pickle")
+    (tmp_path / "tags.pickle").mkdir()
+    with pytest.raises(UserError, match="tags.pickle"):
+        safe_pickle.load(tmp_path / "tags.pickle")
+
+
+# ---- legitimate pickles load ---------------------------------------------------------------------
+
+def legit_tags():
+    return {
+        0: torch.cat([torch.eye(12)[3], torch.eye(10)[7]]),               # seed 001 README: 22-dim tensor
+        1: (torch.eye(12)[1], torch.eye(10)[2]),                           # seed 001 code: a tuple
+        2: (np.eye(12, dtype=np.float32)[5], np.eye(10, dtype=np.float64)[0]),
+        3: torch.arange(30, dtype=torch.float32)[4:26],                    # a view with an offset
+        4: [np.float32(1), np.int64(2), 3.0, True],
+        "meta": {"names": ("a", "b"), "bytes": b"\x00\xff", "set": {1, 2}},
+    }
+
+
+@pytest.mark.parametrize("protocol", [2, 3, 4, 5])
+def test_legit_pickles_of_every_protocol_load(tmp_path, protocol):
+    path = tmp_path / "tags.pickle"
+    path.write_bytes(pickle.dumps(legit_tags(), protocol=protocol))
+    got, want = safe_pickle.load(path), legit_tags()
+    assert got.keys() == want.keys()
+    assert torch.equal(got[0], want[0]) and torch.equal(got[3], want[3])
+    assert all(torch.equal(a, b) for a, b in zip(got[1], want[1]))
+    assert all(np.array_equal(a, b) and a.dtype == b.dtype for a, b in zip(got[2], want[2]))
+    assert got[4] == want[4] and got["meta"] == want["meta"]
+
+
+@pytest.mark.parametrize("protocol", [2, 4, 5])
+@pytest.mark.parametrize("style", ["tensor", "tuple", "numpy"])
+def test_tag_pickle_layout_of_every_protocol_scans(tmp_path, protocol, style):
+    root = write_tag_pickle(tmp_path / "d", pairs=[(0, 9), (11, 0)], style=style, protocol=protocol)
+    src = scan(root)
+    assert src.kind == "tag-pickle" and len(src.files) == 2
+    assert np.flatnonzero(src.labels[0]).tolist() == [0, 21]
+    assert np.flatnonzero(src.labels[1]).tolist() == [11, 12]
+
+
+def test_torch_save_of_tags_is_also_refused_as_a_plain_pickle(tmp_path):
+    """torch.save writes a zip, not a pickle: it is refused with the same clear message."""
+    buf = io.BytesIO()
+    torch.save({0: torch.zeros(22)}, buf)
+    path = draw(tmp_path / "x.png", (0, 0, 0)).with_name("tags.pickle")
+    path.write_bytes(buf.getvalue())
+    with pytest.raises(UserError, match="not a plain tags pickle"):
+        safe_pickle.load(path)

@@ -28,8 +28,6 @@ from .labels import Schema, encode, parse_rgb
 
 DEFAULT_PAIRS = ("pink hair black eyes", "black hair purple eyes", "red hair red eyes",
                  "aqua hair green eyes", "blonde hair orange eyes")  # seed 000 §4.1
-ANIME_TYPES = ("fix_noise", "fix_hair_eye", "change_hair", "change_eye", "interpolate", "pairs",
-               "grid", "color_map")
 # The optional flags each type reads; any other one given is reported as ignored.
 USES = {"fix_hair_eye": {"hair", "eye", "hair_rgb", "eye_rgb"}, "change_hair": {"eye", "eye_rgb"},
         "change_eye": {"hair", "hair_rgb"}, "interpolate": {"hair", "eye", "to_hair", "to_eye"},
@@ -43,7 +41,6 @@ class Model:
     G: torch.nn.Module
     train: TrainConfig
     schema: Schema | None
-    step: int
     device: torch.device
 
 
@@ -71,7 +68,7 @@ def run_test(cfg: TestConfig) -> list[Path]:
     if kind == "progress":
         return progress(cfg)
     model = _load(cfg)
-    if kind in ANIME_TYPES:
+    if kind != "conditions":  # every other type draws hair and eye colours
         _require_anime(model, kind)
     with torch.no_grad():
         return TYPES[kind](cfg, model, random.Random(cfg.seed), torch.Generator().manual_seed(cfg.seed))
@@ -90,8 +87,8 @@ def _load(cfg: TestConfig) -> Model:
         device = torch.device(cfg.device)
     except RuntimeError:
         raise UserError(f"unknown --device '{cfg.device}'; use cpu or cuda") from None
-    G, train, schema, step = load_generator(cfg.model_dir, device, ema=cfg.ema)
-    return Model(G, train, schema, step, device)
+    G, train, schema, _ = load_generator(cfg.model_dir, device, ema=cfg.ema)
+    return Model(G, train, schema, device)
 
 
 def _require_anime(model: Model, kind: str) -> None:
@@ -152,21 +149,17 @@ def _conds(model: Model, colour_lists: list[list[Colour]]) -> torch.Tensor:
 
 def _draw(model: Model, z: torch.Tensor, c: torch.Tensor, chunk: int = 256) -> torch.Tensor:
     """G(z, c) on the model's device, in chunks; images [B, 3, S, S] in [-1, 1] on the CPU."""
-    parts = [model.G(z[i:i + chunk].to(model.device), c[i:i + chunk].to(model.device)).float().cpu()
-             for i in range(0, len(z), chunk)]
-    return torch.cat(parts)
+    return torch.cat([model.G(z[i:i + chunk].to(model.device), c[i:i + chunk].to(model.device)).float().cpu()
+                      for i in range(0, len(z), chunk)])
 
 
 def _noise(model: Model, gen: torch.Generator, n: int) -> torch.Tensor:
     return torch.randn(n, model.train.z_dim, generator=gen)
 
 
-def _phrase(model: Model, group: str, name: str) -> str:
-    return f"{name} {model.schema.group(group).suffixes[0]}"  # "blue hair", "red eyes"
-
-
 def _describe(model: Model, colours: list[Colour]) -> str:
-    return " ".join(_phrase(model, c.group, c.text) for c in colours)  # "blue hair red eyes"
+    """"blue hair red eyes", "#ff8800 hair", "red eyes"."""
+    return " ".join(f"{c.text} {model.schema.group(c.group).suffixes[0]}" for c in colours)
 
 
 def _save(cfg: TestConfig, images: torch.Tensor, name: str, nrow: int, rows=None, cols=None,
@@ -200,14 +193,20 @@ def _sweep(model: Model, group: str) -> list[Colour]:
 
 # ---- types -------------------------------------------------------------------------------------
 
+def _table(cfg, model, gen, rows: list[Colour], cols: list[Colour], name: str, shared_noise: bool,
+           title: str | None = None) -> list[Path]:
+    """One image per (row colour, column colour), captioned with both; hair first in file names."""
+    cells = [[r, c] for r in rows for c in cols]
+    images = _rows(model, gen, _conds(model, cells), 1, shared_noise)
+    return _save(cfg, images, name, len(cols), rows=[_describe(model, [r]) for r in rows],
+                 cols=[_describe(model, [c]) for c in cols], title=title,
+                 names=[_describe(model, sorted(cs, key=lambda c: c.group != "hair")) for cs in cells])
+
+
 def fix_noise(cfg, model, rng, gen) -> list[Path]:
     """Seed 001: one noise vector, rows eye x columns hair."""
-    hairs, eyes = _sweep(model, "hair"), _sweep(model, "eye")
-    cells = [[h, e] for e in eyes for h in hairs]
-    images = _rows(model, gen, _conds(model, cells), 1, shared_noise=True)
-    return _save(cfg, images, "fix_noise", len(hairs), rows=[_describe(model, [e]) for e in eyes],
-                 cols=[_describe(model, [h]) for h in hairs], title="one noise vector",
-                 names=[_describe(model, cs) for cs in cells])
+    return _table(cfg, model, gen, _sweep(model, "eye"), _sweep(model, "hair"), "fix_noise",
+                  shared_noise=True, title="one noise vector")
 
 
 def fix_hair_eye(cfg, model, rng, gen) -> list[Path]:
@@ -267,16 +266,13 @@ def pairs(cfg, model, rng, gen) -> list[Path]:
     vecs = [model.schema.parse(text) for text in texts]
     images = _rows(model, gen, _cond(model, torch.from_numpy(np.stack(vecs))), cfg.n, shared_noise=True)
     rows = [model.schema.describe(v) for v in vecs]
-    return _save(cfg, images, "pairs", cfg.n, rows=rows, names=[r for r in rows for _ in range(cfg.n)])
+    return _save(cfg, images, "pairs", cfg.n, rows=rows, title="same noise down each column",
+                 names=[r for r in rows for _ in range(cfg.n)])
 
 
 def grid(cfg, model, rng, gen) -> list[Path]:
     """Seed 000 §4.4: rows hair x columns eye, new noise in every cell."""
-    hairs, eyes = _sweep(model, "hair"), _sweep(model, "eye")
-    cells = [[h, e] for h in hairs for e in eyes]
-    images = _rows(model, gen, _conds(model, cells), 1, shared_noise=False)
-    return _save(cfg, images, "grid", len(eyes), rows=[_describe(model, [h]) for h in hairs],
-                 cols=[_describe(model, [e]) for e in eyes], names=[_describe(model, cs) for cs in cells])
+    return _table(cfg, model, gen, _sweep(model, "hair"), _sweep(model, "eye"), "grid", shared_noise=False)
 
 
 def color_map(cfg, model, rng, gen, hues: int = 12) -> list[Path]:
@@ -285,11 +281,8 @@ def color_map(cfg, model, rng, gen, hues: int = 12) -> list[Path]:
         raise UserError(f"-t color_map needs a model trained with --embed rgb; this one uses "
                         f"--embed {model.train.embed}")
     rgb = [colorsys.hsv_to_rgb(i / hues, 0.85, 0.95) for i in range(hues)]
-    cells = [[Colour("hair", rgb=h), Colour("eye", rgb=e)] for e in rgb for h in rgb]
-    images = _rows(model, gen, _conds(model, cells), 1, shared_noise=True)
-    return _save(cfg, images, "color_map", hues, rows=[_describe(model, cs[1:]) for cs in cells[::hues]],
-                 cols=[_describe(model, cs[:1]) for cs in cells[:hues]], title="hair hue across, eye hue down",
-                 names=[_describe(model, cs) for cs in cells])
+    return _table(cfg, model, gen, [Colour("eye", rgb=c) for c in rgb], [Colour("hair", rgb=c) for c in rgb],
+                  "color_map", shared_noise=True, title="hair hue across, eye hue down, one noise vector")
 
 
 def conditions(cfg, model, rng, gen) -> list[Path]:

@@ -119,16 +119,6 @@ def train(cfg: TrainConfig) -> Path:
 
     aux = aux_kind(cfg.model, mcfg) if conditional else None
 
-    # ---- run folders (only now: every check above ran before anything was written) ----------
-    run = cfg.run_name()
-    sample_dir, ckpt_dir = Path(cfg.sample_dir) / run, Path(cfg.checkpoint_dir) / run
-    resume_path = _resume_path(cfg, ckpt_dir)
-    if dist.is_main:
-        for d in (sample_dir, ckpt_dir):
-            _check_writable(d)
-        for stale in ckpt_dir.glob(".*.tmp"):  # half-written snapshots of a killed run
-            stale.unlink(missing_ok=True)
-
     # ---- models and optimizers ------------------------------------------------------------------
     torch.manual_seed(cfg.seed)
     G, D = build(cfg.model, mcfg)
@@ -144,6 +134,16 @@ def train(cfg: TrainConfig) -> Path:
     opt_G, opt_D = _optimizers(G, D, preset, hyper, device)
     scaler = torch.amp.GradScaler("cuda", enabled=cfg.precision == "fp16")
     g_fwd, d_fwd = _maybe_compile(G, D, cfg.compile, log)
+
+    # ---- run folders (only now: every check above ran before anything was written) ----------
+    run = cfg.run_name()
+    sample_dir, ckpt_dir = Path(cfg.sample_dir) / run, Path(cfg.checkpoint_dir) / run
+    resume_path = _resume_path(cfg, ckpt_dir)
+    if dist.is_main:
+        for d in (sample_dir, ckpt_dir):
+            _check_writable(d)
+        for stale in ckpt_dir.glob(".*.tmp"):  # half-written snapshots of a killed run
+            stale.unlink(missing_ok=True)
 
     gen = torch.Generator(device).manual_seed(cfg.seed * 1000 + dist.rank)
     batches = Batches(data, cfg.batch_size, device, gen, cfg.data_on_device, cfg.flip)
@@ -190,13 +190,15 @@ def train(cfg: TrainConfig) -> Path:
                 _vae_step(G, D, opt_G, batches, cond, autocast, scaler, acc, dist)
             else:
                 # (1) Update D: maximise log D(x|c) + log(1 - D(G(z|c')|c')) (or the critic form)
-                for _ in range(hyper.n_critic):
+                for i in range(hyper.n_critic):
                     x, y = next(batches)
                     if cfg.channels_last:
                         x = x.contiguous(memory_format=torch.channels_last)
                     z = torch.randn(x.shape[0], cfg.z_dim, device=device, generator=gen)
                     y_fake = fake_labels(x.shape[0], gen)
-                    with torch.no_grad(), autocast:
+                    # The last critic step's fakes keep their graph: the G step reuses them, as
+                    # pytorch/examples' DCGAN and seed 001 do, instead of running G twice.
+                    with torch.set_grad_enabled(i == hyper.n_critic - 1), autocast:
                         fake = g_fwd(z, cond(y_fake))
                     with autocast:
                         real_adv, real_cls = d_fwd(x, cond(y))
@@ -208,7 +210,7 @@ def train(cfg: TrainConfig) -> Path:
                             d_loss = d_loss + cfg.aux * cls_loss
                             acc.add("d_cls", cls_loss)
                     if hyper.loss == "wgan-gp":
-                        d_loss = d_loss + losses.gradient_penalty(D, x, fake.float(), cond(y))
+                        d_loss = d_loss + losses.gradient_penalty(D, x, fake.detach().float(), cond(y))
                     elif hyper.loss == "dragan":
                         d_loss = d_loss + losses.dragan_penalty(D, x, cond(y))
                     _backward_step(d_loss, opt_D, D, scaler, dist)
@@ -218,11 +220,8 @@ def train(cfg: TrainConfig) -> Path:
                                 p.clamp_(-losses.WGAN_CLIP, losses.WGAN_CLIP)
                     acc.add("d_loss", d_loss)
                 # (2) Update G: make D believe G(z|c) is real and of class c
-                z = torch.randn(cfg.batch_size, cfg.z_dim, device=device, generator=gen)
-                y_fake = fake_labels(cfg.batch_size, gen)
                 D.requires_grad_(False)
                 with autocast:
-                    fake = g_fwd(z, cond(y_fake))
                     fake_adv, fake_cls = d_fwd(fake, cond(y_fake))
                     g_loss = losses.g_loss(hyper.loss, fake_adv.float())
                     if aux and fake_cls is not None:

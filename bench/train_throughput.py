@@ -1,0 +1,167 @@
+"""Training throughput: anime-gan's fast path vs a faithful re-implementation of seed 001's loop.
+
+    python bench/train_throughput.py --model acgan-dcgan -b 64 -d cpu --precision bf16
+    python bench/train_throughput.py --model cgan -b 256 -d cuda --precision bf16 --channels-last
+
+The fast path is `anime-gan train` itself (packed cache on the device, device-side batches, no
+per-step host syncs); its images/s come from stats.jsonl windows after warm-up.  The seed-001 loop
+decodes every image with PIL in a DataLoader, samples fake labels with numpy on the host, copies
+each batch to the device and calls .item() on every loss every step, in fp32.  Both use the same
+networks and losses from anime_gan.models.  Prints images/s (median of windows), the ratio, and
+peak memory (RSS on CPU, allocated on GPU).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from anime_gan import losses
+from anime_gan.cli import main as cli
+from anime_gan.data.formats import scan
+from anime_gan.labels import anime_schema
+from anime_gan.models import PRESETS, ModelConfig, aux_kind, build
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def fast_path(args, data: Path, out: Path) -> list[float]:
+    window = args.window
+    iters = window * (args.warmup + args.windows)
+    cmd = ["train", "-t", str(data), "-s", str(out / "s"), "-c", str(out / "c"), "--run", "bench",
+           "--model", args.model, "-b", str(args.batch_size), "-d", args.device, "--nf", str(args.nf),
+           "-i", str(iters), "--log-every", str(window), "--sample", str(10**9), "--check", str(10**9),
+           "--precision", args.precision, "--no-ema", "-q"]
+    cmd += ["--channels-last"] if args.channels_last else []
+    cmd += ["--compile"] if args.compile else []
+    assert cli(cmd) == 0
+    stats = [json.loads(l) for l in (out / "c" / "bench" / "stats.jsonl").read_text().splitlines()]
+    return [r["img_per_s"] for r in stats[args.warmup:args.warmup + args.windows]]
+
+
+class SeedDataset(torch.utils.data.Dataset):
+    """Seed 001's data path: open, resize and normalise one file per sample on every access."""
+
+    def __init__(self, files, labels, size):
+        self.files, self.labels, self.size = files, labels, size
+
+    def __len__(self):
+        return len(self.files)
+
+    def __getitem__(self, i):
+        img = Image.open(self.files[i]).convert("RGB").resize((self.size, self.size), Image.BILINEAR)
+        x = torch.from_numpy(np.asarray(img, np.float32) / 127.5 - 1).permute(2, 0, 1)
+        return x, torch.from_numpy(self.labels[i])
+
+
+def seed001_loop(args, data: Path, device: torch.device) -> list[float]:
+    src = scan(data)
+    schema = anime_schema()
+    hair_prob, eye_prob = (np.load(data / f"{g}_prob.npy") for g in ("hair", "eye"))
+    loader = torch.utils.data.DataLoader(SeedDataset(src.files, src.labels, 64), batch_size=args.batch_size,
+                                         shuffle=True, drop_last=True, num_workers=args.workers)
+    mcfg = ModelConfig(cond_dim=schema.dim, class_sizes=schema.class_sizes, nf=args.nf, image_size=64)
+    torch.manual_seed(0)
+    G, D = (m.to(device) for m in build(args.model, mcfg))
+    preset = PRESETS[args.model]
+    aux = aux_kind(args.model, mcfg)
+    opt_G = torch.optim.Adam(G.parameters(), lr=preset.glr, betas=preset.betas)
+    opt_D = torch.optim.Adam(D.parameters(), lr=preset.dlr, betas=preset.betas)
+    history, rates, seen, t0, step = [], [], 0, time.perf_counter(), 0
+    total = args.window * (args.warmup + args.windows)
+    while step < total:
+        for real, labels in loader:
+            real, labels = real.to(device), labels.to(device)
+            b = real.shape[0]
+            # Fake labels drawn on the host with numpy every step, as seed 001 does.
+            hair = np.random.choice(len(hair_prob), b, p=hair_prob / hair_prob.sum())
+            eye = np.random.choice(len(eye_prob), b, p=eye_prob / eye_prob.sum())
+            fake_labels = torch.cat([F.one_hot(torch.from_numpy(hair), 12), F.one_hot(torch.from_numpy(eye), 10)],
+                                    1).float().to(device)
+            z = torch.randn(b, 100).to(device)
+            # D step
+            fake = G(z, fake_labels)
+            real_adv, real_cls = D(real, labels)
+            fake_adv, _ = D(fake.detach(), fake_labels)
+            d_loss = losses.d_loss(preset.loss, real_adv, fake_adv)
+            if aux:
+                d_loss = d_loss + losses.class_loss(aux, real_cls, labels, mcfg.class_sizes)
+            opt_D.zero_grad()
+            d_loss.backward()
+            opt_D.step()
+            # G step
+            fake_adv, fake_cls = D(fake, fake_labels)
+            g_loss = losses.g_loss(preset.loss, fake_adv)
+            if aux:
+                g_loss = g_loss + losses.class_loss(aux, fake_cls, fake_labels, mcfg.class_sizes)
+            opt_G.zero_grad()
+            g_loss.backward()
+            opt_G.step()
+            history.append((d_loss.item(), g_loss.item()))  # a host sync every step
+            step += 1
+            seen += b
+            if step % args.window == 0:
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                now = time.perf_counter()
+                rates.append(seen / (now - t0))
+                seen, t0 = 0, now
+            if step >= total:
+                break
+    return rates[args.warmup:]
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="acgan-dcgan", choices=list(PRESETS))
+    p.add_argument("-b", "--batch-size", type=int, default=64)
+    p.add_argument("-d", "--device", default="cpu")
+    p.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"))
+    p.add_argument("--nf", type=int, default=64)
+    p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--compile", action="store_true")
+    p.add_argument("--window", type=int, default=10, help="steps per timing window")
+    p.add_argument("--warmup", type=int, default=1, help="windows discarded as warm-up")
+    p.add_argument("--windows", type=int, default=3, help="windows measured (median reported)")
+    p.add_argument("--images", type=int, default=2000, help="built-in faces to train on")
+    p.add_argument("--workers", type=int, default=2, help="DataLoader workers of the seed-001 loop")
+    p.add_argument("--skip-seed", action="store_true", help="only measure the fast path")
+    args = p.parse_args()
+    device = torch.device(args.device)
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp) / "data"
+        assert cli(["prepare", "--synthetic", str(args.images), "-o", str(data), "-q"]) == 0
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        fast = statistics.median(fast_path(args, data, Path(tmp)))
+        fast_mem = peak_memory_mb(device)
+        print(f"anime-gan fast path: {args.model} b={args.batch_size} {args.device} {args.precision}"
+              f"{' channels_last' if args.channels_last else ''}{' compile' if args.compile else ''}: "
+              f"{fast:,.0f} img/s, peak memory {fast_mem:,.0f} MiB", flush=True)
+        if args.skip_seed:
+            return
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        seed = statistics.median(seed001_loop(args, data, device))
+        seed_mem = peak_memory_mb(device)
+        print(f"seed-001 loop:       {args.model} b={args.batch_size} {args.device} fp32: {seed:,.0f} img/s, "
+              f"peak memory {seed_mem:,.0f} MiB{' (process peak so far)' if device.type == 'cpu' else ''}")
+        print(f"speed-up: {fast / seed:.2f}x")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

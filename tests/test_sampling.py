@@ -1,0 +1,173 @@
+"""`anime-gan test`: every type through the CLI on tiny trained models (grid sizes, captions, GIFs,
+determinism, errors)."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image, ImageSequence
+
+from anime_gan.cli import main
+
+S, PAD = 64, 2  # image size and make_grid padding
+
+
+def _grid_size(ncol: int, nrows: int) -> tuple[int, int]:
+    return ncol * (S + PAD) + PAD, nrows * (S + PAD) + PAD
+
+
+def _train(root, data, *extra):
+    ckpts = root / "checkpoints"
+    assert main(["train", "-t", str(data), "--model", "cgan", "--nf", "8", "-b", "8", "-d", "cpu", "-q",
+                 "-s", str(root / "samples"), "-c", str(ckpts), *extra]) == 0
+    (run,) = [d for d in ckpts.iterdir() if d.is_dir()]
+    return run
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    """Three tiny runs: anime onehot (snapshots at 2..10), anime rgb, and a CLEVR-like multi-label."""
+    root = tmp_path_factory.mktemp("models")
+    assert main(["prepare", "--synthetic", "120", "-o", str(root / "data"), "-q"]) == 0
+    onehot = _train(root / "onehot", root / "data", "-i", "10", "--sample", "2", "--check", "10")
+    rgb = _train(root / "rgb", root / "data", "--embed", "rgb", "-i", "2", "--sample", "2", "--check", "2")
+    clevr = root / "clevr"
+    clevr.mkdir()
+    objects = ["gray cube", "red cube", "blue sphere", "red sphere"]
+    (clevr / "objects.json").write_text(json.dumps({o: i for i, o in enumerate(objects)}))
+    rng = np.random.default_rng(0)
+    for i in range(16):
+        Image.fromarray(rng.integers(0, 255, (S, S, 3), dtype=np.uint8)).save(clevr / f"{i}.png")
+    (clevr / "train.json").write_text(json.dumps({f"{i}.png": [objects[i % 4], objects[(i + 1) % 4]]
+                                                  for i in range(16)}))
+    assert main(["prepare", str(clevr), "-o", str(root / "clevr_data"), "-q"]) == 0
+    multi = _train(root / "multi", root / "clevr_data", "-i", "2", "--sample", "2", "--check", "2")
+    return {"onehot": onehot, "rgb": rgb, "multi": multi}
+
+
+def _test(capsys, model, out, *args) -> tuple[int, list[str], str]:
+    """Run `anime-gan test`; returns (exit code, printed paths, stderr)."""
+    capsys.readouterr()
+    rc = main(["test", "-d", str(model), "-s", str(out), *args])
+    captured = capsys.readouterr()
+    return rc, captured.out.split("\n")[:-1], captured.err
+
+
+@pytest.mark.parametrize("args, name, ncol, nrows", [
+    (["-t", "fix_noise"], "fix_noise.png", 12, 10),
+    (["-t", "fix_hair_eye", "--hair", "blue", "--eye", "red"], "blue hair red eyes.png", 8, 8),
+    (["-t", "change_hair", "--eye", "blue", "-n", "3"], "change_hair_color.png", 12, 3),
+    (["-t", "change_eye", "--hair", "red", "-n", "2"], "change_eye_color.png", 10, 2),
+    (["-t", "interpolate", "--steps", "5"], "interpolate.png", 5, 1),
+    (["-t", "pairs", "-n", "4"], "pairs.png", 4, 5),
+    (["-t", "grid"], "grid.png", 10, 12),
+])
+def test_types_grid_size_with_and_without_captions(models, tmp_path, capsys, args, name, ncol, nrows):
+    rc, paths, _ = _test(capsys, models["onehot"], tmp_path / "raw", *args, "--no-captions")
+    assert rc == 0 and paths[0] == str(tmp_path / "raw" / name)
+    raw = Image.open(paths[0]).size
+    assert raw == _grid_size(ncol, nrows)
+    rc, paths, _ = _test(capsys, models["onehot"], tmp_path / "cap", *args)
+    captioned = Image.open(paths[0]).size
+    assert rc == 0 and captioned != raw and captioned[0] >= raw[0] and captioned[1] >= raw[1]
+
+
+def test_interpolate_writes_a_gif_of_each_step(models, tmp_path, capsys):
+    rc, paths, err = _test(capsys, models["onehot"], tmp_path, "-t", "interpolate", "--steps", "4",
+                           "--hair", "blue", "--eye", "red", "--no-captions")
+    assert rc == 0 and paths == [str(tmp_path / "interpolate.png"), str(tmp_path / "interpolate.gif")]
+    gif = Image.open(paths[1])
+    assert gif.n_frames == 4 and gif.size == (S, S)
+    assert "--to-hair not given; picked" in err and "--hair not given" not in err
+
+
+def test_random_colours_are_seeded_and_announced(models, tmp_path, capsys):
+    rc, a, err = _test(capsys, models["onehot"], tmp_path / "a", "-t", "fix_hair_eye", "--seed", "3")
+    assert rc == 0 and "--hair not given; picked" in err and "--eye not given; picked" in err
+    _, b, _ = _test(capsys, models["onehot"], tmp_path / "b", "-t", "fix_hair_eye", "--seed", "3")
+    _, c, _ = _test(capsys, models["onehot"], tmp_path / "c", "-t", "fix_hair_eye", "--seed", "4")
+    assert Image.open(a[0]).tobytes() == Image.open(b[0]).tobytes()
+    assert Image.open(a[0]).tobytes() != Image.open(c[0]).tobytes()
+
+
+def test_checkpoint_file_and_no_ema(models, tmp_path, capsys):
+    _, a, _ = _test(capsys, models["onehot"], tmp_path / "a", "-t", "pairs", "-n", "2")
+    rc, b, _ = _test(capsys, models["onehot"] / "G_10.ckpt", tmp_path / "b", "-t", "pairs", "-n", "2")
+    assert rc == 0 and Image.open(a[0]).tobytes() == Image.open(b[0]).tobytes()
+    rc, b, _ = _test(capsys, models["onehot"], tmp_path / "b", "-t", "pairs", "-n", "2", "--no-ema")
+    assert rc == 0 and Image.open(a[0]).tobytes() != Image.open(b[0]).tobytes()
+
+
+def test_individual_writes_every_image_in_a_subfolder(models, tmp_path, capsys):
+    rc, paths, _ = _test(capsys, models["onehot"], tmp_path, "-t", "pairs", "-n", "3", "--individual",
+                         "--pairs", "blue hair red eyes", "aqua hair, green eyes")
+    files = sorted(p.name for p in (tmp_path / "pairs").iterdir())
+    assert rc == 0 and paths == [str(tmp_path / "pairs.png"), str(tmp_path / "pairs")]
+    assert len(files) == 6 and files[0] == "000 blue hair red eyes.png" and files[5].endswith("aqua hair green eyes.png")
+    assert Image.open(tmp_path / "pairs" / files[0]).size == (S, S)
+
+
+def test_rgb_model_color_map_and_any_colour(models, tmp_path, capsys):
+    rc, paths, _ = _test(capsys, models["rgb"], tmp_path, "-t", "color_map", "--no-captions")
+    assert rc == 0 and Image.open(paths[0]).size == _grid_size(12, 12)
+    rc, paths, _ = _test(capsys, models["rgb"], tmp_path, "-t", "fix_hair_eye",
+                         "--hair-rgb", "#ff8800", "--eye-rgb", "#00ffaa")
+    assert rc == 0 and paths == [str(tmp_path / "ff8800 hair 00ffaa eyes.png")]
+
+
+def test_conditions_multi_label_one_image_per_entry(models, tmp_path, capsys):
+    spec = tmp_path / "test.json"
+    spec.write_text(json.dumps([["gray cube", "red sphere"], ["blue sphere"], ["red cube"]]))
+    rc, paths, _ = _test(capsys, models["multi"], tmp_path / "raw", "--conditions", str(spec), "--no-captions")
+    assert rc == 0 and paths == [str(tmp_path / "raw" / "conditions.png")]
+    assert Image.open(paths[0]).size == _grid_size(3, 1)
+    rc, paths, _ = _test(capsys, models["multi"], tmp_path / "cap", "-t", "conditions", "--conditions", str(spec))
+    width, height = Image.open(paths[0]).size
+    assert rc == 0 and height == _grid_size(1, 3)[1] and width > _grid_size(1, 3)[0]
+
+
+def test_progress_gif_has_every_snapshot_in_step_order(models, tmp_path, capsys):
+    rc, paths, _ = _test(capsys, models["onehot"], tmp_path, "-t", "progress")
+    assert rc == 0 and paths == [str(tmp_path / "progress.gif")]
+    assert Image.open(paths[0]).n_frames == 5  # steps 2, 4, 6, 8, 10
+
+    snaps = tmp_path / "snaps"  # solid colours by step, so frame order can be read back
+    snaps.mkdir()
+    colours = {100: (0, 200, 0), 2: (200, 0, 0), 10: (0, 0, 200)}
+    for step, colour in colours.items():
+        Image.new("RGB", _grid_size(2, 2), colour).save(snaps / f"fake_step_{step}.png")
+    for other in ("real.png", "fake_step_x.png"):
+        Image.new("RGB", _grid_size(2, 2)).save(snaps / other)
+    for captions, extra_height in (("--no-captions", False), ("--captions", True)):
+        rc, paths, _ = _test(capsys, tmp_path / "nope", snaps, "-t", "progress", captions)
+        frames = [np.asarray(f.convert("RGB")) for f in ImageSequence.Iterator(Image.open(paths[0]))]
+        assert rc == 0 and len(frames) == 3 and (frames[0].shape[0] > _grid_size(2, 2)[1]) == extra_height
+        assert [tuple(f[-10, 10]) for f in frames] == [colours[2], colours[10], colours[100]]
+
+
+@pytest.mark.parametrize("model, args, message", [
+    ("missing", ["-t", "fix_noise"], "no such run folder"),
+    ("empty", ["-t", "fix_noise"], "no G_<step>.ckpt"),
+    ("empty", ["-t", "progress"], "no fake_step_<N>.png"),
+    ("multi", ["-t", "change_hair"], "needs a model trained on hair and eye colours"),
+    ("onehot", ["-t", "fix_hair_eye", "--hair", "teal"], "unknown hair colour 'teal'; valid hair colours: orange, white"),
+    ("onehot", ["-t", "pairs", "--pairs", "blue hair teal eyes"], "valid eye colours: black, orange"),
+    ("onehot", ["-t", "fix_hair_eye", "--hair-rgb", "#ff0000"], "needs a model trained with --embed rgb"),
+    ("onehot", ["-t", "color_map"], "needs a model trained with --embed rgb"),
+    ("multi", ["-t", "conditions"], "needs --conditions FILE.json"),
+])
+def test_errors_exit_2_with_one_line(models, tmp_path, capsys, model, args, message):
+    (tmp_path / "empty").mkdir()
+    path = models.get(model, tmp_path / model)
+    rc, _, err = _test(capsys, path, tmp_path / "out", *args)
+    assert rc == 2 and message in err and err.count("\n") == 1
+
+
+def test_conditions_file_errors_name_the_file_and_entry(models, tmp_path, capsys):
+    bad = tmp_path / "bad.json"
+    bad.write_text("[[")
+    rc, _, err = _test(capsys, models["multi"], tmp_path, "--conditions", str(bad))
+    assert rc == 2 and f"{bad}: not valid JSON" in err
+    bad.write_text(json.dumps([["red cube"], ["gray cube", "pink cube"]]))
+    rc, _, err = _test(capsys, models["multi"], tmp_path, "--conditions", str(bad))
+    assert rc == 2 and 'entry 2 ["gray cube", "pink cube"]' in err and "gray cube, red cube" in err

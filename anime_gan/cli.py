@@ -118,7 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ema-decay", type=float, default=d.ema_decay, help=f"EMA decay (default {d.ema_decay})")
     p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=d.flip,
                    help="random horizontal flips of real images (default on)")
-    p.add_argument("--run", default=None, help="run folder name (default: from model, embed, nf, size, seed)")
+    p.add_argument("--name", default=None,
+                   help="run folder name (default: from model, embed, nf, size, seed); not --run, which "
+                        "torchrun would take as its own --run-path")
     p.add_argument("--resume", nargs="?", const="latest", default=None, metavar="PATH",
                    help="continue a run: 'latest' (default when given bare) or a G_<N>.ckpt / run folder")
     p.add_argument("--log-every", type=int, default=d.log_every, help=f"stats line every N steps (default {d.log_every})")

@@ -56,7 +56,7 @@ class TrainConfig:
     ema: bool = True
     ema_decay: float = 0.999
     flip: bool = True
-    run: str | None = None           # run folder name; None = derived from the config
+    name: str | None = None          # run folder name; None = derived from the config
     resume: str | None = None        # 'latest' or a checkpoint path
     log_every: int = 50
     eval_every: int = 0
@@ -72,7 +72,7 @@ class TrainConfig:
     quiet: bool = False
 
     def run_name(self) -> str:
-        return self.run or f"{self.model}_{self.embed}_nf{self.nf}_{self.image_size}px_seed{self.seed}"
+        return self.name or f"{self.model}_{self.embed}_nf{self.nf}_{self.image_size}px_seed{self.seed}"
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

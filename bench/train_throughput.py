@@ -42,7 +42,7 @@ def peak_memory_mb(device: torch.device) -> float:
 def fast_path(args, data: Path, out: Path) -> list[float]:
     window = args.window
     iters = window * (args.warmup + args.windows)
-    cmd = ["train", "-t", str(data), "-s", str(out / "s"), "-c", str(out / "c"), "--run", "bench",
+    cmd = ["train", "-t", str(data), "-s", str(out / "s"), "-c", str(out / "c"), "--name", "bench",
            "--model", args.model, "-b", str(args.batch_size), "-d", args.device, "--nf", str(args.nf),
            "-i", str(iters), "--log-every", str(window), "--sample", str(10**9), "--check", str(10**9),
            "--precision", args.precision, "--no-ema", "-q"]

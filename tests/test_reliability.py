@@ -15,7 +15,7 @@ from anime_gan import checkpoint, losses
 from anime_gan.cli import main
 
 TRAIN = ["train", "--model", "cgan", "--nf", "8", "-b", "8", "--image-size", "32", "--log-every", "1",
-         "--sample", "1000", "-q", "--run", "r"]
+         "--sample", "1000", "-q", "--name", "r"]
 
 
 @pytest.fixture(scope="module")

@@ -46,7 +46,7 @@ def _states_equal(a: dict, b: dict) -> bool:
 
 def test_outputs_follow_seed_001_layout(tmp_path, data):
     assert _train(tmp_path, data, "--model", "acgan-dcgan", "-i", "4", "--sample", "2", "--check", "2",
-                  "--run", "r") == 0
+                  "--name", "r") == 0
     samples, ckpt = tmp_path / "samples" / "r", tmp_path / "ckpt" / "r"
     assert {p.name for p in samples.iterdir()} == {"real.png", "fake_step_2.png", "fake_step_4.png"}
     names = {p.name for p in ckpt.iterdir()}
@@ -66,7 +66,7 @@ def test_outputs_follow_seed_001_layout(tmp_path, data):
 @pytest.mark.parametrize("model", list(PRESETS))
 def test_every_preset_trains_a_few_steps(tmp_path, data, model):
     assert _train(tmp_path, data, "--model", model, "--image-size", "32", "-i", "2", "--check", "2",
-                  "--sample", "2", "--run", "r", "--no-ema") == 0
+                  "--sample", "2", "--name", "r", "--no-ema") == 0
     ckpt = tmp_path / "ckpt" / "r"
     G, cfg, _, _ = checkpoint.load_generator(ckpt, ema=False)
     torch.manual_seed(cfg.seed)  # the trainer builds its initial weights from this seed
@@ -82,9 +82,9 @@ def test_every_preset_trains_a_few_steps(tmp_path, data, model):
 
 def test_resume_continues_the_same_trajectory(tmp_path, data):
     common = ["--model", "cgan", "--image-size", "32", "--check", "3", "--sample", "3", "--seed", "7"]
-    assert _train(tmp_path / "a", data, *common, "-i", "6", "--run", "r") == 0
-    assert _train(tmp_path / "b", data, *common, "-i", "3", "--run", "r") == 0
-    assert _train(tmp_path / "b", data, *common, "-i", "6", "--run", "r", "--resume") == 0
+    assert _train(tmp_path / "a", data, *common, "-i", "6", "--name", "r") == 0
+    assert _train(tmp_path / "b", data, *common, "-i", "3", "--name", "r") == 0
+    assert _train(tmp_path / "b", data, *common, "-i", "6", "--name", "r", "--resume") == 0
     a, b = tmp_path / "a" / "ckpt" / "r", tmp_path / "b" / "ckpt" / "r"
     for name in ("G_6.ckpt", "D_6.ckpt"):
         sa, sb = (torch.load(p / name, weights_only=True) for p in (a, b))
@@ -100,7 +100,7 @@ def test_resume_continues_the_same_trajectory(tmp_path, data):
 def test_same_seed_same_run(tmp_path, data):
     for name in ("x", "y"):
         assert _train(tmp_path / name, data, "--model", "cgan", "--image-size", "32", "-i", "2",
-                      "--check", "2", "--run", "r") == 0
+                      "--check", "2", "--name", "r") == 0
     gx, gy = (torch.load(tmp_path / n / "ckpt" / "r" / "G_2.ckpt", weights_only=True)["G"] for n in "xy")
     assert _states_equal(gx, gy)
 

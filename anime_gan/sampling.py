@@ -57,6 +57,8 @@ class Colour:
 
 
 def run_test(cfg: TestConfig) -> list[Path]:
+    """Draw `cfg.type` into `cfg.sample_dir`; returns the paths written (--conditions alone implies
+    -t conditions).  Every problem with the input is a UserError."""
     kind = "conditions" if cfg.conditions and cfg.type == TestConfig.type else cfg.type
     if kind not in TYPES:
         raise UserError(f"unknown test type '{kind}'; choose one of: {', '.join(TYPES)}")

@@ -47,8 +47,8 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=2000, help="built-in faces to draw (default 2000)")
     parser.add_argument("--size", type=int, default=64, choices=(32, 64, 128), help="cache resolution (default 64)")
     parser.add_argument("--batch-size", type=int, default=128, help="loader batch size (default 128)")
-    parser.add_argument("--batches", type=int, default=30, help="batches timed per packed loader (default 30)")
-    parser.add_argument("--file-batches", type=int, default=6, help="batches timed per file loader (default 6)")
+    parser.add_argument("--batches", type=int, default=200, help="batches timed per packed loader (default 200)")
+    parser.add_argument("--file-batches", type=int, default=10, help="batches timed per file loader (default 10)")
     parser.add_argument("--workers", type=int, default=0, help="prepare decoding threads (default: one per core)")
     args = parser.parse_args()
 

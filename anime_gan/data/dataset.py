@@ -153,11 +153,10 @@ class Batches:
             rows = torch.from_numpy(self.images[np.sort(order)])
             x = rows[torch.from_numpy(np.argsort(np.argsort(order)))]
             x = (x.pin_memory() if self.device.type == "cuda" else x).to(self.device, non_blocking=True)
-        x = x.float().div_(127.5).sub_(1.0)
-        if flips is not None:
+        if flips is not None:  # on uint8, before conversion: a quarter of the memory traffic
             f = flips.to(self.device, non_blocking=True)
             x = torch.where(f[:, None, None, None], x.flip(3), x)
-        return x, self.labels.index_select(0, idx_dev)
+        return x.float().div_(127.5).sub_(1.0), self.labels.index_select(0, idx_dev)
 
 
 class FileImages(torch.utils.data.Dataset):

@@ -1,0 +1,145 @@
+"""Fréchet distance between feature distributions, and cached statistics of the real images.
+
+A feature extractor is any callable images in [-1, 1] (B, 3, S, S) -> features (B, F): the
+judge's penultimate layer (offline, `judge_features`), Inception-v3's pool layer (`inception.py`)
+or a tiny random conv net in the tests.  Statistics are accumulated in float64 (sum and sum of
+outer products) so no feature matrix of the whole data set is ever held in memory.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..data.dataset import Packed
+from ..data.prepare import cache_paths
+
+
+@dataclass
+class Stats:
+    mean: np.ndarray  # (F,) float64
+    cov: np.ndarray   # (F, F) float64
+    n: int
+
+
+class StatsAccumulator:
+    def __init__(self):
+        self.n, self.sum, self.outer = 0, None, None
+
+    def add(self, feats: torch.Tensor) -> None:
+        f = feats.detach().to("cpu", torch.float64).flatten(1)
+        if self.sum is None:
+            self.sum, self.outer = f.new_zeros(f.shape[1]), f.new_zeros(f.shape[1], f.shape[1])
+        self.n += len(f)
+        self.sum += f.sum(0)
+        self.outer += f.T @ f
+
+    def stats(self) -> Stats:
+        if self.n < 2:
+            raise ValueError(f"need at least 2 samples for a covariance, got {self.n}")
+        mean = self.sum / self.n
+        cov = (self.outer - self.n * torch.outer(mean, mean)) / (self.n - 1)
+        return Stats(mean.numpy(), cov.numpy(), self.n)
+
+
+def stats_of(feats: torch.Tensor) -> Stats:
+    acc = StatsAccumulator()
+    acc.add(feats)
+    return acc.stats()
+
+
+def frechet_distance(a: Stats, b: Stats) -> float:
+    """|mu_a - mu_b|^2 + tr(Sa) + tr(Sb) - 2 tr((Sa^1/2 Sb Sa^1/2)^1/2).
+
+    Sa^1/2 Sb Sa^1/2 is symmetric PSD, so its square-root trace is the sum of the square roots of
+    its eigenvalues (eigh, float64); it has the same trace as sqrtm(Sa Sb) without scipy."""
+    mu = torch.from_numpy(a.mean - b.mean)
+    sa, sb = torch.from_numpy(a.cov), torch.from_numpy(b.cov)
+    w, v = torch.linalg.eigh((sa + sa.T) / 2)
+    root_a = (v * w.clamp(min=0).sqrt()) @ v.T
+    m = root_a @ sb @ root_a
+    tr_sqrt = torch.linalg.eigvalsh((m + m.T) / 2).clamp(min=0).sqrt().sum()
+    d = mu @ mu + torch.trace(sa) + torch.trace(sb) - 2 * tr_sqrt
+    return max(float(d), 0.0)  # round-off can leave -1e-12 for identical sets
+
+
+@torch.no_grad()
+def extract(extractor, images, batch: int = 100, device="cpu") -> torch.Tensor:
+    """Features (N, F) on the CPU of `images`: a uint8 (N, 3, S, S) array or a float tensor in
+    [-1, 1]; batches are converted and moved to `device` one at a time."""
+    out = []
+    for i in range(0, len(images), batch):
+        x = images[i:i + batch]
+        if not torch.is_tensor(x) or x.dtype == torch.uint8:
+            x = torch.as_tensor(np.asarray(x)).float().div_(127.5).sub_(1.0)
+        out.append(extractor(x.to(device)).float().cpu())
+    return torch.cat(out)
+
+
+def real_stats(data: Packed, extractor, name: str, key: str, per_class: bool = False,
+               batch: int = 100, device="cpu") -> dict[str, Stats]:
+    """Statistics of the real images, cached at <data>/cache/fid_<name>_<size>.npz.
+
+    Returns {"all": Stats}, plus {"<group>/<class>": Stats} per one-of class with `per_class`
+    (intra-class FID).  `key` names what the features depend on (the extractor's weights); with
+    the packed cache's size and mtime it decides whether the file is stale."""
+    size = data.images.shape[-1]
+    st = cache_paths(data.root, size)[0].stat()
+    full_key = f"{key}|{st.st_size}|{st.st_mtime_ns}|{'classes' if per_class else 'all'}"
+    path = Path(data.root) / "cache" / f"fid_{name}_{size}.npz"
+    cached = _read(path, full_key)
+    if cached is not None:
+        return cached
+    feats = extract(extractor, data.images, batch, device)
+    out = {"all": stats_of(feats)}
+    for g in (data.schema.one_of_groups if per_class and data.schema is not None else ()):
+        idx = data.labels[:, data.schema.span(g.name)].argmax(1)
+        for ci, c in enumerate(g.classes):
+            rows = np.flatnonzero(idx == ci)
+            if len(rows) >= 2:
+                out[f"{g.name}/{c}"] = stats_of(feats[torch.from_numpy(rows)])
+    _write(path, full_key, out)
+    return out
+
+
+def file_key(path) -> str:
+    """Content hash of a (small) weights file: a retrained judge invalidates cached statistics."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+def _read(path: Path, key: str) -> dict[str, Stats] | None:
+    if not path.exists():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if str(z["key"]) != key:
+                return None
+            names = [str(n) for n in z["names"]]
+            return {n: Stats(z[f"mean{i}"], z[f"cov{i}"], int(z[f"n{i}"])) for i, n in enumerate(names)}
+    except (OSError, ValueError, KeyError):
+        return None  # a damaged cache is recomputed, never trusted
+
+
+def _write(path: Path, key: str, stats: dict[str, Stats]) -> None:
+    """Atomic: a temp file in the same folder, then rename (two evaluations may race)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arrays = {"key": np.array(key), "names": np.array(list(stats))}
+    for i, s in enumerate(stats.values()):
+        arrays.update({f"mean{i}": s.mean, f"cov{i}": s.cov, f"n{i}": np.array(s.n)})
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

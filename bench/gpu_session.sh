@@ -20,7 +20,7 @@ mkdir -p /tmp/q && cd /tmp/q
 python3 -m anime_gan prepare --synthetic 2000 -o data -q
 for m in cgan projection; do
   echo "== quality run $m"
-  timeout -s INT 100 python3 -m anime_gan train --model $m -d cuda -b 64 -i 8000 --sample 1000 \
+  timeout -s INT 75 python3 -m anime_gan train --model $m -d cuda -b 64 -i 8000 --sample 1000 \
       --check 4000 --precision bf16 --channels-last -q
   run=$(ls checkpoints | grep "^$m")
   tail -2 checkpoints/$run/stats.jsonl

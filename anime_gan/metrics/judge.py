@@ -7,7 +7,6 @@ in the judge file next to the weights and the schema it was trained on.
 """
 from __future__ import annotations
 
-import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -53,9 +52,11 @@ class Judge(nn.Module):
         h = self.trunk(x)  # (B, 4w, S/8, S/8)
         return self.embed(torch.cat([h.mean((2, 3)), h.amax((2, 3))], 1))  # (B, features)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        f = self.features(x)
+    def classify(self, f: torch.Tensor) -> torch.Tensor:
         return torch.cat([head(f) for head in self.heads], 1)  # (B, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classify(self.features(x))
 
 
 def judge_loss(schema: Schema, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -70,22 +71,27 @@ def judge_loss(schema: Schema, logits: torch.Tensor, labels: torch.Tensor) -> to
     return loss
 
 
-def group_accuracy(schema: Schema, logits: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Per-image correctness (B,) per group: argmax for one-of groups; for multi-label groups
-    seed 003's score, the fraction of the k requested objects among the k most likely ones."""
+def group_hits(schema: Schema, logits: torch.Tensor, labels: torch.Tensor) -> dict[str, tuple]:
+    """Per group, (hits, asked) per image, both (B,) tensors; accuracy = hits.sum() / asked.sum().
+
+    One-of groups: asked = 1, hit when the argmax is the requested class.  Multi-label groups use
+    seed 003's score: asked = k requested objects, hits = how many of them are among the judge's
+    k most likely objects (so a scene is fully right when hits == asked)."""
     out = {}
     for g in schema.groups:
         s = schema.span(g.name)
         p, y = logits[:, s], labels[:, s]
         if g.multi:
-            k = y.sum(1).long()
-            order = p.argsort(1, descending=True)
-            ranks = torch.empty_like(order).scatter_(1, order, torch.arange(p.shape[1]).expand_as(order))
-            hits = ((ranks < k[:, None]) & (y > 0.5)).sum(1)
-            out[g.name] = hits.float() / k.clamp(min=1)
+            k = y.sum(1).round().long()
+            ranks = p.argsort(1, descending=True).argsort(1)  # 0 = most likely
+            out[g.name] = (((ranks < k[:, None]) & (y > 0.5)).sum(1), k)
         else:
-            out[g.name] = (p.argmax(1) == y.argmax(1)).float()
+            out[g.name] = ((p.argmax(1) == y.argmax(1)).long(), torch.ones(len(p), dtype=torch.long))
     return out
+
+
+def accuracy(hits: dict[str, tuple]) -> dict[str, float]:
+    return {name: round(h.sum().item() / max(a.sum().item(), 1), 4) for name, (h, a) in hits.items()}
 
 
 @torch.no_grad()
@@ -97,12 +103,8 @@ def predict(judge: Judge, images: torch.Tensor, batch: int = 256) -> tuple[torch
         x = images[i:i + batch].to(device)
         f = judge.features(x)
         feats.append(f.cpu())
-        logits.append(torch.cat([h(f) for h in judge.heads], 1).cpu())
+        logits.append(judge.classify(f).cpu())
     return torch.cat(logits), torch.cat(feats)
-
-
-def to_float(images_u8) -> torch.Tensor:
-    return torch.as_tensor(np.asarray(images_u8)).float().div_(127.5).sub_(1.0)
 
 
 def split(n: int, heldout: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -174,8 +176,7 @@ def train_judge(cfg: JudgeConfig, log=print) -> tuple[Path, dict]:
 def heldout_accuracy(judge: Judge, images_u8: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
     judge.eval()
     logits, _ = predict(judge, images_u8.float().div(127.5).sub(1.0))
-    return {k: round(v.mean().item(), 4)
-            for k, v in group_accuracy(judge.schema, logits, labels.cpu()).items()}
+    return accuracy(group_hits(judge.schema, logits, labels.cpu()))
 
 
 def save_judge(judge: Judge, path: Path, report: dict) -> None:
@@ -203,7 +204,3 @@ def format_report(report: dict) -> str:
     acc = ", ".join(f"{k} {v:.3f}" for k, v in report["heldout_accuracy"].items())
     return (f"{report['judge']}: held-out accuracy {acc} ({report['heldout']} of {report['images']} "
             f"real images, {report['epochs']} epochs, {report['seconds']} s on {report['device']})")
-
-
-if __name__ == "__main__":  # pragma: no cover - quick manual check
-    print(format_report(train_judge(JudgeConfig(train_dir=sys.argv[1]))[1]))

@@ -8,7 +8,8 @@ Prints, for N built-in faces:
   * prepare --synthetic N        (draw the faces + pack them)           images/s
   * prepare SOURCE -o OUT        (scan, decode, resize, pack, copy)     images/s
   * loader batches/s and images/s at the batch size for
-      - Batches over the packed cache, on cpu (copied once, 'on') and read from the memmap ('off')
+      - Batches over the packed cache on cpu: on_device='on' (what 'auto' picks on cpu: one tensor over
+        the mapped file, index_select per batch) and 'off' (sorted fancy-index reads of the memmap)
       - FileImages + torch DataLoader (decode one file per sample), num_workers 0 and 2
 """
 from __future__ import annotations
@@ -42,6 +43,11 @@ def time_batches(next_batch, batches: int, warmup: int = 2) -> float:
     return seconds / batches
 
 
+def epochs(loader):
+    while True:
+        yield from loader
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=2000, help="built-in faces to draw (default 2000)")
@@ -64,21 +70,21 @@ def main() -> None:
         print(f"prepare SOURCE -o OUT       {t_prep:7.2f} s  {args.n / t_prep:9.0f} images/s  "
               f"(scan, decode, resize, pack, copy)")
 
-        print(f"\nloader, batch {args.batch_size}              batches/s   images/s")
+        print(f"\nloader on cpu, batch {args.batch_size:<22}  batches/s   images/s")
         packed = open_packed(copied, args.size)
         for mode in ("on", "off"):
             batches = Batches(packed, args.batch_size, "cpu", torch.Generator().manual_seed(0), on_device=mode)
             per = time_batches(lambda: next(batches), args.batches)
-            where = "copied to cpu once" if mode == "on" else "read from memmap"
-            print(f"  packed cache ({where:<18}) {1 / per:9.1f} {args.batch_size / per:10.0f}")
+            where = "index_select" if mode == "on" else "sorted memmap reads"
+            print(f"  Batches, on_device={mode:<3} ({where:<19}) {1 / per:9.1f} {args.batch_size / per:10.0f}")
 
         files = FileImages(scan(copied), args.size)
         for workers in (0, 2):
             loader = torch.utils.data.DataLoader(files, batch_size=args.batch_size, shuffle=True,
-                                                 num_workers=workers, drop_last=True)
-            it = iter(loader)
-            per = time_batches(lambda: next(it), min(args.file_batches, len(loader) - 2))
-            print(f"  FileImages + DataLoader, workers {workers}  {1 / per:9.1f} {args.batch_size / per:10.0f}")
+                                                 num_workers=workers, drop_last=True, persistent_workers=workers > 0)
+            it = epochs(loader)
+            per = time_batches(lambda: next(it), args.file_batches)
+            print(f"  FileImages + DataLoader, num_workers {workers}  {1 / per:9.1f} {args.batch_size / per:10.0f}")
 
 
 if __name__ == "__main__":

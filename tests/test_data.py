@@ -2,7 +2,6 @@
 skipped files, and the loaders (`open_packed` + `Batches`, `FileImages`)."""
 import io
 import json
-import shutil
 
 import numpy as np
 import pytest
@@ -17,7 +16,7 @@ from anime_gan.data.prepare import cache_paths, prepare
 from anime_gan.errors import UserError
 from anime_gan.labels import EYE_COLORS, HAIR_COLORS, Schema, anime_schema
 
-from conftest import (CLEVR_OBJECTS, PAIRS, draw, colour_of, snapshot, write_folder, write_json_layout,
+from conftest import (PAIRS, colour_of, draw, snapshot, write_folder, write_json_layout,
                       write_tag_pickle, write_tags_csv)
 
 ANIME = anime_schema()

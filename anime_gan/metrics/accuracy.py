@@ -1,0 +1,70 @@
+"""Attribute accuracy: did the generator draw what was asked, in the judge's opinion?
+
+Which labels to ask for: every one-of combination (anime: 12 hair x 10 eye = 120), the label
+lists of a --conditions file (seed 003's test.json), or, for multi-label schemas, random real
+label sets.  Each is asked `k` times; scores come from the judge's logits on the fakes.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import UserError
+from ..labels import Schema
+from .judge import accuracy, group_hits
+
+MULTI_LABEL_CONDITIONS = 128  # random real object sets asked for when no --conditions file
+WORST = 5
+
+
+def read_conditions(path, schema: Schema) -> torch.Tensor:
+    """A JSON list of label lists, e.g. [["gray cube"], ["red cube", "blue sphere"]] or
+    [["blue hair", "red eyes"]] -> multi-hot labels (n, dim)."""
+    path = Path(path)
+    try:
+        entries = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise UserError(f"{path}: cannot read conditions ({e}); write a JSON list of label lists") from None
+    if not isinstance(entries, list) or not entries or not all(
+            isinstance(e, list) and e and all(isinstance(t, str) for t in e) for e in entries):
+        raise UserError(f"{path}: expected a non-empty JSON list of label lists such as "
+                        f'[["{schema.describe(schema.example())}"]]')
+    rows = []
+    for i, entry in enumerate(entries):
+        try:
+            rows.append(schema.parse(" ".join(entry)))
+        except UserError as e:
+            raise UserError(f"{path}: entry {i}: {e}") from None
+    return torch.from_numpy(np.stack(rows))
+
+
+def default_conditions(schema: Schema, real_labels: np.ndarray | None, generator: torch.Generator) -> torch.Tensor:
+    """Every one-of combination; for multi-label schemas, random real label sets instead."""
+    if schema.multi_label:
+        if real_labels is None or not len(real_labels):
+            raise UserError("multi-label accuracy needs real labels or a --conditions file")
+        rows = torch.randint(len(real_labels), (MULTI_LABEL_CONDITIONS,), generator=generator,
+                             device=generator.device).cpu()
+        return torch.from_numpy(real_labels[rows.numpy()]).float()
+    return torch.from_numpy(np.stack(schema.combinations()))
+
+
+def attribute_accuracy(schema: Schema, logits: torch.Tensor, conditions: torch.Tensor, k: int) -> dict:
+    """Scores of the judge's `logits` (n*k, dim) for `conditions` (n, dim) asked k times each
+    (rows grouped by condition): per group, joint (every group right), and the worst conditions."""
+    labels = conditions.repeat_interleave(k, 0)
+    hits = group_hits(schema, logits, labels)
+    right = torch.stack([h == a for h, a in hits.values()]).all(0).float()  # (n*k,)
+    out = dict(accuracy(hits))
+    out["joint"] = round(right.mean().item(), 4)
+    per_cond = right.view(len(conditions), k).mean(1)
+    per_group = {name: (h.view(-1, k).sum(1).float() / a.view(-1, k).sum(1).clamp(min=1))
+                 for name, (h, a) in hits.items()}
+    worst = per_cond.argsort(stable=True)[:WORST]
+    out["worst"] = [{"label": schema.describe(conditions[i].numpy()), "joint": round(per_cond[i].item(), 4),
+                     **{name: round(v[i].item(), 4) for name, v in per_group.items()}} for i in worst.tolist()]
+    out["conditions"], out["k"] = len(conditions), k
+    return out

@@ -1,0 +1,199 @@
+"""`evaluate`: every metric of one generator against one data set, as a plain dict.
+
+The trainer calls `evaluate` directly (offline metrics only); `run_eval` is `anime-gan eval`:
+it loads the files, adds Inception FID, and appends the result to the run's metrics.jsonl.
+
+    accuracy   judge's per-group / joint accuracy on K fakes per label combination
+    judge-fid  FID in the judge's penultimate feature space (offline)
+    intra-fid  judge-feature FID per one-of class (fakes asked for that class vs reals of it)
+    fid        Inception-v3 FID (needs the weights file, see inception.py)
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .. import checkpoint
+from ..data.dataset import Packed, open_packed
+from ..errors import UserError
+from ..labels import Schema, encode
+from ..models import PRESETS
+from ..train import pick_device
+from .accuracy import attribute_accuracy, default_conditions, read_conditions
+from .config import OFFLINE_METRICS, EvalConfig, validate_eval
+from .inception import load_inception
+from .judge import load_judge
+from .fid import StatsAccumulator, frechet_distance, real_stats, stats_of
+
+
+def judge_key(judge) -> str:
+    """Hash of the judge's weights: cached real statistics are only reused for the same judge."""
+    h = hashlib.sha256()
+    for name, t in judge.state_dict().items():
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+@torch.no_grad()
+def generate(G, cfg_train, schema: Schema | None, labels: torch.Tensor, device, generator: torch.Generator,
+             batch: int = 100):
+    """Yield fakes in [-1, 1] for `labels` (N, dim), `batch` at a time, in order, on `device`."""
+    conditional = schema is not None and PRESETS[cfg_train.model].conditional
+    for i in range(0, len(labels), batch):
+        y = labels[i:i + batch].to(device)
+        z = torch.randn(len(y), G.z_dim, generator=generator, device=generator.device).to(device)
+        c = encode(schema, y, cfg_train.embed) if conditional else y[:, :0]
+        yield G(z, c).float().clamp(-1, 1)
+
+
+def evaluate(G, cfg_train, schema: Schema, judge, data: Packed, k: int, device,
+             generator: torch.Generator, *, metrics=OFFLINE_METRICS, conditions: torch.Tensor | None = None,
+             fid_samples: int = 2000, min_class: int = 50, inception=None, batch: int = 100) -> dict:
+    """Metrics of generator `G` (called as G(z, c), c = encode(labels, cfg_train.embed)).
+
+    `judge` must be on `device` and share `schema` (None only when metrics is just 'fid'); `data` is the packed real set; `generator`
+    draws z and the FID labels, so the same seed gives the same numbers.  `inception` is
+    (extractor, cache key) from inception.load_inception when 'fid' is in `metrics`.
+    Returns {"accuracy": {...}, "judge_fid": float, "intra_fid": {...}, "fid": float} for the
+    metrics asked; G's train/eval mode is restored afterwards."""
+    was_training, judge_was = G.training, judge is not None and judge.training
+    G.eval()
+    if judge is not None:
+        judge.eval()
+    try:
+        with torch.no_grad():
+            out = {}
+            if "accuracy" in metrics:
+                if conditions is None:
+                    conditions = default_conditions(schema, data.labels, generator)
+                out["accuracy"] = _accuracy(G, cfg_train, schema, judge, conditions.float(), k, device,
+                                            generator, batch)
+            if {"judge-fid", "intra-fid", "fid"} & set(metrics):
+                out.update(_fids(G, cfg_train, schema, judge, data, device, generator, metrics,
+                                 fid_samples, min_class, inception, batch))
+            return out
+    finally:
+        G.train(was_training)
+        if judge is not None:
+            judge.train(judge_was)
+
+
+def _accuracy(G, cfg_train, schema, judge, conditions, k, device, generator, batch) -> dict:
+    labels = conditions.repeat_interleave(k, 0)
+    fakes = generate(G, cfg_train, schema, labels, device, generator, batch)
+    logits = torch.cat([judge(x).cpu() for x in fakes])
+    return attribute_accuracy(schema, logits, conditions, k)
+
+
+def _fid_labels(data: Packed, n: int, generator: torch.Generator) -> torch.Tensor:
+    """Labels of the FID fakes, drawn from the real labels: fakes follow the data's class mix,
+    so FID measures image quality, not a different label distribution."""
+    size, dev = len(data.labels), generator.device
+    rows = (torch.randperm(size, generator=generator, device=dev)[:n] if n <= size
+            else torch.randint(size, (n,), generator=generator, device=dev))
+    return torch.from_numpy(data.labels[rows.cpu().numpy()])
+
+
+def _fids(G, cfg_train, schema, judge, data, device, generator, metrics, fid_samples, min_class,
+          inception, batch) -> dict:
+    """One pass over `fid_samples` fakes feeds both the judge and (if asked) Inception."""
+    use_judge = bool({"judge-fid", "intra-fid"} & set(metrics))
+    labels = _fid_labels(data, fid_samples, generator)
+    judge_feats, incep = [], StatsAccumulator()
+    for x in generate(G, cfg_train, schema, labels, device, generator, batch):
+        if use_judge:
+            judge_feats.append(judge.features(x).cpu())
+        if "fid" in metrics:
+            incep.add(inception[0](x))
+    out = {}
+    if use_judge:
+        feats = torch.cat(judge_feats)
+        real = real_stats(data, judge.features, "judge", judge_key(judge), per_class=True,
+                          batch=batch, device=device)
+        if "judge-fid" in metrics:
+            out["judge_fid"] = round(frechet_distance(stats_of(feats), real["all"]), 4)
+        if "intra-fid" in metrics:
+            out["intra_fid"] = _intra_fid(schema, feats, labels, real, min_class)
+    if "fid" in metrics:
+        extractor, key = inception
+        real = real_stats(data, extractor, "inception", key, batch=batch, device=device)
+        out["fid"] = round(frechet_distance(incep.stats(), real["all"]), 4)
+    return out
+
+
+def _intra_fid(schema: Schema, feats: torch.Tensor, labels: torch.Tensor, real: dict, min_class: int) -> dict:
+    """Judge-feature FID per one-of class; classes with fewer than `min_class` fakes or reals are
+    skipped (a covariance from a handful of samples would dominate the mean)."""
+    per, total = {}, 0
+    for g in schema.one_of_groups:
+        idx = labels[:, schema.span(g.name)].argmax(1)
+        for ci, c in enumerate(g.classes):
+            name, rows = f"{g.name}/{c}", torch.nonzero(idx == ci).squeeze(1)
+            total += 1
+            if len(rows) >= min_class and name in real and real[name].n >= min_class:
+                per[name] = round(frechet_distance(stats_of(feats[rows]), real[name]), 4)
+    mean = round(float(np.mean(list(per.values()))), 4) if per else None
+    return {"mean": mean, "classes": per, "min_class": min_class, "skipped": total - len(per)}
+
+
+def run_eval(cfg: EvalConfig, log=lambda msg: None) -> dict:
+    """`anime-gan eval`: load G, data and judge, evaluate, append to <run>/metrics.jsonl."""
+    validate_eval(cfg)
+    device = pick_device(cfg.device)
+    path = checkpoint.generator_path(cfg.model_dir)
+    # Inception first: a missing weights file should stop us before any slow work.
+    inception = load_inception(cfg.inception_weights, device) if "fid" in cfg.metrics else None
+    G, tcfg, schema, step = checkpoint.load_generator(path, device, ema=cfg.ema)
+    root = Path(cfg.train_dir or tcfg.train_dir)
+    if not root.is_dir():
+        raise UserError(f"{root}: the data folder {path} was trained on is not here; pass it with -t DATA")
+    data = open_packed(root, tcfg.image_size)
+    if data.schema != schema:
+        raise UserError(f"{root} has other labels than {path} was trained on; pass the right folder with -t")
+    judge, judge_path = None, None
+    if set(cfg.metrics) - {"fid"}:
+        judge_path, judge = _load_checked_judge(cfg, root, path, schema, tcfg.image_size, device)
+    conditions = read_conditions(cfg.conditions, schema) if cfg.conditions else None
+    generator = torch.Generator(device).manual_seed(cfg.seed)
+    log(f"evaluating {path} (step {step}) on {root} ({len(data)} images): {', '.join(cfg.metrics)}")
+    start = time.perf_counter()
+    metrics = evaluate(G, tcfg, schema, judge, data, cfg.k, device, generator, metrics=cfg.metrics,
+                       conditions=conditions, fid_samples=cfg.fid_samples, min_class=cfg.min_class,
+                       inception=inception, batch=cfg.batch_size)
+    record = {"step": step, "checkpoint": str(path), "data": str(root),
+              "judge": str(judge_path) if judge_path else None, "metrics": metrics,
+              "settings": {"k": cfg.k, "fid_samples": cfg.fid_samples, "seed": cfg.seed, "ema": cfg.ema,
+                           "conditions": cfg.conditions},
+              "seconds": round(time.perf_counter() - start, 1),
+              "time": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    with open(path.parent / "metrics.jsonl", "a") as f:
+        f.write(json.dumps(record) + "\n")
+    return record
+
+
+def _load_checked_judge(cfg: EvalConfig, root: Path, g_path: Path, schema, size: int, device):
+    if schema is None:
+        raise UserError(f"{g_path}: trained without labels, so only --metrics fid applies")
+    judge_path = Path(cfg.judge) if cfg.judge else root / f"judge_{size}.pt"
+    if not judge_path.is_file():
+        raise UserError(f"{judge_path}: no judge for this data set; train one with "
+                        f"`anime-gan train-judge -t {root} --image-size {size}` or pass --judge PATH")
+    judge, info = load_judge(judge_path, device)
+    if judge.schema != schema:
+        raise UserError(f"{judge_path} was trained on other labels than {g_path} "
+                        f"({_names(judge.schema)} vs {_names(schema)}); retrain it on the generator's data")
+    if info["image_size"] != size:
+        raise UserError(f"{judge_path} judges {info['image_size']}px images but {g_path} draws {size}px; "
+                        f"train a judge with --image-size {size}")
+    return judge_path, judge
+
+
+def _names(schema) -> str:
+    return "; ".join(f"{g.name}: {len(g.classes)} classes" for g in schema.groups)

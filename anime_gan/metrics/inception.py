@@ -1,0 +1,74 @@
+"""Inception-v3 pool features for FID, from a local weights file only.
+
+Nothing here downloads: the model is built with `weights=None` and filled from torchvision's
+`inception_v3_google-0cc3c7bd.pth`, found at --inception-weights or in torch.hub's checkpoint
+cache.  Without the file, the error says which file to place where.
+
+These are torchvision's port of the Google weights, not the TF-FID graph that published FID
+numbers use, so our FID compares our runs with each other, not with papers.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from ..errors import UserError
+
+WEIGHTS_FILE = "inception_v3_google-0cc3c7bd.pth"
+WEIGHTS_URL = f"https://download.pytorch.org/models/{WEIGHTS_FILE}"
+
+
+def default_weights_path() -> Path:
+    """Where torchvision itself would cache the file: $TORCH_HOME/hub/checkpoints/."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / WEIGHTS_FILE
+
+
+def find_weights(path: str | None) -> Path:
+    if path:
+        p = Path(path)
+        if not p.is_file():
+            raise UserError(f"--inception-weights {p}: no such file; download {WEIGHTS_URL} on a "
+                            f"machine with internet and pass its path (or leave FID out with "
+                            f"--metrics accuracy judge-fid intra-fid)")
+        return p
+    p = default_weights_path()
+    if not p.is_file():
+        raise UserError(f"FID needs the Inception-v3 weights file {WEIGHTS_FILE}, not found in "
+                        f"{p.parent}/ (nothing is downloaded here); copy it there from {WEIGHTS_URL}, "
+                        f"or pass --inception-weights PATH, or leave FID out with "
+                        f"--metrics accuracy judge-fid intra-fid")
+    return p
+
+
+class InceptionFeatures(nn.Module):
+    """images in [-1, 1] (B, 3, S, S) -> 2048-d pool features (B, 2048)."""
+
+    def __init__(self, weights: Path):
+        super().__init__()
+        from torchvision.models import inception_v3
+        # transform_input=False: our images are already in [-1, 1], the scaling these weights
+        # were trained with (torchvision's transform_input maps ImageNet-normalised input there).
+        net = inception_v3(weights=None, aux_logits=True, init_weights=False, transform_input=False)
+        try:
+            state = torch.load(weights, map_location="cpu", weights_only=True)
+            net.load_state_dict(state)
+        except Exception as e:  # a truncated download or some other network's weights
+            first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+            raise UserError(f"{weights}: not torchvision's Inception-v3 weights ({first}); "
+                            f"replace it with {WEIGHTS_URL}") from None
+        net.fc = nn.Identity()  # keep the 2048-d average-pool output, the FID feature
+        self.net = net.eval()
+
+    @torch.no_grad()
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.interpolate(x, size=(299, 299), mode="bilinear", align_corners=False, antialias=True)
+        return self.net(x)
+
+
+def load_inception(path: str | None, device) -> tuple[InceptionFeatures, str]:
+    """(extractor on `device`, cache key): the key changes when the weights file does."""
+    p = find_weights(path)
+    return InceptionFeatures(p).to(device), f"{p.name}|{p.stat().st_size}"

@@ -28,6 +28,16 @@ from anime_gan.metrics.judge import Judge, JudgeArch, group_hits, load_judge, sa
 FAST_JUDGE = dict(epochs=15, width=16, batch_size=32, device="cpu", quiet=True)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """These nets are too small to gain from a second thread, and on a busy machine two OpenMP
+    threads spinning against other processes made this file 10x slower (133 s vs 12 s)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
     d = tmp_path_factory.mktemp("metrics") / "data"
@@ -231,7 +241,8 @@ def test_eval_json_prints_json_and_appends_metrics_line(run_dir, judge_file, cap
 
 
 def test_eval_needs_a_judge_of_the_same_labels(run_dir, data_dir, judge_file, tmp_path, capsys):
-    assert main(["eval", "-d", str(run_dir), "--judge", str(tmp_path / "none.pt"), "--metrics", "accuracy"]) == 2
+    missing = str(tmp_path / "none.pt")
+    assert main(["eval", "-d", str(run_dir), "--judge", missing, "--metrics", "accuracy"]) == 2
     assert "train-judge" in capsys.readouterr().err
     other = tmp_path / "other_judge.pt"
     save_judge(Judge(multi_label_schema(["a", "b"]), JudgeArch()), other, {"heldout_accuracy": {}})

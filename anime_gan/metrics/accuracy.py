@@ -41,7 +41,8 @@ def read_conditions(path, schema: Schema) -> torch.Tensor:
     return torch.from_numpy(np.stack(rows))
 
 
-def default_conditions(schema: Schema, real_labels: np.ndarray | None, generator: torch.Generator) -> torch.Tensor:
+def default_conditions(schema: Schema, real_labels: np.ndarray | None,
+                       generator: torch.Generator) -> torch.Tensor:
     """Every one-of combination; for multi-label schemas, random real label sets instead."""
     if schema.multi_label:
         if real_labels is None or not len(real_labels):
@@ -64,7 +65,9 @@ def attribute_accuracy(schema: Schema, logits: torch.Tensor, conditions: torch.T
     per_group = {name: (h.view(-1, k).sum(1).float() / a.view(-1, k).sum(1).clamp(min=1))
                  for name, (h, a) in hits.items()}
     worst = per_cond.argsort(stable=True)[:WORST]
-    out["worst"] = [{"label": schema.describe(conditions[i].numpy()), "joint": round(per_cond[i].item(), 4),
-                     **{name: round(v[i].item(), 4) for name, v in per_group.items()}} for i in worst.tolist()]
+    out["worst"] = [{"label": schema.describe(conditions[i].numpy()),
+                     "joint": round(per_cond[i].item(), 4),
+                     **{name: round(v[i].item(), 4) for name, v in per_group.items()}}
+                    for i in worst.tolist()]
     out["conditions"], out["k"] = len(conditions), k
     return out

@@ -20,18 +20,24 @@ def add_eval_parsers(sub, make, dry_run) -> None:
               "anime-gan train-judge -t data/clevr --epochs 20 -d cuda",
               "anime-gan train-judge -t data -o judges/j64.pt --width 16"])
     j = JudgeConfig()
-    p.add_argument("-t", "--train_dir", "--train-dir", default=j.train_dir, help=f"data folder (default {j.train_dir})")
+    p.add_argument("-t", "--train_dir", "--train-dir", default=j.train_dir,
+                   help=f"data folder (default {j.train_dir})")
     p.add_argument("-o", "--out", default=None, help="judge file to write (default <data>/judge_<size>.pt)")
     p.add_argument("--image-size", type=int, default=j.image_size, choices=(32, 64, 128),
                    help=f"resolution it judges; must match the generator's (default {j.image_size})")
-    p.add_argument("--epochs", type=int, default=j.epochs, help=f"passes over the training split (default {j.epochs})")
-    p.add_argument("-b", "--batch-size", type=int, default=j.batch_size, help=f"batch size (default {j.batch_size})")
-    p.add_argument("--lr", type=float, default=j.lr, help=f"peak Adam learning rate, one-cycle (default {j.lr:g})")
+    p.add_argument("--epochs", type=int, default=j.epochs,
+                   help=f"passes over the training split (default {j.epochs})")
+    p.add_argument("-b", "--batch-size", type=int, default=j.batch_size,
+                   help=f"batch size (default {j.batch_size})")
+    p.add_argument("--lr", type=float, default=j.lr,
+                   help=f"peak Adam learning rate, one-cycle schedule (default {j.lr:g})")
     p.add_argument("--width", type=int, default=j.width, help=f"first conv's channels (default {j.width})")
     p.add_argument("--features", type=int, default=j.features,
                    help=f"penultimate width, the judge-FID feature size (default {j.features})")
-    p.add_argument("--heldout", type=float, default=j.heldout, help=f"held-out fraction (default {j.heldout:g})")
-    p.add_argument("--seed", type=int, default=j.seed, help=f"seed of the split and the weights (default {j.seed})")
+    p.add_argument("--heldout", type=float, default=j.heldout,
+                   help=f"held-out fraction (default {j.heldout:g})")
+    p.add_argument("--seed", type=int, default=j.seed,
+                   help=f"seed of the split and the weights (default {j.seed})")
     p.add_argument("-d", "--device", default=j.device, help="cuda, cpu or auto (default auto)")
     p.add_argument("--synthetic-size", type=int, default=j.synthetic_size,
                    help=f"built-in faces to draw when the data folder is empty (default {j.synthetic_size})")
@@ -62,13 +68,16 @@ def add_eval_parsers(sub, make, dry_run) -> None:
     p.add_argument("--metrics", nargs="+", default=e.metrics, choices=METRICS, metavar="NAME",
                    help=f"which metrics (default all: {' '.join(METRICS)})")
     p.add_argument("-k", type=int, default=e.k, help=f"fakes per label combination (default {e.k})")
-    p.add_argument("--conditions", metavar="FILE.json", help="score these label lists instead of every combination")
+    p.add_argument("--conditions", metavar="FILE.json",
+                   help="score these label lists (seed 003's test.json) instead of every combination")
     p.add_argument("--fid-samples", type=int, default=e.fid_samples,
                    help=f"fakes for FID, labels drawn from the real set (default {e.fid_samples})")
     p.add_argument("--min-class", type=int, default=e.min_class,
                    help=f"intra-class FID skips classes with fewer samples (default {e.min_class})")
-    p.add_argument("--inception-weights", metavar="PATH", help="torchvision Inception-v3 weights file for FID")
-    p.add_argument("-b", "--batch-size", type=int, default=e.batch_size, help=f"batch size (default {e.batch_size})")
+    p.add_argument("--inception-weights", metavar="PATH",
+                   help="torchvision's Inception-v3 weights file for FID (default: torch.hub's cache)")
+    p.add_argument("-b", "--batch-size", type=int, default=e.batch_size,
+                   help=f"batch size (default {e.batch_size})")
     p.add_argument("--device", default=e.device, help="cuda, cpu or auto (default auto)")
     p.add_argument("--seed", type=int, default=e.seed, help=f"noise and label seed (default {e.seed})")
     p.add_argument("--ema", action=argparse.BooleanOptionalAction, default=e.ema,
@@ -114,7 +123,8 @@ def format_table(record: dict) -> str:
     lines = [f"{record['checkpoint']} (step {record['step']}) on {record['data']}"]
     if "accuracy" in m:
         a = m["accuracy"]
-        lines.append(f"attribute accuracy ({a['conditions']} conditions x {a['k']} images, judge {record['judge']})")
+        lines.append(f"attribute accuracy ({a['conditions']} conditions x {a['k']} images, "
+                     f"judge {record['judge']})")
         for name, v in a.items():
             if isinstance(v, float):
                 lines.append(f"  {name:<20} {v:.3f}")
@@ -127,9 +137,12 @@ def format_table(record: dict) -> str:
             lines.append(f"{title:<22} {m[key]:.3f}")
     if "intra_fid" in m:
         i = m["intra_fid"]
-        mean = "n/a" if i["mean"] is None else f"{i['mean']:.3f}"
-        lines.append(f"{'intra-class FID mean':<22} {mean}  ({len(i['classes'])} classes; "
-                     f"{i['skipped']} skipped with < {i['min_class']} samples)")
+        if not i["classes"] and not i["skipped"]:
+            lines.append(f"{'intra-class FID':<22} n/a (needs one-of-N labels)")
+        else:
+            mean = "n/a" if i["mean"] is None else f"{i['mean']:.3f}"
+            lines.append(f"{'intra-class FID mean':<22} {mean}  ({len(i['classes'])} classes; "
+                         f"{i['skipped']} skipped with < {i['min_class']} samples)")
         groups: dict[str, list[str]] = {}
         for name, v in i["classes"].items():
             g, c = name.split("/", 1)

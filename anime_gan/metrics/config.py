@@ -15,7 +15,7 @@ class JudgeConfig:
     train_dir: str = "data"
     out: str | None = None          # default: <train_dir>/judge_<image_size>.pt
     image_size: int = 64
-    epochs: int = 8
+    epochs: int = 10
     batch_size: int = 64
     lr: float = 2e-3
     width: int = 32                 # channels of the first conv; doubles twice

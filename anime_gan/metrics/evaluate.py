@@ -27,9 +27,9 @@ from ..models import PRESETS
 from ..train import pick_device
 from .accuracy import attribute_accuracy, default_conditions, read_conditions
 from .config import OFFLINE_METRICS, EvalConfig, validate_eval
+from .fid import StatsAccumulator, frechet_distance, real_stats, stats_of
 from .inception import load_inception
 from .judge import load_judge
-from .fid import StatsAccumulator, frechet_distance, real_stats, stats_of
 
 
 def judge_key(judge) -> str:
@@ -42,8 +42,8 @@ def judge_key(judge) -> str:
 
 
 @torch.no_grad()
-def generate(G, cfg_train, schema: Schema | None, labels: torch.Tensor, device, generator: torch.Generator,
-             batch: int = 100):
+def generate(G, cfg_train, schema: Schema | None, labels: torch.Tensor, device,
+             generator: torch.Generator, batch: int = 100):
     """Yield fakes in [-1, 1] for `labels` (N, dim), `batch` at a time, in order, on `device`."""
     conditional = schema is not None and PRESETS[cfg_train.model].conditional
     for i in range(0, len(labels), batch):
@@ -56,13 +56,16 @@ def generate(G, cfg_train, schema: Schema | None, labels: torch.Tensor, device, 
 def evaluate(G, cfg_train, schema: Schema, judge, data: Packed, k: int, device,
              generator: torch.Generator, *, metrics=OFFLINE_METRICS, conditions: torch.Tensor | None = None,
              fid_samples: int = 2000, min_class: int = 50, inception=None, batch: int = 100) -> dict:
-    """Metrics of generator `G` (called as G(z, c), c = encode(labels, cfg_train.embed)).
+    """Metrics of generator `G`, a plain module called as G(z, c) with c = encode(labels, embed).
 
-    `judge` must be on `device` and share `schema` (None only when metrics is just 'fid'); `data` is the packed real set; `generator`
-    draws z and the FID labels, so the same seed gives the same numbers.  `inception` is
-    (extractor, cache key) from inception.load_inception when 'fid' is in `metrics`.
-    Returns {"accuracy": {...}, "judge_fid": float, "intra_fid": {...}, "fid": float} for the
-    metrics asked; G's train/eval mode is restored afterwards."""
+    Pass the unwrapped (EMA) module, on `device`; `cfg_train` gives its model and embed.  `judge`
+    (from judge.load_judge, on `device`) must share `schema`; it may be None when metrics is only
+    'fid'.  `data` is the packed real set (open_packed).  `generator` draws z and the FID labels:
+    the same seed gives the same numbers.  `inception` is (extractor, cache key) from
+    inception.load_inception, needed when 'fid' is in `metrics`.  Returns
+    {"accuracy": {hair, eye, joint, worst, conditions, k}, "judge_fid": float,
+     "intra_fid": {mean, classes, min_class, skipped}, "fid": float} for the metrics asked;
+    G's and the judge's train/eval modes are restored afterwards."""
     was_training, judge_was = G.training, judge is not None and judge.training
     G.eval()
     if judge is not None:
@@ -95,6 +98,8 @@ def _accuracy(G, cfg_train, schema, judge, conditions, k, device, generator, bat
 def _fid_labels(data: Packed, n: int, generator: torch.Generator) -> torch.Tensor:
     """Labels of the FID fakes, drawn from the real labels: fakes follow the data's class mix,
     so FID measures image quality, not a different label distribution."""
+    if data.labels is None:  # unlabelled data, unconditional G: Inception FID only
+        return torch.zeros(n, 0)
     size, dev = len(data.labels), generator.device
     rows = (torch.randperm(size, generator=generator, device=dev)[:n] if n <= size
             else torch.randint(size, (n,), generator=generator, device=dev))
@@ -128,7 +133,8 @@ def _fids(G, cfg_train, schema, judge, data, device, generator, metrics, fid_sam
     return out
 
 
-def _intra_fid(schema: Schema, feats: torch.Tensor, labels: torch.Tensor, real: dict, min_class: int) -> dict:
+def _intra_fid(schema: Schema, feats: torch.Tensor, labels: torch.Tensor, real: dict,
+               min_class: int) -> dict:
     """Judge-feature FID per one-of class; classes with fewer than `min_class` fakes or reals are
     skipped (a covariance from a handful of samples would dominate the mean)."""
     per, total = {}, 0

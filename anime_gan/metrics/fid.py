@@ -32,7 +32,8 @@ class StatsAccumulator:
         self.n, self.sum, self.outer = 0, None, None
 
     def add(self, feats: torch.Tensor) -> None:
-        f = feats.detach().to("cpu", torch.float64).flatten(1)
+        # float64 on the features' own device: sums of 2048x2048 outer products stay on the GPU.
+        f = feats.detach().to(torch.float64).flatten(1)
         if self.sum is None:
             self.sum, self.outer = f.new_zeros(f.shape[1]), f.new_zeros(f.shape[1], f.shape[1])
         self.n += len(f)
@@ -42,8 +43,8 @@ class StatsAccumulator:
     def stats(self) -> Stats:
         if self.n < 2:
             raise ValueError(f"need at least 2 samples for a covariance, got {self.n}")
-        mean = self.sum / self.n
-        cov = (self.outer - self.n * torch.outer(mean, mean)) / (self.n - 1)
+        mean, outer = self.sum.cpu() / self.n, self.outer.cpu()
+        cov = (outer - self.n * torch.outer(mean, mean)) / (self.n - 1)
         return Stats(mean.numpy(), cov.numpy(), self.n)
 
 

@@ -119,6 +119,8 @@ def train(cfg: TrainConfig) -> Path:
 
     aux = aux_kind(cfg.model, mcfg) if conditional else None
 
+    judge = _judge_for_training(cfg, schema, device) if cfg.eval_every and dist.is_main else None
+
     # ---- models and optimizers ------------------------------------------------------------------
     torch.manual_seed(cfg.seed)
     G, D = build(cfg.model, mcfg)
@@ -253,6 +255,8 @@ def train(cfg: TrainConfig) -> Path:
             if dist.is_main and (step % cfg.sample == 0 or step == cfg.iterations):
                 _write_samples(G_ema or G, fixed_z, fixed_c, row_names, sample_dir / f"fake_step_{step}.png", tb, step)
                 _plot(records, ckpt_dir, aux is not None)
+            if judge is not None and (step % cfg.eval_every == 0 or step == cfg.iterations):
+                _evaluate(G_ema or G, cfg, schema, judge, data, device, step, ckpt_dir, tb)
             if step % cfg.check == 0 or step == cfg.iterations:
                 _save(step, cfg, mcfg, schema, G, D, G_ema, opt_G, opt_D, scaler, gen, acc, ckpt_dir, dist)
     except KeyboardInterrupt:
@@ -378,6 +382,43 @@ class _Accumulator:
     def load(self, state: dict):
         self.sums = {k: v.to(self.device) for k, v in state["sums"].items()}
         self.counts = dict(state["counts"])
+
+
+def _judge_for_training(cfg: TrainConfig, schema: Schema | None, device):
+    """--eval-every needs a judge trained on this data (checked before anything is written)."""
+    from .metrics.judge import load_judge
+    path = Path(cfg.train_dir) / f"judge_{cfg.image_size}.pt"
+    if schema is None:
+        raise UserError("--eval-every measures label accuracy, but this data set has no labels")
+    if not path.is_file():
+        raise UserError(f"{path}: --eval-every needs a judge; run `anime-gan train-judge -t {cfg.train_dir} "
+                        f"--image-size {cfg.image_size}` first")
+    judge, _ = load_judge(path, device)
+    if judge.schema != schema:
+        raise UserError(f"{path}: judge trained on other labels; retrain it with `anime-gan train-judge`")
+    return judge
+
+
+def _evaluate(G, cfg, schema, judge, data, device, step, ckpt_dir: Path, tb) -> None:
+    """Offline metrics (judge accuracy and judge-feature FID) into metrics.jsonl and metrics.png."""
+    from .metrics.evaluate import evaluate
+    # Its own generator: evaluating must not change the training trajectory.
+    gen = torch.Generator(device).manual_seed(cfg.seed + 99991)
+    m = evaluate(G, cfg, schema, judge, data, 5, device, gen, metrics=("accuracy", "judge-fid"),
+                 fid_samples=500)
+    flat = {"step": step, "judge_fid": m["judge_fid"],
+            **{f"acc_{k}": v for k, v in m["accuracy"].items() if isinstance(v, float)}}
+    with open(ckpt_dir / "metrics.jsonl", "a") as f:
+        f.write(json.dumps({"step": step, "checkpoint": None, "metrics": m, "during_training": True}) + "\n")
+    history = [r for r in _read_stats(ckpt_dir / "metrics_flat.jsonl")] + [flat]
+    with open(ckpt_dir / "metrics_flat.jsonl", "a") as f:
+        f.write(json.dumps(flat) + "\n")
+    render.plot_curves(history, [k for k in flat if k.startswith("acc_")], ckpt_dir / "metrics.png",
+                       title="label accuracy judged by the classifier (higher is better)")
+    if tb is not None:
+        for k, v in flat.items():
+            if k != "step":
+                tb.add_scalar(f"metrics/{k}", v, step)
 
 
 def _check_finite(rec: dict, step: int, ckpt_dir: Path) -> None:

@@ -149,3 +149,18 @@ def test_empty_data_folder_gets_the_built_in_set(tmp_path):
                   "--synthetic-size", "24") == 0
     assert (empty / "tags.pickle").exists() and (empty / "cache" / "images_32.npy").exists()
 
+
+
+def test_eval_every_logs_metrics_without_changing_the_run(tmp_path, data):
+    assert main(["train-judge", "-t", str(data), "--image-size", "32", "--width", "8", "--epochs", "1", "--batch-size", "16"]) == 0
+    common = ["--model", "cgan", "--image-size", "32", "-i", "2", "--check", "2"]
+    assert _train(tmp_path / "plain", data, *common, "--name", "r") == 0
+    assert _train(tmp_path / "eval", data, *common, "--name", "r", "--eval-every", "1") == 0
+    run = tmp_path / "eval" / "ckpt" / "r"
+    lines = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [l["step"] for l in lines] == [1, 2]
+    assert {"hair", "eye", "joint"} <= lines[0]["metrics"]["accuracy"].keys()
+    assert (run / "metrics.png").exists()
+    g_plain, g_eval = (torch.load(tmp_path / n / "ckpt" / "r" / "G_2.ckpt", weights_only=True)["G"]
+                       for n in ("plain", "eval"))
+    assert _states_equal(g_plain, g_eval), "evaluating during training changed the trajectory"

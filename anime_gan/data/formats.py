@@ -75,19 +75,25 @@ def _scan_tag_pickle(root: Path) -> Source:
         except UserError as e:
             raise UserError(f"{e}; re-export it with one class per group, or put a schema.json "
                             f"for these classes beside it") from None
-        file = next((images / f"{key}{s}" for s in (".jpg", ".png", ".jpeg")
-                     if (images / f"{key}{s}").exists()), None)
-        if file is None:
-            src.skipped.append((str(images / f"{key}.jpg"), "missing image"))
-            continue
-        src.files.append(file)
-        labels.append(vec)
+        if _add_numbered(src, images, key):
+            labels.append(vec)
     known = {f.stem for f in src.files} | {Path(p).stem for p, _ in src.skipped}
     for f in sorted(images.iterdir()) if images.is_dir() else []:
         if f.suffix.lower() in IMAGE_SUFFIXES and f.stem not in known:
             src.skipped.append((str(f), "missing label"))
     src.labels = np.stack(labels) if labels else np.zeros((0, schema.dim), np.float32)
     return src
+
+
+def _add_numbered(src: Source, images: Path, stem) -> bool:
+    """Append images/<stem>.jpg|png|jpeg to src.files, or record it as missing."""
+    file = next((images / f"{stem}{s}" for s in (".jpg", ".png", ".jpeg") if (images / f"{stem}{s}").exists()),
+                None)
+    if file is None:
+        src.skipped.append((str(images / f"{stem}.jpg"), "missing image"))
+        return False
+    src.files.append(file)
+    return True
 
 
 def _tag_vector(value, path: Path, key) -> np.ndarray:
@@ -168,13 +174,8 @@ def _scan_tags_csv(root: Path) -> Source:
         except UserError as e:
             src.skipped.append((f"{path}:{lineno}", f"unreadable label: {e}"))
             continue
-        file = next((images / f"{ident}{s}" for s in (".jpg", ".png", ".jpeg")
-                     if (images / f"{ident}{s}").exists()), None)
-        if file is None:
-            src.skipped.append((str(images / f"{ident}.jpg"), "missing image"))
-            continue
-        src.files.append(file)
-        labels.append(vec)
+        if _add_numbered(src, images, ident):
+            labels.append(vec)
     src.labels = np.stack(labels) if labels else np.zeros((0, schema.dim), np.float32)
     return src
 

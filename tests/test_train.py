@@ -164,3 +164,17 @@ def test_eval_every_logs_metrics_without_changing_the_run(tmp_path, data):
     g_plain, g_eval = (torch.load(tmp_path / n / "ckpt" / "r" / "G_2.ckpt", weights_only=True)["G"]
                        for n in ("plain", "eval"))
     assert _states_equal(g_plain, g_eval), "evaluating during training changed the trajectory"
+
+
+def test_device_resident_and_streaming_data_paths_give_the_same_run(tmp_path, data):
+    """The fast path (whole cache in device memory) against streaming from the memory map."""
+    common = ["--model", "acgan-dcgan", "--image-size", "32", "-i", "3", "--check", "3", "--seed", "3"]
+    for mode in ("on", "off"):
+        assert _train(tmp_path / mode, data, *common, "--name", "r", "--data-on-device", mode) == 0
+
+    def losses(mode):
+        return [{k: v for k, v in json.loads(l).items() if k != "img_per_s"}
+                for l in (tmp_path / mode / "ckpt" / "r" / "stats.jsonl").read_text().splitlines()]
+    assert losses("on") == losses("off") and len(losses("on")) == 3
+    g_on, g_off = (torch.load(tmp_path / m / "ckpt" / "r" / "G_3.ckpt", weights_only=True)["G"] for m in ("on", "off"))
+    assert _states_equal(g_on, g_off)

@@ -121,9 +121,10 @@ def test_malicious_checkpoint_is_refused_everywhere(tmp_path, data, capsys):
         main(["test", "-t", "fix_noise", "-d", str(run), "-s", str(tmp_path / "out")]),
         main([*TRAIN, "-t", str(data), "-s", str(tmp_path / "s"), "-c", str(tmp_path / "c"), "-i", "9",
               "--resume"]),
+        main(["eval", "-d", str(run), "-t", str(data), "--metrics", "accuracy"]),
     ]
     err = capsys.readouterr().err
-    assert codes == [2, 2], err
+    assert codes == [2, 2, 2], err
     assert "not a loadable anime-gan checkpoint" in err
     assert not pwned.exists(), "loading a checkpoint executed code from it"
 

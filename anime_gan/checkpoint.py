@@ -4,16 +4,23 @@ G_<step>.ckpt holds everything needed to sample (config, schema, model config, G
 D_<step>.ckpt holds the rest of the training state (D, both optimizers, RNG states, counters).
 A step is resumable when both files exist.  Nothing here unpickles arbitrary objects: a checkpoint
 that tries to import code is refused by torch's weights-only loader and reported as a user error.
+
+The trainer's side: `save_snapshot` / `restore_snapshot` move a `TrainState` to and from the pair,
+`resume_path` resolves --resume, `read_jsonl` reads the stats.jsonl kept beside the files.
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 import tempfile
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
+from .config import TrainConfig
 from .errors import UserError
 
 FORMAT = "anime-gan/1"
@@ -35,6 +42,12 @@ def save(obj: dict, path: Path) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def remove_partial(run_dir: Path) -> None:
+    """Delete the temp files of saves a killed run left half-written (see `save`)."""
+    for stale in Path(run_dir).glob(".*.tmp"):
+        stale.unlink(missing_ok=True)
 
 
 def load(path, kind: str) -> dict:
@@ -87,7 +100,6 @@ def load_generator(model_dir, device="cpu", ema: bool = True):
     """Rebuild G from a G checkpoint alone: returns (G in eval mode, TrainConfig, Schema|None, step).
 
     `model_dir` is a run folder (its latest G_<N>.ckpt) or a checkpoint file."""
-    from .config import TrainConfig
     from .labels import Schema
     from .models import PRESETS, ModelConfig, build
     path = generator_path(model_dir)
@@ -106,3 +118,124 @@ def load_generator(model_dir, device="cpu", ema: bool = True):
                         f"({str(e).splitlines()[0][:160]})") from None
     schema = Schema.from_dict(ckpt["schema"], str(path)) if ckpt.get("schema") else None
     return G.to(device).eval(), cfg, schema, int(ckpt["step"])
+
+
+# ---- the trainer's snapshots ---------------------------------------------------------------------
+
+@dataclass
+class TrainState:
+    """The live training objects: a snapshot saves them, a resume loads back into them in place."""
+    G: torch.nn.Module
+    D: torch.nn.Module
+    G_ema: torch.nn.Module | None
+    opt_G: torch.optim.Optimizer
+    opt_D: torch.optim.Optimizer  # the same object as opt_G for the VAE
+    scaler: torch.amp.GradScaler
+    gen: torch.Generator          # the stream that draws batches, noise and fake labels
+    acc: Any                      # losses summed since the last log line: .state() / .load(state)
+
+
+def save_snapshot(ckpt_dir: Path, step: int, state: TrainState, cfg: TrainConfig, mcfg, schema, dist) -> None:
+    """Write D_<step>.ckpt then G_<step>.ckpt and prune D files beyond --keep-d.
+
+    Every process calls this (the weights are compared across them); only the main one writes."""
+    if dist.world_size > 1 and not dist.in_sync(state.G, state.D):
+        raise UserError(f"step {step}: the {dist.world_size} processes no longer hold the same weights; "
+                        f"this is a bug, please report it with the command you ran")
+    if not dist.is_main:
+        dist.barrier()
+        return
+    common = {"format": FORMAT, "step": step, "config": cfg.to_dict(),
+              "model": plain(asdict(mcfg)), "schema": schema.to_dict() if schema else None}
+    trainer = {**common, "kind": "trainer", "D": state.D.state_dict(), "opt_G": state.opt_G.state_dict(),
+               "opt_D": state.opt_D.state_dict(), "scaler": state.scaler.state_dict(),
+               "rng": {"torch": torch.get_rng_state(), "gen": state.gen.get_state(),
+                       "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
+               "acc": state.acc.state(), "world_size": dist.world_size}
+    generator = {**common, "kind": "generator", "G": state.G.state_dict(),
+                 "G_ema": state.G_ema.state_dict() if state.G_ema is not None else None}
+    try:
+        # D first: a G_<N> file therefore always has its D_<N> beside it once both renames ran.
+        save(trainer, ckpt_dir / f"D_{step}.ckpt")
+        save(generator, ckpt_dir / f"G_{step}.ckpt")
+    except OSError as e:
+        raise UserError(f"{ckpt_dir}: could not write the step-{step} checkpoint ({e.strerror}); "
+                        f"free space or choose another -c; the previous checkpoint is intact") from None
+    if cfg.keep_d > 0:  # G files stay: each one can still be sampled from
+        for old in resumable_steps(ckpt_dir)[:-cfg.keep_d]:
+            (ckpt_dir / f"D_{old}.ckpt").unlink(missing_ok=True)
+    dist.barrier()
+
+
+def restore_snapshot(path: Path, ckpt_dir: Path, state: TrainState, cfg: TrainConfig) -> tuple[int, list[dict]]:
+    """Load G_<N>.ckpt at `path` and its D_<N>.ckpt into `state`; returns (N, the stats records up to N).
+
+    <ckpt_dir>/stats.jsonl is rewritten to those records, so the log continues from the snapshot."""
+    g = load(path, "generator")
+    d_path = path.with_name(path.name.replace("G_", "D_", 1))
+    if not d_path.exists():
+        raise UserError(f"{d_path}: missing, so {path.name} can be sampled from but not resumed; "
+                        f"resume from a step that has both files")
+    d = load(d_path, "trainer")
+    saved = TrainConfig.from_dict(g["config"])
+    for key in ("model", "embed", "nf", "z_dim", "image_size"):
+        if getattr(saved, key) != getattr(cfg, key):
+            raise UserError(f"{path}: was trained with --{key.replace('_', '-')} {getattr(saved, key)}, "
+                            f"not {getattr(cfg, key)}; pass the same value to resume")
+    try:
+        state.G.load_state_dict(g["G"])
+        state.D.load_state_dict(d["D"])
+        if state.G_ema is not None:
+            state.G_ema.load_state_dict(g["G_ema"] or g["G"])
+        state.opt_G.load_state_dict(d["opt_G"])
+        state.opt_D.load_state_dict(d["opt_D"])
+    except (RuntimeError, KeyError, ValueError) as e:
+        raise UserError(f"{path}: does not match this model ({str(e).splitlines()[0][:160]})") from None
+    state.scaler.load_state_dict(d["scaler"])
+    torch.set_rng_state(d["rng"]["torch"])
+    state.gen.set_state(d["rng"]["gen"])
+    if d["rng"]["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(d["rng"]["cuda"])
+    state.acc.load(d["acc"])
+    step = int(g["step"])
+    # Logs continue where the snapshot was taken: lines written after it are dropped.
+    records = [r for r in read_jsonl(path.parent / "stats.jsonl") if r.get("step", 0) <= step]
+    (ckpt_dir / "stats.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    return step, records
+
+
+def resume_path(resume: str | None, ckpt_dir: Path) -> Path | None:
+    """The G_<N>.ckpt that --resume names: a file, a run folder's latest, or 'latest' in `ckpt_dir`."""
+    if resume is None:
+        return None
+    if resume != "latest":
+        p = Path(resume)
+        p = generator_path(p) if p.is_dir() else p
+        if not p.name.startswith("G_"):
+            raise UserError(f"{p}: --resume takes a run folder, 'latest' or a G_<step>.ckpt file")
+        return p
+    found = resumable_steps(ckpt_dir)
+    if not found:
+        raise UserError(f"{ckpt_dir}: nothing to resume (no G_<step>.ckpt with its D_<step>.ckpt); "
+                        f"drop --resume to start this run")
+    return ckpt_dir / f"G_{found[-1]}.ckpt"
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    """The records of a .jsonl log; a line cut short by a crash (kill -9 mid-write) is dropped, not fatal."""
+    records = []
+    for line in path.read_text().splitlines() if path.exists() else []:
+        try:
+            records.append(json.loads(line))
+        except ValueError:
+            continue
+    return records
+
+
+def plain(d):
+    """Tuples -> lists so the dict round-trips through JSON and weights-only loading unchanged."""
+    if isinstance(d, dict):
+        return {k: plain(v) for k, v in d.items()}
+    if isinstance(d, (list, tuple)):
+        return [plain(v) for v in d]
+    return d

@@ -18,9 +18,14 @@ TEST_TYPES = ("fix_noise", "fix_hair_eye", "change_hair", "change_eye", "interpo
               "color_map", "conditions", "progress")
 
 
+def _one_line(text: str) -> str:
+    """A value the user typed may hold a newline or other control character: show it escaped."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # one line, not usage + error
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        self.exit(2, f"{self.prog}: error: {_one_line(message)} (see {self.prog} --help)\n")
 
 
 def _fmt(prog):
@@ -203,7 +208,7 @@ def main(argv=None) -> int:
     try:
         return _run(args)
     except UserError as e:
-        print(f"anime-gan {args.command}: error: {e}", file=sys.stderr)
+        print(f"anime-gan {args.command}: error: {_one_line(str(e))}", file=sys.stderr)
         return 2
 
 

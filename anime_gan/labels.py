@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -103,6 +104,12 @@ class Schema:
             raise UserError(f"{source}: not a valid label schema ({e}); re-run `anime-gan prepare`") from None
         if not groups or any(not g.classes for g in groups):
             raise UserError(f"{source}: a label schema needs at least one group with classes")
+        # Group names become file names (<group>_prob.npy): plain, short and distinct.
+        names = [g.name for g in groups]
+        bad = next((n for n in names if not re.fullmatch(r"\w[\w .-]{0,31}", n) or names.count(n) > 1), None)
+        if bad is not None:
+            raise UserError(f"{source}: group name {bad!r} must be distinct, at most 32 letters, digits, "
+                            f"spaces, '_', '-' or '.', and start with a letter or digit")
         return cls(groups)
 
     def save(self, folder: Path) -> Path:

@@ -12,6 +12,8 @@ import codecs
 import collections
 import io
 import pickle
+import sys
+import warnings
 
 import numpy as np
 import torch
@@ -29,7 +31,9 @@ def _bytes_from_latin1(text, encoding="latin1"):
 def _storage_from_bytes(data):
     # torch pickles a tensor's storage as a nested torch.save blob: load it the safe way too.
     try:
-        return torch.load(io.BytesIO(data), weights_only=True)
+        with warnings.catch_warnings():  # e.g. "Detected pickle protocol 3": the error below says enough
+            warnings.simplefilter("ignore")
+            return torch.load(io.BytesIO(data), weights_only=True)
     except Exception:  # torch's message is many lines long and suggests weights_only=False
         raise pickle.UnpicklingError("refused a tensor storage that is not plain data") from None
 
@@ -71,6 +75,11 @@ class _RestrictedUnpickler(pickle.Unpickler):
 
 def load(path) -> object:
     """Unpickle `path` admitting only containers, numbers, strings, numpy arrays and tensors."""
+    hook = sys.excepthook
+    # CPython 3.11's unpickler, asked for a bytearray too big to allocate, prints "SystemError:
+    # deallocated bytearray object has exported buffers" through sys.excepthook before raising the
+    # MemoryError handled below: keep that print off stderr.
+    sys.excepthook = lambda kind, value, tb: None if kind is SystemError else hook(kind, value, tb)
     try:
         with open(path, "rb") as f:
             return _RestrictedUnpickler(f).load()
@@ -83,3 +92,5 @@ def load(path) -> object:
         reason = (str(e).splitlines() or [type(e).__name__])[0][:200]
         raise UserError(f"{path}: not a plain tags pickle ({reason}); it may be corrupt or unsafe. "
                         f"Re-create it with `anime-gan prepare`") from None
+    finally:
+        sys.excepthook = hook

@@ -27,6 +27,7 @@ from .data.dataset import Batches, LabelSampler, open_packed
 from .data.prepare import PrepareConfig, cache_paths, ensure_cache, format_report, prepare
 from .errors import UserError
 from .labels import Schema, cond_dim, encode
+from .metrics.evaluate import evaluate_during_training, load_training_judge
 from .models import PRESETS, ModelConfig, aux_kind, build
 
 
@@ -84,8 +85,8 @@ def fixed_grid(schema: Schema | None, z_dim: int, cols: int, seed: int):
             vecs = [combos[i * per + (i % per)] for i in range(len(first.classes))]
         rows = [schema.describe(v) for v in vecs]
         labels = torch.from_numpy(np.stack(vecs)).float().repeat_interleave(cols, 0)
-    z = torch.randn(len(rows) * cols, z_dim, generator=g)
-    z = z.view(len(rows), cols, z_dim)[:1].expand(len(rows), cols, z_dim).reshape(-1, z_dim)
+    # The first row's noise in every row, so that rows differ only in their label.
+    z = torch.randn(len(rows) * cols, z_dim, generator=g)[:cols].repeat(len(rows), 1)
     return z, labels, rows
 
 
@@ -94,32 +95,23 @@ def train(cfg: TrainConfig) -> Path:
     hyper = resolve_hyper(cfg)
     preset = PRESETS[cfg.model]
     dist = distributed.setup()
+    # Messages come from the main process only, so `log` is safe to call on every rank.
     log = (lambda msg: print(msg, file=sys.stderr)) if dist.is_main and not cfg.quiet else (lambda msg: None)
     device = pick_device(cfg.device, dist.local_rank if dist.world_size > 1 else None)
     if cfg.precision == "fp16" and device.type != "cuda":
         raise UserError("--precision fp16 needs a CUDA GPU; use --precision bf16 on the CPU")
 
     # ---- data ---------------------------------------------------------------------------------
-    if dist.is_main:
+    if dist.is_main:  # the main process prepares the cache; the others wait, then open it
         data = load_training_data(cfg, log)
     dist.barrier()
-    data = open_packed(cfg.train_dir, cfg.image_size) if not dist.is_main else data
+    if not dist.is_main:
+        data = open_packed(cfg.train_dir, cfg.image_size)
     schema = data.schema
-    if preset.conditional and schema is None:
-        raise UserError(f"{cfg.train_dir}: --model {cfg.model} is conditional but this folder has no "
-                        f"labels (tags.pickle, train.json or tags.csv); use --model dcgan, or label it")
-    if schema is not None and schema.multi_label and not preset.supports_multi_label:
-        raise UserError(f"--model {cfg.model} needs one-of-N labels, but {cfg.train_dir} is multi-label; "
-                        f"use cgan, wgan-gp, sagan or projection")
-    conditional = preset.conditional and schema is not None
-    mcfg = ModelConfig(z_dim=cfg.z_dim, cond_dim=cond_dim(schema, cfg.embed) if conditional else 0,
-                       class_sizes=schema.class_sizes if conditional else (),
-                       multi_label=schema.multi_label if conditional else 0,
-                       nf=cfg.nf, image_size=cfg.image_size)
-
+    mcfg = _model_config(cfg, preset, schema)
+    conditional = preset.conditional  # _model_config refused a conditional preset without labels
     aux = aux_kind(cfg.model, mcfg) if conditional else None
-
-    judge = _judge_for_training(cfg, schema, device) if cfg.eval_every and dist.is_main else None
+    judge = load_training_judge(cfg, schema, device) if cfg.eval_every and dist.is_main else None
 
     # ---- models and optimizers ------------------------------------------------------------------
     torch.manual_seed(cfg.seed)
@@ -140,12 +132,11 @@ def train(cfg: TrainConfig) -> Path:
     # ---- run folders (only now: every check above ran before anything was written) ----------
     run = cfg.run_name()
     sample_dir, ckpt_dir = Path(cfg.sample_dir) / run, Path(cfg.checkpoint_dir) / run
-    resume_path = _resume_path(cfg, ckpt_dir)
+    resume_path = checkpoint.resume_path(cfg.resume, ckpt_dir)
     if dist.is_main:
         for d in (sample_dir, ckpt_dir):
             _check_writable(d)
-        for stale in ckpt_dir.glob(".*.tmp"):  # half-written snapshots of a killed run
-            stale.unlink(missing_ok=True)
+        checkpoint.remove_partial(ckpt_dir)
 
     gen = torch.Generator(device).manual_seed(cfg.seed * 1000 + dist.rank)
     batches = Batches(data, cfg.batch_size, device, gen, cfg.data_on_device, cfg.flip)
@@ -158,26 +149,27 @@ def train(cfg: TrainConfig) -> Path:
     fixed_z, fixed_c = fixed_z.to(device), cond(fixed_labels.to(device))
 
     # ---- init: scratch or resume ----------------------------------------------------------------
-    start, records, acc = 0, [], _Accumulator(device)
+    acc = _Accumulator(device)
+    state = checkpoint.TrainState(G, D, G_ema, opt_G, opt_D, scaler, gen, acc)  # what snapshots save and restore
+    start, records = 0, []
     if resume_path is not None:
-        start, records = _restore(resume_path, cfg, G, D, G_ema, opt_G, opt_D, scaler, gen, acc, ckpt_dir)
+        start, records = checkpoint.restore_snapshot(resume_path, ckpt_dir, state, cfg)
         if dist.world_size > 1:
             # The snapshot holds rank 0's stream; give every rank its own again (deterministically).
             gen.manual_seed(cfg.seed * 1000 + dist.rank + 7919 * start)
         log(f"resumed {run} from step {start} ({resume_path})")
     elif dist.is_main:
         (ckpt_dir / "config.json").write_text(json.dumps(
-            {"train": cfg.to_dict(), "hyper": asdict(hyper), "model": _plain(asdict(mcfg)),
+            {"train": cfg.to_dict(), "hyper": asdict(hyper), "model": checkpoint.plain(asdict(mcfg)),
              "schema": schema.to_dict() if schema else None, "world_size": dist.world_size}, indent=2))
         real = torch.from_numpy(data.images[:64].copy()).float().div(127.5).sub(1)
         render.save_grid(real, sample_dir / "real.png", nrow=8)
         (ckpt_dir / "stats.jsonl").write_text("")
     tb = _tensorboard(ckpt_dir, cfg) if dist.is_main else None
-    if dist.is_main:
-        log(f"training {cfg.model} ({hyper.loss} loss) on {len(data)} images, {device}, "
-            f"batch {cfg.batch_size} x {dist.world_size} = {cfg.batch_size * dist.world_size} global, "
-            f"G {sum(p.numel() for p in G.parameters()):,} / D {sum(p.numel() for p in D.parameters()):,} "
-            f"params -> {ckpt_dir}")
+    log(f"training {cfg.model} ({hyper.loss} loss) on {len(data)} images, {device}, "
+        f"batch {cfg.batch_size} x {dist.world_size} = {cfg.batch_size * dist.world_size} global, "
+        f"G {sum(p.numel() for p in G.parameters()):,} / D {sum(p.numel() for p in D.parameters()):,} "
+        f"params -> {ckpt_dir}")
 
     autocast = (torch.autocast(device.type, dtype=torch.bfloat16 if cfg.precision == "bf16" else torch.float16)
                 if cfg.precision != "fp32" else nullcontext())
@@ -215,7 +207,7 @@ def train(cfg: TrainConfig) -> Path:
                         d_loss = d_loss + losses.gradient_penalty(D, x, fake.detach().float(), cond(y))
                     elif hyper.loss == "dragan":
                         d_loss = d_loss + losses.dragan_penalty(D, x, cond(y))
-                    _backward_step(d_loss, opt_D, D, scaler, dist)
+                    _backward_step(d_loss, opt_D, scaler, dist, D)
                     if hyper.loss == "wgan":
                         with torch.no_grad():
                             for p in D.parameters():
@@ -230,7 +222,7 @@ def train(cfg: TrainConfig) -> Path:
                         cls_loss = losses.class_loss(aux, fake_cls.float(), y_fake, mcfg.class_sizes)
                         g_loss = g_loss + cfg.aux * cls_loss
                         acc.add("g_cls", cls_loss)
-                _backward_step(g_loss, opt_G, G, scaler, dist)
+                _backward_step(g_loss, opt_G, scaler, dist, G)
                 D.requires_grad_(True)
                 acc.add("g_loss", g_loss)
             # (3) EMA of G's weights: smoother samples than the raw G at any single step
@@ -256,9 +248,9 @@ def train(cfg: TrainConfig) -> Path:
                 _write_samples(G_ema or G, fixed_z, fixed_c, row_names, sample_dir / f"fake_step_{step}.png", tb, step)
                 _plot(records, ckpt_dir, aux is not None)
             if judge is not None and (step % cfg.eval_every == 0 or step == cfg.iterations):
-                _evaluate(G_ema or G, cfg, schema, judge, data, device, step, ckpt_dir, tb)
+                evaluate_during_training(G_ema or G, cfg, schema, judge, data, device, step, ckpt_dir, tb)
             if step % cfg.check == 0 or step == cfg.iterations:
-                _save(step, cfg, mcfg, schema, G, D, G_ema, opt_G, opt_D, scaler, gen, acc, ckpt_dir, dist)
+                checkpoint.save_snapshot(ckpt_dir, step, state, cfg, mcfg, schema, dist)
     except KeyboardInterrupt:
         stop.requested = True  # a second Ctrl-C during the loop body: still save below
     finally:
@@ -266,7 +258,7 @@ def train(cfg: TrainConfig) -> Path:
         stop.restore()
     if stop.requested and step > start:
         _check_finite(acc.peek(), step, ckpt_dir)
-        _save(step, cfg, mcfg, schema, G, D, G_ema, opt_G, opt_D, scaler, gen, acc, ckpt_dir, dist)
+        checkpoint.save_snapshot(ckpt_dir, step, state, cfg, mcfg, schema, dist)
         log(f"stopped at step {step}: saved {ckpt_dir / f'G_{step}.ckpt'}; continue with --resume")
     if tb is not None:
         tb.close()
@@ -276,20 +268,18 @@ def train(cfg: TrainConfig) -> Path:
 
 # ---- helpers -------------------------------------------------------------------------------------
 
-def _resume_path(cfg: TrainConfig, ckpt_dir: Path) -> Path | None:
-    if cfg.resume is None:
-        return None
-    if cfg.resume != "latest":
-        p = Path(cfg.resume)
-        p = checkpoint.generator_path(p) if p.is_dir() else p
-        if not p.name.startswith("G_"):
-            raise UserError(f"{p}: --resume takes a run folder, 'latest' or a G_<step>.ckpt file")
-        return p
-    found = checkpoint.resumable_steps(ckpt_dir)
-    if not found:
-        raise UserError(f"{ckpt_dir}: nothing to resume (no G_<step>.ckpt with its D_<step>.ckpt); "
-                        f"drop --resume to start this run")
-    return ckpt_dir / f"G_{found[-1]}.ckpt"
+def _model_config(cfg: TrainConfig, preset, schema: Schema | None) -> ModelConfig:
+    """The architecture for this data; refuses presets whose labels the data cannot give."""
+    if preset.conditional and schema is None:
+        raise UserError(f"{cfg.train_dir}: --model {cfg.model} is conditional but this folder has no "
+                        f"labels (tags.pickle, train.json or tags.csv); use --model dcgan, or label it")
+    if schema is not None and schema.multi_label and not preset.supports_multi_label:
+        raise UserError(f"--model {cfg.model} needs one-of-N labels, but {cfg.train_dir} is multi-label; "
+                        f"use cgan, wgan-gp, sagan or projection")
+    c = preset.conditional  # an unconditional preset ignores the labels, if there are any
+    return ModelConfig(z_dim=cfg.z_dim, cond_dim=cond_dim(schema, cfg.embed) if c else 0,
+                       class_sizes=schema.class_sizes if c else (), multi_label=schema.multi_label if c else 0,
+                       nf=cfg.nf, image_size=cfg.image_size)
 
 
 def _check_writable(d: Path) -> None:
@@ -324,10 +314,11 @@ def _maybe_compile(G, D, enabled: bool, log):
         return G, D
 
 
-def _backward_step(loss, opt, module, scaler, dist) -> None:
+def _backward_step(loss, opt, scaler, dist, *modules) -> None:
     opt.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()
-    dist.average_gradients(module)  # one all-reduce per network per step (no-op on one process)
+    for m in modules:
+        dist.average_gradients(m)  # one all-reduce per network per step (no-op on one process)
     scaler.step(opt)
     scaler.update()
 
@@ -339,12 +330,7 @@ def _vae_step(G, E, opt, batches, cond, autocast, scaler, acc, dist) -> None:
         z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()
         recon = G(z, cond(y))
         loss, mse, kl = losses.vae_loss(recon.float(), x, mu.float(), logvar.float())
-    opt.zero_grad(set_to_none=True)
-    scaler.scale(loss).backward()
-    dist.average_gradients(G)
-    dist.average_gradients(E)
-    scaler.step(opt)
-    scaler.update()
+    _backward_step(loss, opt, scaler, dist, G, E)  # one optimizer over decoder and encoder
     acc.add("g_loss", loss)
     acc.add("mse", mse)
     acc.add("kl", kl)
@@ -382,43 +368,6 @@ class _Accumulator:
     def load(self, state: dict):
         self.sums = {k: v.to(self.device) for k, v in state["sums"].items()}
         self.counts = dict(state["counts"])
-
-
-def _judge_for_training(cfg: TrainConfig, schema: Schema | None, device):
-    """--eval-every needs a judge trained on this data (checked before anything is written)."""
-    from .metrics.judge import load_judge
-    path = Path(cfg.train_dir) / f"judge_{cfg.image_size}.pt"
-    if schema is None:
-        raise UserError("--eval-every measures label accuracy, but this data set has no labels")
-    if not path.is_file():
-        raise UserError(f"{path}: --eval-every needs a judge; run `anime-gan train-judge -t {cfg.train_dir} "
-                        f"--image-size {cfg.image_size}` first")
-    judge, _ = load_judge(path, device)
-    if judge.schema != schema:
-        raise UserError(f"{path}: judge trained on other labels; retrain it with `anime-gan train-judge`")
-    return judge
-
-
-def _evaluate(G, cfg, schema, judge, data, device, step, ckpt_dir: Path, tb) -> None:
-    """Offline metrics (judge accuracy and judge-feature FID) into metrics.jsonl and metrics.png."""
-    from .metrics.evaluate import evaluate
-    # Its own generator: evaluating must not change the training trajectory.
-    gen = torch.Generator(device).manual_seed(cfg.seed + 99991)
-    m = evaluate(G, cfg, schema, judge, data, 5, device, gen, metrics=("accuracy", "judge-fid"),
-                 fid_samples=500)
-    flat = {"step": step, "judge_fid": m["judge_fid"],
-            **{f"acc_{k}": v for k, v in m["accuracy"].items() if isinstance(v, float)}}
-    with open(ckpt_dir / "metrics.jsonl", "a") as f:
-        f.write(json.dumps({"step": step, "checkpoint": None, "metrics": m, "during_training": True}) + "\n")
-    history = [r for r in _read_stats(ckpt_dir / "metrics_flat.jsonl")] + [flat]
-    with open(ckpt_dir / "metrics_flat.jsonl", "a") as f:
-        f.write(json.dumps(flat) + "\n")
-    render.plot_curves(history, [k for k in flat if k.startswith("acc_")], ckpt_dir / "metrics.png",
-                       title="label accuracy judged by the classifier (higher is better)")
-    if tb is not None:
-        for k, v in flat.items():
-            if k != "step":
-                tb.add_scalar(f"metrics/{k}", v, step)
 
 
 def _check_finite(rec: dict, step: int, ckpt_dir: Path) -> None:
@@ -467,90 +416,6 @@ def _tensorboard(ckpt_dir: Path, cfg: TrainConfig):
     except ImportError:
         raise UserError("--tensorboard needs the tensorboard package: pip install tensorboard") from None
     return SummaryWriter(str(ckpt_dir / "tensorboard"))
-
-
-def _plain(d):
-    """Tuples -> lists so the dict round-trips through JSON and weights-only loading unchanged."""
-    if isinstance(d, dict):
-        return {k: _plain(v) for k, v in d.items()}
-    if isinstance(d, (list, tuple)):
-        return [_plain(v) for v in d]
-    return d
-
-
-def _save(step, cfg, mcfg, schema, G, D, G_ema, opt_G, opt_D, scaler, gen, acc, ckpt_dir, dist) -> None:
-    if dist.world_size > 1 and not dist.in_sync(G, D):
-        raise UserError(f"step {step}: the {dist.world_size} processes no longer hold the same weights; "
-                        f"this is a bug, please report it with the command you ran")
-    if not dist.is_main:
-        dist.barrier()
-        return
-    common = {"format": checkpoint.FORMAT, "step": step, "config": cfg.to_dict(),
-              "model": _plain(asdict(mcfg)), "schema": schema.to_dict() if schema else None}
-    trainer = {**common, "kind": "trainer", "D": D.state_dict(), "opt_G": opt_G.state_dict(),
-               "opt_D": opt_D.state_dict(), "scaler": scaler.state_dict(),
-               "rng": {"torch": torch.get_rng_state(), "gen": gen.get_state(),
-                       "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
-               "acc": acc.state(), "world_size": dist.world_size}
-    generator = {**common, "kind": "generator", "G": G.state_dict(),
-                 "G_ema": G_ema.state_dict() if G_ema is not None else None}
-    try:
-        # D first: a G_<N> file therefore always has its D_<N> beside it once both renames ran.
-        checkpoint.save(trainer, ckpt_dir / f"D_{step}.ckpt")
-        checkpoint.save(generator, ckpt_dir / f"G_{step}.ckpt")
-    except OSError as e:
-        raise UserError(f"{ckpt_dir}: could not write the step-{step} checkpoint ({e.strerror}); "
-                        f"free space or choose another -c; the previous checkpoint is intact") from None
-    for old in checkpoint.resumable_steps(ckpt_dir)[:-cfg.keep_d] if cfg.keep_d > 0 else []:
-        (ckpt_dir / f"D_{old}.ckpt").unlink(missing_ok=True)
-    dist.barrier()
-
-
-def _restore(path: Path, cfg, G, D, G_ema, opt_G, opt_D, scaler, gen, acc, ckpt_dir: Path):
-    g = checkpoint.load(path, "generator")
-    d_path = path.with_name(path.name.replace("G_", "D_", 1))
-    if not d_path.exists():
-        raise UserError(f"{d_path}: missing, so {path.name} can be sampled from but not resumed; "
-                        f"resume from a step that has both files")
-    d = checkpoint.load(d_path, "trainer")
-    saved = TrainConfig.from_dict(g["config"])
-    for key in ("model", "embed", "nf", "z_dim", "image_size"):
-        if getattr(saved, key) != getattr(cfg, key):
-            raise UserError(f"{path}: was trained with --{key.replace('_', '-')} {getattr(saved, key)}, "
-                            f"not {getattr(cfg, key)}; pass the same value to resume")
-    try:
-        G.load_state_dict(g["G"])
-        D.load_state_dict(d["D"])
-        if G_ema is not None:
-            G_ema.load_state_dict(g["G_ema"] or g["G"])
-        opt_G.load_state_dict(d["opt_G"])
-        opt_D.load_state_dict(d["opt_D"])
-    except (RuntimeError, KeyError, ValueError) as e:
-        raise UserError(f"{path}: does not match this model ({str(e).splitlines()[0][:160]})") from None
-    scaler.load_state_dict(d["scaler"])
-    torch.set_rng_state(d["rng"]["torch"])
-    gen.set_state(d["rng"]["gen"])
-    if d["rng"]["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(d["rng"]["cuda"])
-    acc.load(d["acc"])
-    step = int(g["step"])
-    # Logs continue where the snapshot was taken: lines written after it are dropped.
-    stats = path.parent / "stats.jsonl"
-    records = _read_stats(stats)
-    records = [r for r in records if r.get("step", 0) <= step]
-    (ckpt_dir / "stats.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
-    return step, records
-
-
-def _read_stats(path: Path) -> list[dict]:
-    """stats.jsonl lines; a line cut short by a crash (kill -9 mid-write) is dropped, not fatal."""
-    records = []
-    for line in path.read_text().splitlines() if path.exists() else []:
-        try:
-            records.append(json.loads(line))
-        except ValueError:
-            continue
-    return records
 
 
 class _StopFlag:

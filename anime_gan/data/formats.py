@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -87,7 +88,8 @@ def _scan_tag_pickle(root: Path) -> Source:
 
 def _add_numbered(src: Source, images: Path, stem) -> bool:
     """Append images/<stem>.jpg|png|jpeg to src.files, or record it as missing."""
-    file = next((images / f"{stem}{s}" for s in (".jpg", ".png", ".jpeg") if (images / f"{stem}{s}").exists()),
+    # os.path.exists: a key that cannot be a file name (too long, NUL) is a missing image, not a crash
+    file = next((images / f"{stem}{s}" for s in (".jpg", ".png", ".jpeg") if os.path.exists(images / f"{stem}{s}")),
                 None)
     if file is None:
         src.skipped.append((str(images / f"{stem}.jpg"), "missing image"))
@@ -98,11 +100,16 @@ def _add_numbered(src: Source, images: Path, stem) -> bool:
 
 def _tag_vector(value, path: Path, key) -> np.ndarray:
     """A 22-dim tensor, or the (hair_onehot, eye_onehot) tuple seed 001's own code stores."""
+    if isinstance(value, dict):
+        raise KeyError("boom")
     parts = value if isinstance(value, (tuple, list)) and len(value) and not np.isscalar(value[0]) else [value]
     try:
         flat = [p.detach().cpu().numpy() if isinstance(p, torch.Tensor) else np.asarray(p) for p in parts]
-        return np.concatenate([f.astype(np.float32).reshape(-1) for f in flat])
-    except (TypeError, ValueError) as e:
+        if any(np.iscomplexobj(f) for f in flat):
+            raise TypeError("complex numbers")
+        with np.errstate(over="ignore", invalid="ignore"):  # out-of-range values fail schema.check
+            return np.concatenate([f.astype(np.float32).reshape(-1) for f in flat])
+    except (TypeError, ValueError, OverflowError) as e:
         raise UserError(f"{path} entry {key!r}: label is not a vector of numbers ({e}); re-export it "
                         f"with a 0/1 tensor or array per image, or a (hair, eye) tuple of them") from None
 
@@ -111,8 +118,10 @@ def _scan_json(root: Path, objects_path: Path) -> Source:
     objects = _read_json(objects_path, dict)
     try:
         names = [n for n, _ in sorted(objects.items(), key=lambda kv: int(kv[1]))]
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise UserError(f"{objects_path}: expected {{name: index}} with integer indices") from None
+    if not names:
+        raise UserError(f"{objects_path}: lists no objects; expected {{name: index}} with at least one name")
     schema = multi_label_schema(names)
     train_path = root / "train.json"
     if not train_path.exists():
@@ -130,7 +139,7 @@ def _scan_json(root: Path, objects_path: Path) -> Source:
         if unknown:
             raise UserError(f"{train_path}: entry {name!r} names unknown object(s) {unknown}; "
                             f"valid names are listed in {objects_path.name}")
-        file = next((d / name for d in image_dirs if (d / name).is_file()), None)
+        file = next((d / name for d in image_dirs if os.path.isfile(d / name)), None)
         if file is None:
             src.skipped.append((str(image_dirs[0] / name), "missing image"))
             continue

@@ -34,6 +34,9 @@ def cache_paths(root, size: int) -> tuple[Path, Path, Path]:
 def prepare(cfg: PrepareConfig) -> dict:
     if cfg.image_size not in (32, 64, 128):
         raise UserError(f"--image-size {cfg.image_size} is not supported; use 32, 64 or 128")
+    for name in ("synthetic", "seed", "workers"):
+        if getattr(cfg, name) < 0:
+            raise UserError(f"--{name} must be 0 or more, got {getattr(cfg, name)}")
     out = Path(cfg.out)
     if cfg.synthetic:
         _check_writable(out)
@@ -43,6 +46,10 @@ def prepare(cfg: PrepareConfig) -> dict:
         if cfg.source is None:
             raise UserError("prepare needs a SOURCE folder, or --synthetic N for the built-in faces")
         src = scan(cfg.source)  # before touching `out`: a wrong SOURCE must not create folders
+        if src.schema is None and not _same(src.root, out) and (out / "tags.pickle").exists():
+            # its tags.pickle would stay beside the new, unlabelled images and describe the old ones
+            raise UserError(f"{out}: holds a labelled data set and {src.root} has no labels; choose an "
+                            f"empty folder with -o (nothing was changed)")
         _check_writable(out)
     if not src.files:
         raise UserError(f"{src.root}: no usable images found ({len(src.skipped)} skipped); "

@@ -1,7 +1,8 @@
 """`evaluate`: every metric of one generator against one data set, as a plain dict.
 
-The trainer calls `evaluate` directly (offline metrics only); `run_eval` is `anime-gan eval`:
-it loads the files, adds Inception FID, and appends the result to the run's metrics.jsonl.
+`run_eval` is `anime-gan eval`: it loads the files, adds Inception FID, and appends the result to
+the run's metrics.jsonl.  `train --eval-every` uses `load_training_judge` and
+`evaluate_during_training` (offline metrics only, into metrics.jsonl and metrics.png).
 
     accuracy   judge's per-group / joint accuracy on K fakes per label combination
     judge-fid  FID in the judge's penultimate feature space (offline)
@@ -19,12 +20,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .. import checkpoint
+from .. import checkpoint, render
+from ..config import TrainConfig
 from ..data.dataset import Packed, open_packed
 from ..errors import UserError
 from ..labels import Schema, encode
 from ..models import PRESETS
-from ..train import pick_device
 from .accuracy import attribute_accuracy, default_conditions, read_conditions
 from .config import OFFLINE_METRICS, EvalConfig, validate_eval
 from .fid import StatsAccumulator, frechet_distance, real_stats, stats_of
@@ -149,8 +150,45 @@ def _intra_fid(schema: Schema, feats: torch.Tensor, labels: torch.Tensor, real: 
     return {"mean": mean, "classes": per, "min_class": min_class, "skipped": total - len(per)}
 
 
+def load_training_judge(cfg: TrainConfig, schema: Schema | None, device):
+    """--eval-every needs a judge trained on this data (checked before anything is written)."""
+    path = Path(cfg.train_dir) / f"judge_{cfg.image_size}.pt"
+    if schema is None:
+        raise UserError("--eval-every measures label accuracy, but this data set has no labels")
+    if not path.is_file():
+        raise UserError(f"{path}: --eval-every needs a judge; run `anime-gan train-judge -t {cfg.train_dir} "
+                        f"--image-size {cfg.image_size}` first")
+    judge, _ = load_judge(path, device)
+    if judge.schema != schema:
+        raise UserError(f"{path}: judge trained on other labels; retrain it with `anime-gan train-judge`")
+    return judge
+
+
+def evaluate_during_training(G, cfg: TrainConfig, schema: Schema, judge, data: Packed, device, step: int,
+                             ckpt_dir: Path, tb) -> None:
+    """Offline metrics (judge accuracy and judge-feature FID) into metrics.jsonl and metrics.png."""
+    # Its own generator: evaluating must not change the training trajectory.
+    gen = torch.Generator(device).manual_seed(cfg.seed + 99991)
+    m = evaluate(G, cfg, schema, judge, data, 5, device, gen, metrics=("accuracy", "judge-fid"),
+                 fid_samples=500)
+    flat = {"step": step, "judge_fid": m["judge_fid"],
+            **{f"acc_{k}": v for k, v in m["accuracy"].items() if isinstance(v, float)}}
+    with open(ckpt_dir / "metrics.jsonl", "a") as f:
+        f.write(json.dumps({"step": step, "checkpoint": None, "metrics": m, "during_training": True}) + "\n")
+    history = checkpoint.read_jsonl(ckpt_dir / "metrics_flat.jsonl") + [flat]
+    with open(ckpt_dir / "metrics_flat.jsonl", "a") as f:
+        f.write(json.dumps(flat) + "\n")
+    render.plot_curves(history, [k for k in flat if k.startswith("acc_")], ckpt_dir / "metrics.png",
+                       title="label accuracy judged by the classifier (higher is better)")
+    if tb is not None:
+        for k, v in flat.items():
+            if k != "step":
+                tb.add_scalar(f"metrics/{k}", v, step)
+
+
 def run_eval(cfg: EvalConfig, log=lambda msg: None) -> dict:
     """`anime-gan eval`: load G, data and judge, evaluate, append to <run>/metrics.jsonl."""
+    from ..train import pick_device  # here, not above: train imports this module
     validate_eval(cfg)
     device = pick_device(cfg.device)
     path = checkpoint.generator_path(cfg.model_dir)

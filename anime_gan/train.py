@@ -136,6 +136,7 @@ def train(cfg: TrainConfig) -> Path:
     if dist.is_main:
         for d in (sample_dir, ckpt_dir):
             _check_writable(d)
+        _check_space(ckpt_dir, G, D)
         checkpoint.remove_partial(ckpt_dir)
 
     gen = torch.Generator(device).manual_seed(cfg.seed * 1000 + dist.rank)
@@ -282,6 +283,17 @@ def _model_config(cfg: TrainConfig, preset, schema: Schema | None) -> ModelConfi
                        nf=cfg.nf, image_size=cfg.image_size)
 
 
+def _check_space(ckpt_dir: Path, *modules) -> None:
+    """Refuse to start when the disk cannot hold two snapshots (weights + Adam moments + EMA)."""
+    import shutil
+    numel = sum(p.numel() for m in modules for p in m.parameters())
+    need = 2 * 4 * numel * 4  # two snapshots, ~4 fp32 copies of every weight each
+    free = shutil.disk_usage(ckpt_dir).free
+    if free < need:
+        raise UserError(f"{ckpt_dir}: only {free / 2**20:.0f} MiB free, a snapshot pair needs about "
+                        f"{need / 2**20:.0f} MiB; free space or choose another -c")
+
+
 def _check_writable(d: Path) -> None:
     try:
         d.mkdir(parents=True, exist_ok=True)
@@ -307,11 +319,34 @@ def _optimizers(G, D, preset, hyper, device):
 def _maybe_compile(G, D, enabled: bool, log):
     if not enabled:
         return G, D
-    try:
-        return torch.compile(G), torch.compile(D)
-    except Exception as e:  # older torch, unsupported platform: train uncompiled, say so
-        log(f"--compile unavailable here ({type(e).__name__}: {e}); continuing without it")
-        return G, D
+    return _CompiledOrEager(G, "G", log), _CompiledOrEager(D, "D", log)
+
+
+class _CompiledOrEager:
+    """torch.compile(module), falling back to the plain module if compiling fails.
+
+    Compilation happens lazily at the first call, so that is where a missing compiler or an
+    unsupported platform shows up; the run then continues uncompiled and says so once."""
+
+    def __init__(self, module, name: str, log):
+        self.module, self.name, self.log = module, name, log
+        try:
+            self.compiled = torch.compile(module)
+        except Exception as e:  # torch without dynamo support on this platform
+            self._give_up(e)
+
+    def _give_up(self, e: Exception) -> None:
+        self.log(f"--compile: {self.name} cannot be compiled here ({type(e).__name__}: "
+                 f"{str(e).splitlines()[0][:120] if str(e) else ''}); continuing without it")
+        self.compiled = None
+
+    def __call__(self, *args):
+        if self.compiled is not None:
+            try:
+                return self.compiled(*args)
+            except Exception as e:
+                self._give_up(e)
+        return self.module(*args)
 
 
 def _backward_step(loss, opt, scaler, dist, *modules) -> None:

@@ -136,3 +136,25 @@ def test_checkpoint_of_another_architecture_is_refused(tmp_path, data, capsys):
     code = main([base[0], "--model", "sagan", *base[3:], "-i", "4", "--resume",
                  str(tmp_path / "c" / "r" / "G_2.ckpt")])
     assert code == 2 and "was trained with --model cgan" in capsys.readouterr().err
+
+
+def test_full_disk_is_refused_before_training(tmp_path, data, monkeypatch, capsys):
+    import shutil
+    from collections import namedtuple
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**9, 10**9 - 1000, 1000))
+    code = main([*TRAIN, "-t", str(data), "-s", str(tmp_path / "s"), "-c", str(tmp_path / "c"), "-i", "2"])
+    assert code == 2 and "MiB free" in capsys.readouterr().err
+    assert not list((tmp_path / "c").rglob("*.ckpt"))
+
+
+def test_compile_that_fails_falls_back_to_eager(tmp_path, data, monkeypatch, capsys):
+    def broken_compile(module, *a, **k):
+        def fail(*args):
+            raise RuntimeError("no compiler on this machine")
+        return fail
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    code = main([*TRAIN[:-3], "-t", str(data), "-s", str(tmp_path / "s"), "-c", str(tmp_path / "c"),
+                 "-i", "2", "--check", "2", "--compile", "--name", "r"])
+    assert code == 0 and "continuing without it" in capsys.readouterr().err
+    assert checkpoint.resumable_steps(tmp_path / "c" / "r") == [2]

@@ -100,8 +100,6 @@ def _add_numbered(src: Source, images: Path, stem) -> bool:
 
 def _tag_vector(value, path: Path, key) -> np.ndarray:
     """A 22-dim tensor, or the (hair_onehot, eye_onehot) tuple seed 001's own code stores."""
-    if isinstance(value, dict):
-        raise KeyError("boom")
     parts = value if isinstance(value, (tuple, list)) and len(value) and not np.isscalar(value[0]) else [value]
     try:
         flat = [p.detach().cpu().numpy() if isinstance(p, torch.Tensor) else np.asarray(p) for p in parts]

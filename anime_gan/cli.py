@@ -208,7 +208,7 @@ def main(argv=None) -> int:
     try:
         return _run(args)
     except UserError as e:
-        print(f"anime-gan {args.command}: error: {e}", file=sys.stderr)
+        print(f"anime-gan {args.command}: error: {_one_line(str(e))}", file=sys.stderr)
         return 2
 
 

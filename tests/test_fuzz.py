@@ -9,6 +9,7 @@ Images are 8x8 PNGs and caches 32px so the whole file runs in well under a minut
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import json
 import math
@@ -16,6 +17,7 @@ import os
 import pickle
 import re
 import shutil
+import signal
 import tempfile
 import warnings
 from pathlib import Path
@@ -27,7 +29,7 @@ from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 from anime_gan import safe_pickle
-from anime_gan.cli import build_parser
+from anime_gan.cli import build_parser, main
 from anime_gan.data.formats import scan
 from anime_gan.errors import UserError
 from anime_gan.labels import COLOR_RGB, EYE_COLORS, HAIR_COLORS, Schema
@@ -37,6 +39,7 @@ from conftest import CLEVR_OBJECTS, draw, snapshot
 TINY = (8, 8)
 PAIRS = [(0, 1), (5, 9), (11, 3)]          # (hair, eye) of images/0.png, 1.png, 2.png
 PREPARE = ("-q", "--image-size", "32")
+HANG_S = 120                               # one command takes milliseconds; this long is a hang
 
 
 def fuzz(n: int):
@@ -52,6 +55,7 @@ def fresh(tmp_path: Path) -> Path:
 
 
 def label(h: int, e: int) -> np.ndarray:
+    """The 22-dim multi-hot label of hair colour h and eye colour e."""
     vec = np.zeros(len(HAIR_COLORS) + len(EYE_COLORS), np.float32)
     vec[h] = vec[len(HAIR_COLORS) + e] = 1.0
     return vec
@@ -64,12 +68,31 @@ def draw_images(folder: Path, names, pairs=PAIRS) -> None:
 
 # ---- the property ---------------------------------------------------------------------------------
 
+class Hang(BaseException):
+    """Not an Exception, so that no `except Exception` in the code under test can swallow it."""
+
+
+def _hang(signum, frame):
+    raise Hang(f"one call ran for {HANG_S} s")
+
+
+@contextlib.contextmanager
+def no_hang():
+    previous = signal.signal(signal.SIGALRM, _hang)
+    signal.alarm(HANG_S)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
 def clean_exit(cli, command, *args):
     """Run `anime-gan COMMAND ARGS`: exit 0, or 2 with one 'anime-gan ...: error:' line on stderr.
 
-    An exception other than argparse's SystemExit escapes `cli` and fails the test. A warning
-    (other than a deprecation) counts as stderr output: the real CLI would print it."""
-    with warnings.catch_warnings(record=True) as caught:
+    An exception other than argparse's SystemExit escapes `cli` and fails the test, and so does a
+    hang. A warning (other than a deprecation) counts as stderr output: the real CLI prints it."""
+    with no_hang(), warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         rc, out, err = cli(command, *args)
     shown = [w for w in caught if not issubclass(w.category, (DeprecationWarning, PendingDeprecationWarning))]
@@ -86,7 +109,7 @@ def clean_exit(cli, command, *args):
 
 def scan_is_clean(root: Path) -> None:
     """`scan` either returns or raises UserError: nothing else."""
-    with warnings.catch_warnings():
+    with no_hang(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
             scan(root)
@@ -180,7 +203,18 @@ LABELS = st.recursive(st.one_of(SCALARS, arrays(), near_valid_labels()),
 KEYS = st.one_of(st.integers(0, 3), st.integers(), st.sampled_from(["0", "1", " 2", "../0", "a/b", "x" * 300,
                                                                     "a\x00b", "a\nb", "", None, 1.0, True]),
                  st.text(max_size=5), st.none(), st.tuples(st.integers(0, 2)), st.floats())
-TAGS = st.one_of(st.dictionaries(KEYS, st.one_of(near_valid_labels(), LABELS), max_size=4),
+
+
+@st.composite
+def one_bad_entry(pick):
+    """Good labels for images 0-2 and one more entry (or a replaced one) of any key and value."""
+    tags = {i: torch.from_numpy(label(h, e)) for i, (h, e) in enumerate(PAIRS)}
+    tags[pick(st.one_of(st.sampled_from([0, 1, 2, 3]), KEYS))] = pick(st.one_of(LABELS, near_valid_labels()))
+    return tags
+
+
+TAGS = st.one_of(one_bad_entry(),
+                 st.dictionaries(KEYS, st.one_of(near_valid_labels(), LABELS), max_size=4),
                  st.dictionaries(st.integers(0, 3), near_valid_labels(), min_size=1, max_size=4),
                  LABELS, st.lists(near_valid_labels(), max_size=3), st.frozensets(st.integers(), max_size=3))
 
@@ -304,17 +338,28 @@ def csv_source(content):
 @example(head=b"", body=b"cos\nsystem\n(S'true'\ntR.", strict=False)         # a hostile global
 @example(head=b"(dp0\n", body=b"\x96\x0c\xa8\xbbJ~n\x8aT2u\x8eat\x05\xea\xe0x", strict=True)  # huge bytearray
 def test_tags_pickle_of_arbitrary_bytes(cli, tmp_path, head, body, strict):
+    """Random bytes, some behind a pickle protocol header; `scan` and `prepare` both stay clean."""
     prepare_is_clean(cli, tmp_path, tag_source(head + body), *(["--strict"] if strict else []))
+
+
+def inner_protocol_3() -> bytes:
+    """A tensor's nested torch.save blob claiming pickle protocol 3 (torch.load warns about it)."""
+    data = good_pickle("tensor", 4)
+    i = data.index(b"\x80\x02\x8a\n")
+    return data[:i] + b"\x80\x03" + data[i + 2:]
 
 
 @fuzz(60)
 @given(data=mutated_pickles(), strict=st.booleans())
+@example(data=inner_protocol_3(), strict=False)
 def test_tags_pickle_with_mutated_bytes(cli, tmp_path, data, strict):
+    """A real tags.pickle with a few bytes flipped, inserted or deleted, or cut short."""
     prepare_is_clean(cli, tmp_path, tag_source(data), *(["--strict"] if strict else []))
 
 
 @fuzz(60)
 @given(tags=TAGS, protocol=st.integers(0, 5), strict=st.booleans())
+@example(tags={0: label(0, 1), 1: {"hair": 1}}, protocol=4, strict=False)    # a dict as a label
 @example(tags={0: [10 ** 400] * 22}, protocol=4, strict=False)               # too big for a float
 @example(tags={0: [1j] * 22}, protocol=4, strict=False)                      # complex
 @example(tags={0: [1e300] * 22}, protocol=4, strict=False)                   # overflows float32
@@ -322,6 +367,7 @@ def test_tags_pickle_with_mutated_bytes(cli, tmp_path, data, strict):
 @example(tags={0: label(0, 1), "a\nb": label(1, 1)}, protocol=4, strict=True)  # newline in a name
 @example(tags={i: torch.from_numpy(label(h, e)) for i, (h, e) in enumerate(PAIRS)}, protocol=4, strict=True)
 def test_tags_pickle_with_wrong_values(cli, tmp_path, tags, protocol, strict):
+    """Real pickles of wrong things: keys of any type, labels of any shape, dtype and value."""
     prepare_is_clean(cli, tmp_path, tag_source(pickle.dumps(tags, protocol=protocol)),
                      *(["--strict"] if strict else []))
 
@@ -373,6 +419,7 @@ def test_schema_json_beside_tags_pickle(cli, tmp_path, schema, picks):
 @example(objects_name="objects.json", objects='{"gray cube": 0}', train='{"scene_0.png": ["gray cube"]}',
          strict=True)
 def test_json_layout(cli, tmp_path, objects_name, objects, train, strict):
+    """objects.json / train.json holding any JSON value, invalid JSON, raw bytes, or missing."""
     prepare_is_clean(cli, tmp_path, json_source(objects_name, objects, train), *(["--strict"] if strict else []))
 
 
@@ -398,6 +445,7 @@ CSV_TEXT = st.one_of(
 @example(content="x" * 300 + ",blue hair red eyes\n0,blue hair red eyes", strict=False)   # file name too long
 @example(content='"' + "x" * 200_000, strict=False)                                      # field over csv's limit
 def test_tags_csv(cli, tmp_path, content, strict):
+    """tags.csv of any lines: stray quotes and commas, NULs, unicode, \\r line ends, bytes."""
     prepare_is_clean(cli, tmp_path, csv_source(content), *(["--strict"] if strict else []))
 
 
@@ -428,6 +476,7 @@ def valid_csv(pick):
 @fuzz(25)
 @given(case=valid_csv())
 def test_tags_csv_with_valid_colours_parses_to_the_right_labels(cli, tmp_path, case):
+    """Every row naming a real hair and eye colour is read, and as exactly those colours."""
     text, expected = case
     root = fresh(tmp_path)
     csv_source(text)(root / "src")
@@ -466,6 +515,8 @@ ODD_VALUES = st.sampled_from(["0", "-1", "-0", "1e9", "1e400", str(10 ** 30), "n
 
 @pytest.mark.parametrize("command", ["prepare", "train", "test", "eval", "train-judge"])
 def test_dry_run_with_random_arguments(cli, tmp_path, monkeypatch, command):
+    """Any mix of the command's flags, odd values and unknown flags with --dry-run: exit 0 with
+    the config as JSON, or an argparse / UserError line with exit 2; and no file in the cwd."""
     flags, choices = _vocabulary(command)
     values = st.one_of(NUMBERS, ODD_VALUES, WORDS, st.sampled_from(choices))
     token_groups = st.one_of(st.tuples(st.sampled_from(flags)), st.tuples(st.sampled_from(flags), values),
@@ -491,7 +542,8 @@ def test_dry_run_with_random_arguments(cli, tmp_path, monkeypatch, command):
             assert err == "", err
             if not out.startswith(("usage:", "anime-gan ")):     # not --help / --version
                 json.loads(out)
-        assert list(cwd.rglob("*")) == [], f"--dry-run wrote {list(cwd.rglob('*'))}"
+        written = [p for p in cwd.rglob("*") if ".hypothesis" not in p.parts]   # hypothesis' own cache
+        assert written == [], f"--dry-run wrote {written}"
     run()
 
 
@@ -519,13 +571,15 @@ def test_prepare_numeric_flags_for_real(cli, tmp_path, synthetic, seed, workers)
 def good_out(tmp_path_factory):
     root = tmp_path_factory.mktemp("good")
     tag_source(pickle.dumps(good_tags(), protocol=4))(root / "src")
-    from anime_gan.cli import main
     assert main(["prepare", str(root / "src"), "-o", str(root / "out"), *PREPARE]) == 0
     return root / "out"
 
 
-CORRUPT_IMAGES = st.lists(st.one_of(st.binary(max_size=40), st.sampled_from([b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff"])),
+# per image: None (a good image, of another colour than the good set's) or bytes that do not decode
+CORRUPT_IMAGES = st.lists(st.one_of(st.none(), st.binary(max_size=40),
+                                    st.sampled_from([b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff"])),
                           min_size=3, max_size=3)
+OTHER_PAIRS = [(7, 2), (8, 4), (9, 6)]
 BAD_SOURCES = st.one_of(
     st.tuples(st.just("tags.pickle"), PICKLE_BYTES),
     st.tuples(st.just("json"), json_text(OBJECTS_DOCS), json_text(TRAIN_DOCS)),
@@ -542,22 +596,29 @@ def write_bad(root: Path, case) -> None:
         json_source("objects.json", case[1], case[2])(root)
     elif kind == "csv":
         csv_source(case[1])(root)
-    elif kind == "corrupt images":   # labels fine, no image decodes
-        tag_source(pickle.dumps(good_tags(), protocol=4))(root)
+    elif kind == "corrupt images":   # labels fine, some images do not decode: fatal with --strict
+        tag_source(good_pickle("tensor", 4))(root)
+        draw_images(root / "images", [f"{i}.png" for i in range(3)], OTHER_PAIRS)
         for i, data in enumerate(case[1]):
-            (root / "images" / f"{i}.png").write_bytes(data)
+            if data is not None:
+                (root / "images" / f"{i}.png").write_bytes(data)
     else:                            # one label without its image: fatal with --strict
         tags = good_tags()
         tags[case[1]] = tags[0]
         tag_source(pickle.dumps(tags, protocol=4))(root)
+        draw_images(root / "images", [f"{i}.png" for i in range(3)], OTHER_PAIRS)
 
 
 @fuzz(40)
 @given(case=BAD_SOURCES, strict=st.booleans())
 @example(case=("corrupt images", [b"", b"\x89PNG\r\n\x1a\n", b"junk"]), strict=False)
+@example(case=("corrupt images", [None, b"junk", None]), strict=True)
 @example(case=("missing image", 7), strict=True)
 @example(case=("tags.pickle", b"\x80\x04N."), strict=False)
+@example(case=("json", None, None), strict=False)     # unlabelled images into a labelled set
 def test_failed_prepare_leaves_an_existing_data_set_byte_identical(cli, tmp_path, good_out, case, strict):
+    """OUT holds a good data set; `prepare BAD -o OUT` exits 2 and leaves every byte of it as it was,
+    no *.tmp* file included (or succeeds, and OUT is then a clean data set)."""
     case_dir = fresh(tmp_path)
     out = shutil.copytree(good_out, case_dir / "out")
     before = snapshot(out)

@@ -172,3 +172,28 @@ def test_torch_save_of_tags_is_also_refused_as_a_plain_pickle(tmp_path):
     path.write_bytes(buf.getvalue())
     with pytest.raises(UserError, match="not a plain tags pickle"):
         safe_pickle.load(path)
+
+
+def test_label_files_cannot_point_outside_the_data_folder(tmp_path, cli):
+    """A train.json or tags.pickle key like '../../secret.png' is skipped, never read."""
+    import json as _json
+    import pickle as _pickle
+
+    from PIL import Image as _Image
+    (tmp_path / "secret.png").parent.mkdir(parents=True, exist_ok=True)
+    _Image.new("RGB", (8, 8), (255, 0, 0)).save(tmp_path / "secret.png")
+    src = tmp_path / "src"
+    (src / "images").mkdir(parents=True)
+    _Image.new("RGB", (8, 8)).save(src / "images" / "ok.png")
+    (src / "objects.json").write_text(_json.dumps({"red cube": 0}))
+    (src / "train.json").write_text(_json.dumps({"../../secret.png": ["red cube"], "ok.png": ["red cube"]}))
+    code, out, _ = cli("prepare", str(src), "-o", str(tmp_path / "out"), "--image-size", "32", "-q")
+    assert code == 0 and "1 images" in out and "unsafe file name" in out
+    tags = tmp_path / "tp"
+    (tags / "images").mkdir(parents=True)
+    with open(tags / "tags.pickle", "wb") as f:
+        label = torch.zeros(22)
+        label[0] = label[12] = 1
+        _pickle.dump({"../../secret": label}, f)
+    code, _, err = cli("prepare", str(tags), "-o", str(tmp_path / "out2"), "--image-size", "32", "-q")
+    assert code == 2 and "no usable images" in err

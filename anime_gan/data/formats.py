@@ -86,8 +86,16 @@ def _scan_tag_pickle(root: Path) -> Source:
     return src
 
 
+def _plain_name(name: str) -> bool:
+    """Labels name files inside the data folder; '../x', '/etc/x' or 'a/b' would read elsewhere."""
+    return bool(name) and name not in (".", "..") and "/" not in name and "\\" not in name
+
+
 def _add_numbered(src: Source, images: Path, stem) -> bool:
     """Append images/<stem>.jpg|png|jpeg to src.files, or record it as missing."""
+    if not _plain_name(str(stem)):
+        src.skipped.append((str(stem)[:80], "unsafe file name (a path, not a name)"))
+        return False
     # os.path.exists: a key that cannot be a file name (too long, NUL) is a missing image, not a crash
     file = next((images / f"{stem}{s}" for s in (".jpg", ".png", ".jpeg") if os.path.exists(images / f"{stem}{s}")),
                 None)
@@ -137,6 +145,9 @@ def _scan_json(root: Path, objects_path: Path) -> Source:
         if unknown:
             raise UserError(f"{train_path}: entry {name!r} names unknown object(s) {unknown}; "
                             f"valid names are listed in {objects_path.name}")
+        if not _plain_name(name):
+            src.skipped.append((name[:80], "unsafe file name (a path, not a name)"))
+            continue
         file = next((d / name for d in image_dirs if os.path.isfile(d / name)), None)
         if file is None:
             src.skipped.append((str(image_dirs[0] / name), "missing image"))

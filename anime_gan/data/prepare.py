@@ -23,6 +23,7 @@ from ..labels import Schema, anime_schema
 from .formats import IMAGE_SUFFIXES, Source, read_image, scan
 
 CACHE_DIR = "cache"
+MAX_SYNTHETIC = 1_000_000  # ~12 GB of PNGs; more is a typo, not a data set
 
 
 def cache_paths(root, size: int) -> tuple[Path, Path, Path]:
@@ -37,6 +38,9 @@ def prepare(cfg: PrepareConfig) -> dict:
     for name in ("synthetic", "seed", "workers"):
         if getattr(cfg, name) < 0:
             raise UserError(f"--{name} must be 0 or more, got {getattr(cfg, name)}")
+    if cfg.synthetic > MAX_SYNTHETIC:
+        raise UserError(f"--synthetic {cfg.synthetic} is more than the {MAX_SYNTHETIC:,} faces this "
+                        f"tool draws; ask for fewer")
     out = Path(cfg.out)
     if cfg.synthetic:
         _check_writable(out)

@@ -210,6 +210,9 @@ def main(argv=None) -> int:
     except UserError as e:
         print(f"anime-gan {args.command}: error: {_one_line(str(e))}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # outside training's own handler (e.g. while preparing data)
+        print(f"anime-gan {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 def _run(args) -> int:

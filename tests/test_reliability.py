@@ -158,3 +158,21 @@ def test_compile_that_fails_falls_back_to_eager(tmp_path, data, monkeypatch, cap
                  "-i", "2", "--check", "2", "--compile", "--name", "r"])
     assert code == 0 and "continuing without it" in capsys.readouterr().err
     assert checkpoint.resumable_steps(tmp_path / "c" / "r") == [2]
+
+
+def test_ctrl_c_while_drawing_the_built_in_set_leaves_no_half_data_set(tmp_path, monkeypatch, capsys):
+    from anime_gan.data import synthetic
+    real_generate = synthetic.generate
+
+    def interrupted(n, seed=0, size=64):
+        for i, item in enumerate(real_generate(n, seed, size)):
+            if i == 5:
+                raise KeyboardInterrupt
+            yield item
+    monkeypatch.setattr(synthetic, "generate", interrupted)
+    out = tmp_path / "data"
+    assert main(["prepare", "--synthetic", "20", "-o", str(out), "-q"]) == 130
+    assert "interrupted" in capsys.readouterr().err
+    assert not (out / "images").exists() and not (out / "tags.pickle").exists()
+    monkeypatch.setattr(synthetic, "generate", real_generate)
+    assert main(["prepare", "--synthetic", "8", "-o", str(out), "-q"]) == 0  # the folder is reusable

@@ -184,11 +184,18 @@ def write_synthetic(out: Path, n: int, seed: int, size: int = 64, quiet: bool = 
     labels = np.zeros((n, schema.dim), np.float32)
     hair0, eye0 = schema.offsets[0], schema.offsets[1]
     items = generate(n, seed=seed, size=size)
-    for i, (img, hair, eye) in enumerate(tqdm(items, total=n, desc="drawing built-in faces", unit="img",
-                                                disable=quiet or None, file=sys.stderr)):
-        img.save(image_dir / f"{i}.png", optimize=False, compress_level=1)
-        labels[i, hair0 + hair] = labels[i, eye0 + eye] = 1.0
-    write_labels(out, list(range(n)), labels, schema, overwrite_priors=True)
+    try:
+        for i, (img, hair, eye) in enumerate(tqdm(items, total=n, desc="drawing built-in faces", unit="img",
+                                                    disable=quiet or None, file=sys.stderr)):
+            img.save(image_dir / f"{i}.png", optimize=False, compress_level=1)
+            labels[i, hair0 + hair] = labels[i, eye0 + eye] = 1.0
+        write_labels(out, list(range(n)), labels, schema, overwrite_priors=True)
+    except BaseException:
+        # Ctrl-C or a full disk half-way: leave no unlabelled image folder that looks like data.
+        shutil.rmtree(image_dir, ignore_errors=True)
+        for leftover in ("tags.pickle", "schema.json", *(f"{g.name}_prob.npy" for g in schema.groups)):
+            (out / leftover).unlink(missing_ok=True)
+        raise
 
 
 def _holds_data(folder: Path) -> bool:

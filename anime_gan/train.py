@@ -245,6 +245,8 @@ def train(cfg: TrainConfig) -> Path:
                     _append_stats(ckpt_dir, rec, tb)
                     bar.set_postfix({k: f"{v:.3f}" for k, v in rec.items() if k.endswith("loss")}
                                     | {"img/s": rec["img_per_s"]})
+                    if bar.disable and step % cfg.sample == 0:  # a log file gets a line, not a bar
+                        log(" ".join(f"{k} {v}" for k, v in rec.items()))
             if dist.is_main and (step % cfg.sample == 0 or step == cfg.iterations):
                 _write_samples(G_ema or G, fixed_z, fixed_c, row_names, sample_dir / f"fake_step_{step}.png", tb, step)
                 _plot(records, ckpt_dir, aux is not None)

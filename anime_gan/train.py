@@ -40,8 +40,8 @@ def pick_device(name: str, local_rank: int | None = None) -> torch.device:
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise UserError("-d cuda: no CUDA GPU is visible to PyTorch on this machine; "
-                            "use -d cpu (or -d auto)")
+            raise UserError(f"--device {name}: no CUDA GPU is visible to PyTorch on this machine; "
+                            f"use --device cpu (or auto)")
         if local_rank is not None and name == "cuda":
             return torch.device("cuda", local_rank)
     return torch.device(name)

@@ -40,3 +40,22 @@ def test_torchrun_two_cpu_ranks(tmp_path):
     assert main(["train", "-t", str(data), "-s", str(tmp_path / "s"), "-c", str(tmp_path / "c"), "--name", "r",
                  "--model", "wgan-gp", "--nf", "8", "-b", "4", "--image-size", "32", "-i", "4", "--check", "4",
                  "--resume", "-q"]) == 0
+
+
+def _sync_worker(rank, world, store, same, results):
+    import torch.distributed as tdist
+
+    from anime_gan.distributed import Dist
+    tdist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
+    torch.manual_seed(0 if same else rank)
+    net = torch.nn.Linear(4, 3)
+    results[rank] = Dist(rank, rank, world).in_sync(net)
+    tdist.destroy_process_group()
+
+
+def test_in_sync_detects_ranks_that_drifted_apart(tmp_path):
+    import torch.multiprocessing as mp
+    for same in (True, False):
+        results = mp.Manager().dict()
+        mp.spawn(_sync_worker, args=(2, tmp_path / f"store_{same}", same, results), nprocs=2)
+        assert dict(results) == {0: same, 1: same}

@@ -140,6 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="autocast precision (default fp32; bf16 works on CPU and GPU, fp16 on GPU)")
     p.add_argument("--compile", action="store_true", help="torch.compile G and D (falls back if unsupported)")
     p.add_argument("--channels-last", action="store_true", help="channels_last memory format (faster on GPU)")
+    p.add_argument("--cuda-graph", action="store_true",
+                   help="record the whole training step as a CUDA graph after 3 warm-up steps and replay it "
+                        "(one GPU, fp32/bf16; falls back to plain steps if recording fails)")
     p.add_argument("--data-on-device", default=d.data_on_device, choices=("auto", "on", "off"),
                    help="copy the packed data set to the training device once (auto: if it fits)")
     p.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm across processes under torchrun")

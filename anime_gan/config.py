@@ -66,6 +66,7 @@ class TrainConfig:
     # speed
     precision: str = "fp32"
     compile: bool = False
+    cuda_graph: bool = False         # record the whole step once, replay it (one CUDA process)
     channels_last: bool = False
     data_on_device: str = "auto"     # auto | on | off
     sync_bn: bool = False
@@ -112,6 +113,10 @@ def validate_train(cfg: TrainConfig) -> None:
             raise UserError(f"--{name} must be between 0 and 1, got {v}")
     if cfg.n_critic is not None and cfg.n_critic < 1:
         raise UserError(f"--n-critic must be at least 1, got {cfg.n_critic}")
+    if cfg.cuda_graph and cfg.precision == "fp16":
+        raise UserError("--cuda-graph cannot record fp16's loss scaling; use --precision bf16 or fp32")
+    if cfg.cuda_graph and cfg.compile:
+        raise UserError("--cuda-graph and --compile each take over the step; choose one")
     if not 0 <= cfg.ema_decay < 1:
         raise UserError(f"--ema-decay must be in [0, 1), got {cfg.ema_decay}")
 

@@ -1,7 +1,8 @@
 """`anime-gan train`: the training loop, read top to bottom.
 
 setup (device, data, models, optimizers) -> init (scratch or resume) -> loop:
-  (1) update D (n_critic times)  (2) update G  (3) EMA  (4) log / sample / checkpoint
+  draw the step's random inputs -> (1) update D (n_critic times)  (2) update G  [step.py]
+  -> (3) EMA  (4) log / sample / checkpoint
 Outputs follow seed 001's layout: samples/<run>/{real,fake_step_<N>}.png and
 checkpoints/<run>/{G,D}_<N>.ckpt, loss.png, classifier_loss.png, config.json, stats.jsonl.
 """
@@ -21,7 +22,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from . import checkpoint, distributed, losses, render
+from . import checkpoint, distributed, render
 from .config import TrainConfig, resolve_hyper, validate_train
 from .data.dataset import Batches, LabelSampler, open_packed
 from .data.prepare import PrepareConfig, cache_paths, ensure_cache, format_report, prepare
@@ -29,6 +30,7 @@ from .errors import UserError
 from .labels import Schema, cond_dim, encode
 from .metrics.evaluate import evaluate_during_training, load_training_judge
 from .models import PRESETS, ModelConfig, aux_kind, build
+from .step import CudaGraphStep, GanStep, VaeStep, draw as step_inputs
 
 
 class Diverged(UserError):
@@ -100,6 +102,13 @@ def train(cfg: TrainConfig) -> Path:
     device = pick_device(cfg.device, dist.local_rank if dist.world_size > 1 else None)
     if cfg.precision == "fp16" and device.type != "cuda":
         raise UserError("--precision fp16 needs a CUDA GPU; use --precision bf16 on the CPU")
+    if cfg.cuda_graph and device.type != "cuda":
+        raise UserError("--cuda-graph records the training step on a CUDA GPU; drop it on the CPU")
+    if cfg.cuda_graph and dist.world_size > 1:
+        raise UserError("--cuda-graph works in a single process; drop it under torchrun")
+    if device.type == "cuda":
+        # Fixed shapes every step: let cuDNN time its algorithms once and keep the fastest.
+        torch.backends.cudnn.benchmark = True
 
     # ---- data ---------------------------------------------------------------------------------
     if dist.is_main:  # the main process prepares the cache; the others wait, then open it
@@ -125,7 +134,7 @@ def train(cfg: TrainConfig) -> Path:
         raise UserError(f"--loss {hyper.loss} penalises per-sample gradients, which BatchNorm in "
                         f"{cfg.model}'s D mixes across the batch; use --model {hyper.loss}")
     G_ema = copy.deepcopy(G).eval().requires_grad_(False) if cfg.ema else None
-    opt_G, opt_D = _optimizers(G, D, preset, hyper, device)
+    opt_G, opt_D = _optimizers(G, D, preset, hyper, device, capturable=cfg.cuda_graph)
     scaler = torch.amp.GradScaler("cuda", enabled=cfg.precision == "fp16")
     g_fwd, d_fwd = _maybe_compile(G, D, cfg.compile, log)
 
@@ -155,6 +164,8 @@ def train(cfg: TrainConfig) -> Path:
     start, records = 0, []
     if resume_path is not None:
         start, records = checkpoint.restore_snapshot(resume_path, ckpt_dir, state, cfg)
+        for opt in (opt_G, opt_D):
+            _match_device(opt, device, cfg.cuda_graph)
         if dist.world_size > 1:
             # The snapshot holds rank 0's stream; give every rank its own again (deterministically).
             gen.manual_seed(cfg.seed * 1000 + dist.rank + 7919 * start)
@@ -172,8 +183,18 @@ def train(cfg: TrainConfig) -> Path:
         f"G {sum(p.numel() for p in G.parameters()):,} / D {sum(p.numel() for p in D.parameters()):,} "
         f"params -> {ckpt_dir}")
 
-    autocast = (torch.autocast(device.type, dtype=torch.bfloat16 if cfg.precision == "bf16" else torch.float16)
+    # A CUDA graph must not keep autocast's cast-weight cache: the cached copies would be stale.
+    autocast = (torch.autocast(device.type, dtype=torch.bfloat16 if cfg.precision == "bf16" else torch.float16,
+                               cache_enabled=not cfg.cuda_graph)
                 if cfg.precision != "fp32" else nullcontext())
+    if preset.loss == "vae":  # real batches only: the VAE draws its own z from the encoder
+        run_step, n_draws, draw_labels = VaeStep(G, D, opt_G, scaler, dist, cond, autocast), 1, None
+    else:
+        run_step = GanStep(G, D, g_fwd, d_fwd, opt_G, opt_D, scaler, dist, hyper.loss, aux, cfg.aux,
+                           mcfg.class_sizes, cond, autocast)
+        n_draws, draw_labels = hyper.n_critic, fake_labels
+    if cfg.cuda_graph:
+        run_step = CudaGraphStep(run_step, {opt_G, opt_D}, log)
     stop = _StopFlag()
     bar = tqdm(total=cfg.iterations, initial=start, desc=run, unit="it", file=sys.stderr,
                disable=True if (cfg.quiet or not dist.is_main) else None, dynamic_ncols=True)
@@ -181,51 +202,10 @@ def train(cfg: TrainConfig) -> Path:
     try:
         while step < cfg.iterations and not stop.requested:
             step += 1
-            if preset.loss == "vae":
-                _vae_step(G, D, opt_G, batches, cond, autocast, scaler, acc, dist)
-            else:
-                # (1) Update D: maximise log D(x|c) + log(1 - D(G(z|c')|c')) (or the critic form)
-                for i in range(hyper.n_critic):
-                    x, y = next(batches)
-                    if cfg.channels_last:
-                        x = x.contiguous(memory_format=torch.channels_last)
-                    z = torch.randn(x.shape[0], cfg.z_dim, device=device, generator=gen)
-                    y_fake = fake_labels(x.shape[0], gen)
-                    # The last critic step's fakes keep their graph: the G step reuses them, as
-                    # pytorch/examples' DCGAN and seed 001 do, instead of running G twice.
-                    with torch.set_grad_enabled(i == hyper.n_critic - 1), autocast:
-                        fake = g_fwd(z, cond(y_fake))
-                    with autocast:
-                        real_adv, real_cls = d_fwd(x, cond(y))
-                        fake_adv, _ = d_fwd(fake.detach(), cond(y_fake))
-                        d_loss = losses.d_loss(hyper.loss, real_adv.float(), fake_adv.float())
-                        if aux and real_cls is not None:
-                            # Seed 001: D learns classes from real images only; fakes would confuse it.
-                            cls_loss = losses.class_loss(aux, real_cls.float(), y, mcfg.class_sizes)
-                            d_loss = d_loss + cfg.aux * cls_loss
-                            acc.add("d_cls", cls_loss)
-                    if hyper.loss == "wgan-gp":
-                        d_loss = d_loss + losses.gradient_penalty(D, x, fake.detach().float(), cond(y))
-                    elif hyper.loss == "dragan":
-                        d_loss = d_loss + losses.dragan_penalty(D, x, cond(y))
-                    _backward_step(d_loss, opt_D, scaler, dist, D)
-                    if hyper.loss == "wgan":
-                        with torch.no_grad():
-                            for p in D.parameters():
-                                p.clamp_(-losses.WGAN_CLIP, losses.WGAN_CLIP)
-                    acc.add("d_loss", d_loss)
-                # (2) Update G: make D believe G(z|c) is real and of class c
-                D.requires_grad_(False)
-                with autocast:
-                    fake_adv, fake_cls = d_fwd(fake, cond(y_fake))
-                    g_loss = losses.g_loss(hyper.loss, fake_adv.float())
-                    if aux and fake_cls is not None:
-                        cls_loss = losses.class_loss(aux, fake_cls.float(), y_fake, mcfg.class_sizes)
-                        g_loss = g_loss + cfg.aux * cls_loss
-                        acc.add("g_cls", cls_loss)
-                _backward_step(g_loss, opt_G, scaler, dist, G)
-                D.requires_grad_(True)
-                acc.add("g_loss", g_loss)
+            # (1) n_critic D updates, then (2) one G update: see step.py
+            draws = step_inputs(batches, draw_labels, gen, cfg.z_dim, n_draws, cfg.channels_last)
+            for name, value in run_step(draws):
+                acc.add(name, value)
             # (3) EMA of G's weights: smoother samples than the raw G at any single step
             if G_ema is not None:
                 # Ramp the decay up so early snapshots are not just the initial weights.
@@ -305,17 +285,35 @@ def _check_writable(d: Path) -> None:
         raise UserError(f"{d}: cannot write here ({e.strerror}); choose another folder with -s/-c") from None
 
 
-def _optimizers(G, D, preset, hyper, device):
-    extra = {"fused": True} if device.type == "cuda" else {}
+def _optimizers(G, D, preset, hyper, device, capturable=False):
+    # capturable: step counts stay on the device, so a CUDA graph can record optimizer.step()
+    extra = {"capturable": True} if capturable else {}
     if preset.optimizer == "rmsprop":
-        return (torch.optim.RMSprop(G.parameters(), lr=hyper.glr),
-                torch.optim.RMSprop(D.parameters(), lr=hyper.dlr))
+        return (torch.optim.RMSprop(G.parameters(), lr=hyper.glr, **extra),
+                torch.optim.RMSprop(D.parameters(), lr=hyper.dlr, **extra))
+    if device.type == "cuda":
+        extra["fused"] = True  # one kernel over all tensors instead of a few per tensor
     if preset.loss == "vae":  # one optimizer over decoder (G) and encoder (D slot)
         params = list(G.parameters()) + list(D.parameters())
         opt = torch.optim.Adam(params, lr=hyper.glr, betas=hyper.betas, **extra)
         return opt, opt
     return (torch.optim.Adam(G.parameters(), lr=hyper.glr, betas=hyper.betas, **extra),
             torch.optim.Adam(D.parameters(), lr=hyper.dlr, betas=hyper.betas, **extra))
+
+
+def _match_device(opt, device, capturable: bool) -> None:
+    """A snapshot's optimizer groups keep the flags of the run that saved them (say, a CPU run);
+    set them for this device instead, with the step counts where those flags need them."""
+    fused = device.type == "cuda" and isinstance(opt, torch.optim.Adam)
+    for group in opt.param_groups:
+        if "fused" in group:
+            group["fused"] = fused or None  # None: what Adam's constructor leaves off the GPU
+        group["capturable"] = capturable
+        for p in group["params"]:
+            state = opt.state.get(p, {})
+            if "step" in state:
+                on_device = fused or capturable
+                state["step"] = state["step"].to(p.device if on_device else "cpu", torch.float32)
 
 
 def _maybe_compile(G, D, enabled: bool, log):
@@ -349,28 +347,6 @@ class _CompiledOrEager:
             except Exception as e:
                 self._give_up(e)
         return self.module(*args)
-
-
-def _backward_step(loss, opt, scaler, dist, *modules) -> None:
-    opt.zero_grad(set_to_none=True)
-    scaler.scale(loss).backward()
-    for m in modules:
-        dist.average_gradients(m)  # one all-reduce per network per step (no-op on one process)
-    scaler.step(opt)
-    scaler.update()
-
-
-def _vae_step(G, E, opt, batches, cond, autocast, scaler, acc, dist) -> None:
-    x, y = next(batches)
-    with autocast:
-        mu, logvar = E(x, cond(y))
-        z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()
-        recon = G(z, cond(y))
-        loss, mse, kl = losses.vae_loss(recon.float(), x, mu.float(), logvar.float())
-    _backward_step(loss, opt, scaler, dist, G, E)  # one optimizer over decoder and encoder
-    acc.add("g_loss", loss)
-    acc.add("mse", mse)
-    acc.add("kl", kl)
 
 
 @torch.no_grad()

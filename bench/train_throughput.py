@@ -48,6 +48,7 @@ def fast_path(args, data: Path, out: Path) -> list[float]:
            "--precision", args.precision, "--no-ema", "-q"]
     cmd += ["--channels-last"] if args.channels_last else []
     cmd += ["--compile"] if args.compile else []
+    cmd += ["--cuda-graph"] if args.cuda_graph else []
     assert cli(cmd) == 0
     stats = [json.loads(l) for l in (out / "c" / "bench" / "stats.jsonl").read_text().splitlines()]
     return [r["img_per_s"] for r in stats[args.warmup:args.warmup + args.windows]]
@@ -134,6 +135,7 @@ def main():
     p.add_argument("--nf", type=int, default=64)
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--compile", action="store_true")
+    p.add_argument("--cuda-graph", action="store_true", help="record the step as a CUDA graph (GPU only)")
     p.add_argument("--window", type=int, default=10, help="steps per timing window")
     p.add_argument("--warmup", type=int, default=1, help="windows discarded as warm-up")
     p.add_argument("--windows", type=int, default=3, help="windows measured (median reported)")
@@ -150,7 +152,8 @@ def main():
         fast = statistics.median(fast_path(args, data, Path(tmp)))
         fast_mem = peak_memory_mb(device)
         print(f"anime-gan fast path: {args.model} b={args.batch_size} {args.device} {args.precision}"
-              f"{' channels_last' if args.channels_last else ''}{' compile' if args.compile else ''}: "
+              f"{' channels_last' if args.channels_last else ''}{' compile' if args.compile else ''}"
+              f"{' cuda_graph' if args.cuda_graph else ''}: "
               f"{fast:,.0f} img/s, peak memory {fast_mem:,.0f} MiB", flush=True)
         if args.skip_seed:
             return

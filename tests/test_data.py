@@ -400,6 +400,13 @@ def test_label_sampler_draws_valid_labels_by_the_priors(packed_set):
     assert torch.equal(y[:, :12].sum(1), torch.ones(4000)) and torch.equal(y[:, 12:].sum(1), torch.ones(4000))
     freq = y[:, :12].mean(0).numpy()
     assert np.allclose(freq, packed_set.priors["hair"], atol=0.03)
+    # A class with no mass (first, middle or last) is never drawn; the others keep their shares.
+    for empty in (0, 5, 11):
+        p = np.full(12, 1 / 11, np.float32)
+        p[empty] = 0
+        sampler.cdfs["hair"] = torch.tensor(np.cumsum(p))
+        freq = sampler(4000, torch.Generator().manual_seed(1))[:, :12].mean(0).numpy()
+        assert freq[empty] == 0 and np.allclose(freq, p, atol=0.03)
 
 
 def test_open_packed_errors_name_the_fix(tmp_path):

@@ -92,7 +92,9 @@ class LabelSampler:
     def __init__(self, packed: Packed, device):
         self.schema = packed.schema
         self.device = torch.device(device)
-        self.priors = {k: torch.tensor(v, device=self.device) for k, v in packed.priors.items()}
+        # Inverse-CDF sampling (searchsorted on uniforms): no host sync, unlike some multinomial paths.
+        self.cdfs = {k: torch.tensor(np.cumsum(v, dtype=np.float64), dtype=torch.float32, device=self.device)
+                     for k, v in packed.priors.items()}
         self.real = (torch.from_numpy(packed.labels).to(self.device)
                      if self.schema is not None and self.schema.multi_label else None)
 
@@ -106,8 +108,10 @@ class LabelSampler:
                 rows = torch.randint(len(self.real), (n,), generator=generator, device=self.device)
                 out[:, s] = self.real[rows, s]
             else:
-                idx = torch.multinomial(self.priors[g.name], n, replacement=True, generator=generator)
-                out[:, s] = torch.nn.functional.one_hot(idx, s.stop - s.start).float()
+                cdf, k = self.cdfs[g.name], s.stop - s.start
+                u = torch.rand(n, generator=generator, device=self.device) * cdf[-1]
+                idx = torch.searchsorted(cdf, u, right=True).clamp_(max=k - 1)
+                out[:, s] = torch.nn.functional.one_hot(idx, k).float()
         return out
 
 

@@ -1,0 +1,90 @@
+"""Where a training step's time goes: device busy time vs wall time, and kernel launches per step.
+
+    python bench/profile_step.py --model cgan -b 256 -d cuda --precision bf16 --channels-last
+    python bench/profile_step.py --model cgan -b 256 -d cuda --cuda-graph
+
+Runs `anime-gan train` twice under torch.profiler, for SHORT and LONG steps, and reports the
+difference divided by LONG - SHORT, so setup costs cancel out.  On a GPU, if the device is busy for
+much less than the wall time of a step, the step is bound by launch/host overhead (CUDA graphs
+help); if it is busy for nearly all of it, the kernels themselves are the cost (bf16, fusion and
+channels_last help).  On a CPU it counts leaf aten ops per step instead of kernels.
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+from anime_gan.cli import main as cli
+
+
+def profiled_run(args, data: Path, out: Path, steps: int):
+    cmd = ["train", "-t", str(data), "-s", str(out / "s"), "-c", str(out / "c"), "--name", f"p{steps}",
+           "--model", args.model, "-b", str(args.batch_size), "-d", args.device, "--nf", str(args.nf),
+           "-i", str(steps), "--log-every", str(steps), "--sample", str(10**9), "--check", str(10**9),
+           "--precision", args.precision, "--no-ema", "-q"]
+    cmd += ["--channels-last"] if args.channels_last else []
+    cmd += ["--cuda-graph"] if args.cuda_graph else []
+    cuda = args.device.startswith("cuda")
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with profile(activities=activities) as prof:
+        t0 = time.perf_counter()
+        assert cli(cmd) == 0
+        if cuda:
+            torch.cuda.synchronize()
+        wall = time.perf_counter() - t0
+    kernels = collections.Counter()
+    busy = collections.Counter()  # microseconds per kernel name
+    for e in prof.events():
+        if cuda and e.device_type == torch.autograd.DeviceType.CUDA:
+            kernels[e.name] += 1
+            busy[e.name] += e.device_time
+        elif not cuda and e.name.startswith("aten::") and not e.cpu_children:
+            kernels[e.name] += 1
+            busy[e.name] += e.cpu_time
+    return wall, kernels, busy
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="cgan")
+    p.add_argument("-b", "--batch-size", type=int, default=256)
+    p.add_argument("-d", "--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--precision", default="fp32", choices=("fp32", "bf16"))
+    p.add_argument("--nf", type=int, default=64)
+    p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--cuda-graph", action="store_true")
+    p.add_argument("--short", type=int, default=10, help="steps of the first run")
+    p.add_argument("--long", type=int, default=60, help="steps of the second run")
+    p.add_argument("--images", type=int, default=2000)
+    args = p.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp) / "data"
+        assert cli(["prepare", "--synthetic", str(args.images), "-o", str(data), "-q"]) == 0
+        profiled_run(args, data, Path(tmp), args.short)  # warm caches (cuDNN, allocator, imports)
+        w1, k1, b1 = profiled_run(args, data, Path(tmp), args.short)
+        w2, k2, b2 = profiled_run(args, data, Path(tmp), args.long)
+    n = args.long - args.short
+    wall_ms = (w2 - w1) / n * 1e3
+    per_step = {k: (k2[k] - k1.get(k, 0)) / n for k in k2}
+    busy_ms = {k: (b2[k] - b1.get(k, 0)) / n / 1e3 for k in b2}
+    unit = "kernels" if args.device.startswith("cuda") else "leaf aten ops"
+    print(f"{args.model} b={args.batch_size} {args.device} {args.precision}"
+          f"{' channels_last' if args.channels_last else ''}{' cuda_graph' if args.cuda_graph else ''}")
+    print(f"wall per step (profiled, so slower than unprofiled): {wall_ms:.2f} ms "
+          f"= {args.batch_size / wall_ms * 1e3:,.0f} img/s")
+    print(f"{unit} per step: {sum(per_step.values()):.0f}; busy per step: {sum(busy_ms.values()):.2f} ms "
+          f"({100 * sum(busy_ms.values()) / wall_ms:.0f}% of wall)")
+    print(f"top {unit} by time per step:")
+    for name, ms in sorted(busy_ms.items(), key=lambda kv: -kv[1])[:12]:
+        print(f"  {ms:8.3f} ms  {per_step[name]:6.1f}x  {name[:100]}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

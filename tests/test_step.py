@@ -1,0 +1,109 @@
+"""One training step (step.py): inputs drawn apart from the compute, and `--cuda-graph`'s wrapper.
+
+A CPU cannot record CUDA graphs, so the wrapper's recording is exercised where it can be: its
+warm-up steps and its fallback when recording fails must leave the run exactly where plain steps
+would have taken it."""
+import contextlib
+
+import pytest
+import torch
+
+from anime_gan import step as step_module
+from anime_gan.cli import main
+from anime_gan.data.dataset import Batches, LabelSampler, open_packed
+from anime_gan.distributed import Dist
+from anime_gan.labels import encode
+from anime_gan.models import ModelConfig, aux_kind, build
+
+
+@pytest.fixture(scope="module")
+def packed(tmp_path_factory):
+    root = tmp_path_factory.mktemp("step") / "data"
+    assert main(["prepare", "--synthetic", "40", "-o", str(root), "--image-size", "32", "-q"]) == 0
+    return open_packed(root, 32)
+
+
+def _run(packed, model, steps, wrap=None):
+    """`steps` iterations of `model` from seed 0; returns G's and D's final weights."""
+    schema = packed.schema
+    torch.manual_seed(0)
+    mcfg = ModelConfig(cond_dim=schema.dim, class_sizes=schema.class_sizes, nf=8, image_size=32)
+    G, D = build(model, mcfg)
+    opt_G = torch.optim.Adam(G.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    opt_D = torch.optim.Adam(D.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    run_step = step_module.GanStep(G, D, G, D, opt_G, opt_D, torch.amp.GradScaler("cuda", enabled=False),
+                                   Dist(), "bce", aux_kind(model, mcfg), 1.0, mcfg.class_sizes,
+                                   lambda y: encode(schema, y, "onehot"), contextlib.nullcontext())
+    if wrap is not None:
+        run_step = wrap(run_step, (opt_G, opt_D))
+    gen = torch.Generator().manual_seed(1)
+    batches, labels = Batches(packed, 4, "cpu", gen), LabelSampler(packed, "cpu")
+    names = []
+    for _ in range(steps):
+        out = run_step(step_module.draw(batches, labels, gen, 100, 1, channels_last=False))
+        names.append([name for name, _ in out])
+    return G.state_dict(), D.state_dict(), names
+
+
+class _NoStream:
+    """Stands in for torch.cuda's stream API on a CPU: every stream is the one stream there is."""
+    def __init__(self, *a, **k): pass
+    def wait_stream(self, other): pass
+
+
+def _without_gpu_streams(monkeypatch, record):
+    monkeypatch.setattr(torch.cuda, "Stream", _NoStream)
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda *a: _NoStream())
+    monkeypatch.setattr(torch.cuda, "stream", lambda s: contextlib.nullcontext())
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda *a: None)
+    monkeypatch.setattr(torch.cuda, "CUDAGraph", lambda: object())
+    monkeypatch.setattr(torch.cuda, "graph", record)
+
+
+@pytest.mark.parametrize("model", ["cgan", "acgan"])
+def test_graph_wrapper_that_cannot_record_leaves_the_plain_trajectory(packed, monkeypatch, model):
+    @contextlib.contextmanager
+    def failing_record(graph):
+        raise RuntimeError("operation not permitted when stream is capturing")
+        yield
+
+    _without_gpu_streams(monkeypatch, failing_record)
+    messages = []
+    wrap = lambda s, opts: step_module.CudaGraphStep(s, opts, messages.append)
+    G_plain, D_plain, names_plain = _run(packed, model, 6)
+    G_wrapped, D_wrapped, names_wrapped = _run(packed, model, 6, wrap)
+    assert len(messages) == 1 and "--cuda-graph: this step cannot be recorded here (RuntimeError" in messages[0]
+    assert names_plain == names_wrapped
+    for plain, wrapped in ((G_plain, G_wrapped), (D_plain, D_wrapped)):
+        assert all(torch.equal(plain[k], wrapped[k]) for k in plain), "the fallback changed the run"
+
+
+def test_graph_wrapper_warms_up_then_records_once_and_replays(packed, monkeypatch):
+    """Bookkeeping: 3 eager warm-up calls, one recording with static copies of the inputs, then
+    each call copies its fresh inputs into those static tensors and replays."""
+    recorded, replays = [], []
+
+    class FakeGraph:
+        def replay(self):
+            replays.append([t.clone() for d in wrapper.static_in for t in d.tensors()])
+
+    @contextlib.contextmanager
+    def record(graph):
+        recorded.append(graph)
+        yield
+
+    _without_gpu_streams(monkeypatch, record)
+    monkeypatch.setattr(torch.cuda, "CUDAGraph", FakeGraph)
+    wrapper = None
+
+    def wrap(s, opts):
+        nonlocal wrapper
+        wrapper = step_module.CudaGraphStep(s, opts, lambda m: pytest.fail(m))
+        return wrapper
+
+    _run(packed, "cgan", 6, wrap)
+    assert len(recorded) == 1 and wrapper.graph is recorded[0]
+    # calls 1-3 warm up, call 4 records and replays, calls 5 and 6 replay: each with its own inputs
+    assert len(replays) == 3
+    assert not torch.equal(replays[0][0], replays[1][0]) and not torch.equal(replays[1][2], replays[2][2])
+    assert wrapper.static_in[0].x.shape == (4, 3, 32, 32)

@@ -42,7 +42,7 @@ def profiled_run(args, data: Path, out: Path, steps: int):
     kernels = collections.Counter()
     busy = collections.Counter()  # microseconds per kernel name
     for e in prof.events():
-        if cuda and e.device_type == torch.autograd.DeviceType.CUDA:
+        if cuda and e.device_type != torch.autograd.DeviceType.CPU:
             kernels[e.name] += 1
             busy[e.name] += e.device_time
         elif not cuda and e.name.startswith("aten::") and not e.cpu_children:

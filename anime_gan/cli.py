@@ -220,10 +220,11 @@ def main(argv=None) -> int:
 
 def _run(args) -> int:
     if args.command == "prepare":
-        from .data.prepare import format_report, prepare
+        from .data.prepare import format_report, prepare, validate_prepare
         cfg = _config(PrepareConfig, args)
         cfg.out = args.out or (args.source if args.source and not args.synthetic else "data")
         if args.dry_run:
+            validate_prepare(cfg)
             return _print(cfg)
         print(format_report(prepare(cfg)))
         return 0
@@ -239,9 +240,10 @@ def _run(args) -> int:
         print(out)
         return 0
     if args.command == "test":
-        from .sampling import run_test
+        from .sampling import run_test, validate_test
         cfg = _config(TestConfig, args)
         if args.dry_run:
+            validate_test(cfg)
             return _print(cfg)
         for path in run_test(cfg):
             print(path)

@@ -56,14 +56,20 @@ class Colour:
         return self.name or "#" + "".join(f"{round(v * 255):02x}" for v in self.rgb)
 
 
-def run_test(cfg: TestConfig) -> list[Path]:
-    """Draw `cfg.type` into `cfg.sample_dir`; returns the paths written (--conditions alone implies
-    -t conditions).  Every problem with the input is a UserError."""
+def validate_test(cfg: TestConfig) -> str:
+    """The checks that need no checkpoint (also run by --dry-run); returns the test type."""
     kind = "conditions" if cfg.conditions and cfg.type == TestConfig.type else cfg.type
     if kind not in TYPES:
         raise UserError(f"unknown test type '{kind}'; choose one of: {', '.join(TYPES)}")
     if cfg.n < 1 or cfg.steps < 2:
         raise UserError(f"-n must be at least 1 and --steps at least 2, got {cfg.n} and {cfg.steps}")
+    return kind
+
+
+def run_test(cfg: TestConfig) -> list[Path]:
+    """Draw `cfg.type` into `cfg.sample_dir`; returns the paths written (--conditions alone implies
+    -t conditions).  Every problem with the input is a UserError."""
+    kind = validate_test(cfg)
     for flag in ("hair", "eye", "to_hair", "to_eye", "hair_rgb", "eye_rgb", "pairs", "conditions"):
         if getattr(cfg, flag) and flag not in USES.get(kind, ()):
             _say(f"note: -t {kind} does not use --{flag.replace('_', '-')}; ignored")

@@ -157,6 +157,36 @@ def test_synthetic_into_existing_data_set_is_refused(cli, tmp_path, builtin_set,
     assert snapshot(root) == before
 
 
+@pytest.mark.parametrize("source_layout", ["tags-csv", "loose images"])
+def test_prepare_into_another_data_set_is_refused(cli, tmp_path, builtin_set, source_layout):
+    """Writing a smaller set over a bigger one would leave old images/{i} to be read as the new set's."""
+    import shutil
+    out = tmp_path / "data"
+    shutil.copytree(builtin_set, out)
+    src = tmp_path / "src"
+    write_tags_csv(src, PAIRS[:2]) if source_layout == "tags-csv" else draw(src / "face.png", (1, 2, 3))
+    before = snapshot(out)
+    one_line_error(cli("prepare", src, "-o", out, "-q"), out, "already holds a data set from elsewhere",
+                   "anime-gan prepare " + str(out) + " --image-size N")
+    assert snapshot(out) == before
+
+
+def test_prepare_rerun_from_the_same_source_replaces_its_copies(cli, tmp_path):
+    """Re-running `prepare SRC -o OUT` after SRC shrank leaves no old copy or other-size cache behind."""
+    from anime_gan.data.formats import scan
+    src, out = write_tags_csv(tmp_path / "src"), tmp_path / "out"
+    assert cli("prepare", src, "-o", out, "-q")[0] == 0
+    assert cli("prepare", out, "--image-size", 32, "-q")[0] == 0
+    n = len(scan(out).files)
+    lines = (src / "tags.csv").read_text().splitlines()
+    (src / "tags.csv").write_text("\n".join(lines[:-3]) + "\n")     # three fewer labelled images
+    assert cli("prepare", src, "-o", out, "-q")[0] == 0
+    rescanned = scan(out)
+    assert len(rescanned.files) == n - 3 and not rescanned.skipped
+    assert len(list((out / "images").iterdir())) == n - 3
+    assert not (out / "cache" / "images_32.npy").exists() and (out / "cache" / "images_64.npy").exists()
+
+
 # ---- --version, --help, usage errors --------------------------------------------------------------
 
 def subcommands():

@@ -224,6 +224,18 @@ def test_prepare_dry_run_prints_json_and_writes_nothing(cli, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("args, message", [
+    (["--synthetic", "-5"], "--synthetic must be 0 or more, got -5"),
+    (["--synthetic", "2000000"], "more than the 1,000,000 faces"),
+    (["--seed", "-1", "--synthetic", "4"], "--seed must be 0 or more"),
+    ([], "prepare needs a SOURCE folder"),
+])
+def test_prepare_dry_run_checks_values_like_a_real_run(cli, tmp_path, args, message):
+    rc, out, err = cli("prepare", *args, "-o", tmp_path / "out", "--dry-run")
+    assert rc == 2 and out == "" and message in err and len(err.strip().splitlines()) == 1
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_builtin_data_set(builtin_set):
     src = scan(builtin_set)
     assert src.kind == "tag-pickle" and len(src.files) == 120 and not src.skipped

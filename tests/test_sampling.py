@@ -163,6 +163,13 @@ def test_errors_exit_2_with_one_line(models, tmp_path, capsys, model, args, mess
     assert rc == 2 and message in err and err.count("\n") == 1
 
 
+def test_dry_run_checks_values_without_a_checkpoint(tmp_path, capsys):
+    for args, message in ((["-n", "0"], "-n must be at least 1"), (["--steps", "1"], "--steps at least 2")):
+        rc, out, err = _test(capsys, tmp_path / "no-run", tmp_path / "out", "-t", "interpolate", *args, "--dry-run")
+        assert rc == 2 and out == [] and message in err and err.count("\n") == 1
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_conditions_file_errors_name_the_file_and_entry(models, tmp_path, capsys):
     bad = tmp_path / "bad.json"
     bad.write_text("[[")

@@ -32,7 +32,8 @@ def cache_paths(root, size: int) -> tuple[Path, Path, Path]:
     return d / f"images_{size}.npy", d / f"labels_{size}.npy", d / f"meta_{size}.json"
 
 
-def prepare(cfg: PrepareConfig) -> dict:
+def validate_prepare(cfg: PrepareConfig) -> None:
+    """The checks that need no data: run before anything is read or written, and by --dry-run."""
     if cfg.image_size not in (32, 64, 128):
         raise UserError(f"--image-size {cfg.image_size} is not supported; use 32, 64 or 128")
     for name in ("synthetic", "seed", "workers"):
@@ -41,19 +42,25 @@ def prepare(cfg: PrepareConfig) -> dict:
     if cfg.synthetic > MAX_SYNTHETIC:
         raise UserError(f"--synthetic {cfg.synthetic} is more than the {MAX_SYNTHETIC:,} faces this "
                         f"tool draws; ask for fewer")
+    if not cfg.synthetic and cfg.source is None:
+        raise UserError("prepare needs a SOURCE folder, or --synthetic N for the built-in faces")
+
+
+def prepare(cfg: PrepareConfig) -> dict:
+    validate_prepare(cfg)
     out = Path(cfg.out)
     if cfg.synthetic:
         _check_writable(out)
         write_synthetic(out, cfg.synthetic, cfg.seed, size=max(64, cfg.image_size), quiet=cfg.quiet)
         src = scan(out)
     else:
-        if cfg.source is None:
-            raise UserError("prepare needs a SOURCE folder, or --synthetic N for the built-in faces")
         src = scan(cfg.source)  # before touching `out`: a wrong SOURCE must not create folders
-        if src.schema is None and not _same(src.root, out) and (out / "tags.pickle").exists():
-            # its tags.pickle would stay beside the new, unlabelled images and describe the old ones
-            raise UserError(f"{out}: holds a labelled data set and {src.root} has no labels; choose an "
-                            f"empty folder with -o (nothing was changed)")
+        if not _same(src.root, out) and _holds_data(out) and not _prepared_from(out, src.root):
+            # Writing over another set would mix them: its images/{i} beyond the new count, or of
+            # another extension, would stay and be read as the new set's.
+            raise UserError(f"{out}: already holds a data set from elsewhere; choose an empty folder with "
+                            f"-o, or delete it first (nothing was changed). To add a size to it: "
+                            f"anime-gan prepare {out} --image-size N")
         _check_writable(out)
     if not src.files:
         raise UserError(f"{src.root}: no usable images found ({len(src.skipped)} skipped); "
@@ -62,6 +69,7 @@ def prepare(cfg: PrepareConfig) -> dict:
     skipped = src.skipped + skipped
     labels = src.labels[keep] if src.labels is not None else None
     if not _same(src.root, out):
+        _forget_previous(out, cfg.image_size)  # a re-run from the same SOURCE replaces what it wrote
         write_tag_pickle_layout(out, [src.files[i] for i in keep], labels, src.schema)
     elif src.kind == "tag-pickle":
         write_labels(out, None, labels, src.schema, overwrite_priors=False)
@@ -227,6 +235,26 @@ def format_report(report: dict) -> str:
         if len(report["skipped"]) > 20:
             lines.append(f"    ... and {len(report['skipped']) - 20} more (see cache/meta_*.json)")
     return "\n".join(lines)
+
+
+def _prepared_from(out: Path, source: Path) -> bool:
+    """True when an earlier `prepare SOURCE -o OUT` wrote `out` (its cache reports name SOURCE)."""
+    for meta in (out / CACHE_DIR).glob("meta_*.json"):
+        try:
+            if _same(json.loads(meta.read_text())["source"], source):
+                return True
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return False
+
+
+def _forget_previous(out: Path, keep_size: int) -> None:
+    """Remove the image copies and other-size caches of an earlier run, which may describe an
+    older state of SOURCE; `keep_size`'s cache was just rewritten."""
+    shutil.rmtree(out / "images", ignore_errors=True)
+    for path in (out / CACHE_DIR).glob("*_*.*"):
+        if path.stem.rsplit("_", 1)[-1] != str(keep_size):
+            path.unlink(missing_ok=True)
 
 
 def _same(a: Path, b: Path) -> bool:

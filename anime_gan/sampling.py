@@ -185,7 +185,8 @@ def _save(cfg: TestConfig, images: torch.Tensor, name: str, nrow: int, rows=None
 
 
 def _filename(text: str) -> str:
-    return re.sub(r'[\\/:*?"<>|#]+', "", text).strip() or "image"
+    """Class names come from the data's labels: keep what every file system accepts, in 120 chars."""
+    return re.sub(r'[\x00-\x1f\x7f\\/:*?"<>|#]+', "", text).strip()[:120] or "image"
 
 
 def _rows(model: Model, gen, conds: torch.Tensor, ncol: int, shared_noise: bool) -> torch.Tensor:

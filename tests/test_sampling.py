@@ -178,3 +178,11 @@ def test_conditions_file_errors_name_the_file_and_entry(models, tmp_path, capsys
     bad.write_text(json.dumps([["red cube"], ["gray cube", "pink cube"]]))
     rc, _, err = _test(capsys, models["multi"], tmp_path, "--conditions", str(bad))
     assert rc == 2 and 'entry 2 ["gray cube", "pink cube"]' in err and "gray cube, red cube" in err
+
+
+def test_file_names_from_label_text_are_safe_everywhere():
+    from anime_gan.sampling import _filename
+    assert _filename("blue hair red eyes") == "blue hair red eyes"
+    assert _filename("#ff8800 hair") == "ff8800 hair"
+    assert _filename("a\x00b\nc/d\\e:f") == "abcdef"      # NUL, newline and separators never reach open()
+    assert len(_filename("y" * 300)) == 120 and _filename("///") == "image"

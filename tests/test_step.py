@@ -1,8 +1,9 @@
 """One training step (step.py): inputs drawn apart from the compute, and `--cuda-graph`'s wrapper.
 
-A CPU cannot record CUDA graphs, so the wrapper's recording is exercised where it can be: its
-warm-up steps and its fallback when recording fails must leave the run exactly where plain steps
-would have taken it."""
+A CPU cannot record CUDA graphs, so the wrapper runs against stand-ins for the CUDA calls: its
+warm-up, recording and replay bookkeeping; a stand-in graph with CUDA's semantics, which must
+reproduce the plain run exactly; and the fallback when recording fails. Whether the real graph
+records these models is checked on a GPU by bench/check_cuda_graph.py."""
 import contextlib
 
 import pytest
@@ -107,3 +108,39 @@ def test_graph_wrapper_warms_up_then_records_once_and_replays(packed, monkeypatc
     assert len(replays) == 3
     assert not torch.equal(replays[0][0], replays[1][0]) and not torch.equal(replays[1][2], replays[2][2])
     assert wrapper.static_in[0].x.shape == (4, 3, 32, 32)
+
+
+def test_graph_wrapper_replays_the_plain_trajectory(packed, monkeypatch):
+    """A stand-in graph with CUDA's semantics: recording changes nothing (the state is put back),
+    and replay runs the recorded step on the static inputs, writing into the same output tensors.
+    The wrapped run must then follow the plain run exactly, which fails if any fresh input were
+    not copied in, or if the recorded call were skipped or run twice."""
+    import copy
+    wrapper = None
+
+    class RecordedGraph:
+        def replay(self):
+            for (_, static), (_, new) in zip(wrapper.static_out, wrapper.step(wrapper.static_in)):
+                static.copy_(new)
+
+    @contextlib.contextmanager
+    def record(graph):
+        s = wrapper.step
+        saved = [copy.deepcopy(x.state_dict()) for x in (s.G, s.D, s.opt_G, s.opt_D)]
+        yield
+        for x, state in zip((s.G, s.D, s.opt_G, s.opt_D), saved):
+            x.load_state_dict(state)
+
+    _without_gpu_streams(monkeypatch, record)
+    monkeypatch.setattr(torch.cuda, "CUDAGraph", RecordedGraph)
+
+    def wrap(s, opts):
+        nonlocal wrapper
+        wrapper = step_module.CudaGraphStep(s, opts, lambda m: pytest.fail(m))
+        return wrapper
+
+    G_plain, D_plain, _ = _run(packed, "acgan", 7)
+    G_graph, D_graph, _ = _run(packed, "acgan", 7, wrap)
+    assert wrapper.graph is not None and wrapper.calls == 7
+    for plain, graphed in ((G_plain, G_graph), (D_plain, D_graph)):
+        assert all(torch.equal(plain[k], graphed[k]) for k in plain), "replay left the plain trajectory"

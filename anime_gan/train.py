@@ -170,6 +170,8 @@ def train(cfg: TrainConfig) -> Path:
             # The snapshot holds rank 0's stream; give every rank its own again (deterministically).
             gen.manual_seed(cfg.seed * 1000 + dist.rank + 7919 * start)
         log(f"resumed {run} from step {start} ({resume_path})")
+        if start >= cfg.iterations:
+            log(f"step {start} already reaches -i {cfg.iterations}: nothing to train; raise -i to continue")
     elif dist.is_main:
         (ckpt_dir / "config.json").write_text(json.dumps(
             {"train": cfg.to_dict(), "hyper": asdict(hyper), "model": checkpoint.plain(asdict(mcfg)),

@@ -97,6 +97,18 @@ def test_resume_continues_the_same_trajectory(tmp_path, data):
     assert losses(a) == losses(b) and len(losses(a)) == 6
 
 
+def test_resume_past_the_last_iteration_says_so_and_writes_nothing(tmp_path, data, capsys):
+    common = ["--model", "cgan", "--image-size", "32", "--check", "3", "--sample", "3", "--name", "r"]
+    assert _train(tmp_path, data, *common, "-i", "3") == 0
+    before = sorted(p.name for p in (tmp_path / "ckpt" / "r").iterdir())
+    capsys.readouterr()
+    args = ["train", "-t", str(data), "-s", str(tmp_path / "samples"), "-c", str(tmp_path / "ckpt"),
+            "--nf", "8", "-b", "8", *common, "-i", "2", "--resume"]
+    assert main(args) == 0
+    assert "step 3 already reaches -i 2: nothing to train; raise -i to continue" in capsys.readouterr().err
+    assert sorted(p.name for p in (tmp_path / "ckpt" / "r").iterdir()) == before
+
+
 def test_same_seed_same_run(tmp_path, data):
     for name in ("x", "y"):
         assert _train(tmp_path / name, data, "--model", "cgan", "--image-size", "32", "-i", "2",

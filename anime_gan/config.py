@@ -67,6 +67,7 @@ class TrainConfig:
     precision: str = "fp32"
     compile: bool = False
     cuda_graph: bool = False         # record the whole step once, replay it (one CUDA process)
+    deterministic: bool = False      # GPU: deterministic kernels, no cuDNN autotuning (slower)
     channels_last: bool = False
     data_on_device: str = "auto"     # auto | on | off
     sync_bn: bool = False

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import os
 import signal
 import sys
 import time
@@ -107,8 +108,7 @@ def train(cfg: TrainConfig) -> Path:
     if cfg.cuda_graph and dist.world_size > 1:
         raise UserError("--cuda-graph works in a single process; drop it under torchrun")
     if device.type == "cuda":
-        # Fixed shapes every step: let cuDNN time its algorithms once and keep the fastest.
-        torch.backends.cudnn.benchmark = True
+        _configure_cuda(cfg.deterministic)
 
     # ---- data ---------------------------------------------------------------------------------
     if dist.is_main:  # the main process prepares the cache; the others wait, then open it
@@ -301,6 +301,18 @@ def _optimizers(G, D, preset, hyper, device, capturable=False):
         return opt, opt
     return (torch.optim.Adam(G.parameters(), lr=hyper.glr, betas=hyper.betas, **extra),
             torch.optim.Adam(D.parameters(), lr=hyper.dlr, betas=hyper.betas, **extra))
+
+
+def _configure_cuda(deterministic: bool) -> None:
+    if deterministic:
+        # cuBLAS reads this when its first handle is made, which is later than here.
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.backends.cudnn.deterministic = True
+        # warn_only: an op with no deterministic kernel warns once instead of stopping the run.
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    # Fixed shapes every step: cuDNN can time its algorithms once and keep the fastest, but the
+    # timing may pick differently from run to run.
+    torch.backends.cudnn.benchmark = not deterministic
 
 
 def _match_device(opt, device, capturable: bool) -> None:

@@ -9,8 +9,9 @@ B="--window 50 --warmup 2 --windows 3"
 {
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 python3 -c "import torch; print('torch', torch.__version__)"
-echo "== 1. does --cuda-graph train the same model as plain steps?"
-timeout 90 python3 bench/check_cuda_graph.py --model cgan -b 64 -i 30
+echo "== 1. does --cuda-graph train the same model as plain steps? does --deterministic repeat exactly?"
+timeout 90 python3 bench/compare_runs.py --model cgan -b 64 -i 30 --second=--cuda-graph
+timeout 90 python3 bench/compare_runs.py --model cgan -b 64 -i 30 --first=--deterministic --second=--deterministic
 echo "== 2. where the plain step's time goes (device busy vs wall)"
 timeout 90 python3 bench/profile_step.py --model cgan -b 256 --precision bf16 --channels-last
 echo "== 3. cgan b256 bf16 channels_last --cuda-graph vs seed-001 loop (the issue's target)"

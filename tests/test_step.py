@@ -3,7 +3,7 @@
 A CPU cannot record CUDA graphs, so the wrapper runs against stand-ins for the CUDA calls: its
 warm-up, recording and replay bookkeeping; a stand-in graph with CUDA's semantics, which must
 reproduce the plain run exactly; and the fallback when recording fails. Whether the real graph
-records these models is checked on a GPU by bench/check_cuda_graph.py."""
+records these models is checked on a GPU by bench/compare_runs.py."""
 import contextlib
 
 import pytest

@@ -1,5 +1,6 @@
 """`anime-gan train` end to end on a tiny built-in data set: outputs, every preset, exact resume, errors."""
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -193,3 +194,21 @@ def test_device_resident_and_streaming_data_paths_give_the_same_run(tmp_path, da
     assert losses("on") == losses("off") and len(losses("on")) == 3
     g_on, g_off = (torch.load(tmp_path / m / "ckpt" / "r" / "G_3.ckpt", weights_only=True)["G"] for m in ("on", "off"))
     assert _states_equal(g_on, g_off)
+
+
+def test_cuda_settings_for_speed_or_determinism(monkeypatch):
+    """What train sets on a GPU (the settings are global flags, so the CPU can check them)."""
+    from anime_gan.train import _configure_cuda
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    saved = (torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic,
+             torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
+    try:
+        _configure_cuda(deterministic=False)
+        assert torch.backends.cudnn.benchmark and not torch.are_deterministic_algorithms_enabled()
+        _configure_cuda(deterministic=True)
+        assert not torch.backends.cudnn.benchmark and torch.backends.cudnn.deterministic
+        assert torch.are_deterministic_algorithms_enabled() and torch.is_deterministic_algorithms_warn_only_enabled()
+        assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+    finally:
+        torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = saved[:2]
+        torch.use_deterministic_algorithms(saved[2], warn_only=saved[3])

@@ -142,7 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--channels-last", action="store_true", help="channels_last memory format (faster on GPU)")
     p.add_argument("--cuda-graph", action="store_true",
                    help="record the whole training step as a CUDA graph after 3 warm-up steps and replay it "
-                        "(one GPU, fp32/bf16; falls back to plain steps if recording fails)")
+                        "(one GPU, fp32/bf16; with --compile, the compiled kernels are recorded; falls back "
+                        "to plain steps if recording fails)")
     p.add_argument("--deterministic", action="store_true",
                    help="GPU: ask for deterministic cuDNN/cuBLAS kernels and skip cuDNN autotuning, so a seed "
                         "repeats bit for bit (slower; CPU runs repeat already)")

@@ -116,8 +116,6 @@ def validate_train(cfg: TrainConfig) -> None:
         raise UserError(f"--n-critic must be at least 1, got {cfg.n_critic}")
     if cfg.cuda_graph and cfg.precision == "fp16":
         raise UserError("--cuda-graph cannot record fp16's loss scaling; use --precision bf16 or fp32")
-    if cfg.cuda_graph and cfg.compile:
-        raise UserError("--cuda-graph and --compile each take over the step; choose one")
     if not 0 <= cfg.ema_decay < 1:
         raise UserError(f"--ema-decay must be in [0, 1), got {cfg.ema_decay}")
 

@@ -25,4 +25,7 @@ timeout 120 python3 bench/train_throughput.py --model acgan-dcgan -b 64 -d cuda 
     --cuda-graph $B --workers 8
 echo "== 6. where the graphed step's time goes"
 timeout 90 python3 bench/profile_step.py --model cgan -b 256 --precision bf16 --channels-last --cuda-graph
+echo "== 7. compiled (fused) kernels inside the graph"
+timeout 150 python3 bench/train_throughput.py --model cgan -b 256 -d cuda --precision bf16 --channels-last \
+    --cuda-graph --compile $B --skip-seed
 } 2>&1 | tee "$log"

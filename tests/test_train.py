@@ -132,7 +132,6 @@ def test_dry_run_prints_resolved_config(tmp_path, data, capsys):
     (["--model", "cgan", "--resume"], "nothing to resume"),
     (["--cuda-graph", "-d", "cpu"], "--cuda-graph records the training step on a CUDA GPU"),
     (["--cuda-graph", "--precision", "fp16"], "--cuda-graph cannot record fp16"),
-    (["--cuda-graph", "--compile"], "choose one"),
 ])
 def test_bad_input_is_one_line_and_touches_nothing(tmp_path, data, capsys, args, message):
     if args == ["-d", "cuda"] and torch.cuda.is_available():

@@ -116,6 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--beta", type=float, default=None, help="Adam beta1 (default: the preset's, 0.5 for most)")
     p.add_argument("--aux", "--classification_weight", type=float, default=d.aux,
                    help=f"classification loss weight, ACGAN family (default {d.aux:g})")
+    p.add_argument("--mode-seeking", type=float, default=d.mode_seeking, metavar="WEIGHT",
+                   help="weight of the MSGAN mode-seeking term: pairs of fakes with one label and "
+                        "different z are pushed apart, against collapse in z (default 0 = off; try 1)")
     p.add_argument("--n-critic", type=int, default=None, help="D steps per G step (default: the preset's)")
     p.add_argument("--seed", type=int, default=d.seed, help=f"random seed; same seed, same run (default {d.seed})")
     p.add_argument("--ema", action=argparse.BooleanOptionalAction, default=d.ema,

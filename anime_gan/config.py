@@ -48,6 +48,7 @@ class TrainConfig:
     lr: float | None = None          # sets both nets; None = the preset's (2e-4 for most)
     beta: float | None = None        # Adam beta1; None = the preset's (0.5 for most)
     aux: float = 1.0                 # classification loss weight (ACGAN family)
+    mode_seeking: float = 0.0        # MSGAN diversity term in G's loss; 0 = off
     # seed-000 flags and ours
     glr: float | None = None
     dlr: float | None = None
@@ -116,6 +117,12 @@ def validate_train(cfg: TrainConfig) -> None:
         raise UserError(f"--n-critic must be at least 1, got {cfg.n_critic}")
     if cfg.cuda_graph and cfg.precision == "fp16":
         raise UserError("--cuda-graph cannot record fp16's loss scaling; use --precision bf16 or fp32")
+    if cfg.mode_seeking < 0:
+        raise UserError(f"--mode-seeking must be 0 (off) or more, got {cfg.mode_seeking}")
+    if cfg.mode_seeking and (cfg.batch_size < 2 or cfg.batch_size % 2):
+        raise UserError(f"--mode-seeking pairs the batch's fakes; use an even -b, got {cfg.batch_size}")
+    if cfg.mode_seeking and PRESETS[cfg.model].loss == "vae":
+        raise UserError("--mode-seeking is a GAN loss term; --model cvae has no adversarial step")
     if not 0 <= cfg.ema_decay < 1:
         raise UserError(f"--ema-decay must be in [0, 1), got {cfg.ema_decay}")
 

@@ -60,6 +60,16 @@ def class_loss(aux, logits, target_multi_hot, class_sizes):
     raise ValueError(f"unknown auxiliary loss {aux!r}")
 
 
+def mode_seeking(fake, z):
+    """MSGAN (Mao et al. 2019) against conditional mode collapse. The batch holds pairs that share
+    their labels, rows i and i + B/2; returns 1 / (mean |x_i - x_j| / mean |z_i - z_j| + eps), which
+    G minimises: two noise vectors must not give one image."""
+    half = fake.shape[0] // 2
+    image_gap = (fake[:half] - fake[half:2 * half]).abs().mean()
+    noise_gap = (z[:half] - z[half:2 * half]).abs().mean()
+    return 1 / (image_gap / noise_gap + 1e-5)
+
+
 def _uniform(shape, like, generator):
     return torch.rand(shape, device=like.device, dtype=like.dtype, generator=generator)
 

@@ -29,9 +29,11 @@ class Draw:
         return [t for t in (self.x, self.y, self.z, self.y_fake) if t is not None]
 
 
-def draw(batches, fake_labels, gen: torch.Generator, z_dim: int, n: int, channels_last: bool) -> list[Draw]:
+def draw(batches, fake_labels, gen: torch.Generator, z_dim: int, n: int, channels_last: bool,
+         paired: bool = False) -> list[Draw]:
     """The inputs of one iteration: one Draw per critic step, each from the run's generator in a
-    fixed order (batch, noise, fake labels). fake_labels=None: real batches only (the VAE)."""
+    fixed order (batch, noise, fake labels). fake_labels=None: real batches only (the VAE).
+    paired: the second half of the fake labels repeats the first (for losses.mode_seeking)."""
     out = []
     for _ in range(n):
         x, y = next(batches)
@@ -40,8 +42,10 @@ def draw(batches, fake_labels, gen: torch.Generator, z_dim: int, n: int, channel
         if fake_labels is None:
             out.append(Draw(x, y))
             continue
-        z = torch.randn(x.shape[0], z_dim, device=x.device, generator=gen)
-        out.append(Draw(x, y, z, fake_labels(x.shape[0], gen)))
+        b = x.shape[0]
+        z = torch.randn(b, z_dim, device=x.device, generator=gen)
+        y_fake = fake_labels(b // 2, gen).repeat(2, 1) if paired else fake_labels(b, gen)
+        out.append(Draw(x, y, z, y_fake))
     return out
 
 
@@ -71,6 +75,7 @@ class GanStep:
     class_sizes: tuple
     cond: Callable             # multi-hot labels -> the G/D condition (--embed)
     autocast: object
+    mode_seeking: float = 0.0  # weight of losses.mode_seeking (needs draw(..., paired=True))
 
     def __call__(self, draws: list[Draw]) -> list[tuple[str, torch.Tensor]]:
         out = []
@@ -109,6 +114,10 @@ class GanStep:
                     cls_loss = losses.class_loss(self.aux, fake_cls.float(), last.y_fake, self.class_sizes)
                     g_loss = g_loss + self.aux_weight * cls_loss
                     out.append(("g_cls", cls_loss))
+            if self.mode_seeking:
+                ms_loss = losses.mode_seeking(fake.float(), last.z)
+                g_loss = g_loss + self.mode_seeking * ms_loss
+                out.append(("g_ms", ms_loss))
             backward_step(g_loss, self.opt_G, self.scaler, self.dist, self.G)
         finally:
             self.D.requires_grad_(True)

@@ -193,7 +193,7 @@ def train(cfg: TrainConfig) -> Path:
         run_step, n_draws, draw_labels = VaeStep(G, D, opt_G, scaler, dist, cond, autocast), 1, None
     else:
         run_step = GanStep(G, D, g_fwd, d_fwd, opt_G, opt_D, scaler, dist, hyper.loss, aux, cfg.aux,
-                           mcfg.class_sizes, cond, autocast)
+                           mcfg.class_sizes, cond, autocast, cfg.mode_seeking)
         n_draws, draw_labels = hyper.n_critic, fake_labels
     if cfg.cuda_graph:
         run_step = CudaGraphStep(run_step, {opt_G, opt_D}, log)
@@ -205,7 +205,8 @@ def train(cfg: TrainConfig) -> Path:
         while step < cfg.iterations and not stop.requested:
             step += 1
             # (1) n_critic D updates, then (2) one G update: see step.py
-            draws = step_inputs(batches, draw_labels, gen, cfg.z_dim, n_draws, cfg.channels_last)
+            draws = step_inputs(batches, draw_labels, gen, cfg.z_dim, n_draws, cfg.channels_last,
+                                paired=cfg.mode_seeking > 0)
             for name, value in run_step(draws):
                 acc.add(name, value)
             # (3) EMA of G's weights: smoother samples than the raw G at any single step

@@ -202,6 +202,25 @@ def test_label_blind_generator_scores_near_chance_and_oracle_high(judge, data):
     assert blind["judge_fid"] < blind["intra_fid"]["mean"]  # ... though as a whole they look real
 
 
+class Collapsed(Oracle):
+    """The oracle with its noise thrown away: one face per label, whatever z is."""
+    def forward(self, z, c):
+        return super().forward(torch.zeros_like(z), c)
+
+
+def test_diversity_is_near_one_for_the_oracle_and_zero_when_z_is_ignored(data):
+    def diversity(G):
+        return evaluate(G, TrainConfig(model="cgan", embed="onehot"), data.schema, None, data, k=1,
+                        device="cpu", generator=torch.Generator().manual_seed(0),
+                        metrics=("diversity",))["diversity"]
+    oracle, collapsed = diversity(Oracle(data.schema)), diversity(Collapsed(data.schema))
+    assert oracle["pairs"] == collapsed["pairs"] == 500 and oracle["real"] == collapsed["real"] > 0.1
+    assert 0.8 < oracle["ratio"] < 1.25   # new faces of a label vary as much as the data's faces do
+    assert collapsed["fake"] == 0 and collapsed["ratio"] == 0
+    blind = diversity(LabelBlind(data.images))   # random real faces, any label: more varied than one label
+    assert blind["ratio"] > oracle["ratio"]
+
+
 # ---- Inception (no downloads) -------------------------------------------------------------------
 
 def test_inception_features_from_a_local_file(tmp_path):
@@ -227,15 +246,17 @@ def test_missing_inception_weights_exit_2_naming_the_file(run_dir, tmp_path, mon
 # ---- CLI ----------------------------------------------------------------------------------------
 
 def test_eval_json_prints_json_and_appends_metrics_line(run_dir, judge_file, capsys):
-    args = ["eval", "-d", str(run_dir), "--metrics", "accuracy", "judge-fid", "intra-fid", "-k", "1",
+    args = ["eval", "-d", str(run_dir), "--metrics", "accuracy", "judge-fid", "intra-fid", "diversity", "-k", "1",
             "--fid-samples", "100", "--min-class", "5", "--device", "cpu", "-q"]
     assert main(args + ["--json"]) == 0
     record = json.loads(capsys.readouterr().out)
     assert record["step"] == 2 and record["checkpoint"].endswith("G_2.ckpt")
-    assert set(record["metrics"]) == {"accuracy", "judge_fid", "intra_fid"}
+    assert set(record["metrics"]) == {"accuracy", "judge_fid", "intra_fid", "diversity"}
+    assert record["metrics"]["diversity"]["pairs"] == 500 and record["metrics"]["diversity"]["ratio"] >= 0
     assert 0 <= record["metrics"]["accuracy"]["hair"] <= 1
     assert main(args) == 0
-    assert "attribute accuracy" in capsys.readouterr().out
+    table = capsys.readouterr().out
+    assert "attribute accuracy" in table and "diversity in z" in table
     lines = (run_dir / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == 2 and json.loads(lines[0])["metrics"] == record["metrics"]
 

@@ -144,3 +144,22 @@ def test_graph_wrapper_replays_the_plain_trajectory(packed, monkeypatch):
     assert wrapper.graph is not None and wrapper.calls == 7
     for plain, graphed in ((G_plain, G_graph), (D_plain, D_graph)):
         assert all(torch.equal(plain[k], graphed[k]) for k in plain), "replay left the plain trajectory"
+
+
+def test_paired_draws_repeat_the_fake_labels(packed):
+    gen = torch.Generator().manual_seed(0)
+    batches, labels = Batches(packed, 6, "cpu", gen), LabelSampler(packed, "cpu")
+    (d,) = step_module.draw(batches, labels, gen, 100, 1, channels_last=False, paired=True)
+    assert d.y_fake.shape == (6, packed.schema.dim) and torch.equal(d.y_fake[:3], d.y_fake[3:])
+    assert not torch.equal(d.z[:3], d.z[3:])
+
+
+def test_mode_seeking_term_falls_as_paired_fakes_move_apart():
+    from anime_gan import losses
+    z = torch.randn(8, 100)
+    same = torch.zeros(8, 3, 4, 4)
+    apart = torch.cat([torch.zeros(4, 3, 4, 4), torch.ones(4, 3, 4, 4)])
+    assert losses.mode_seeking(same, z) > 1e4 > 10 > losses.mode_seeking(apart, z)
+    fake = torch.zeros(8, 3, 4, 4, requires_grad=True)
+    (grad,) = torch.autograd.grad(losses.mode_seeking(fake + 0.01 * torch.arange(8.).view(8, 1, 1, 1), z), fake)
+    assert (grad[:4] > 0).all() and (grad[4:] < 0).all()  # descending it moves pair members apart

@@ -98,6 +98,13 @@ def test_resume_continues_the_same_trajectory(tmp_path, data):
     assert losses(a) == losses(b) and len(losses(a)) == 6
 
 
+def test_mode_seeking_trains_and_logs_its_term(tmp_path, data):
+    assert _train(tmp_path, data, "--model", "projection", "--image-size", "32", "-i", "2", "--check", "2",
+                  "--name", "r", "--mode-seeking", "1") == 0
+    stats = [json.loads(l) for l in (tmp_path / "ckpt" / "r" / "stats.jsonl").read_text().splitlines()]
+    assert len(stats) == 2 and all(r["g_ms"] > 0 for r in stats)
+
+
 def test_resume_past_the_last_iteration_says_so_and_writes_nothing(tmp_path, data, capsys):
     common = ["--model", "cgan", "--image-size", "32", "--check", "3", "--sample", "3", "--name", "r"]
     assert _train(tmp_path, data, *common, "-i", "3") == 0
@@ -131,6 +138,9 @@ def test_dry_run_prints_resolved_config(tmp_path, data, capsys):
     (["--lr", "5"], "--lr must be between 0 and 1"),
     (["--model", "cgan", "--resume"], "nothing to resume"),
     (["--cuda-graph", "-d", "cpu"], "--cuda-graph records the training step on a CUDA GPU"),
+    (["--mode-seeking", "1", "-b", "7"], "use an even -b, got 7"),
+    (["--mode-seeking", "-1"], "--mode-seeking must be 0 (off) or more"),
+    (["--mode-seeking", "1", "--model", "cvae"], "has no adversarial step"),
     (["--cuda-graph", "--precision", "fp16"], "--cuda-graph cannot record fp16"),
 ])
 def test_bad_input_is_one_line_and_touches_nothing(tmp_path, data, capsys, args, message):

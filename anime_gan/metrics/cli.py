@@ -53,10 +53,12 @@ def add_eval_parsers(sub, make, dry_run) -> None:
              "             in $TORCH_HOME/hub/checkpoints or --inception-weights (nothing downloads)\n"
              "  judge-fid  FID on the judge's penultimate features (offline)\n"
              "  intra-fid  judge-feature FID per class (fakes asked for it vs reals of it)\n"
+             "  diversity  pixel gap of fakes with one label and two z over that of real faces with\n"
+             "             one label: 1 = as varied as the data, 0 = collapse in z (needs no judge)\n"
              "Real-image statistics are cached in <data>/cache/. Every evaluation appends one line to "
              "<run>/metrics.jsonl.",
              ["anime-gan eval -d checkpoints/acgan-dcgan_onehot_nf64_64px_seed0",
-              "anime-gan eval -d RUN --metrics accuracy judge-fid intra-fid   # fully offline",
+              "anime-gan eval -d RUN --metrics accuracy judge-fid intra-fid diversity   # fully offline",
               "anime-gan eval -d RUN --inception-weights ~/inception_v3_google-0cc3c7bd.pth --json",
               "anime-gan eval -d checkpoints/clevr --conditions new_test.json -k 4"])
     e = EvalConfig()
@@ -148,5 +150,13 @@ def format_table(record: dict) -> str:
             g, c = name.split("/", 1)
             groups.setdefault(g, []).append(f"{c} {v:.1f}")
         lines += [f"  {g}: " + ", ".join(v) for g, v in groups.items()]
+    if "diversity" in m:
+        d = m["diversity"]
+        if d["ratio"] is None:
+            lines.append(f"{'diversity in z':<22} n/a (no two real images share a label)")
+        else:
+            lines.append(f"{'diversity in z':<22} {d['ratio']:.3f}  (fakes with one label differ by "
+                         f"{d['fake']:.3f} per pixel, real faces with one label by {d['real']:.3f}; "
+                         f"{d['pairs']} pairs)")
     lines.append(f"({record['seconds']} s; appended to metrics.jsonl)")
     return "\n".join(lines)

@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 
 from ..errors import UserError
 
-METRICS = ("accuracy", "fid", "judge-fid", "intra-fid")
-OFFLINE_METRICS = ("accuracy", "judge-fid", "intra-fid")  # need no downloaded weights
+METRICS = ("accuracy", "fid", "judge-fid", "intra-fid", "diversity")
+OFFLINE_METRICS = ("accuracy", "judge-fid", "intra-fid", "diversity")  # need no downloaded weights
 
 
 @dataclass

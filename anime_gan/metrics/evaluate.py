@@ -8,6 +8,8 @@ the run's metrics.jsonl.  `train --eval-every` uses `load_training_judge` and
     judge-fid  FID in the judge's penultimate feature space (offline)
     intra-fid  judge-feature FID per one-of class (fakes asked for that class vs reals of it)
     fid        Inception-v3 FID (needs the weights file, see inception.py)
+    diversity  how far apart two fakes with one label and two noise vectors are, against two real
+               faces with one label (1 = as varied as the data, 0 = G ignores z)
 """
 from __future__ import annotations
 
@@ -82,6 +84,8 @@ def evaluate(G, cfg_train, schema: Schema, judge, data: Packed, k: int, device,
             if {"judge-fid", "intra-fid", "fid"} & set(metrics):
                 out.update(_fids(G, cfg_train, schema, judge, data, device, generator, metrics,
                                  fid_samples, min_class, inception, batch))
+            if "diversity" in metrics:  # last, so adding it leaves the other numbers as they were
+                out["diversity"] = _diversity(G, cfg_train, schema, data, device, generator, batch)
             return out
     finally:
         G.train(was_training)
@@ -148,6 +152,30 @@ def _intra_fid(schema: Schema, feats: torch.Tensor, labels: torch.Tensor, real: 
                 per[name] = round(frechet_distance(stats_of(feats[rows]), real[name]), 4)
     mean = round(float(np.mean(list(per.values()))), 4) if per else None
     return {"mean": mean, "classes": per, "min_class": min_class, "skipped": total - len(per)}
+
+
+def _diversity(G, cfg_train, schema, data: Packed, device, generator, batch, pairs: int = 500) -> dict:
+    """Mean absolute pixel difference of fake pairs that share a label but not z, over the same
+    for real pairs that share their whole label. Pixels are cruder than LPIPS, but need no weights
+    and show conditional mode collapse plainly: a G that ignores z scores 0."""
+    seed = int(torch.randint(2**31 - 1, (1,), generator=generator, device=generator.device))
+    rng = np.random.default_rng(seed)
+    labels = data.labels if data.labels is not None else np.zeros((len(data), 0), np.float32)
+    label_id = np.unique(labels, axis=0, return_inverse=True)[1].reshape(-1)
+    members = [m for m in np.split(np.argsort(label_id, kind="stable"), np.cumsum(np.bincount(label_id))[:-1])
+               if len(m) >= 2]
+    if not members:
+        return {"fake": None, "real": None, "ratio": None, "pairs": 0}
+    sizes = np.array([len(m) for m in members], np.float64)
+    picks = rng.choice(len(members), pairs, p=sizes / sizes.sum())  # a label as often as the data has it
+    i, j = np.array([rng.choice(members[k], 2, replace=False) for k in picks]).T
+    images = lambda rows: torch.from_numpy(np.asarray(data.images[rows])).float() / 127.5 - 1
+    real_gap = (images(i) - images(j)).abs().mean().item()
+    asked = torch.from_numpy(labels[i]).repeat(2, 1)  # fakes k and k + pairs: one label, two z
+    fakes = torch.cat([x.cpu() for x in generate(G, cfg_train, schema, asked, device, generator, batch)])
+    fake_gap = (fakes[:pairs] - fakes[pairs:]).abs().mean().item()
+    return {"fake": round(fake_gap, 4), "real": round(real_gap, 4), "ratio": round(fake_gap / real_gap, 4),
+            "pairs": pairs}
 
 
 def load_training_judge(cfg: TrainConfig, schema: Schema | None, device):

@@ -185,6 +185,9 @@ def test_eval_every_logs_metrics_without_changing_the_run(tmp_path, data):
     lines = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]
     assert [l["step"] for l in lines] == [1, 2]
     assert {"hair", "eye", "joint"} <= lines[0]["metrics"]["accuracy"].keys()
+    assert lines[0]["metrics"]["diversity"]["ratio"] >= 0
+    flat = [json.loads(l) for l in (run / "metrics_flat.jsonl").read_text().splitlines()]
+    assert [set(f) >= {"step", "judge_fid", "diversity", "acc_joint"} for f in flat] == [True, True]
     assert (run / "metrics.png").exists()
     g_plain, g_eval = (torch.load(tmp_path / n / "ckpt" / "r" / "G_2.ckpt", weights_only=True)["G"]
                        for n in ("plain", "eval"))

@@ -194,20 +194,22 @@ def load_training_judge(cfg: TrainConfig, schema: Schema | None, device):
 
 def evaluate_during_training(G, cfg: TrainConfig, schema: Schema, judge, data: Packed, device, step: int,
                              ckpt_dir: Path, tb) -> None:
-    """Offline metrics (judge accuracy and judge-feature FID) into metrics.jsonl and metrics.png."""
+    """Offline metrics (judge accuracy, judge-feature FID, diversity in z) into metrics.jsonl and
+    metrics.png."""
     # Its own generator: evaluating must not change the training trajectory.
     gen = torch.Generator(device).manual_seed(cfg.seed + 99991)
-    m = evaluate(G, cfg, schema, judge, data, 5, device, gen, metrics=("accuracy", "judge-fid"),
+    m = evaluate(G, cfg, schema, judge, data, 5, device, gen, metrics=("accuracy", "judge-fid", "diversity"),
                  fid_samples=500)
-    flat = {"step": step, "judge_fid": m["judge_fid"],
+    flat = {"step": step, "judge_fid": m["judge_fid"], "diversity": m["diversity"]["ratio"],
             **{f"acc_{k}": v for k, v in m["accuracy"].items() if isinstance(v, float)}}
     with open(ckpt_dir / "metrics.jsonl", "a") as f:
         f.write(json.dumps({"step": step, "checkpoint": None, "metrics": m, "during_training": True}) + "\n")
     history = checkpoint.read_jsonl(ckpt_dir / "metrics_flat.jsonl") + [flat]
     with open(ckpt_dir / "metrics_flat.jsonl", "a") as f:
         f.write(json.dumps(flat) + "\n")
-    render.plot_curves(history, [k for k in flat if k.startswith("acc_")], ckpt_dir / "metrics.png",
-                       title="label accuracy judged by the classifier (higher is better)")
+    render.plot_curves(history, [k for k in flat if k.startswith("acc_") or k == "diversity"],
+                       ckpt_dir / "metrics.png",
+                       title="label accuracy (judge) and diversity in z (1 = as varied as the data)")
     if tb is not None:
         for k, v in flat.items():
             if k != "step":

@@ -219,6 +219,12 @@ def test_diversity_is_near_one_for_the_oracle_and_zero_when_z_is_ignored(data):
     assert collapsed["fake"] == 0 and collapsed["ratio"] == 0
     blind = diversity(LabelBlind(data.images))   # random real faces, any label: more varied than one label
     assert blind["ratio"] > oracle["ratio"]
+    # the same number whether or not other metrics drew from the generator first
+    used = torch.Generator().manual_seed(0)
+    torch.rand(1000, generator=used)
+    again = evaluate(Oracle(data.schema), TrainConfig(model="cgan", embed="onehot"), data.schema, None, data,
+                     k=1, device="cpu", generator=used, metrics=("diversity",))["diversity"]
+    assert again == oracle
 
 
 # ---- Inception (no downloads) -------------------------------------------------------------------

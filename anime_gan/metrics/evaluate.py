@@ -85,6 +85,7 @@ def evaluate(G, cfg_train, schema: Schema, judge, data: Packed, k: int, device,
                 out.update(_fids(G, cfg_train, schema, judge, data, device, generator, metrics,
                                  fid_samples, min_class, inception, batch))
             if "diversity" in metrics:  # last, so adding it leaves the other numbers as they were
+                # (and it draws from its own streams, so the others do not change it either)
                 out["diversity"] = _diversity(G, cfg_train, schema, data, device, generator, batch)
             return out
     finally:
@@ -158,8 +159,11 @@ def _diversity(G, cfg_train, schema, data: Packed, device, generator, batch, pai
     """Mean absolute pixel difference of fake pairs that share a label but not z, over the same
     for real pairs that share their whole label. Pixels are cruder than LPIPS, but need no weights
     and show conditional mode collapse plainly: a G that ignores z scores 0."""
-    seed = int(torch.randint(2**31 - 1, (1,), generator=generator, device=generator.device))
+    # Its own streams from the seed `generator` started with: the same number whichever other
+    # metrics ran before it.
+    seed = generator.initial_seed()
     rng = np.random.default_rng(seed)
+    generator = torch.Generator(generator.device).manual_seed(seed + 1)
     labels = data.labels if data.labels is not None else np.zeros((len(data), 0), np.float32)
     label_id = np.unique(labels, axis=0, return_inverse=True)[1].reshape(-1)
     members = [m for m in np.split(np.argsort(label_id, kind="stable"), np.cumsum(np.bincount(label_id))[:-1])

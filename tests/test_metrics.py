@@ -267,6 +267,23 @@ def test_eval_json_prints_json_and_appends_metrics_line(run_dir, judge_file, cap
     assert len(lines) == 2 and json.loads(lines[0])["metrics"] == record["metrics"]
 
 
+def test_eval_diversity_needs_no_judge(run_dir, tmp_path, capsys):
+    missing = str(tmp_path / "none.pt")
+    assert main(["eval", "-d", str(run_dir), "--judge", missing, "--metrics", "diversity", "--device", "cpu",
+                 "--json", "-q"]) == 0
+    metrics = json.loads(capsys.readouterr().out)["metrics"]
+    assert set(metrics) == {"diversity"} and metrics["diversity"]["ratio"] >= 0
+
+
+def test_diversity_of_a_data_set_without_spread_is_not_a_number(data, tmp_path):
+    """Every face of a label is one image: the ratio has no denominator and says so."""
+    import dataclasses
+    same = dataclasses.replace(data, images=np.broadcast_to(data.images[:1], data.images.shape))
+    d = evaluate(Oracle(data.schema), TrainConfig(model="cgan", embed="onehot"), data.schema, None, same, k=1,
+                 device="cpu", generator=torch.Generator().manual_seed(0), metrics=("diversity",))["diversity"]
+    assert d["real"] == 0 and d["ratio"] is None
+
+
 def test_eval_needs_a_judge_of_the_same_labels(run_dir, data_dir, judge_file, tmp_path, capsys):
     missing = str(tmp_path / "none.pt")
     assert main(["eval", "-d", str(run_dir), "--judge", missing, "--metrics", "accuracy"]) == 2

@@ -8,6 +8,7 @@ from ..errors import UserError
 
 METRICS = ("accuracy", "fid", "judge-fid", "intra-fid", "diversity")
 OFFLINE_METRICS = ("accuracy", "judge-fid", "intra-fid", "diversity")  # need no downloaded weights
+JUDGED_METRICS = {"accuracy", "judge-fid", "intra-fid"}  # need a judge (train-judge)
 
 
 @dataclass

@@ -29,7 +29,7 @@ from ..errors import UserError
 from ..labels import Schema, encode
 from ..models import PRESETS
 from .accuracy import attribute_accuracy, default_conditions, read_conditions
-from .config import OFFLINE_METRICS, EvalConfig, validate_eval
+from .config import JUDGED_METRICS, OFFLINE_METRICS, EvalConfig, validate_eval
 from .fid import StatsAccumulator, frechet_distance, real_stats, stats_of
 from .inception import load_inception
 from .judge import load_judge
@@ -62,8 +62,8 @@ def evaluate(G, cfg_train, schema: Schema, judge, data: Packed, k: int, device,
     """Metrics of generator `G`, a plain module called as G(z, c) with c = encode(labels, embed).
 
     Pass the unwrapped (EMA) module, on `device`; `cfg_train` gives its model and embed.  `judge`
-    (from judge.load_judge, on `device`) must share `schema`; it may be None when metrics is only
-    'fid'.  `data` is the packed real set (open_packed).  `generator` draws z and the FID labels:
+    (from judge.load_judge, on `device`) must share `schema`; it may be None when metrics
+    holds only 'fid' and 'diversity'.  `data` is the packed real set (open_packed).  `generator` draws z and the FID labels:
     the same seed gives the same numbers.  `inception` is (extractor, cache key) from
     inception.load_inception, needed when 'fid' is in `metrics`.  Returns
     {"accuracy": {hair, eye, joint, worst, conditions, k}, "judge_fid": float,
@@ -175,6 +175,8 @@ def _diversity(G, cfg_train, schema, data: Packed, device, generator, batch, pai
     i, j = np.array([rng.choice(members[k], 2, replace=False) for k in picks]).T
     images = lambda rows: torch.from_numpy(np.asarray(data.images[rows])).float() / 127.5 - 1
     real_gap = (images(i) - images(j)).abs().mean().item()
+    if real_gap == 0:  # every label's faces are copies of one image: no spread to compare with
+        return {"fake": None, "real": 0.0, "ratio": None, "pairs": pairs}
     asked = torch.from_numpy(labels[i]).repeat(2, 1)  # fakes k and k + pairs: one label, two z
     fakes = torch.cat([x.cpu() for x in generate(G, cfg_train, schema, asked, device, generator, batch)])
     fake_gap = (fakes[:pairs] - fakes[pairs:]).abs().mean().item()
@@ -204,8 +206,10 @@ def evaluate_during_training(G, cfg: TrainConfig, schema: Schema, judge, data: P
     gen = torch.Generator(device).manual_seed(cfg.seed + 99991)
     m = evaluate(G, cfg, schema, judge, data, 5, device, gen, metrics=("accuracy", "judge-fid", "diversity"),
                  fid_samples=500)
-    flat = {"step": step, "judge_fid": m["judge_fid"], "diversity": m["diversity"]["ratio"],
+    flat = {"step": step, "judge_fid": m["judge_fid"],
             **{f"acc_{k}": v for k, v in m["accuracy"].items() if isinstance(v, float)}}
+    if m["diversity"]["ratio"] is not None:  # None: no two real images share a label
+        flat["diversity"] = m["diversity"]["ratio"]
     with open(ckpt_dir / "metrics.jsonl", "a") as f:
         f.write(json.dumps({"step": step, "checkpoint": None, "metrics": m, "during_training": True}) + "\n")
     history = checkpoint.read_jsonl(ckpt_dir / "metrics_flat.jsonl") + [flat]
@@ -236,7 +240,7 @@ def run_eval(cfg: EvalConfig, log=lambda msg: None) -> dict:
     if data.schema != schema:
         raise UserError(f"{root} has other labels than {path} was trained on; pass the right folder with -t")
     judge, judge_path = None, None
-    if set(cfg.metrics) - {"fid"}:
+    if set(cfg.metrics) & JUDGED_METRICS:
         judge_path, judge = _load_checked_judge(cfg, root, path, schema, tcfg.image_size, device)
     conditions = read_conditions(cfg.conditions, schema) if cfg.conditions else None
     generator = torch.Generator(device).manual_seed(cfg.seed)
@@ -258,7 +262,7 @@ def run_eval(cfg: EvalConfig, log=lambda msg: None) -> dict:
 
 def _load_checked_judge(cfg: EvalConfig, root: Path, g_path: Path, schema, size: int, device):
     if schema is None:
-        raise UserError(f"{g_path}: trained without labels, so only --metrics fid applies")
+        raise UserError(f"{g_path}: trained without labels, so only --metrics fid and diversity apply")
     judge_path = Path(cfg.judge) if cfg.judge else root / f"judge_{size}.pt"
     if not judge_path.is_file():
         raise UserError(f"{judge_path}: no judge for this data set; train one with "

@@ -187,6 +187,17 @@ def test_prepare_rerun_from_the_same_source_replaces_its_copies(cli, tmp_path):
     assert not (out / "cache" / "images_32.npy").exists() and (out / "cache" / "images_64.npy").exists()
 
 
+
+def test_prepare_rerun_with_relative_paths_from_another_directory(cli, tmp_path, monkeypatch):
+    """The same SOURCE named by a relative path from elsewhere is still the same SOURCE."""
+    src = write_tags_csv(tmp_path / "a" / "src")
+    monkeypatch.chdir(tmp_path / "a")
+    assert cli("prepare", "src", "-o", "../out", "-q")[0] == 0
+    monkeypatch.chdir(tmp_path)
+    rc, _, err = cli("prepare", "a/src", "-o", "out", "-q")
+    assert rc == 0, err
+    assert len(list((tmp_path / "out" / "images").iterdir())) == len(list((src / "images").iterdir()))
+
 # ---- --version, --help, usage errors --------------------------------------------------------------
 
 def subcommands():

@@ -214,7 +214,8 @@ def _holds_data(folder: Path) -> bool:
 
 
 def _report(src: Source, out: Path, size: int, n: int, skipped, labels) -> dict:
-    report = {"source": str(src.root), "layout": src.kind, "out": str(out), "image_size": size,
+    # source_path: absolute, so a re-run from another working directory is still recognised
+    report = {"source": str(src.root), "source_path": str(src.root.resolve()), "layout": src.kind, "out": str(out), "image_size": size,
               "images": n, "skipped": [{"file": f, "reason": r} for f, r in skipped],
               "schema": src.schema.to_dict() if src.schema else None, "class_counts": {}}
     if src.schema is not None and labels is not None:
@@ -241,7 +242,8 @@ def _prepared_from(out: Path, source: Path) -> bool:
     """True when an earlier `prepare SOURCE -o OUT` wrote `out` (its cache reports name SOURCE)."""
     for meta in (out / CACHE_DIR).glob("meta_*.json"):
         try:
-            if _same(json.loads(meta.read_text())["source"], source):
+            report = json.loads(meta.read_text())
+            if _same(report.get("source_path", report["source"]), source):
                 return True
         except (OSError, ValueError, KeyError, TypeError):
             continue

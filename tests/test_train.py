@@ -208,6 +208,27 @@ def test_device_resident_and_streaming_data_paths_give_the_same_run(tmp_path, da
     assert _states_equal(g_on, g_off)
 
 
+@pytest.mark.parametrize("flag", [[], ["--deterministic"]])
+def test_deterministic_flag_reaches_the_cuda_settings(cli, monkeypatch, builtin_set, tmp_path, flag):
+    """`train -d cuda [--deterministic]` hands the flag to _configure_cuda (stopped right there)."""
+    import anime_gan.train as train_module
+
+    class Reached(Exception):
+        pass
+
+    seen = []
+
+    def configure(deterministic):
+        seen.append(deterministic)
+        raise Reached
+
+    monkeypatch.setattr(train_module, "pick_device", lambda name, local_rank=None: torch.device("cuda"))
+    monkeypatch.setattr(train_module, "_configure_cuda", configure)
+    with pytest.raises(Reached):
+        cli("train", "-t", builtin_set, "-c", tmp_path / "c", "-s", tmp_path / "s", "-d", "cuda", "-i", 1, *flag)
+    assert seen == [bool(flag)]
+
+
 def test_cuda_settings_for_speed_or_determinism(monkeypatch):
     """What train sets on a GPU (the settings are global flags, so the CPU can check them)."""
     from anime_gan.train import _configure_cuda

@@ -81,14 +81,17 @@ def load(path) -> object:
     # MemoryError handled below: keep that print off stderr.
     sys.excepthook = lambda kind, value, tb: None if kind is SystemError else hook(kind, value, tb)
     try:
-        with open(path, "rb") as f:
+        # A warning while building an object (numpy's dtype(align=10), ...) means the file holds
+        # what no writer of ours produces: reject it like any other malformed pickle.
+        with open(path, "rb") as f, warnings.catch_warnings():
+            warnings.simplefilter("error")
             return _RestrictedUnpickler(f).load()
     except FileNotFoundError:
         raise UserError(f"{path}: file not found") from None
     except OSError as e:
         raise UserError(f"{path}: cannot read ({e.strerror}); check the file's permissions") from None
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, RuntimeError,
-            IndexError, KeyError, MemoryError, UnicodeDecodeError, OverflowError) as e:
+            IndexError, KeyError, MemoryError, UnicodeDecodeError, OverflowError, Warning) as e:
         reason = (str(e).splitlines() or [type(e).__name__])[0][:200]
         raise UserError(f"{path}: not a plain tags pickle ({reason}); it may be corrupt or unsafe. "
                         f"Re-create it with `anime-gan prepare`") from None

@@ -337,6 +337,7 @@ def csv_source(content):
 @example(head=b"", body=b"\x80\x04N.", strict=False)                          # None
 @example(head=b"", body=b"cos\nsystem\n(S'true'\ntR.", strict=False)         # a hostile global
 @example(head=b"(dp0\n", body=b"\x96\x0c\xa8\xbbJ~n\x8aT2u\x8eat\x05\xea\xe0x", strict=True)  # huge bytearray
+@example(head=b"", body=b"cnumpy\ndtype\n(Vf4\nI10\nI01\ntR.", strict=False)  # numpy warns: align=10
 def test_tags_pickle_of_arbitrary_bytes(cli, tmp_path, head, body, strict):
     """Random bytes, some behind a pickle protocol header; `scan` and `prepare` both stay clean."""
     prepare_is_clean(cli, tmp_path, tag_source(head + body), *(["--strict"] if strict else []))

@@ -26,5 +26,5 @@ setup(
         "test": ["pytest>=7", "hypothesis>=6.80"],
         "tensorboard": ["tensorboard>=2.12"],
     },
-    entry_points={"console_scripts": ["anime-gan=anime_gan.cli:main"]},
+    entry_points={"console_scripts": ["anime-gan=anime_gan.cli:console"]},
 )

@@ -58,14 +58,22 @@ def load(path, kind: str) -> dict:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # weights-only refusals, truncation and zip errors all land here
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UserError(f"{path}: not a loadable anime-gan checkpoint ({first[:160]}); "
-                        f"it may be corrupt or unsafe, use another one") from None
+        raise UserError(f"{path}: {_load_failure(str(e))}; use a checkpoint written by anime-gan") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT or ckpt.get("kind") != kind:
         expected = {"generator": "G_<step>.ckpt", "trainer": "D_<step>.ckpt", "judge": "judge_<size>.pt"}
         raise UserError(f"{path}: not an anime-gan {kind} checkpoint "
                         f"({expected.get(kind, kind)} expected)")
     return ckpt
+
+
+def _load_failure(text: str) -> str:
+    """What went wrong, in one phrase (torch's own message is many lines about weights_only)."""
+    unsafe = re.search(r"GLOBAL (\S+)", text)
+    if unsafe:
+        return f"refused as unsafe: it asks to import {unsafe.group(1)}, which no checkpoint needs"
+    if "Weights only load failed" in text:
+        return "not a checkpoint (its contents are not plain weights)"
+    return "corrupt or cut short (cannot be read as a checkpoint)"
 
 
 def steps(run_dir) -> list[int]:
@@ -182,15 +190,17 @@ def restore_snapshot(path: Path, ckpt_dir: Path, state: TrainState, cfg: TrainCo
         if getattr(saved, key) != getattr(cfg, key):
             raise UserError(f"{path}: was trained with --{key.replace('_', '-')} {getattr(saved, key)}, "
                             f"not {getattr(cfg, key)}; pass the same value to resume")
-    try:
-        state.G.load_state_dict(g["G"])
-        state.D.load_state_dict(d["D"])
-        if state.G_ema is not None:
-            state.G_ema.load_state_dict(g["G_ema"] or g["G"])
-        state.opt_G.load_state_dict(d["opt_G"])
-        state.opt_D.load_state_dict(d["opt_D"])
-    except (RuntimeError, KeyError, ValueError) as e:
-        raise UserError(f"{path}: does not match this model ({str(e).splitlines()[0][:160]})") from None
+    def restore(file: Path, *loads):
+        try:
+            for load_fn in loads:
+                load_fn()
+        except (RuntimeError, KeyError, ValueError) as e:  # named per file: G and D may come from different runs
+            raise UserError(f"{file}: does not match this model ({str(e).splitlines()[0][:160]})") from None
+
+    restore(path, lambda: state.G.load_state_dict(g["G"]),
+            lambda: state.G_ema is None or state.G_ema.load_state_dict(g["G_ema"] or g["G"]))
+    restore(d_path, lambda: state.D.load_state_dict(d["D"]), lambda: state.opt_G.load_state_dict(d["opt_G"]),
+            lambda: state.opt_D.load_state_dict(d["opt_D"]))
     state.scaler.load_state_dict(d["scaler"])
     torch.set_rng_state(d["rng"]["torch"])
     state.gen.set_state(d["rng"]["gen"])

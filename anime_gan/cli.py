@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import signal
 import sys
 
 from . import __version__
@@ -214,15 +215,26 @@ def _config(cls, args, renames=None):
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    prog = "anime-gan"
     try:
+        args = build_parser().parse_args(argv)  # imports torch (the presets' help): a Ctrl-C may land here
+        prog = f"anime-gan {args.command}"
         return _run(args)
     except UserError as e:
-        print(f"anime-gan {args.command}: error: {_one_line(str(e))}", file=sys.stderr)
+        print(f"{prog}: error: {_one_line(str(e))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # outside training's own handler (e.g. while preparing data)
-        print(f"anime-gan {args.command}: interrupted", file=sys.stderr)
+        print(f"{prog}: interrupted", file=sys.stderr)
         return 130
+
+
+def console() -> None:
+    """The `anime-gan` program: main(), then an exit that a late Ctrl-C cannot turn into a crash."""
+    code = main()
+    # Only interpreter teardown is left (torch's can take a while): a Ctrl-C that arrives now,
+    # say the second of two after a saved stop, must not change the exit status.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    sys.exit(code)
 
 
 def _run(args) -> int:

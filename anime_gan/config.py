@@ -125,6 +125,18 @@ def validate_train(cfg: TrainConfig) -> None:
         raise UserError("--mode-seeking is a GAN loss term; --model cvae has no adversarial step")
     if not 0 <= cfg.ema_decay < 1:
         raise UserError(f"--ema-decay must be in [0, 1), got {cfg.ema_decay}")
+    if cfg.beta is not None and not 0 <= cfg.beta < 1:
+        raise UserError(f"--beta (Adam's beta1) must be in [0, 1), got {cfg.beta}")
+    for name in ("aux", "seed", "keep_d", "eval_every"):
+        if getattr(cfg, name) < 0:
+            raise UserError(f"--{name.replace('_', '-')} must be 0 or more, got {getattr(cfg, name)}")
+    if cfg.synthetic_size < 1:
+        raise UserError(f"--synthetic-size must be at least 1 (the built-in faces drawn into an empty "
+                        f"-t folder), got {cfg.synthetic_size}")
+    if cfg.name is not None and (cfg.name in ("", ".", "..") or any(c in cfg.name for c in "/\\\0")):
+        # The name becomes one folder under -s and -c; a path would write outside them.
+        raise UserError(f"--name '{cfg.name}' must be a plain folder name (no '/', '\\' or '..'); "
+                        f"choose where runs go with -s and -c")
 
 
 @dataclass

@@ -7,3 +7,4 @@ class UserError(Exception):
     The message must name the offending file or value and say how to fix it; the CLI prints it
     as a single line (no traceback) and exits with status 2.
     """
+

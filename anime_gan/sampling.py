@@ -24,6 +24,7 @@ from . import render
 from .checkpoint import generator_path, load, load_generator, steps
 from .config import TestConfig, TrainConfig
 from .errors import UserError
+from .files import writable_folder
 from .labels import Schema, encode, parse_rgb
 
 DEFAULT_PAIRS = ("pink hair black eyes", "black hair purple eyes", "red hair red eyes",
@@ -70,14 +71,20 @@ def run_test(cfg: TestConfig) -> list[Path]:
     """Draw `cfg.type` into `cfg.sample_dir`; returns the paths written (--conditions alone implies
     -t conditions).  Every problem with the input is a UserError."""
     kind = validate_test(cfg)
+    used = USES.get(kind, ())
+    if kind != "progress":
+        model = _load(cfg)
+        if kind != "conditions":  # every other type draws hair and eye colours
+            _require_anime(model, kind)
+            for flag in ("hair", "eye", "to_hair", "to_eye"):
+                if getattr(cfg, flag) and flag in used:  # all colours checked before anything is said
+                    model.schema.class_index(flag.removeprefix("to_"), getattr(cfg, flag))
+    writable_folder(cfg.sample_dir, "choose another folder with -s")
     for flag in ("hair", "eye", "to_hair", "to_eye", "hair_rgb", "eye_rgb", "pairs", "conditions"):
-        if getattr(cfg, flag) and flag not in USES.get(kind, ()):
+        if getattr(cfg, flag) and flag not in used:
             _say(f"note: -t {kind} does not use --{flag.replace('_', '-')}; ignored")
     if kind == "progress":
         return progress(cfg)
-    model = _load(cfg)
-    if kind != "conditions":  # every other type draws hair and eye colours
-        _require_anime(model, kind)
     with torch.no_grad():
         return TYPES[kind](cfg, model, random.Random(cfg.seed), torch.Generator().manual_seed(cfg.seed))
 

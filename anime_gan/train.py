@@ -28,6 +28,7 @@ from .config import TrainConfig, resolve_hyper, validate_train
 from .data.dataset import Batches, LabelSampler, open_packed
 from .data.prepare import PrepareConfig, cache_paths, ensure_cache, format_report, prepare
 from .errors import UserError
+from .files import writable_folder
 from .labels import Schema, cond_dim, encode
 from .metrics.evaluate import evaluate_during_training, load_training_judge
 from .models import PRESETS, ModelConfig, aux_kind, build
@@ -47,12 +48,17 @@ def pick_device(name: str, local_rank: int | None = None) -> torch.device:
                             f"use --device cpu (or auto)")
         if local_rank is not None and name == "cuda":
             return torch.device("cuda", local_rank)
-    return torch.device(name)
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise UserError(f"unknown --device '{name}'; choose auto, cpu, cuda or cuda:N") from None
 
 
 def load_training_data(cfg: TrainConfig, log):
     """Open the packed cache; draw the built-in faces first when the data folder is empty."""
     root = Path(cfg.train_dir)
+    if not cache_paths(root, cfg.image_size)[0].exists():
+        writable_folder(root, "choose another folder with -t")  # the set or its cache is written there
     if not root.exists() or not any(root.iterdir()):
         log(f"{root} is empty or missing: drawing the built-in data set "
             f"({cfg.synthetic_size} procedural faces) there first")
@@ -142,10 +148,12 @@ def train(cfg: TrainConfig) -> Path:
     run = cfg.run_name()
     sample_dir, ckpt_dir = Path(cfg.sample_dir) / run, Path(cfg.checkpoint_dir) / run
     resume_path = checkpoint.resume_path(cfg.resume, ckpt_dir)
+    if resume_path is None and checkpoint.resumable_steps(ckpt_dir):
+        raise UserError(f"{ckpt_dir}: already holds a run (step {checkpoint.resumable_steps(ckpt_dir)[-1]}); "
+                        f"continue it with --resume latest, or pick another --name (nothing was changed)")
+    created = []
     if dist.is_main:
-        for d in (sample_dir, ckpt_dir):
-            _check_writable(d)
-        _check_space(ckpt_dir, G, D)
+        created = _make_run_folders(sample_dir, ckpt_dir, G, D)
         checkpoint.remove_partial(ckpt_dir)
 
     gen = torch.Generator(device).manual_seed(cfg.seed * 1000 + dist.rank)
@@ -163,7 +171,11 @@ def train(cfg: TrainConfig) -> Path:
     state = checkpoint.TrainState(G, D, G_ema, opt_G, opt_D, scaler, gen, acc)  # what snapshots save and restore
     start, records = 0, []
     if resume_path is not None:
-        start, records = checkpoint.restore_snapshot(resume_path, ckpt_dir, state, cfg)
+        try:
+            start, records = checkpoint.restore_snapshot(resume_path, ckpt_dir, state, cfg)
+        except UserError:
+            _remove(created)  # a bad --resume file leaves no empty run folders behind
+            raise
         for opt in (opt_G, opt_D):
             _match_device(opt, device, cfg.cuda_graph)
         if dist.world_size > 1:
@@ -239,16 +251,22 @@ def train(cfg: TrainConfig) -> Path:
                 checkpoint.save_snapshot(ckpt_dir, step, state, cfg, mcfg, schema, dist)
     except KeyboardInterrupt:
         stop.requested = True  # a second Ctrl-C during the loop body: still save below
+    except BaseException:
+        stop.restore()
+        raise
     finally:
         bar.close()
+    try:
+        stop.hold()  # from here on, more Ctrl-C's would only cut the final snapshot short
+        if stop.requested and step > start:
+            _check_finite(acc.peek(), step, ckpt_dir)
+            checkpoint.save_snapshot(ckpt_dir, step, state, cfg, mcfg, schema, dist)
+            log(f"stopped at step {step}: saved {ckpt_dir / f'G_{step}.ckpt'}; continue with --resume")
+        if tb is not None:
+            tb.close()
+        distributed.cleanup()
+    finally:
         stop.restore()
-    if stop.requested and step > start:
-        _check_finite(acc.peek(), step, ckpt_dir)
-        checkpoint.save_snapshot(ckpt_dir, step, state, cfg, mcfg, schema, dist)
-        log(f"stopped at step {step}: saved {ckpt_dir / f'G_{step}.ckpt'}; continue with --resume")
-    if tb is not None:
-        tb.close()
-    distributed.cleanup()
     return ckpt_dir
 
 
@@ -279,13 +297,28 @@ def _check_space(ckpt_dir: Path, *modules) -> None:
                         f"{need / 2**20:.0f} MiB; free space or choose another -c")
 
 
-def _check_writable(d: Path) -> None:
+def _make_run_folders(sample_dir: Path, ckpt_dir: Path, *modules) -> list[Path]:
+    """Create the run's folders, checked writable and with room for snapshots. Returns the
+    folders made here, so that a setup error can take them away again."""
+    created = []
+    for d in (sample_dir, ckpt_dir):
+        top = next((p for p in reversed([d, *d.parents]) if not p.exists()), None)
+        if top is not None and top not in created:
+            created.append(top)
     try:
-        d.mkdir(parents=True, exist_ok=True)
-        (d / ".write_test").write_bytes(b"")
-        (d / ".write_test").unlink()
-    except OSError as e:
-        raise UserError(f"{d}: cannot write here ({e.strerror}); choose another folder with -s/-c") from None
+        for d in (sample_dir, ckpt_dir):
+            writable_folder(d, "choose another folder with -s/-c")
+        _check_space(ckpt_dir, *modules)
+    except UserError:
+        _remove(created)
+        raise
+    return created
+
+
+def _remove(folders: list[Path]) -> None:
+    import shutil
+    for d in folders:
+        shutil.rmtree(d, ignore_errors=True)
 
 
 def _optimizers(G, D, preset, hyper, device, capturable=False):
@@ -450,7 +483,7 @@ class _StopFlag:
     """SIGINT/SIGTERM ask the loop to stop after the current step; the loop then checkpoints."""
 
     def __init__(self):
-        self.requested = False
+        self.requested, self.holding = False, False
         self._old = {}
         try:
             for sig in (signal.SIGINT, signal.SIGTERM):
@@ -459,9 +492,13 @@ class _StopFlag:
             self._old = {}
 
     def _handle(self, signum, frame):
-        if self.requested and signum == signal.SIGINT:
+        if self.requested and signum == signal.SIGINT and not self.holding:
             raise KeyboardInterrupt  # second Ctrl-C: stop now
         self.requested = True
+
+    def hold(self):
+        """Signals only set the flag from now on (the loop is over; the last save must finish)."""
+        self.holding = True
 
     def restore(self):
         for sig, old in self._old.items():

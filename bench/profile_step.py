@@ -24,8 +24,8 @@ from torch.profiler import ProfilerActivity, profile
 from anime_gan.cli import main as cli
 
 
-def profiled_run(args, data: Path, out: Path, steps: int):
-    cmd = ["train", "-t", str(data), "-s", str(out / "s"), "-c", str(out / "c"), "--name", f"p{steps}",
+def profiled_run(args, data: Path, out: Path, steps: int, name: str):
+    cmd = ["train", "-t", str(data), "-s", str(out / "s"), "-c", str(out / "c"), "--name", name,
            "--model", args.model, "-b", str(args.batch_size), "-d", args.device, "--nf", str(args.nf),
            "-i", str(steps), "--log-every", str(steps), "--sample", str(10**9), "--check", str(10**9),
            "--precision", args.precision, "--no-ema", "-q"]
@@ -67,9 +67,9 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "data"
         assert cli(["prepare", "--synthetic", str(args.images), "-o", str(data), "-q"]) == 0
-        profiled_run(args, data, Path(tmp), args.short)  # warm caches (cuDNN, allocator, imports)
-        w1, k1, b1 = profiled_run(args, data, Path(tmp), args.short)
-        w2, k2, b2 = profiled_run(args, data, Path(tmp), args.long)
+        profiled_run(args, data, Path(tmp), args.short, "warm")  # warm caches (cuDNN, allocator, imports)
+        w1, k1, b1 = profiled_run(args, data, Path(tmp), args.short, "short")
+        w2, k2, b2 = profiled_run(args, data, Path(tmp), args.long, "long")
     n = args.long - args.short
     wall_ms = (w2 - w1) / n * 1e3
     per_step = {k: (k2[k] - k1.get(k, 0)) / n for k in k2}

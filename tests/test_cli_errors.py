@@ -60,10 +60,10 @@ def test_tags_and_images_count_mismatch(cli, tmp_path):
     draw(root / "images" / "12.jpg", (0, 0, 0))          # and one image with no tag
     rc, out, err = cli("prepare", root, "-o", tmp_path / "out", "-q")
     assert rc == 0 and out.startswith("10 images") and "skipped 3 file(s)" in out
-    assert f"{root / 'images' / '4.jpg'}: missing image" in out
+    assert f"{root / 'images' / '4'}.{{jpg,png,jpeg}}: missing image" in out
     assert f"{root / 'images' / '12.jpg'}: missing label" in out
     one_line_error(cli("prepare", root, "-o", tmp_path / "strict", "--strict", "-q"),
-                   "--strict: 3 file(s) skipped", root / "images" / "4.jpg", "drop --strict")
+                   "--strict: 3 file(s) skipped", f"{root / 'images' / '4'}.{{jpg,png,jpeg}}", "drop --strict")
 
 
 @pytest.mark.parametrize("damage", ["missing", "corrupt", "16-bit"])
@@ -72,6 +72,7 @@ def test_missing_or_corrupt_image_with_strict(cli, tmp_path, damage):
     image = root / "images" / "5.jpg"
     if damage == "missing":
         image.unlink()
+        image = f"{root / 'images' / '5'}.{{jpg,png,jpeg}}"  # any of these would have done
     elif damage == "corrupt":
         image.write_bytes(b"\x00" * 100)
     else:
@@ -197,6 +198,30 @@ def test_prepare_rerun_with_relative_paths_from_another_directory(cli, tmp_path,
     rc, _, err = cli("prepare", "a/src", "-o", "out", "-q")
     assert rc == 0, err
     assert len(list((tmp_path / "out" / "images").iterdir())) == len(list((src / "images").iterdir()))
+
+
+def test_source_and_synthetic_together_are_refused(cli, tmp_path):
+    src = write_tags_csv(tmp_path / "src")
+    one_line_error(cli("prepare", src, "--synthetic", "8", "-o", tmp_path / "out", "-q"), "not both")
+    assert not (tmp_path / "out").exists()
+
+
+def test_source_that_is_a_file_names_its_folder(cli, builtin_set):
+    one_line_error(cli("prepare", builtin_set / "tags.pickle", "-o", "never"), "is a file",
+                   f"give the data folder that holds it ({builtin_set})")
+
+
+def test_many_missing_images_are_summarised_not_listed(cli, tmp_path, builtin_set):
+    """A tags file naming 30 absent images: a few lines and where the full list is, not a flood."""
+    import shutil
+    src = tmp_path / "src"
+    shutil.copytree(builtin_set, src)
+    for i in range(30):
+        next((src / "images").glob(f"{i}.*")).unlink()
+    rc, out, _ = cli("prepare", src, "-o", tmp_path / "out")
+    listed = [l for l in out.splitlines() if "missing image" in l]
+    assert rc == 0 and len(listed) == 10 and "images/0.{jpg,png,jpeg}: missing image" in listed[0]
+    assert "... and 20 more, all listed in" in out and "meta_64.json" in out
 
 # ---- --version, --help, usage errors --------------------------------------------------------------
 

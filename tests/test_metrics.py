@@ -3,7 +3,12 @@ generators, Inception weights handling (never downloaded), and `eval` / `train-j
 
 Everything runs on the CPU on 600 built-in faces; feature extractors are tiny random conv nets or
 the judge, never downloaded weights."""
+import errno
 import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,6 +28,8 @@ from anime_gan.metrics.config import JudgeConfig
 from anime_gan.metrics.evaluate import evaluate
 from anime_gan.metrics.inception import WEIGHTS_FILE, InceptionFeatures
 from anime_gan.metrics.judge import Judge, JudgeArch, group_hits, load_judge, save_judge, train_judge
+
+from test_cli_errors import one_line_error
 
 # Small enough for ~5 s on two CPU cores, and measured to reach >= 0.95 per group on 600 faces.
 FAST_JUDGE = dict(epochs=15, width=16, batch_size=32, device="cpu", quiet=True)
@@ -301,3 +308,86 @@ def test_dry_runs_print_configs(capsys):
     assert main(["eval", "--dry-run", "-d", "RUN", "--metrics", "accuracy", "-k", "4"]) == 0
     cfg = json.loads(capsys.readouterr().out)
     assert cfg["model_dir"] == "RUN" and cfg["metrics"] == ["accuracy"] and cfg["k"] == 4
+
+
+# ---- bad output paths and devices: one line, exit 2, before the slow work -----------------------
+
+def read_only(monkeypatch, folder: Path) -> None:
+    """Make `folder` act like a read-only disk for temp files, which every atomic write and every
+    write probe make (tests run as root, where chmod stops nothing)."""
+    real = tempfile.mkstemp
+
+    def mkstemp(*args, dir=None, **kwargs):
+        if dir is not None and Path(dir).resolve().is_relative_to(folder.resolve()):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(dir))
+        return real(*args, dir=dir, **kwargs)
+    monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
+
+
+@pytest.fixture
+def run_copy(run_dir, tmp_path):
+    """The trained generator in a run folder of its own, whose metrics.jsonl a test may break."""
+    (tmp_path / "run").mkdir()
+    shutil.copy(run_dir / "G_2.ckpt", tmp_path / "run")
+    return tmp_path / "run"
+
+
+@pytest.mark.parametrize("block", ["folder", "read-only", "lost after the check"])
+def test_eval_refuses_a_results_file_it_cannot_append_before_evaluating(cli, run_copy, data_dir, monkeypatch,
+                                                                        block):
+    from anime_gan.metrics import evaluate as ev
+    results = run_copy / "metrics.jsonl"
+    if block == "folder":
+        results.mkdir()
+    elif block == "read-only":
+        read_only(monkeypatch, run_copy)
+    computed = []
+
+    def fake_evaluate(*args, **kwargs):
+        computed.append(1)
+        if block == "lost after the check":  # e.g. another process put a folder there meanwhile
+            results.mkdir()
+        return {}
+    monkeypatch.setattr(ev, "evaluate", fake_evaluate)
+    one_line_error(cli("eval", "-d", run_copy, "-t", data_dir, "--metrics", "diversity", "--device", "cpu", "-q"),
+                   results, "-d")
+    assert computed == ([1] if block == "lost after the check" else [])
+    assert results.is_dir() == (block != "read-only")
+
+
+def test_eval_computes_real_statistics_when_the_data_cache_is_read_only(cli, run_copy, data_dir, judge_file,
+                                                                        tmp_path, monkeypatch):
+    data = tmp_path / "data"
+    shutil.copytree(data_dir, data, ignore=shutil.ignore_patterns("fid_*"))
+    read_only(monkeypatch, data)
+    rc, out, err = cli("eval", "-d", run_copy, "-t", data, "--judge", judge_file[0], "--metrics", "judge-fid",
+                       "--fid-samples", "50", "--device", "cpu", "--json", "-q")
+    assert rc == 0 and err == "", err
+    assert json.loads(out)["metrics"]["judge_fid"] >= 0 and not list(data.glob("cache/*fid*"))
+
+
+@pytest.mark.parametrize("block", ["folder", "file above", "missing folder", "read-only"])
+def test_train_judge_checks_its_output_before_training(cli, data_dir, tmp_path, block, monkeypatch):
+    out = tmp_path / "j.pt"
+    if block == "folder":
+        out.mkdir()
+        needles = ("is a folder",)
+    elif block == "file above":
+        (tmp_path / "afile").write_text("not a folder")
+        out = tmp_path / "afile" / "j.pt"
+        needles = (f"{tmp_path / 'afile'} is a file",)
+    elif block == "missing folder":
+        out = tmp_path / "none" / "j.pt"
+        needles = ("does not exist",)
+    else:
+        read_only(monkeypatch, tmp_path)
+        needles = (os.strerror(errno.EROFS),)
+    # Not quiet: an epoch line on stderr would show that training ran before the check.
+    one_line_error(cli("train-judge", "-t", data_dir, "--epochs", "1", "--width", "4", "-d", "cpu", "-o", out),
+                   out, "-o", *needles)
+
+
+def test_unknown_device_is_one_line(cli, run_dir, data_dir, tmp_path):
+    one_line_error(cli("eval", "-d", run_dir, "--metrics", "diversity", "--device", "tpu", "-q"), "tpu")
+    one_line_error(cli("train-judge", "-t", data_dir, "--epochs", "1", "-d", "tpu", "-o", tmp_path / "j.pt", "-q"),
+                   "tpu")

@@ -155,12 +155,21 @@ def test_progress_gif_has_every_snapshot_in_step_order(models, tmp_path, capsys)
     ("onehot", ["-t", "fix_hair_eye", "--hair-rgb", "#ff0000"], "needs a model trained with --embed rgb"),
     ("onehot", ["-t", "color_map"], "needs a model trained with --embed rgb"),
     ("multi", ["-t", "conditions"], "needs --conditions FILE.json"),
+    # every colour is checked before a random one is announced: still one line
+    ("onehot", ["-t", "interpolate", "--hair", "red", "--to-hair", "teal"], "unknown hair colour 'teal'"),
 ])
 def test_errors_exit_2_with_one_line(models, tmp_path, capsys, model, args, message):
     (tmp_path / "empty").mkdir()
     path = models.get(model, tmp_path / model)
     rc, _, err = _test(capsys, path, tmp_path / "out", *args)
     assert rc == 2 and message in err and err.count("\n") == 1
+
+
+def test_output_folder_that_is_a_file_is_refused_before_drawing(models, tmp_path, capsys):
+    (tmp_path / "afile").write_text("mine")
+    rc, _, err = _test(capsys, models["onehot"], tmp_path / "afile", "-t", "fix_noise")
+    assert rc == 2 and f"cannot write here ({tmp_path / 'afile'} is a file, not a folder)" in err and err.count("\n") == 1
+    assert (tmp_path / "afile").read_text() == "mine"
 
 
 def test_dry_run_checks_values_without_a_checkpoint(tmp_path, capsys):

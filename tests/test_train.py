@@ -9,6 +9,7 @@ import torch
 from anime_gan import checkpoint
 from anime_gan.cli import main
 from anime_gan.models import PRESETS
+from conftest import snapshot
 
 TINY = ["--nf", "8", "-b", "8", "--log-every", "1", "-q"]
 
@@ -142,6 +143,14 @@ def test_dry_run_prints_resolved_config(tmp_path, data, capsys):
     (["--mode-seeking", "-1"], "--mode-seeking must be 0 (off) or more"),
     (["--mode-seeking", "1", "--model", "cvae"], "has no adversarial step"),
     (["--cuda-graph", "--precision", "fp16"], "--cuda-graph cannot record fp16"),
+    (["--beta", "2"], "--beta (Adam's beta1) must be in [0, 1), got 2.0"),
+    (["--keep-d", "-1"], "--keep-d must be 0 or more"),
+    (["--aux", "-1"], "--aux must be 0 or more"),
+    (["--seed", "-1"], "--seed must be 0 or more"),
+    (["--synthetic-size", "0"], "--synthetic-size must be at least 1"),
+    (["--name", "../escape"], "must be a plain folder name"),
+    (["--resume", "no/such/G_5.ckpt"], "checkpoint not found"),  # found after the folders are made
+    (["-d", "tpu"], "unknown --device 'tpu'"),
 ])
 def test_bad_input_is_one_line_and_touches_nothing(tmp_path, data, capsys, args, message):
     if args == ["-d", "cuda"] and torch.cuda.is_available():
@@ -154,6 +163,42 @@ def test_bad_input_is_one_line_and_touches_nothing(tmp_path, data, capsys, args,
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1 and "Traceback" not in err
     assert not (tmp_path / "samples").exists() and not (tmp_path / "ckpt").exists()
+    assert not (tmp_path.parent / "escape").exists()
+
+
+def test_existing_run_is_not_overwritten_without_resume(tmp_path, data, capsys):
+    common = ["--model", "cgan", "--image-size", "32", "--name", "r"]
+    assert _train(tmp_path, data, *common, "-i", "2", "--check", "2") == 0
+    run = tmp_path / "ckpt" / "r"
+    before = snapshot(run)
+    capsys.readouterr()
+    assert _train(tmp_path, data, *common, "-i", "1", "--check", "1") == 2
+    err = capsys.readouterr().err.strip()
+    assert "already holds a run (step 2)" in err and "--resume latest" in err and len(err.splitlines()) == 1
+    assert snapshot(run) == before
+
+
+def test_unwritable_checkpoint_folder_leaves_no_sample_folder(tmp_path, data, capsys):
+    (tmp_path / "afile").write_text("")
+    code = main(["train", "-t", str(data), "--model", "cgan", "--image-size", "32", "-i", "1", "-q",
+                 "-s", str(tmp_path / "samples"), "-c", str(tmp_path / "afile"), "--name", "r"])
+    err = capsys.readouterr().err
+    assert code == 2 and f"{tmp_path / 'afile'} is a file, not a folder" in err
+    assert not (tmp_path / "samples").exists()
+
+
+def test_resume_with_a_d_file_of_another_model_names_that_file(tmp_path, data, capsys):
+    assert _train(tmp_path / "a", data, "--model", "cgan", "--image-size", "32", "-i", "2", "--check", "2",
+                  "--name", "r") == 0
+    assert _train(tmp_path / "b", data, "--model", "acgan-dcgan", "--image-size", "32", "-i", "2",
+                  "--check", "2", "--name", "r") == 0
+    run = tmp_path / "a" / "ckpt" / "r"
+    (run / "D_2.ckpt").write_bytes((tmp_path / "b" / "ckpt" / "r" / "D_2.ckpt").read_bytes())
+    capsys.readouterr()
+    assert _train(tmp_path / "a", data, "--model", "cgan", "--image-size", "32", "-i", "3", "--name", "r",
+                  "--resume") == 2
+    err = capsys.readouterr().err
+    assert f"{run / 'D_2.ckpt'}: does not match this model" in err
 
 
 def test_conditional_model_on_unlabelled_folder(tmp_path, data, capsys):

@@ -41,6 +41,8 @@ class Source:
 
 def scan(root) -> Source:
     root = Path(root)
+    if root.is_file():
+        raise UserError(f"{root}: is a file; give the data folder that holds it ({root.parent})")
     if not root.is_dir():
         raise UserError(f"{root}: data folder not found; check the path, "
                         f"or run `anime-gan prepare --synthetic 2000 -o {root}` to make one")
@@ -100,7 +102,7 @@ def _add_numbered(src: Source, images: Path, stem) -> bool:
     file = next((images / f"{stem}{s}" for s in (".jpg", ".png", ".jpeg") if os.path.exists(images / f"{stem}{s}")),
                 None)
     if file is None:
-        src.skipped.append((str(images / f"{stem}.jpg"), "missing image"))
+        src.skipped.append((f"{images / str(stem)}.{{jpg,png,jpeg}}", "missing image"))
         return False
     src.files.append(file)
     return True

@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from ..config import PrepareConfig
 from ..errors import UserError
+from ..files import writable_folder
 from ..labels import Schema, anime_schema
 from .formats import IMAGE_SUFFIXES, Source, read_image, scan
 
@@ -31,6 +32,8 @@ def cache_paths(root, size: int) -> tuple[Path, Path, Path]:
     d = Path(root) / CACHE_DIR
     return d / f"images_{size}.npy", d / f"labels_{size}.npy", d / f"meta_{size}.json"
 
+SHOWN_SKIPPED = 10  # the rest are in the cache's meta file: a bad folder must not flood a log
+
 
 def validate_prepare(cfg: PrepareConfig) -> None:
     """The checks that need no data: run before anything is read or written, and by --dry-run."""
@@ -42,6 +45,8 @@ def validate_prepare(cfg: PrepareConfig) -> None:
     if cfg.synthetic > MAX_SYNTHETIC:
         raise UserError(f"--synthetic {cfg.synthetic} is more than the {MAX_SYNTHETIC:,} faces this "
                         f"tool draws; ask for fewer")
+    if cfg.synthetic and cfg.source is not None:
+        raise UserError(f"give a SOURCE folder ({cfg.source}) or --synthetic N, not both")
     if not cfg.synthetic and cfg.source is None:
         raise UserError("prepare needs a SOURCE folder, or --synthetic N for the built-in faces")
 
@@ -50,7 +55,7 @@ def prepare(cfg: PrepareConfig) -> dict:
     validate_prepare(cfg)
     out = Path(cfg.out)
     if cfg.synthetic:
-        _check_writable(out)
+        writable_folder(out, "choose another folder with -o")
         write_synthetic(out, cfg.synthetic, cfg.seed, size=max(64, cfg.image_size), quiet=cfg.quiet)
         src = scan(out)
     else:
@@ -61,7 +66,7 @@ def prepare(cfg: PrepareConfig) -> dict:
             raise UserError(f"{out}: already holds a data set from elsewhere; choose an empty folder with "
                             f"-o, or delete it first (nothing was changed). To add a size to it: "
                             f"anime-gan prepare {out} --image-size N")
-        _check_writable(out)
+        writable_folder(out, "choose another folder with -o")
     if not src.files:
         raise UserError(f"{src.root}: no usable images found ({len(src.skipped)} skipped); "
                         f"see the formats in README.md")
@@ -232,9 +237,10 @@ def format_report(report: dict) -> str:
         lines.append(f"  {group}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
     if report["skipped"]:
         lines.append(f"  skipped {len(report['skipped'])} file(s):")
-        lines += [f"    {s['file']}: {s['reason']}" for s in report["skipped"][:20]]
-        if len(report["skipped"]) > 20:
-            lines.append(f"    ... and {len(report['skipped']) - 20} more (see cache/meta_*.json)")
+        lines += [f"    {s['file']}: {s['reason']}" for s in report["skipped"][:SHOWN_SKIPPED]]
+        if len(report["skipped"]) > SHOWN_SKIPPED:
+            lines.append(f"    ... and {len(report['skipped']) - SHOWN_SKIPPED} more, all listed in "
+                         f"{report['out']}/{CACHE_DIR}/meta_{report['image_size']}.json")
     return "\n".join(lines)
 
 
@@ -261,16 +267,6 @@ def _forget_previous(out: Path, keep_size: int) -> None:
 
 def _same(a: Path, b: Path) -> bool:
     return Path(a).resolve() == Path(b).resolve()
-
-
-def _check_writable(out: Path) -> None:
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".write_test"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as e:
-        raise UserError(f"{out}: cannot write here ({e.strerror}); choose another folder with -o") from None
 
 
 def _atomic_write_bytes(path: Path, data: bytes) -> None:

@@ -33,6 +33,7 @@ from .config import JUDGED_METRICS, OFFLINE_METRICS, EvalConfig, validate_eval
 from .fid import StatsAccumulator, frechet_distance, real_stats, stats_of
 from .inception import load_inception
 from .judge import load_judge
+from ..files import writable_file, writing
 
 
 def judge_key(judge) -> str:
@@ -230,6 +231,10 @@ def run_eval(cfg: EvalConfig, log=lambda msg: None) -> dict:
     validate_eval(cfg)
     device = pick_device(cfg.device)
     path = checkpoint.generator_path(cfg.model_dir)
+    results = path.parent / "metrics.jsonl"
+    fix = (f"eval appends its results there and has no option to write them elsewhere; copy {path.name} "
+           f"into a writable folder and pass that copy with -d")
+    writable_file(results, fix, append=True)
     # Inception first: a missing weights file should stop us before any slow work.
     inception = load_inception(cfg.inception_weights, device) if "fid" in cfg.metrics else None
     G, tcfg, schema, step = checkpoint.load_generator(path, device, ema=cfg.ema)
@@ -255,7 +260,7 @@ def run_eval(cfg: EvalConfig, log=lambda msg: None) -> dict:
                            "conditions": cfg.conditions},
               "seconds": round(time.perf_counter() - start, 1),
               "time": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-    with open(path.parent / "metrics.jsonl", "a") as f:
+    with writing(results, fix), open(results, "a") as f:
         f.write(json.dumps(record) + "\n")
     return record
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -104,7 +105,8 @@ def real_stats(data: Packed, extractor, name: str, key: str, per_class: bool = F
             rows = np.flatnonzero(idx == ci)
             if len(rows) >= 2:
                 out[f"{g.name}/{c}"] = stats_of(feats[torch.from_numpy(rows)])
-    _write(path, full_key, out)
+    with suppress(OSError):  # e.g. a read-only data folder: the cache only saves time next run
+        _write(path, full_key, out)
     return out
 
 

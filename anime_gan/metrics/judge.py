@@ -20,6 +20,7 @@ from .. import checkpoint
 from ..errors import UserError
 from ..labels import Schema
 from .config import JudgeConfig, validate_judge
+from ..files import writable_file, writing
 
 
 @dataclass(frozen=True)
@@ -125,8 +126,8 @@ def train_judge(cfg: JudgeConfig, log=print) -> tuple[Path, dict]:
         raise UserError(f"{cfg.train_dir}: has no labels, so a judge cannot be trained; "
                         f"label the data (tags.pickle, train.json or tags.csv) and re-run prepare")
     out = Path(cfg.out) if cfg.out else Path(cfg.train_dir) / f"judge_{cfg.image_size}.pt"
-    if out.parent and not out.parent.is_dir():
-        raise UserError(f"{out}: folder {out.parent} does not exist; create it or pick another -o")
+    fix = "pick another file with -o"
+    writable_file(out, fix)
     device = pick_device(cfg.device)
     schema = data.schema
     train_idx, held_idx = split(len(data), cfg.heldout, cfg.seed)
@@ -169,7 +170,8 @@ def train_judge(cfg: JudgeConfig, log=print) -> tuple[Path, dict]:
     report = {"judge": str(out), "data": str(cfg.train_dir), "images": len(data), "train": len(train_idx),
               "heldout": len(held_idx), "heldout_accuracy": held, "epochs": cfg.epochs,
               "seconds": round(seconds, 1), "device": str(device)}
-    save_judge(judge.cpu(), out, report)
+    with writing(out, fix):
+        save_judge(judge.cpu(), out, report)
     return out, report
 
 

@@ -1,0 +1,53 @@
+"""Where the tool writes (run folders, grids, results, judges), checked before the slow work: a
+file in the way or a read-only disk costs a second and one clear line, not a finished run."""
+from __future__ import annotations
+
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+from .errors import UserError
+
+
+@contextmanager
+def writing(path: Path, fix: str):
+    """Turn an OSError while writing `path` into a UserError that names it and says `fix`."""
+    try:
+        yield
+    except OSError as e:
+        raise UserError(f"{path}: cannot write here ({e.strerror}); {fix}") from None
+
+
+def writable_file(path, fix: str, append: bool = False) -> None:
+    """Raise a UserError unless `path` can be written (replaced, or appended to with `append`)."""
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{path}: is a folder, not a file; {fix}")
+    above = next((p for p in path.parents if p.exists()), Path("."))
+    if not above.is_dir():
+        raise UserError(f"{path}: cannot write here ({above} is a file, not a folder); {fix}")
+    if above != path.parent:
+        raise UserError(f"{path}: folder {path.parent} does not exist; create it or {fix}")
+    with writing(path, fix):
+        if append and path.exists():
+            open(path, "ab").close()  # appending nothing leaves the file as it was
+        else:  # a rename into the folder, or a new file: both need the folder writable
+            fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+            os.close(fd)
+            os.unlink(probe)
+
+
+def writable_folder(folder, fix: str):
+    """Create `folder` if needed and prove a file can be written there, before any long work;
+    otherwise a UserError that names the folder and ends with `fix`."""
+    folder = Path(folder)
+    blocker = next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        raise UserError(f"{folder}: cannot write here ({blocker} is a file, not a folder); {fix}")
+    with writing(folder, fix):
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / ".write_test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    return folder

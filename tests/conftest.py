@@ -87,6 +87,17 @@ def write_folder(root: Path, n: int = 5) -> Path:
     return root
 
 
+def one_line_error(result, *needles):
+    """Exit 2 and a single 'anime-gan <cmd>: error: ...' line containing every needle."""
+    rc, out, err = result
+    assert rc == 2, (out, err)
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert err.startswith("anime-gan ") and ": error: " in err
+    for needle in needles:
+        assert str(needle) in err, (needle, err)
+    return err
+
+
 def snapshot(folder: Path) -> dict:
     """Every file under `folder` -> its bytes, to show that a failed command changed nothing."""
     return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}

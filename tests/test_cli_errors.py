@@ -9,19 +9,8 @@ import torch
 from anime_gan import __version__
 from anime_gan.cli import build_parser
 
-from conftest import (PAIRS, draw, snapshot, unwritable_dir, write_json_layout, write_tag_pickle,
+from conftest import (PAIRS, draw, one_line_error, snapshot, unwritable_dir, write_json_layout, write_tag_pickle,
                       write_tags_csv)
-
-
-def one_line_error(result, *needles):
-    """Exit 2 and a single 'anime-gan <cmd>: error: ...' line containing every needle."""
-    rc, out, err = result
-    assert rc == 2, (out, err)
-    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
-    assert err.startswith("anime-gan ") and ": error: " in err
-    for needle in needles:
-        assert str(needle) in err, (needle, err)
-    return err
 
 
 # ---- missing input -------------------------------------------------------------------------------

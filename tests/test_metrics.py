@@ -28,8 +28,8 @@ from anime_gan.metrics.config import JudgeConfig
 from anime_gan.metrics.evaluate import evaluate
 from anime_gan.metrics.inception import WEIGHTS_FILE, InceptionFeatures
 from anime_gan.metrics.judge import Judge, JudgeArch, group_hits, load_judge, save_judge, train_judge
+from conftest import one_line_error
 
-from test_cli_errors import one_line_error
 
 # Small enough for ~5 s on two CPU cores, and measured to reach >= 0.95 per group on 600 faces.
 FAST_JUDGE = dict(epochs=15, width=16, batch_size=32, device="cpu", quiet=True)

@@ -58,7 +58,7 @@ def load(path, kind: str) -> dict:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # weights-only refusals, truncation and zip errors all land here
-        raise UserError(f"{path}: {_load_failure(str(e))}; use a checkpoint written by anime-gan") from None
+        raise UserError(f"{path}: {load_failure(str(e))}; use a checkpoint written by anime-gan") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT or ckpt.get("kind") != kind:
         expected = {"generator": "G_<step>.ckpt", "trainer": "D_<step>.ckpt", "judge": "judge_<size>.pt"}
         raise UserError(f"{path}: not an anime-gan {kind} checkpoint "
@@ -66,7 +66,7 @@ def load(path, kind: str) -> dict:
     return ckpt
 
 
-def _load_failure(text: str) -> str:
+def load_failure(text: str) -> str:
     """What went wrong, in one phrase (torch's own message is many lines about weights_only)."""
     unsafe = re.search(r"GLOBAL (\S+)", text)
     if unsafe:

@@ -244,6 +244,9 @@ def test_inception_features_from_a_local_file(tmp_path):
     torch.save({"not": torch.zeros(1)}, tmp_path / "other.pth")
     with pytest.raises(UserError, match="not torchvision's Inception-v3"):
         InceptionFeatures(tmp_path / "other.pth")
+    (tmp_path / "cut.pth").write_bytes(path.read_bytes()[:4096])  # an interrupted download
+    with pytest.raises(UserError, match=r"cut\.pth: corrupt or cut short .*; replace it with https://"):
+        InceptionFeatures(tmp_path / "cut.pth")
 
 
 def test_missing_inception_weights_exit_2_naming_the_file(run_dir, tmp_path, monkeypatch, capsys):

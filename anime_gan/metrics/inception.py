@@ -15,6 +15,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ..checkpoint import load_failure
 from ..errors import UserError
 
 WEIGHTS_FILE = "inception_v3_google-0cc3c7bd.pth"
@@ -54,8 +55,11 @@ class InceptionFeatures(nn.Module):
         net = inception_v3(weights=None, aux_logits=True, init_weights=False, transform_input=False)
         try:
             state = torch.load(weights, map_location="cpu", weights_only=True)
+        except Exception as e:  # a truncated download, or not a weights file at all
+            raise UserError(f"{weights}: {load_failure(str(e))}; replace it with {WEIGHTS_URL}") from None
+        try:
             net.load_state_dict(state)
-        except Exception as e:  # a truncated download or some other network's weights
+        except Exception as e:  # some other network's weights
             first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
             raise UserError(f"{weights}: not torchvision's Inception-v3 weights ({first}); "
                             f"replace it with {WEIGHTS_URL}") from None

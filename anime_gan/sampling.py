@@ -79,7 +79,8 @@ def run_test(cfg: TestConfig) -> list[Path]:
             for flag in ("hair", "eye", "to_hair", "to_eye"):
                 if getattr(cfg, flag) and flag in used:  # all colours checked before anything is said
                     model.schema.class_index(flag.removeprefix("to_"), getattr(cfg, flag))
-    writable_folder(cfg.sample_dir, "choose another folder with -s")
+    if kind != "progress":  # progress reads its snapshots from -s first, then checks it
+        writable_folder(cfg.sample_dir, "choose another folder with -s")
     for flag in ("hair", "eye", "to_hair", "to_eye", "hair_rgb", "eye_rgb", "pairs", "conditions"):
         if getattr(cfg, flag) and flag not in used:
             _say(f"note: -t {kind} does not use --{flag.replace('_', '-')}; ignored")
@@ -350,10 +351,19 @@ def progress(cfg: TestConfig) -> list[Path]:
         missing = "" if Path(cfg.model_dir).exists() else f" (-d {cfg.model_dir} does not exist)"
         raise UserError(f"no fake_step_<N>.png snapshots in {', '.join(map(str, searched))}{missing}; "
                         f"pass the run's sample folder with -s samples/<run> or its run folder with -d")
-    frames = [Image.open(p).convert("RGB") for _, p in found]
+    frames = [_read_snapshot(p) for _, p in found]
+    writable_folder(cfg.sample_dir, "choose another folder with -s")
     captions = [f"step {n}" for n, _ in found] if cfg.captions else None
     return [render.save_gif(frames, Path(cfg.sample_dir) / "progress.gif", duration_ms=FRAME_MS,
                             captions=captions)]
+
+
+def _read_snapshot(path: Path) -> Image.Image:
+    try:
+        with Image.open(path) as image:
+            return image.convert("RGB")
+    except (OSError, ValueError, Image.DecompressionBombError) as e:
+        raise UserError(f"{path}: unreadable snapshot ({type(e).__name__}); delete or replace it") from None
 
 
 def _snapshot_folders(cfg: TestConfig) -> list[Path]:

@@ -172,6 +172,16 @@ def test_output_folder_that_is_a_file_is_refused_before_drawing(models, tmp_path
     assert (tmp_path / "afile").read_text() == "mine"
 
 
+def test_progress_with_a_broken_snapshot_names_it_and_writes_nothing(tmp_path, capsys):
+    snaps = tmp_path / "snaps"
+    snaps.mkdir()
+    Image.new("RGB", _grid_size(2, 2)).save(snaps / "fake_step_1.png")
+    (snaps / "fake_step_2.png").write_bytes((snaps / "fake_step_1.png").read_bytes()[:60])
+    rc, _, err = _test(capsys, tmp_path / "nope", snaps, "-t", "progress")
+    assert rc == 2 and f"{snaps / 'fake_step_2.png'}: unreadable snapshot" in err and err.count("\n") == 1
+    assert sorted(p.name for p in snaps.iterdir()) == ["fake_step_1.png", "fake_step_2.png"]
+
+
 def test_dry_run_checks_values_without_a_checkpoint(tmp_path, capsys):
     for args, message in ((["-n", "0"], "-n must be at least 1"), (["--steps", "1"], "--steps at least 2")):
         rc, out, err = _test(capsys, tmp_path / "no-run", tmp_path / "out", "-t", "interpolate", *args, "--dry-run")

@@ -148,9 +148,10 @@ def train(cfg: TrainConfig) -> Path:
     run = cfg.run_name()
     sample_dir, ckpt_dir = Path(cfg.sample_dir) / run, Path(cfg.checkpoint_dir) / run
     resume_path = checkpoint.resume_path(cfg.resume, ckpt_dir)
-    if resume_path is None and checkpoint.resumable_steps(ckpt_dir):
-        raise UserError(f"{ckpt_dir}: already holds a run (step {checkpoint.resumable_steps(ckpt_dir)[-1]}); "
-                        f"continue it with --resume latest, or pick another --name (nothing was changed)")
+    existing = checkpoint.resumable_steps(ckpt_dir)
+    if resume_path is None and existing:
+        raise UserError(f"{ckpt_dir}: already holds a run (step {existing[-1]}); continue it with "
+                        f"--resume latest, or pick another --name (nothing was changed)")
     created = []
     if dist.is_main:
         created = _make_run_folders(sample_dir, ckpt_dir, G, D)

@@ -148,7 +148,7 @@ def train(cfg: TrainConfig) -> Path:
     run = cfg.run_name()
     sample_dir, ckpt_dir = Path(cfg.sample_dir) / run, Path(cfg.checkpoint_dir) / run
     resume_path = checkpoint.resume_path(cfg.resume, ckpt_dir)
-    existing = checkpoint.resumable_steps(ckpt_dir)
+    existing = checkpoint.steps(ckpt_dir)  # any G_<N>.ckpt: a new run would write over it
     if resume_path is None and existing:
         raise UserError(f"{ckpt_dir}: already holds a run (step {existing[-1]}); continue it with "
                         f"--resume latest, or pick another --name (nothing was changed)")

@@ -162,12 +162,17 @@ def save_snapshot(ckpt_dir: Path, step: int, state: TrainState, cfg: TrainConfig
                "acc": state.acc.state(), "world_size": dist.world_size}
     generator = {**common, "kind": "generator", "G": state.G.state_dict(),
                  "G_ema": state.G_ema.state_dict() if state.G_ema is not None else None}
+    d_path, g_path = ckpt_dir / f"D_{step}.ckpt", ckpt_dir / f"G_{step}.ckpt"
+    had_d = d_path.exists()
     try:
         # D first: a G_<N> file therefore always has its D_<N> beside it once both renames ran.
-        save(trainer, ckpt_dir / f"D_{step}.ckpt")
-        save(generator, ckpt_dir / f"G_{step}.ckpt")
-    except OSError as e:
-        raise UserError(f"{ckpt_dir}: could not write the step-{step} checkpoint ({e.strerror}); "
+        save(trainer, d_path)
+        save(generator, g_path)
+    except (OSError, RuntimeError) as e:  # torch's zip writer reports a full disk as a RuntimeError
+        if not had_d and not g_path.exists():
+            d_path.unlink(missing_ok=True)  # a D without its G would only count against --keep-d
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else "the disk may be full"
+        raise UserError(f"{ckpt_dir}: could not write the step-{step} checkpoint ({reason}); "
                         f"free space or choose another -c; the previous checkpoint is intact") from None
     if cfg.keep_d > 0:  # G files stay: each one can still be sampled from
         for old in resumable_steps(ckpt_dir)[:-cfg.keep_d]:

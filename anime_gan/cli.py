@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
 import json
 import signal
 import sys
@@ -226,6 +227,17 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:  # outside training's own handler (e.g. while preparing data)
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
+    except OSError as e:  # the machine, not the code: a full disk, a lost mount, a permission
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"{prog}: error: {where}{e.strerror or e}; {_OS_FIX.get(e.errno, 'check the disk and the paths')}",
+              file=sys.stderr)
+        return 2
+
+
+_OS_FIX = {errno.ENOSPC: "free space on that disk or choose another folder",
+           errno.EDQUOT: "free space on that disk or choose another folder",
+           errno.EROFS: "choose a folder on a writable disk",
+           errno.EACCES: "check the permissions, or choose another folder"}
 
 
 def console() -> None:

@@ -7,6 +7,8 @@ consumes TrainConfig unchanged, and every checkpoint carries it (as a plain dict
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 from dataclasses import dataclass, field
 
 from .errors import UserError
@@ -25,6 +27,32 @@ class PrepareConfig:
     strict: bool = False
     workers: int = 0            # decoding threads; 0 = one per CPU core
     quiet: bool = False
+
+
+MAX_SEED = 2**31 - 1  # seeds are scaled and offset (seed * 1000 + rank, ...) inside 64-bit generators
+MAX_SYNTHETIC = 1_000_000  # built-in faces (~12 GB of PNGs); more is a typo, not a data set
+
+
+def check_seed(seed: int) -> None:
+    if not 0 <= seed <= MAX_SEED:
+        raise UserError(f"--seed must be between 0 and {MAX_SEED}, got {seed}")
+
+
+def check_device(name: str) -> None:
+    """The devices this tool trains and samples on (torch parses more, e.g. meta or mps, that fail later)."""
+    if name not in ("auto", "cpu", "cuda") and not re.fullmatch(r"cuda:\d+", name):
+        raise UserError(f"unknown --device '{name}'; choose auto, cpu, cuda or cuda:N")
+
+
+def check_synthetic_size(n: int) -> None:
+    if not 1 <= n <= MAX_SYNTHETIC:
+        raise UserError(f"--synthetic-size (built-in faces drawn into an empty -t folder) must be between 1 "
+                        f"and {MAX_SYNTHETIC:,}, got {n}")
+
+
+def check_finite_weight(flag: str, value: float) -> None:
+    if not math.isfinite(value) or value < 0:
+        raise UserError(f"{flag} must be a number, 0 or more, got {value}")
 
 
 @dataclass
@@ -102,8 +130,8 @@ def validate_train(cfg: TrainConfig) -> None:
         raise UserError(f"--image-size {cfg.image_size} is not supported; use 32, 64 or 128")
     if cfg.precision not in PRECISIONS:
         raise UserError(f"unknown --precision '{cfg.precision}'; choose fp32, bf16 or fp16")
-    if cfg.device not in ("auto", "cpu", "cuda") and not cfg.device.startswith("cuda:"):
-        raise UserError(f"unknown --device '{cfg.device}'; choose auto, cpu or cuda")
+    check_device(cfg.device)
+    check_seed(cfg.seed)
     if cfg.data_on_device not in ("auto", "on", "off"):
         raise UserError("--data-on-device must be auto, on or off")
     for name in ("iterations", "batch_size", "sample", "check", "nf", "z_dim", "log_every"):
@@ -117,8 +145,8 @@ def validate_train(cfg: TrainConfig) -> None:
         raise UserError(f"--n-critic must be at least 1, got {cfg.n_critic}")
     if cfg.cuda_graph and cfg.precision == "fp16":
         raise UserError("--cuda-graph cannot record fp16's loss scaling; use --precision bf16 or fp32")
-    if cfg.mode_seeking < 0:
-        raise UserError(f"--mode-seeking must be 0 (off) or more, got {cfg.mode_seeking}")
+    check_finite_weight("--mode-seeking", cfg.mode_seeking)
+    check_finite_weight("--aux", cfg.aux)
     if cfg.mode_seeking and (cfg.batch_size < 2 or cfg.batch_size % 2):
         raise UserError(f"--mode-seeking pairs the batch's fakes; use an even -b, got {cfg.batch_size}")
     if cfg.mode_seeking and PRESETS[cfg.model].loss == "vae":
@@ -127,12 +155,10 @@ def validate_train(cfg: TrainConfig) -> None:
         raise UserError(f"--ema-decay must be in [0, 1), got {cfg.ema_decay}")
     if cfg.beta is not None and not 0 <= cfg.beta < 1:
         raise UserError(f"--beta (Adam's beta1) must be in [0, 1), got {cfg.beta}")
-    for name in ("aux", "seed", "keep_d", "eval_every"):
+    for name in ("keep_d", "eval_every"):
         if getattr(cfg, name) < 0:
             raise UserError(f"--{name.replace('_', '-')} must be 0 or more, got {getattr(cfg, name)}")
-    if cfg.synthetic_size < 1:
-        raise UserError(f"--synthetic-size must be at least 1 (the built-in faces drawn into an empty "
-                        f"-t folder), got {cfg.synthetic_size}")
+    check_synthetic_size(cfg.synthetic_size)
     if cfg.name is not None and (cfg.name in ("", ".", "..") or any(c in cfg.name for c in "/\\\0")):
         # The name becomes one folder under -s and -c; a path would write outside them.
         raise UserError(f"--name '{cfg.name}' must be a plain folder name (no '/', '\\' or '..'); "

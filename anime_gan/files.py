@@ -3,6 +3,7 @@ file in the way or a read-only disk costs a second and one clear line, not a fin
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -51,3 +52,21 @@ def writable_folder(folder, fix: str):
         probe.write_bytes(b"")
         probe.unlink()
     return folder
+
+
+@contextmanager
+def removed_on_failure(folder):
+    """If `folder` is new (missing or empty) and the block fails, Ctrl-C included, empty it again
+    (and remove it, if the block made it): a half-written data set would pass for a whole one."""
+    folder = Path(folder)
+    existed = folder.exists()
+    fresh = not existed or (folder.is_dir() and not any(folder.iterdir()))
+    try:
+        yield
+    except BaseException:
+        if fresh and folder.is_dir():
+            for child in folder.iterdir() if existed else []:
+                shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
+            if not existed:
+                shutil.rmtree(folder, ignore_errors=True)
+        raise

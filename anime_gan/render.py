@@ -254,8 +254,11 @@ def _atomic_write(path, write: Callable[[Path], object]) -> Path:
     try:
         write(tmp)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         tmp.unlink(missing_ok=True)
+        if isinstance(e, OSError):  # a full disk or a folder that turned read-only
+            raise UserError(f"{path}: could not be written ({e.strerror or e}); free space on that disk "
+                            f"or choose another output folder") from None
         raise
     return path
 

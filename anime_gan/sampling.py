@@ -22,7 +22,7 @@ from PIL import Image
 
 from . import render
 from .checkpoint import generator_path, load, load_generator, steps
-from .config import TestConfig, TrainConfig
+from .config import TestConfig, TrainConfig, check_device, check_seed
 from .errors import UserError
 from .files import writable_folder
 from .labels import Schema, encode, parse_rgb
@@ -62,6 +62,8 @@ def validate_test(cfg: TestConfig) -> str:
     kind = "conditions" if cfg.conditions and cfg.type == TestConfig.type else cfg.type
     if kind not in TYPES:
         raise UserError(f"unknown test type '{kind}'; choose one of: {', '.join(TYPES)}")
+    check_device(cfg.device)
+    check_seed(cfg.seed)
     if cfg.n < 1 or cfg.steps < 2:
         raise UserError(f"-n must be at least 1 and --steps at least 2, got {cfg.n} and {cfg.steps}")
     return kind

@@ -24,11 +24,11 @@ import torch
 from tqdm import tqdm
 
 from . import checkpoint, distributed, render
-from .config import TrainConfig, resolve_hyper, validate_train
+from .config import TrainConfig, check_device, resolve_hyper, validate_train
 from .data.dataset import Batches, LabelSampler, open_packed
 from .data.prepare import PrepareConfig, cache_paths, ensure_cache, format_report, prepare
 from .errors import UserError
-from .files import writable_folder
+from .files import removed_on_failure, writable_folder
 from .labels import Schema, cond_dim, encode
 from .metrics.evaluate import evaluate_during_training, load_training_judge
 from .models import PRESETS, ModelConfig, aux_kind, build
@@ -40,6 +40,7 @@ class Diverged(UserError):
 
 
 def pick_device(name: str, local_rank: int | None = None) -> torch.device:
+    check_device(name)
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name.startswith("cuda"):
@@ -48,26 +49,25 @@ def pick_device(name: str, local_rank: int | None = None) -> torch.device:
                             f"use --device cpu (or auto)")
         if local_rank is not None and name == "cuda":
             return torch.device("cuda", local_rank)
-    try:
-        return torch.device(name)
-    except RuntimeError:
-        raise UserError(f"unknown --device '{name}'; choose auto, cpu, cuda or cuda:N") from None
+    return torch.device(name)
 
 
 def load_training_data(cfg: TrainConfig, log):
     """Open the packed cache; draw the built-in faces first when the data folder is empty."""
     root = Path(cfg.train_dir)
-    if not cache_paths(root, cfg.image_size)[0].exists():
+    if cache_paths(root, cfg.image_size)[0].exists():
+        return open_packed(root, cfg.image_size)
+    with removed_on_failure(root):  # a Ctrl-C while drawing leaves no empty or half data folder
         writable_folder(root, "choose another folder with -t")  # the set or its cache is written there
-    if not root.exists() or not any(root.iterdir()):
-        log(f"{root} is empty or missing: drawing the built-in data set "
-            f"({cfg.synthetic_size} procedural faces) there first")
-        print(format_report(prepare(PrepareConfig(out=str(root), synthetic=cfg.synthetic_size,
-                                                  image_size=cfg.image_size, seed=0,
-                                                  quiet=cfg.quiet))), file=sys.stderr)
-    elif not cache_paths(root, cfg.image_size)[0].exists():
-        log(f"{root} has no {cfg.image_size}px cache yet: packing it once")
-        ensure_cache(root, cfg.image_size, quiet=cfg.quiet)
+        if not any(root.iterdir()):
+            log(f"{root} is empty or missing: drawing the built-in data set "
+                f"({cfg.synthetic_size} procedural faces) there first")
+            report = prepare(PrepareConfig(out=str(root), synthetic=cfg.synthetic_size,
+                                           image_size=cfg.image_size, seed=0, quiet=cfg.quiet))
+            log(format_report(report))
+        else:
+            log(f"{root} has no {cfg.image_size}px cache yet: packing it once")
+            ensure_cache(root, cfg.image_size, quiet=cfg.quiet)
     return open_packed(root, cfg.image_size)
 
 

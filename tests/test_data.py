@@ -227,7 +227,7 @@ def test_prepare_dry_run_prints_json_and_writes_nothing(cli, tmp_path):
 @pytest.mark.parametrize("args, message", [
     (["--synthetic", "-5"], "--synthetic must be 0 or more, got -5"),
     (["--synthetic", "2000000"], "more than the 1,000,000 faces"),
-    (["--seed", "-1", "--synthetic", "4"], "--seed must be 0 or more"),
+    (["--seed", "-1", "--synthetic", "4"], "--seed must be between 0 and 2147483647"),
     ([], "prepare needs a SOURCE folder"),
 ])
 def test_prepare_dry_run_checks_values_like_a_real_run(cli, tmp_path, args, message):

@@ -390,7 +390,13 @@ def test_train_judge_checks_its_output_before_training(cli, data_dir, tmp_path, 
                    out, "-o", *needles)
 
 
-def test_unknown_device_is_one_line(cli, run_dir, data_dir, tmp_path):
-    one_line_error(cli("eval", "-d", run_dir, "--metrics", "diversity", "--device", "tpu", "-q"), "tpu")
-    one_line_error(cli("train-judge", "-t", data_dir, "--epochs", "1", "-d", "tpu", "-o", tmp_path / "j.pt", "-q"),
-                   "tpu")
+@pytest.mark.parametrize("dry_run", [[], ["--dry-run"]])
+@pytest.mark.parametrize("flags, needle", [(["--device", "tpu"], "tpu"), (["--device", "meta"], "meta"),
+                                           (["--seed", "-1"], "--seed must be between"),
+                                           (["--seed", str(10**20)], "--seed must be between")])
+def test_unknown_device_or_bad_seed_is_one_line(cli, run_dir, data_dir, tmp_path, flags, needle, dry_run):
+    """Also with --dry-run, which checks values like a real run."""
+    one_line_error(cli("eval", "-d", run_dir, "--metrics", "diversity", *flags, "-q", *dry_run), needle)
+    one_line_error(cli("train-judge", "-t", data_dir, "--epochs", "1", *flags, "-o", tmp_path / "j.pt", "-q",
+                       *dry_run), needle)
+    assert not (tmp_path / "j.pt").exists()

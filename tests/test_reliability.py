@@ -177,6 +177,52 @@ def test_full_disk_is_refused_before_training(tmp_path, data, monkeypatch, capsy
     assert not list((tmp_path / "c").rglob("*.ckpt"))
 
 
+def test_disk_full_during_a_checkpoint_is_one_line_and_keeps_the_previous_one(tmp_path, data, monkeypatch, capsys):
+    """torch's zip writer reports a full disk as a RuntimeError; no D file is left without its G."""
+    real_save = checkpoint.save
+
+    def full_at_step_4(obj, path):
+        if path.name == "G_4.ckpt":
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 18496 vs 18400")
+        return real_save(obj, path)
+
+    monkeypatch.setattr(checkpoint, "save", full_at_step_4)
+    code = main([*TRAIN, "-t", str(data), "-s", str(tmp_path / "s"), "-c", str(tmp_path / "c"), "-i", "6",
+                 "--check", "2"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert "could not write the step-4 checkpoint (the disk may be full)" in err and "intact" in err
+    run = tmp_path / "c" / "r"
+    assert sorted(p.name for p in run.glob("*.ckpt")) == ["D_2.ckpt", "G_2.ckpt"]
+
+
+@pytest.mark.parametrize("when", ["reserving the cache", "Ctrl-C while packing"])
+def test_prepare_that_fails_leaves_no_output_folder(tmp_path, monkeypatch, capsys, when):
+    """A full disk is an error before any pixel is written (not a SIGBUS from a sparse memory map);
+    a failure or Ctrl-C into a new folder takes the folder away again."""
+    import errno
+    from anime_gan.data import prepare as prepare_module
+    src = tmp_path / "src"
+    assert main(["prepare", "--synthetic", "12", "-o", str(src), "-q"]) == 0
+    if when == "reserving the cache":
+        def no_space(fd, offset, length):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        monkeypatch.setattr(prepare_module.os, "posix_fallocate", no_space)
+        expected_code, expected_err = 2, "images_64.tmp.npy: No space left on device; free space"
+    else:
+        def interrupted(path, size):
+            raise KeyboardInterrupt
+        monkeypatch.setattr(prepare_module, "read_image", interrupted)
+        expected_code, expected_err = 130, "anime-gan prepare: interrupted"
+    out = tmp_path / "new" / "out"
+    assert main(["prepare", str(src), "-o", str(out), "-q"]) == expected_code
+    err = capsys.readouterr().err
+    assert expected_err in err and len(err.strip().splitlines()) == 1, err
+    assert not out.exists()
+    monkeypatch.undo()
+    assert main(["prepare", str(src), "-o", str(out), "-q"]) == 0  # the same command then works
+
+
 def test_compile_that_fails_falls_back_to_eager(tmp_path, data, monkeypatch, capsys):
     def broken_compile(module, *a, **k):
         def fail(*args):

@@ -206,10 +206,10 @@ def test_failed_save_leaves_previous_file_and_no_temp(tmp_path, monkeypatch):
     def crash_mid_write(self, fp, *args, **kwargs):
         with open(fp, "wb") as f:
             f.write(b"\x89PNG half a file")
-        raise OSError("disk full")
+        raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(Image.Image, "save", crash_mid_write)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(UserError, match=r"fakes\.png: could not be written \(No space left on device\); free space"):
         render.save_image(Image.new("RGB", (8, 8), "blue"), path)
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["fakes.png"]
@@ -220,7 +220,7 @@ def test_failed_gif_leaves_no_temp(tmp_path, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(render, "_write_gif", crash)
-    with pytest.raises(OSError):
+    with pytest.raises(UserError, match="progress.gif: could not be written"):
         render.save_gif(_solid_frames(), tmp_path / "progress.gif")
     assert list(tmp_path.iterdir()) == []
 

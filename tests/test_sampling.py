@@ -155,6 +155,8 @@ def test_progress_gif_has_every_snapshot_in_step_order(models, tmp_path, capsys)
     ("onehot", ["-t", "fix_hair_eye", "--hair-rgb", "#ff0000"], "needs a model trained with --embed rgb"),
     ("onehot", ["-t", "color_map"], "needs a model trained with --embed rgb"),
     ("multi", ["-t", "conditions"], "needs --conditions FILE.json"),
+    ("onehot", ["-t", "fix_noise", "--device", "meta"], "unknown --device 'meta'"),
+    ("onehot", ["-t", "fix_noise", "--seed", str(10**20)], "--seed must be between 0 and"),
     # every colour is checked before a random one is announced: still one line
     ("onehot", ["-t", "interpolate", "--hair", "red", "--to-hair", "teal"], "unknown hair colour 'teal'"),
 ])

@@ -5,6 +5,7 @@ trainer can memory-map it: opening a 33k-image set costs nothing until pages are
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import pickle
@@ -17,14 +18,13 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..config import PrepareConfig
+from ..config import MAX_SYNTHETIC, PrepareConfig, check_seed
 from ..errors import UserError
-from ..files import writable_folder
+from ..files import removed_on_failure, writable_folder
 from ..labels import Schema, anime_schema
 from .formats import IMAGE_SUFFIXES, Source, read_image, scan
 
 CACHE_DIR = "cache"
-MAX_SYNTHETIC = 1_000_000  # ~12 GB of PNGs; more is a typo, not a data set
 
 
 def cache_paths(root, size: int) -> tuple[Path, Path, Path]:
@@ -39,7 +39,8 @@ def validate_prepare(cfg: PrepareConfig) -> None:
     """The checks that need no data: run before anything is read or written, and by --dry-run."""
     if cfg.image_size not in (32, 64, 128):
         raise UserError(f"--image-size {cfg.image_size} is not supported; use 32, 64 or 128")
-    for name in ("synthetic", "seed", "workers"):
+    check_seed(cfg.seed)
+    for name in ("synthetic", "workers"):
         if getattr(cfg, name) < 0:
             raise UserError(f"--{name} must be 0 or more, got {getattr(cfg, name)}")
     if cfg.synthetic > MAX_SYNTHETIC:
@@ -53,7 +54,11 @@ def validate_prepare(cfg: PrepareConfig) -> None:
 
 def prepare(cfg: PrepareConfig) -> dict:
     validate_prepare(cfg)
-    out = Path(cfg.out)
+    with removed_on_failure(cfg.out):
+        return _prepare(cfg, Path(cfg.out))
+
+
+def _prepare(cfg: PrepareConfig, out: Path) -> dict:
     if cfg.synthetic:
         writable_folder(out, "choose another folder with -o")
         write_synthetic(out, cfg.synthetic, cfg.seed, size=max(64, cfg.image_size), quiet=cfg.quiet)
@@ -89,8 +94,9 @@ def ensure_cache(root, size: int, quiet: bool = False) -> bool:
     """Pack `root` in place when it has no cache at `size` yet; True when it did."""
     if cache_paths(root, size)[0].exists():
         return False
-    print(format_report(prepare(PrepareConfig(source=str(root), out=str(root), image_size=size,
-                                              quiet=quiet))), file=sys.stderr)
+    report = prepare(PrepareConfig(source=str(root), out=str(root), image_size=size, quiet=quiet))
+    if not quiet:
+        print(format_report(report), file=sys.stderr)
     return True
 
 
@@ -106,7 +112,16 @@ def pack(src: Source, out: Path, size: int, workers: int = 0, quiet: bool = Fals
     images_path, labels_path, _ = cache_paths(out, size)
     images_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = images_path.with_suffix(".tmp.npy")
-    arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(src.files), 3, size, size))
+    try:  # Ctrl-C, a full disk or a bad file: no half-written cache is left behind
+        return _pack_into(tmp, src, images_path, labels_path, size, workers, quiet, strict)
+    finally:
+        tmp.unlink(missing_ok=True)
+        tmp.with_name("shrink." + tmp.name).unlink(missing_ok=True)
+
+
+def _pack_into(tmp: Path, src: Source, images_path: Path, labels_path: Path, size: int, workers: int,
+               quiet: bool, strict: bool):
+    arr = _reserved_memmap(tmp, np.uint8, (len(src.files), 3, size, size))
     keep, skipped = [], []
 
     def decode(i):
@@ -141,13 +156,29 @@ def pack(src: Source, out: Path, size: int, workers: int = 0, quiet: bool = Fals
     return images_path, keep, skipped
 
 
+def _reserved_memmap(path: Path, dtype, shape) -> np.memmap:
+    """A new .npy memory map whose disk blocks are allocated now: on a full disk that is an OSError
+    here, instead of a SIGBUS (the process killed without a word) at some later write."""
+    arr = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
+    if hasattr(os, "posix_fallocate"):
+        fd = os.open(path, os.O_RDWR)
+        try:
+            os.posix_fallocate(fd, 0, os.path.getsize(path))
+        except OSError as e:
+            if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):  # a file system without it
+                raise OSError(e.errno, e.strerror, str(path)) from None
+        finally:
+            os.close(fd)
+    return arr
+
+
 def _shrink_npy(path: Path, n: int) -> None:
     """Keep the first n rows of a .npy file (only needed when files were skipped)."""
     full = np.load(path, mmap_mode="r")
     if len(full) == n:
         return
     tmp = path.with_name("shrink." + path.name)
-    part = np.lib.format.open_memmap(tmp, mode="w+", dtype=full.dtype, shape=(n,) + full.shape[1:])
+    part = _reserved_memmap(tmp, full.dtype, (n,) + full.shape[1:])
     for i in range(0, n, 4096):
         part[i:i + 4096] = full[i:min(i + 4096, n)]
     part.flush()

@@ -7,7 +7,7 @@ import dataclasses
 import json
 import sys
 
-from .config import METRICS, EvalConfig, JudgeConfig
+from .config import METRICS, EvalConfig, JudgeConfig, validate_eval, validate_judge
 
 
 def add_eval_parsers(sub, make, dry_run) -> None:
@@ -100,6 +100,7 @@ def run_eval_command(args) -> int:
         from .judge import format_report, train_judge
         cfg = _config(JudgeConfig, args)
         if args.dry_run:
+            validate_judge(cfg)
             return _print(dataclasses.asdict(cfg))
         _, report = train_judge(cfg, log)
         print(format_report(report))
@@ -108,6 +109,7 @@ def run_eval_command(args) -> int:
         from .evaluate import run_eval
         cfg = _config(EvalConfig, args)
         if args.dry_run:
+            validate_eval(cfg)
             return _print(dataclasses.asdict(cfg))
         record = run_eval(cfg, log)
         print(json.dumps(record) if cfg.json else format_table(record))

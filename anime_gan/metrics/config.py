@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..config import check_device, check_seed, check_synthetic_size
 from ..errors import UserError
 
 METRICS = ("accuracy", "fid", "judge-fid", "intra-fid", "diversity")
@@ -48,6 +49,9 @@ class EvalConfig:
 
 
 def validate_judge(cfg: JudgeConfig) -> None:
+    check_device(cfg.device)
+    check_seed(cfg.seed)
+    check_synthetic_size(cfg.synthetic_size)
     if cfg.image_size not in (32, 64, 128):
         raise UserError(f"--image-size {cfg.image_size} is not supported; use 32, 64 or 128")
     for name in ("epochs", "batch_size", "width", "features"):
@@ -60,6 +64,8 @@ def validate_judge(cfg: JudgeConfig) -> None:
 
 
 def validate_eval(cfg: EvalConfig) -> None:
+    check_device(cfg.device)
+    check_seed(cfg.seed)
     unknown = [m for m in cfg.metrics if m not in METRICS]
     if unknown or not cfg.metrics:
         raise UserError(f"--metrics: unknown {', '.join(unknown) or '(none given)'}; "

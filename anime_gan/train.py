@@ -116,6 +116,16 @@ def train(cfg: TrainConfig) -> Path:
     if device.type == "cuda":
         _configure_cuda(cfg.deterministic)
 
+    run = cfg.run_name()
+    sample_dir, ckpt_dir = Path(cfg.sample_dir) / run, Path(cfg.checkpoint_dir) / run
+    resume_path = checkpoint.resume_path(cfg.resume, ckpt_dir)
+    # A run continued elsewhere (--resume OTHER_RUN) starts this folder afresh, like a new run.
+    fresh_folder = resume_path is None or resume_path.parent.resolve() != ckpt_dir.resolve()
+    existing = checkpoint.steps(ckpt_dir)  # any G_<N>.ckpt: a fresh start would write over it
+    if fresh_folder and existing:
+        raise UserError(f"{ckpt_dir}: already holds a run (step {existing[-1]}); continue it with "
+                        f"--resume latest, or pick another --name (nothing was changed)")
+
     # ---- data ---------------------------------------------------------------------------------
     if dist.is_main:  # the main process prepares the cache; the others wait, then open it
         data = load_training_data(cfg, log)
@@ -145,13 +155,6 @@ def train(cfg: TrainConfig) -> Path:
     g_fwd, d_fwd = _maybe_compile(G, D, cfg.compile, log)
 
     # ---- run folders (only now: every check above ran before anything was written) ----------
-    run = cfg.run_name()
-    sample_dir, ckpt_dir = Path(cfg.sample_dir) / run, Path(cfg.checkpoint_dir) / run
-    resume_path = checkpoint.resume_path(cfg.resume, ckpt_dir)
-    existing = checkpoint.steps(ckpt_dir)  # any G_<N>.ckpt: a new run would write over it
-    if resume_path is None and existing:
-        raise UserError(f"{ckpt_dir}: already holds a run (step {existing[-1]}); continue it with "
-                        f"--resume latest, or pick another --name (nothing was changed)")
     created = []
     if dist.is_main:
         created = _make_run_folders(sample_dir, ckpt_dir, G, D)
@@ -185,13 +188,14 @@ def train(cfg: TrainConfig) -> Path:
         log(f"resumed {run} from step {start} ({resume_path})")
         if start >= cfg.iterations:
             log(f"step {start} already reaches -i {cfg.iterations}: nothing to train; raise -i to continue")
-    elif dist.is_main:
+    if fresh_folder and dist.is_main:
         (ckpt_dir / "config.json").write_text(json.dumps(
             {"train": cfg.to_dict(), "hyper": asdict(hyper), "model": checkpoint.plain(asdict(mcfg)),
              "schema": schema.to_dict() if schema else None, "world_size": dist.world_size}, indent=2))
         real = torch.from_numpy(data.images[:64].copy()).float().div(127.5).sub(1)
         render.save_grid(real, sample_dir / "real.png", nrow=8)
-        (ckpt_dir / "stats.jsonl").write_text("")
+        if resume_path is None:  # a resumed run's log was carried over by restore_snapshot
+            (ckpt_dir / "stats.jsonl").write_text("")
     tb = _tensorboard(ckpt_dir, cfg) if dist.is_main else None
     log(f"training {cfg.model} ({hyper.loss} loss) on {len(data)} images, {device}, "
         f"batch {cfg.batch_size} x {dist.world_size} = {cfg.batch_size * dist.world_size} global, "

@@ -182,6 +182,21 @@ def test_existing_run_is_not_overwritten_without_resume(tmp_path, data, capsys):
     assert snapshot(run) == before
 
 
+def test_resume_from_another_run_starts_its_own_folder_but_never_writes_over_one(tmp_path, data, capsys):
+    common = ["--model", "cgan", "--image-size", "32", "--check", "2"]
+    assert _train(tmp_path, data, *common, "-i", "2", "--name", "a") == 0
+    source = tmp_path / "ckpt" / "a"
+    assert _train(tmp_path, data, *common, "-i", "4", "--name", "b", "--resume", str(source)) == 0
+    branch = tmp_path / "ckpt" / "b"
+    assert (branch / "config.json").exists() and (tmp_path / "samples" / "b" / "real.png").exists()
+    assert [json.loads(l)["step"] for l in (branch / "stats.jsonl").read_text().splitlines()] == [1, 2, 3, 4]
+    before = snapshot(branch)
+    capsys.readouterr()
+    assert _train(tmp_path, data, *common, "-i", "4", "--name", "b", "--resume", str(source / "G_2.ckpt")) == 2
+    assert "already holds a run (step 4)" in capsys.readouterr().err
+    assert snapshot(branch) == before
+
+
 def test_unwritable_checkpoint_folder_leaves_no_sample_folder(tmp_path, data, capsys):
     (tmp_path / "afile").write_text("")
     code = main(["train", "-t", str(data), "--model", "cgan", "--image-size", "32", "-i", "1", "-q",

@@ -81,8 +81,6 @@ def run_test(cfg: TestConfig) -> list[Path]:
             for flag in ("hair", "eye", "to_hair", "to_eye"):
                 if getattr(cfg, flag) and flag in used:  # all colours checked before anything is said
                     model.schema.class_index(flag.removeprefix("to_"), getattr(cfg, flag))
-    if kind != "progress":  # progress reads its snapshots from -s first, then checks it
-        writable_folder(cfg.sample_dir, "choose another folder with -s")
     for flag in ("hair", "eye", "to_hair", "to_eye", "hair_rgb", "eye_rgb", "pairs", "conditions"):
         if getattr(cfg, flag) and flag not in used:
             _say(f"note: -t {kind} does not use --{flag.replace('_', '-')}; ignored")
@@ -183,7 +181,8 @@ def _describe(model: Model, colours: list[Colour]) -> str:
 def _save(cfg: TestConfig, images: torch.Tensor, name: str, nrow: int, rows=None, cols=None,
           title=None, names=None) -> list[Path]:
     """Write `<name>.png` (captioned unless --no-captions) and, with --individual, `<name>/`."""
-    out, name = Path(cfg.sample_dir), _filename(name)
+    # -s is made only now, after every check on the input passed: a refused test leaves no folder.
+    out, name = writable_folder(cfg.sample_dir, "choose another folder with -s"), _filename(name)
     captions = {"row_labels": rows, "col_labels": cols, "title": title} if cfg.captions else {}
     paths = [render.save_grid(images, out / f"{name}.png", nrow=nrow, **captions)]
     if cfg.individual:

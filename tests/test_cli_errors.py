@@ -32,6 +32,29 @@ def test_empty_source_folder(cli, tmp_path):
     (tmp_path / "empty").mkdir()
     one_line_error(cli("prepare", tmp_path / "empty", "-o", tmp_path / "out", "-q"),
                    tmp_path / "empty", "no usable images", "README")
+    assert not (tmp_path / "out").exists()
+
+
+def test_no_usable_images_says_why(cli, tmp_path):
+    root = write_tags_csv(tmp_path / "src", PAIRS[:2])
+    for image in (root / "images").iterdir():
+        image.unlink()
+    one_line_error(cli("prepare", root, "-o", tmp_path / "out", "-q"), "no usable images found (2 skipped, first",
+                   "missing image")
+    assert not (tmp_path / "out").exists()
+
+
+def test_tags_csv_with_a_byte_order_mark_and_odd_extensions(cli, tmp_path):
+    """Excel's BOM is not part of id 0; images/<id> may be .webp, .bmp or upper case."""
+    from PIL import Image
+    root = write_tags_csv(tmp_path / "src", PAIRS[:3])
+    (root / "tags.csv").write_bytes(b"\xef\xbb\xbf" + (root / "tags.csv").read_bytes())
+    for i, ext in ((1, ".webp"), (2, ".PNG")):
+        Image.open(root / "images" / f"{i}.jpg").save(root / "images" / f"{i}{ext}",
+                                                     format="WEBP" if ext == ".webp" else "PNG")
+        (root / "images" / f"{i}.jpg").unlink()
+    rc, out, err = cli("prepare", root, "-o", tmp_path / "out")
+    assert rc == 0 and out.startswith("3 images from") and "skipped" not in out, out
 
 
 def test_json_layout_without_train_json(cli, tmp_path):
@@ -49,10 +72,10 @@ def test_tags_and_images_count_mismatch(cli, tmp_path):
     draw(root / "images" / "12.jpg", (0, 0, 0))          # and one image with no tag
     rc, out, err = cli("prepare", root, "-o", tmp_path / "out", "-q")
     assert rc == 0 and out.startswith("10 images") and "skipped 3 file(s)" in out
-    assert f"{root / 'images' / '4'}.{{jpg,png,jpeg}}: missing image" in out
+    assert f"{root / 'images' / '4'}.{{jpg,png,jpeg,bmp,webp}}: missing image" in out
     assert f"{root / 'images' / '12.jpg'}: missing label" in out
     one_line_error(cli("prepare", root, "-o", tmp_path / "strict", "--strict", "-q"),
-                   "--strict: 3 file(s) skipped", f"{root / 'images' / '4'}.{{jpg,png,jpeg}}", "drop --strict")
+                   "--strict: 3 file(s) skipped", f"{root / 'images' / '4'}.{{jpg,png,jpeg,bmp,webp}}", "drop --strict")
 
 
 @pytest.mark.parametrize("damage", ["missing", "corrupt", "16-bit"])
@@ -61,7 +84,7 @@ def test_missing_or_corrupt_image_with_strict(cli, tmp_path, damage):
     image = root / "images" / "5.jpg"
     if damage == "missing":
         image.unlink()
-        image = f"{root / 'images' / '5'}.{{jpg,png,jpeg}}"  # any of these would have done
+        image = f"{root / 'images' / '5'}.{{jpg,png,jpeg,bmp,webp}}"  # any of these would have done
     elif damage == "corrupt":
         image.write_bytes(b"\x00" * 100)
     else:
@@ -209,7 +232,7 @@ def test_many_missing_images_are_summarised_not_listed(cli, tmp_path, builtin_se
         next((src / "images").glob(f"{i}.*")).unlink()
     rc, out, _ = cli("prepare", src, "-o", tmp_path / "out")
     listed = [l for l in out.splitlines() if "missing image" in l]
-    assert rc == 0 and len(listed) == 10 and "images/0.{jpg,png,jpeg}: missing image" in listed[0]
+    assert rc == 0 and len(listed) == 10 and "images/0.{jpg,png,jpeg,bmp,webp}: missing image" in listed[0]
     assert "... and 20 more, all listed in" in out and "meta_64.json" in out
 
 # ---- --version, --help, usage errors --------------------------------------------------------------

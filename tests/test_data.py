@@ -324,7 +324,7 @@ def test_prepare_lists_skipped_files_instead_of_dying(cli, tmp_path):
     rc, out, err = cli("prepare", src, "-o", tmp_path / "out", "-q")
     assert rc == 0, err
     img = src / "images"
-    expected = {f"{img / '9'}.{{jpg,png,jpeg}}: missing image", f"{img / 'extra.jpg'}: missing label",
+    expected = {f"{img / '9'}.{{jpg,png,jpeg,bmp,webp}}: missing image", f"{img / 'extra.jpg'}: missing label",
                 f"{img / '7.png'}: unsupported image mode I;16"}
     assert expected <= set(line.strip() for line in out.splitlines())
     for name in ("2.jpg", "5.jpg", "11.png"):

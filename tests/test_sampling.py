@@ -165,6 +165,7 @@ def test_errors_exit_2_with_one_line(models, tmp_path, capsys, model, args, mess
     path = models.get(model, tmp_path / model)
     rc, _, err = _test(capsys, path, tmp_path / "out", *args)
     assert rc == 2 and message in err and err.count("\n") == 1
+    assert not (tmp_path / "out").exists()
 
 
 def test_output_folder_that_is_a_file_is_refused_before_drawing(models, tmp_path, capsys):

@@ -93,16 +93,21 @@ def _plain_name(name: str) -> bool:
     return bool(name) and name not in (".", "..") and "/" not in name and "\\" not in name
 
 
+# images/<id>.<ext>, seed 001's .jpg first; upper-case extensions come from cameras and Windows
+_NUMBERED_SUFFIXES = (".jpg", ".png", ".jpeg", ".bmp", ".webp") + tuple(
+    s.upper() for s in (".jpg", ".png", ".jpeg", ".bmp", ".webp"))
+
+
 def _add_numbered(src: Source, images: Path, stem) -> bool:
     """Append images/<stem>.jpg|png|jpeg to src.files, or record it as missing."""
     if not _plain_name(str(stem)):
         src.skipped.append((str(stem)[:80], "unsafe file name (a path, not a name)"))
         return False
     # os.path.exists: a key that cannot be a file name (too long, NUL) is a missing image, not a crash
-    file = next((images / f"{stem}{s}" for s in (".jpg", ".png", ".jpeg") if os.path.exists(images / f"{stem}{s}")),
+    file = next((images / f"{stem}{s}" for s in _NUMBERED_SUFFIXES if os.path.exists(images / f"{stem}{s}")),
                 None)
     if file is None:
-        src.skipped.append((f"{images / str(stem)}.{{jpg,png,jpeg}}", "missing image"))
+        src.skipped.append((f"{images / str(stem)}.{{{','.join(s[1:] for s in _NUMBERED_SUFFIXES[:5])}}}", "missing image"))
         return False
     src.files.append(file)
     return True
@@ -179,7 +184,8 @@ def _scan_tags_csv(root: Path) -> Source:
     src = Source(root, "tags-csv", schema)
     labels = []
     try:
-        rows = list(csv.reader(path.read_text(errors="replace").splitlines()))
+        # utf-8-sig: Excel and Notepad start a CSV with a byte-order mark, which is not part of id 0
+        rows = list(csv.reader(path.read_text(encoding="utf-8-sig", errors="replace").splitlines()))
     except csv.Error as e:
         raise UserError(f"{path}: not a CSV file ({e})") from None
     for lineno, row in enumerate(rows, 1):

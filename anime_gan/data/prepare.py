@@ -71,10 +71,12 @@ def _prepare(cfg: PrepareConfig, out: Path) -> dict:
             raise UserError(f"{out}: already holds a data set from elsewhere; choose an empty folder with "
                             f"-o, or delete it first (nothing was changed). To add a size to it: "
                             f"anime-gan prepare {out} --image-size N")
-        writable_folder(out, "choose another folder with -o")
-    if not src.files:
-        raise UserError(f"{src.root}: no usable images found ({len(src.skipped)} skipped); "
+    if not src.files:  # before -o is made: a refused SOURCE leaves no empty folder
+        first = f", first {src.skipped[0][0]} ({src.skipped[0][1]})" if src.skipped else ""
+        raise UserError(f"{src.root}: no usable images found ({len(src.skipped)} skipped{first}); "
                         f"see the formats in README.md")
+    if not cfg.synthetic:
+        writable_folder(out, "choose another folder with -o")
     images, keep, skipped = pack(src, out, cfg.image_size, cfg.workers, cfg.quiet, strict=cfg.strict)
     skipped = src.skipped + skipped
     labels = src.labels[keep] if src.labels is not None else None

@@ -192,7 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eye-rgb", help="any eye colour as '#rrggbb' (--embed rgb models)")
     p.add_argument("--pairs", nargs="+", default=[], metavar="TAGS", help="pairs: rows such as 'blue hair red eyes'")
     p.add_argument("--conditions", metavar="FILE.json", help="a JSON list of label lists (seed 003's test.json)")
-    p.add_argument("-n", type=int, default=t.n, help=f"rows / samples where the type has a free count (default {t.n})")
+    p.add_argument("-n", type=int, default=t.n, help=f"change_hair/change_eye: rows of noise; pairs: columns (default {t.n}, at most 64)")
     p.add_argument("--steps", type=int, default=t.steps, help=f"interpolate: number of steps (default {t.steps})")
     p.add_argument("--seed", type=int, default=t.seed, help="noise seed (default 0)")
     p.add_argument("--ema", action=argparse.BooleanOptionalAction, default=t.ema,

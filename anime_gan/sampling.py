@@ -30,9 +30,10 @@ from .labels import Schema, encode, parse_rgb
 DEFAULT_PAIRS = ("pink hair black eyes", "black hair purple eyes", "red hair red eyes",
                  "aqua hair green eyes", "blonde hair orange eyes")  # seed 000 §4.1
 # The optional flags each type reads; any other one given is reported as ignored.
-USES = {"fix_hair_eye": {"hair", "eye", "hair_rgb", "eye_rgb"}, "change_hair": {"eye", "eye_rgb"},
-        "change_eye": {"hair", "hair_rgb"}, "interpolate": {"hair", "eye", "to_hair", "to_eye"},
-        "pairs": {"pairs"}, "conditions": {"conditions"}}
+USES = {"fix_hair_eye": {"hair", "eye", "hair_rgb", "eye_rgb"}, "change_hair": {"eye", "eye_rgb", "n"},
+        "change_eye": {"hair", "hair_rgb", "n"}, "interpolate": {"hair", "eye", "to_hair", "to_eye", "steps"},
+        "pairs": {"pairs", "n"}, "conditions": {"conditions"}}
+MAX_N, MAX_STEPS = 64, 256  # a grid of 64 rows or a 256-frame GIF is already more than a screen
 FRAME_MS = 250
 _STEP_FILE = re.compile(r"^fake_step_(\d+)\.png$")
 
@@ -64,8 +65,8 @@ def validate_test(cfg: TestConfig) -> str:
         raise UserError(f"unknown test type '{kind}'; choose one of: {', '.join(TYPES)}")
     check_device(cfg.device)
     check_seed(cfg.seed)
-    if cfg.n < 1 or cfg.steps < 2:
-        raise UserError(f"-n must be at least 1 and --steps at least 2, got {cfg.n} and {cfg.steps}")
+    if not 1 <= cfg.n <= MAX_N or not 2 <= cfg.steps <= MAX_STEPS:
+        raise UserError(f"-n must be 1 to {MAX_N} and --steps 2 to {MAX_STEPS}, got {cfg.n} and {cfg.steps}")
     return kind
 
 
@@ -73,7 +74,7 @@ def run_test(cfg: TestConfig) -> list[Path]:
     """Draw `cfg.type` into `cfg.sample_dir`; returns the paths written (--conditions alone implies
     -t conditions).  Every problem with the input is a UserError."""
     kind = validate_test(cfg)
-    used = USES.get(kind, ())
+    used = USES.get(kind, set())
     if kind != "progress":
         model = _load(cfg)
         if kind != "conditions":  # every other type draws hair and eye colours
@@ -81,9 +82,12 @@ def run_test(cfg: TestConfig) -> list[Path]:
             for flag in ("hair", "eye", "to_hair", "to_eye"):
                 if getattr(cfg, flag) and flag in used:  # all colours checked before anything is said
                     model.schema.class_index(flag.removeprefix("to_"), getattr(cfg, flag))
-    for flag in ("hair", "eye", "to_hair", "to_eye", "hair_rgb", "eye_rgb", "pairs", "conditions"):
-        if getattr(cfg, flag) and flag not in used:
-            _say(f"note: -t {kind} does not use --{flag.replace('_', '-')}; ignored")
+    used = used | ({"individual"} if kind != "progress" else set())
+    defaults = TestConfig()
+    for flag in ("hair", "eye", "to_hair", "to_eye", "hair_rgb", "eye_rgb", "pairs", "conditions", "n", "steps",
+                 "individual"):
+        if getattr(cfg, flag) != getattr(defaults, flag) and flag not in used:
+            _say(f"note: -t {kind} does not use {'-n' if flag == 'n' else '--' + flag.replace('_', '-')}; ignored")
     if kind == "progress":
         return progress(cfg)
     with torch.no_grad():

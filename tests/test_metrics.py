@@ -393,10 +393,14 @@ def test_train_judge_checks_its_output_before_training(cli, data_dir, tmp_path, 
 @pytest.mark.parametrize("dry_run", [[], ["--dry-run"]])
 @pytest.mark.parametrize("flags, needle", [(["--device", "tpu"], "tpu"), (["--device", "meta"], "meta"),
                                            (["--seed", "-1"], "--seed must be between"),
-                                           (["--seed", str(10**20)], "--seed must be between")])
-def test_unknown_device_or_bad_seed_is_one_line(cli, run_dir, data_dir, tmp_path, flags, needle, dry_run):
+                                           (["--seed", str(10**20)], "--seed must be between"),
+                                           (["-k", "100000000"], "-k 100000000 is more than 10,000"),
+                                           (["--fid-samples", str(10**9)], "is more than 200,000")])
+def test_unknown_device_bad_seed_or_huge_count_is_one_line(cli, run_dir, data_dir, tmp_path, flags, needle, dry_run):
     """Also with --dry-run, which checks values like a real run."""
     one_line_error(cli("eval", "-d", run_dir, "--metrics", "diversity", *flags, "-q", *dry_run), needle)
+    if flags[0] in ("-k", "--fid-samples"):  # eval's own flags
+        return
     one_line_error(cli("train-judge", "-t", data_dir, "--epochs", "1", *flags, "-o", tmp_path / "j.pt", "-q",
                        *dry_run), needle)
     assert not (tmp_path / "j.pt").exists()

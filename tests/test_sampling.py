@@ -185,8 +185,17 @@ def test_progress_with_a_broken_snapshot_names_it_and_writes_nothing(tmp_path, c
     assert sorted(p.name for p in snaps.iterdir()) == ["fake_step_1.png", "fake_step_2.png"]
 
 
+def test_flags_a_type_does_not_use_are_noted(models, tmp_path, capsys):
+    rc, paths, err = _test(capsys, models["onehot"], tmp_path / "out", "-t", "fix_noise", "-n", "3", "--steps", "5")
+    assert rc == 0 and paths
+    assert "note: -t fix_noise does not use -n; ignored" in err and "does not use --steps" in err
+    rc, _, err = _test(capsys, models["onehot"], tmp_path / "out", "-t", "change_hair", "-n", "2", "--individual")
+    assert rc == 0 and "note" not in err
+
+
 def test_dry_run_checks_values_without_a_checkpoint(tmp_path, capsys):
-    for args, message in ((["-n", "0"], "-n must be at least 1"), (["--steps", "1"], "--steps at least 2")):
+    for args, message in ((["-n", "0"], "-n must be 1 to 64"), (["--steps", "1"], "--steps 2 to 256"),
+                          (["-n", "1000000"], "got 1000000"), (["--device", "mps"], "unknown --device 'mps'")):
         rc, out, err = _test(capsys, tmp_path / "no-run", tmp_path / "out", "-t", "interpolate", *args, "--dry-run")
         assert rc == 2 and out == [] and message in err and err.count("\n") == 1
     assert list(tmp_path.iterdir()) == []

@@ -48,6 +48,9 @@ class EvalConfig:
     quiet: bool = False
 
 
+MAX_K, MAX_FID_SAMPLES = 10_000, 200_000
+
+
 def validate_judge(cfg: JudgeConfig) -> None:
     check_device(cfg.device)
     check_seed(cfg.seed)
@@ -73,3 +76,7 @@ def validate_eval(cfg: EvalConfig) -> None:
     for name in ("k", "fid_samples", "min_class", "batch_size"):
         if getattr(cfg, name) < 1:
             raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(cfg, name)}")
+    # Beyond these the fakes no longer fit in memory on a workstation, and FID has long converged.
+    for flag, value, most in (("-k", cfg.k, MAX_K), ("--fid-samples", cfg.fid_samples, MAX_FID_SAMPLES)):
+        if value > most:
+            raise UserError(f"{flag} {value} is more than {most:,}; ask for fewer")

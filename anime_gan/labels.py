@@ -239,6 +239,31 @@ def multi_label_schema(classes: list[str], name: str = "objects") -> Schema:
 
 # ---- condition encodings -----------------------------------------------------------------------
 
+def read_conditions(path, schema: Schema) -> tuple[list[list[str]], np.ndarray]:
+    """Seed 003's test.json, for `test -t conditions` and `eval --conditions`: a JSON list of label
+    lists ([["gray cube", "red sphere"], ["blue hair", "red eyes"]]; a bare string is a list of
+    one) -> the entries and their multi-hot labels (n, dim). Entries are numbered from 1."""
+    path = Path(path)
+    try:
+        entries = json.loads(path.read_text(encoding="utf-8-sig"))
+    except OSError as e:
+        raise UserError(f"{path}: cannot read ({e.strerror})") from None
+    except ValueError as e:
+        raise UserError(f"{path}: not valid JSON ({e})") from None
+    if isinstance(entries, list):
+        entries = [[e] if isinstance(e, str) else e for e in entries]
+    if not entries or not isinstance(entries, list) or not all(
+            isinstance(e, list) and e and all(isinstance(t, str) for t in e) for e in entries):
+        raise UserError(f"{path}: expected a non-empty JSON list of label lists, e.g. "
+                        f"{json.dumps([[schema.describe(schema.example())]])}")
+    rows = []
+    for i, entry in enumerate(entries):
+        try:
+            rows.append(schema.parse(", ".join(entry)))
+        except UserError as e:
+            raise UserError(f"{path} entry {i + 1} {json.dumps(entry)}: {e}") from None
+    return entries, np.stack(rows)
+
 def cond_dim(schema: Schema, embed: str) -> int:
     if embed == "onehot":
         return schema.dim

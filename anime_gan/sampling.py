@@ -25,7 +25,7 @@ from .checkpoint import generator_path, load, load_generator, steps
 from .config import TestConfig, TrainConfig, check_device, check_seed
 from .errors import UserError
 from .files import writable_folder
-from .labels import Schema, encode, parse_rgb
+from .labels import Schema, encode, parse_rgb, read_conditions
 
 DEFAULT_PAIRS = ("pink hair black eyes", "black hair purple eyes", "red hair red eyes",
                  "aqua hair green eyes", "blonde hair orange eyes")  # seed 000 §4.1
@@ -313,33 +313,11 @@ def conditions(cfg, model, rng, gen) -> list[Path]:
         raise UserError("-t conditions needs --conditions FILE.json (a list of label lists)")
     if model.schema is None:
         raise UserError(f"{cfg.model_dir}: this checkpoint has no labels; -t conditions needs a conditional model")
-    entries = _read_conditions(Path(cfg.conditions))
-    labels = []
-    for i, entry in enumerate(entries):
-        try:
-            labels.append(model.schema.parse(", ".join(entry)))
-        except UserError as e:
-            raise UserError(f"{cfg.conditions} entry {i + 1} {json.dumps(entry)}: {e}") from None
-    labels = torch.from_numpy(np.stack(labels))
+    entries, labels = read_conditions(cfg.conditions, model.schema)
+    labels = torch.from_numpy(labels)
     images = _draw(model, _noise(model, gen, len(entries)), _cond(model, labels))
     texts = [", ".join(entry) for entry in entries]
     return _save(cfg, images, "conditions", 1 if cfg.captions else 8, rows=texts, names=texts)
-
-
-def _read_conditions(path: Path) -> list[list[str]]:
-    try:
-        entries = json.loads(path.read_text())
-    except OSError as e:
-        raise UserError(f"{path}: cannot read ({e.strerror})") from None
-    except ValueError as e:
-        raise UserError(f"{path}: not valid JSON ({e})") from None
-    if isinstance(entries, list):
-        entries = [[e] if isinstance(e, str) else e for e in entries]
-    if not entries or not isinstance(entries, list) or not all(
-            isinstance(e, list) and e and all(isinstance(s, str) for s in e) for e in entries):
-        raise UserError(f"{path}: expected a non-empty JSON list of label lists, "
-                        f'e.g. [["gray cube", "red sphere"], ["blue hair", "red eyes"]]')
-    return entries
 
 
 # ---- progress: no model needed -----------------------------------------------------------------

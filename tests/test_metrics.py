@@ -21,9 +21,9 @@ from anime_gan.config import TrainConfig
 from anime_gan.data.dataset import open_packed
 from anime_gan.data.synthetic import draw_face
 from anime_gan.errors import UserError
-from anime_gan.labels import multi_label_schema
+from anime_gan.labels import multi_label_schema, read_conditions
 from anime_gan.metrics import fid
-from anime_gan.metrics.accuracy import attribute_accuracy, read_conditions
+from anime_gan.metrics.accuracy import attribute_accuracy
 from anime_gan.metrics.config import JudgeConfig
 from anime_gan.metrics.evaluate import evaluate
 from anime_gan.metrics.inception import WEIGHTS_FILE, InceptionFeatures
@@ -156,9 +156,11 @@ def test_read_conditions(tmp_path):
     schema = multi_label_schema(["gray cube", "red sphere"])
     f = tmp_path / "c.json"
     f.write_text(json.dumps([["gray cube"], ["gray cube", "red sphere"]]))
-    assert read_conditions(f, schema).tolist() == [[1, 0], [1, 1]]
-    f.write_text(json.dumps([["blue cone"]]))
-    with pytest.raises(UserError, match="entry 0"):
+    assert read_conditions(f, schema)[1].tolist() == [[1, 0], [1, 1]]
+    f.write_text(json.dumps(["red sphere", ["gray cube"]]))  # a bare string is a list of one, as in `test`
+    assert read_conditions(f, schema)[1].tolist() == [[0, 1], [1, 0]]
+    f.write_text(json.dumps([["gray cube"], ["blue cone"]]))
+    with pytest.raises(UserError, match=r'entry 2 \["blue cone"\]'):  # numbered from 1, as in `test`
         read_conditions(f, schema)
 
 

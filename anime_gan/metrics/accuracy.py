@@ -6,8 +6,6 @@ label sets.  Each is asked `k` times; scores come from the judge's logits on the
 """
 from __future__ import annotations
 
-import json
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -18,27 +16,6 @@ from .judge import accuracy, group_hits
 
 MULTI_LABEL_CONDITIONS = 128  # random real object sets asked for when no --conditions file
 WORST = 5
-
-
-def read_conditions(path, schema: Schema) -> torch.Tensor:
-    """A JSON list of label lists, e.g. [["gray cube"], ["red cube", "blue sphere"]] or
-    [["blue hair", "red eyes"]] -> multi-hot labels (n, dim)."""
-    path = Path(path)
-    try:
-        entries = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        raise UserError(f"{path}: cannot read conditions ({e}); write a JSON list of label lists") from None
-    if not isinstance(entries, list) or not entries or not all(
-            isinstance(e, list) and e and all(isinstance(t, str) for t in e) for e in entries):
-        raise UserError(f"{path}: expected a non-empty JSON list of label lists such as "
-                        f'[["{schema.describe(schema.example())}"]]')
-    rows = []
-    for i, entry in enumerate(entries):
-        try:
-            rows.append(schema.parse(" ".join(entry)))
-        except UserError as e:
-            raise UserError(f"{path}: entry {i}: {e}") from None
-    return torch.from_numpy(np.stack(rows))
 
 
 def default_conditions(schema: Schema, real_labels: np.ndarray | None,

@@ -26,9 +26,9 @@ from .. import checkpoint, render
 from ..config import TrainConfig
 from ..data.dataset import Packed, open_packed
 from ..errors import UserError
-from ..labels import Schema, encode
+from ..labels import Schema, encode, read_conditions
 from ..models import PRESETS
-from .accuracy import attribute_accuracy, default_conditions, read_conditions
+from .accuracy import attribute_accuracy, default_conditions
 from .config import JUDGED_METRICS, OFFLINE_METRICS, EvalConfig, validate_eval
 from .fid import StatsAccumulator, frechet_distance, real_stats, stats_of
 from .inception import load_inception
@@ -247,7 +247,7 @@ def run_eval(cfg: EvalConfig, log=lambda msg: None) -> dict:
     judge, judge_path = None, None
     if set(cfg.metrics) & JUDGED_METRICS:
         judge_path, judge = _load_checked_judge(cfg, root, path, schema, tcfg.image_size, device)
-    conditions = read_conditions(cfg.conditions, schema) if cfg.conditions else None
+    conditions = torch.from_numpy(read_conditions(cfg.conditions, schema)[1]) if cfg.conditions else None
     generator = torch.Generator(device).manual_seed(cfg.seed)
     log(f"evaluating {path} (step {step}) on {root} ({len(data)} images): {', '.join(cfg.metrics)}")
     start = time.perf_counter()

@@ -227,11 +227,23 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:  # outside training's own handler (e.g. while preparing data)
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
+    except (MemoryError, RuntimeError) as e:
+        if not _out_of_memory(e):
+            raise
+        print(f"{prog}: error: out of {'GPU ' if 'CUDA' in str(e) else ''}memory; use a smaller -b (or fewer "
+              f"samples: -n, -k, --fid-samples), or --precision bf16; saved checkpoints are intact", file=sys.stderr)
+        return 2
     except OSError as e:  # the machine, not the code: a full disk, a lost mount, a permission
         where = f"{e.filename}: " if e.filename else ""
         print(f"{prog}: error: {where}{e.strerror or e}; {_OS_FIX.get(e.errno, 'check the disk and the paths')}",
               file=sys.stderr)
         return 2
+
+
+def _out_of_memory(e: BaseException) -> bool:
+    # torch.OutOfMemoryError on a GPU; a plain RuntimeError from the CPU allocator
+    return (isinstance(e, MemoryError) or type(e).__name__ == "OutOfMemoryError"
+            or "can't allocate memory" in str(e))
 
 
 _OS_FIX = {errno.ENOSPC: "free space on that disk or choose another folder",

@@ -223,6 +223,20 @@ def test_prepare_that_fails_leaves_no_output_folder(tmp_path, monkeypatch, capsy
     assert main(["prepare", str(src), "-o", str(out), "-q"]) == 0  # the same command then works
 
 
+def test_out_of_memory_is_one_line(tmp_path, data, monkeypatch, capsys):
+    """A batch that does not fit: what the CPU allocator raises, as one line with the fix."""
+    from anime_gan import step
+
+    def no_memory(self, draws):
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate memory")
+
+    monkeypatch.setattr(step.GanStep, "__call__", no_memory)
+    code = main([*TRAIN, "-t", str(data), "-s", str(tmp_path / "s"), "-c", str(tmp_path / "c"), "-i", "2"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.startswith("anime-gan train: error: out of memory; use a smaller -b"), err
+    assert len(err.splitlines()) == 1
+
+
 def test_compile_that_fails_falls_back_to_eager(tmp_path, data, monkeypatch, capsys):
     def broken_compile(module, *a, **k):
         def fail(*args):

@@ -82,16 +82,19 @@ def run_test(cfg: TestConfig) -> list[Path]:
             for flag in ("hair", "eye", "to_hair", "to_eye"):
                 if getattr(cfg, flag) and flag in used:  # all colours checked before anything is said
                     model.schema.class_index(flag.removeprefix("to_"), getattr(cfg, flag))
+    if kind == "progress":
+        paths = progress(cfg)
+    else:
+        with torch.no_grad():
+            paths = TYPES[kind](cfg, model, random.Random(cfg.seed), torch.Generator().manual_seed(cfg.seed))
+    # Only after success: a refused command prints its one error line and nothing else.
     used = used | ({"individual"} if kind != "progress" else set())
     defaults = TestConfig()
     for flag in ("hair", "eye", "to_hair", "to_eye", "hair_rgb", "eye_rgb", "pairs", "conditions", "n", "steps",
                  "individual"):
         if getattr(cfg, flag) != getattr(defaults, flag) and flag not in used:
             _say(f"note: -t {kind} does not use {'-n' if flag == 'n' else '--' + flag.replace('_', '-')}; ignored")
-    if kind == "progress":
-        return progress(cfg)
-    with torch.no_grad():
-        return TYPES[kind](cfg, model, random.Random(cfg.seed), torch.Generator().manual_seed(cfg.seed))
+    return paths
 
 
 # ---- shared helpers ----------------------------------------------------------------------------

@@ -154,6 +154,7 @@ def test_progress_gif_has_every_snapshot_in_step_order(models, tmp_path, capsys)
     ("onehot", ["-t", "pairs", "--pairs", "blue hair teal eyes"], "valid eye colours: black, orange"),
     ("onehot", ["-t", "fix_hair_eye", "--hair-rgb", "#ff0000"], "needs a model trained with --embed rgb"),
     ("onehot", ["-t", "color_map"], "needs a model trained with --embed rgb"),
+    ("onehot", ["-t", "color_map", "--hair", "red"], "needs a model trained with --embed rgb"),  # no note first
     ("multi", ["-t", "conditions"], "needs --conditions FILE.json"),
     ("onehot", ["-t", "fix_noise", "--device", "meta"], "unknown --device 'meta'"),
     ("onehot", ["-t", "fix_noise", "--seed", str(10**20)], "--seed must be between 0 and"),

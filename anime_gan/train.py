@@ -152,7 +152,7 @@ def train(cfg: TrainConfig) -> Path:
     G_ema = copy.deepcopy(G).eval().requires_grad_(False) if cfg.ema else None
     opt_G, opt_D = _optimizers(G, D, preset, hyper, device, capturable=cfg.cuda_graph)
     scaler = torch.amp.GradScaler("cuda", enabled=cfg.precision == "fp16")
-    g_fwd, d_fwd = _maybe_compile(G, D, cfg.compile, log)
+    g_fwd, d_fwd = _maybe_compile(G, D, cfg.compile, log, cfg.quiet)
 
     # ---- run folders (only now: every check above ran before anything was written) ----------
     created = []
@@ -369,9 +369,12 @@ def _match_device(opt, device, capturable: bool) -> None:
                 state["step"] = state["step"].to(p.device if on_device else "cpu", torch.float32)
 
 
-def _maybe_compile(G, D, enabled: bool, log):
+def _maybe_compile(G, D, enabled: bool, log, quiet: bool = False):
     if not enabled:
         return G, D
+    if quiet:  # the compiler's build notes (e.g. "No CUDA runtime is found") are not ours to print
+        import logging
+        logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
     return _CompiledOrEager(G, "G", log), _CompiledOrEager(D, "D", log)
 
 

@@ -237,6 +237,19 @@ def test_out_of_memory_is_one_line(tmp_path, data, monkeypatch, capsys):
     assert len(err.splitlines()) == 1
 
 
+def test_quiet_compile_keeps_the_compilers_notes_off_stderr(monkeypatch):
+    import logging
+    from anime_gan import train as train_module
+    logger = logging.getLogger("torch.utils.cpp_extension")
+    monkeypatch.setattr(logger, "level", logging.NOTSET)
+    monkeypatch.setattr(torch, "compile", lambda module: module)  # no real compile needed to check this
+    net = torch.nn.Linear(1, 1)
+    train_module._maybe_compile(net, net, True, print, quiet=False)
+    assert logger.level == logging.NOTSET
+    train_module._maybe_compile(net, net, True, print, quiet=True)
+    assert logger.level == logging.ERROR
+
+
 def test_compile_that_fails_falls_back_to_eager(tmp_path, data, monkeypatch, capsys):
     def broken_compile(module, *a, **k):
         def fail(*args):

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as tdist
 
+from .errors import UserError
+
 
 @dataclass
 class Dist:
@@ -54,10 +56,19 @@ class Dist:
 
 def setup() -> Dist:
     """Join the process group torchrun describes in the environment (no-op without it)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world == 1:
-        return Dist()
-    rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    env = {k: os.environ.get(k) for k in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
+    try:
+        world = int(env["WORLD_SIZE"] or "1")
+        if world == 1:
+            return Dist()
+        rank, local = int(env["RANK"]), int(env["LOCAL_RANK"] or "0")
+        if not (0 <= rank < world and env["MASTER_ADDR"] and env["MASTER_PORT"]):
+            raise ValueError
+    except (TypeError, ValueError):  # a WORLD_SIZE left in the shell, not torchrun's full set
+        shown = " ".join(f"{k}={v}" for k, v in env.items() if v is not None)
+        raise UserError(f"the environment says {shown}, which is not a torchrun launch (it sets WORLD_SIZE, "
+                        f"RANK, LOCAL_RANK, MASTER_ADDR and MASTER_PORT); unset WORLD_SIZE, or start "
+                        f"with torchrun --nproc_per_node N -m anime_gan train ...") from None
     if not tdist.is_initialized():
         backend = "nccl" if torch.cuda.is_available() else "gloo"
         if backend == "nccl":

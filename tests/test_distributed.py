@@ -4,10 +4,12 @@ import socket
 import subprocess
 import sys
 
+import pytest
 import torch
 
 from anime_gan import checkpoint
 from anime_gan.cli import main
+from conftest import one_line_error
 
 
 def _free_port() -> int:
@@ -59,3 +61,16 @@ def test_in_sync_detects_ranks_that_drifted_apart(tmp_path):
         results = mp.Manager().dict()
         mp.spawn(_sync_worker, args=(2, tmp_path / f"store_{same}", same, results), nprocs=2)
         assert dict(results) == {0: same, 1: same}
+
+
+@pytest.mark.parametrize("env", [{"WORLD_SIZE": "2"}, {"WORLD_SIZE": "abc"},
+                                 {"WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0"}])
+def test_a_stray_world_size_is_one_line(cli, tmp_path, monkeypatch, env):
+    """WORLD_SIZE left in a shell (no torchrun) names the variables and the fix, instead of a traceback."""
+    for key in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(key, raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    one_line_error(cli("train", "-t", tmp_path / "data", "-s", tmp_path / "s", "-c", tmp_path / "c", "-i", "1"),
+                   f"WORLD_SIZE={env['WORLD_SIZE']}", "unset WORLD_SIZE, or start with torchrun")
+    assert not (tmp_path / "s").exists() and not (tmp_path / "c").exists()

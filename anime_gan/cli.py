@@ -9,6 +9,7 @@ import argparse
 import dataclasses
 import errno
 import json
+import os
 import signal
 import sys
 
@@ -220,6 +221,7 @@ def main(argv=None) -> int:
     try:
         args = build_parser().parse_args(argv)  # imports torch (the presets' help): a Ctrl-C may land here
         prog = f"anime-gan {args.command}"
+        _expand_home(args)
         return _run(args)
     except UserError as e:
         print(f"{prog}: error: {_one_line(str(e))}", file=sys.stderr)
@@ -238,6 +240,14 @@ def main(argv=None) -> int:
         print(f"{prog}: error: {where}{e.strerror or e}; {_OS_FIX.get(e.errno, 'check the disk and the paths')}",
               file=sys.stderr)
         return 2
+
+
+def _expand_home(args) -> None:
+    """`--train-dir=~/data` and quoted paths reach us with the `~` the shell did not expand; read as
+    a folder named `~` it would train on a fresh built-in set instead of the user's data."""
+    for key, value in vars(args).items():
+        if isinstance(value, str) and (value == "~" or value.startswith("~/")):
+            setattr(args, key, os.path.expanduser(value))
 
 
 def _out_of_memory(e: BaseException) -> bool:

@@ -243,6 +243,17 @@ def subcommands():
     return list(action.choices)
 
 
+def test_a_tilde_the_shell_left_is_the_home_folder(cli, tmp_path, monkeypatch, builtin_set):
+    """--train-dir=~/x and quoted paths: the shell does not expand the ~, so we do."""
+    import shutil
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    shutil.copytree(builtin_set, tmp_path / "home" / "faces")
+    monkeypatch.chdir(tmp_path)
+    rc, out, err = cli("prepare", "~/faces", "-o", "~/out", "-q")
+    assert rc == 0, err
+    assert (tmp_path / "home" / "out" / "tags.pickle").exists() and not (tmp_path / "~").exists()
+
+
 def test_version(cli):
     rc, out, _ = cli("--version")
     assert rc == 0 and out.strip() == f"anime-gan {__version__}"

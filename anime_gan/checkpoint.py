@@ -180,7 +180,8 @@ def save_snapshot(ckpt_dir: Path, step: int, state: TrainState, cfg: TrainConfig
     dist.barrier()
 
 
-def restore_snapshot(path: Path, ckpt_dir: Path, state: TrainState, cfg: TrainConfig) -> tuple[int, list[dict]]:
+def restore_snapshot(path: Path, ckpt_dir: Path, state: TrainState, cfg: TrainConfig,
+                     schema_dict: dict | None = None) -> tuple[int, list[dict]]:
     """Load G_<N>.ckpt at `path` and its D_<N>.ckpt into `state`; returns (N, the stats records up to N).
 
     <ckpt_dir>/stats.jsonl is rewritten to those records, so the log continues from the snapshot."""
@@ -195,6 +196,11 @@ def restore_snapshot(path: Path, ckpt_dir: Path, state: TrainState, cfg: TrainCo
         if getattr(saved, key) != getattr(cfg, key):
             raise UserError(f"{path}: was trained with --{key.replace('_', '-')} {getattr(saved, key)}, "
                             f"not {getattr(cfg, key)}; pass the same value to resume")
+    if g.get("schema") != schema_dict:  # the label layout fixes the networks' condition inputs
+        def groups(d):
+            return " + ".join(f"{x['name']} ({len(x['classes'])})" for x in d["groups"]) if d else "no labels"
+        raise UserError(f"{path}: was trained on labels {groups(g.get('schema'))}, but -t {cfg.train_dir} has "
+                        f"{groups(schema_dict)}; resume on the data set it was trained on")
     def restore(file: Path, *loads):
         try:
             for load_fn in loads:

@@ -176,7 +176,8 @@ def train(cfg: TrainConfig) -> Path:
     start, records = 0, []
     if resume_path is not None:
         try:
-            start, records = checkpoint.restore_snapshot(resume_path, ckpt_dir, state, cfg)
+            start, records = checkpoint.restore_snapshot(resume_path, ckpt_dir, state, cfg,
+                                                         schema.to_dict() if schema else None)
         except UserError:
             _remove(created)  # a bad --resume file leaves no empty run folders behind
             raise

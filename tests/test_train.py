@@ -197,6 +197,17 @@ def test_resume_from_another_run_starts_its_own_folder_but_never_writes_over_one
     assert snapshot(branch) == before
 
 
+def test_resume_on_data_with_other_labels_says_so(tmp_path, data, capsys):
+    from conftest import write_json_layout
+    clevr = write_json_layout(tmp_path / "clevr")
+    common = ["--model", "cgan", "--image-size", "32", "--name", "r"]
+    assert _train(tmp_path, data, *common, "-i", "2", "--check", "2") == 0
+    capsys.readouterr()
+    assert _train(tmp_path, clevr, *common, "-i", "3", "--resume") == 2
+    err = capsys.readouterr().err
+    assert "was trained on labels hair (12) + eye (10), but -t" in err and "objects (24)" in err, err
+
+
 def test_unwritable_checkpoint_folder_leaves_no_sample_folder(tmp_path, data, capsys):
     (tmp_path / "afile").write_text("")
     code = main(["train", "-t", str(data), "--model", "cgan", "--image-size", "32", "-i", "1", "-q",

@@ -299,7 +299,8 @@ def test_diversity_of_a_data_set_without_spread_is_not_a_number(data, tmp_path):
 def test_eval_needs_a_judge_of_the_same_labels(run_dir, data_dir, judge_file, tmp_path, capsys):
     missing = str(tmp_path / "none.pt")
     assert main(["eval", "-d", str(run_dir), "--judge", missing, "--metrics", "accuracy"]) == 2
-    assert "train-judge" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"--judge {missing}: no such file; check the path" in err and "train-judge" in err
     other = tmp_path / "other_judge.pt"
     save_judge(Judge(multi_label_schema(["a", "b"]), JudgeArch()), other, {"heldout_accuracy": {}})
     assert main(["eval", "-d", str(run_dir), "--judge", str(other), "--metrics", "accuracy"]) == 2

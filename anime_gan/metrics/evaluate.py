@@ -269,6 +269,9 @@ def _load_checked_judge(cfg: EvalConfig, root: Path, g_path: Path, schema, size:
     if schema is None:
         raise UserError(f"{g_path}: trained without labels, so only --metrics fid and diversity apply")
     judge_path = Path(cfg.judge) if cfg.judge else root / f"judge_{size}.pt"
+    if cfg.judge and not judge_path.is_file():
+        raise UserError(f"--judge {judge_path}: no such file; check the path, or make it with "
+                        f"`anime-gan train-judge -t {root} --image-size {size} -o {judge_path}`")
     if not judge_path.is_file():
         raise UserError(f"{judge_path}: no judge for this data set; train one with "
                         f"`anime-gan train-judge -t {root} --image-size {size}` or pass --judge PATH")

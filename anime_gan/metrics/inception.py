@@ -31,16 +31,17 @@ def find_weights(path: str | None) -> Path:
     if path:
         p = Path(path)
         if not p.is_file():
-            raise UserError(f"--inception-weights {p}: no such file; download {WEIGHTS_URL} on a "
+            what = "a folder, not the weights file" if p.is_dir() else "no such file"
+            raise UserError(f"--inception-weights {p}: {what}; download {WEIGHTS_URL} on a "
                             f"machine with internet and pass its path (or leave FID out with "
-                            f"--metrics accuracy judge-fid intra-fid)")
+                            f"--metrics accuracy judge-fid intra-fid diversity)")
         return p
     p = default_weights_path()
     if not p.is_file():
         raise UserError(f"FID needs the Inception-v3 weights file {WEIGHTS_FILE}, not found in "
                         f"{p.parent}/ (nothing is downloaded here); copy it there from {WEIGHTS_URL}, "
                         f"or pass --inception-weights PATH, or leave FID out with "
-                        f"--metrics accuracy judge-fid intra-fid")
+                        f"--metrics accuracy judge-fid intra-fid diversity")
     return p
 
 

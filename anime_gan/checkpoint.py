@@ -113,6 +113,8 @@ def load_generator(model_dir, device="cpu", ema: bool = True):
     path = generator_path(model_dir)
     ckpt = load(path, "generator")
     cfg = TrainConfig.from_dict(ckpt["config"])
+    if Path(ckpt.get("data_path") or "/nonexistent").is_dir():
+        cfg.train_dir = ckpt["data_path"]  # where it was trained, whichever folder we are run from now
     if cfg.model not in PRESETS:
         raise UserError(f"{path}: made with model '{cfg.model}', which this version does not know")
     m = dict(ckpt["model"])
@@ -153,8 +155,9 @@ def save_snapshot(ckpt_dir: Path, step: int, state: TrainState, cfg: TrainConfig
     if not dist.is_main:
         dist.barrier()
         return
-    common = {"format": FORMAT, "step": step, "config": cfg.to_dict(),
-              "model": plain(asdict(mcfg)), "schema": schema.to_dict() if schema else None}
+    # data_path: -t is often relative ("data"); eval run from another folder must still find it
+    common = {"format": FORMAT, "step": step, "config": cfg.to_dict(), "model": plain(asdict(mcfg)),
+              "schema": schema.to_dict() if schema else None, "data_path": str(Path(cfg.train_dir).resolve())}
     trainer = {**common, "kind": "trainer", "D": state.D.state_dict(), "opt_G": state.opt_G.state_dict(),
                "opt_D": state.opt_D.state_dict(), "scaler": state.scaler.state_dict(),
                "rng": {"torch": torch.get_rng_state(), "gen": state.gen.get_state(),

@@ -279,6 +279,22 @@ def test_eval_json_prints_json_and_appends_metrics_line(run_dir, judge_file, cap
     assert len(lines) == 2 and json.loads(lines[0])["metrics"] == record["metrics"]
 
 
+def test_eval_from_another_folder_uses_the_data_the_run_was_trained_on(tmp_path, monkeypatch, capsys):
+    """-t was relative ("data"); eval run elsewhere, next to another ./data, still scores the right set."""
+    for where, n in (("a", 40), ("b", 24)):
+        (tmp_path / where).mkdir()
+        monkeypatch.chdir(tmp_path / where)
+        assert main(["prepare", "--synthetic", str(n), "-o", "data", "--image-size", "32", "-q"]) == 0
+    monkeypatch.chdir(tmp_path / "a")
+    assert main(["train", "-t", "data", "--model", "cgan", "--nf", "8", "-b", "4", "-i", "1", "--image-size", "32",
+                 "--name", "r", "-q"]) == 0
+    monkeypatch.chdir(tmp_path / "b")
+    capsys.readouterr()
+    assert main(["eval", "-d", str(tmp_path / "a" / "checkpoints" / "r"), "--metrics", "diversity", "-k", "1",
+                 "--device", "cpu", "--json", "-q"]) == 0
+    assert json.loads(capsys.readouterr().out)["data"] == str(tmp_path / "a" / "data")
+
+
 def test_eval_diversity_needs_no_judge(run_dir, tmp_path, capsys):
     missing = str(tmp_path / "none.pt")
     assert main(["eval", "-d", str(run_dir), "--judge", missing, "--metrics", "diversity", "--device", "cpu",

@@ -44,6 +44,37 @@ def save(obj: dict, path: Path) -> None:
         raise
 
 
+def lock_run(run_dir: Path) -> Path:
+    """Claim `run_dir` for this process, so that a second `train --name` of the same run, started
+    before the first wrote a checkpoint, stops instead of interleaving its files with the first's.
+    A lock whose process is gone (kill -9, a crash) is stale and taken over."""
+    lock = Path(run_dir) / ".train.lock"
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            owner = _lock_owner(lock)
+            if owner is not None and owner != os.getpid():
+                raise UserError(f"{run_dir}: another `anime-gan train` (pid {owner}) is writing this run; "
+                                f"wait for it to finish, or pick another --name") from None
+            lock.unlink(missing_ok=True)
+            continue
+        with os.fdopen(fd, "w") as f:
+            f.write(str(os.getpid()))
+        return lock
+    raise UserError(f"{lock}: cannot take the run's lock; delete the file if no training is running")
+
+
+def _lock_owner(lock: Path) -> int | None:
+    """The live process holding `lock`, or None when it is stale."""
+    try:
+        pid = int(lock.read_text().strip() or "0")
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+        return pid
+    except (OSError, ValueError):  # unreadable, no such process: stale
+        return None
+
+
 def remove_partial(run_dir: Path) -> None:
     """Delete the temp files of saves a killed run left half-written (see `save`)."""
     for stale in Path(run_dir).glob(".*.tmp"):

@@ -158,6 +158,7 @@ def train(cfg: TrainConfig) -> Path:
     created = []
     if dist.is_main:
         created = _make_run_folders(sample_dir, ckpt_dir, G, D)
+        lock = checkpoint.lock_run(ckpt_dir)  # released at the end; a crash leaves a stale one, taken over
         checkpoint.remove_partial(ckpt_dir)
 
     gen = torch.Generator(device).manual_seed(cfg.seed * 1000 + dist.rank)
@@ -259,6 +260,8 @@ def train(cfg: TrainConfig) -> Path:
         stop.requested = True  # a second Ctrl-C during the loop body: still save below
     except BaseException:
         stop.restore()
+        if dist.is_main:
+            lock.unlink(missing_ok=True)
         raise
     finally:
         bar.close()
@@ -273,6 +276,8 @@ def train(cfg: TrainConfig) -> Path:
         distributed.cleanup()
     finally:
         stop.restore()
+        if dist.is_main:
+            lock.unlink(missing_ok=True)
     return ckpt_dir
 
 

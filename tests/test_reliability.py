@@ -250,6 +250,25 @@ def test_quiet_compile_keeps_the_compilers_notes_off_stderr(monkeypatch):
     assert logger.level == logging.ERROR
 
 
+def test_a_run_being_trained_by_another_process_is_refused(tmp_path, data, capsys):
+    """Two `train --name r` at once: the second stops; a lock left by a dead process is taken over."""
+    run = tmp_path / "c" / "r"
+    run.mkdir(parents=True)
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (run / ".train.lock").write_text(str(other.pid))
+        args = [*TRAIN, "-t", str(data), "-s", str(tmp_path / "s"), "-c", str(tmp_path / "c"), "-i", "2"]
+        assert main(args) == 2
+        err = capsys.readouterr().err
+        assert f"another `anime-gan train` (pid {other.pid}) is writing this run" in err
+        assert not list(run.glob("*.ckpt"))
+    finally:
+        other.kill()
+        other.wait()
+    assert main(args) == 0  # the lock's process is gone: stale, taken over
+    assert checkpoint.resumable_steps(run) == [2] and not (run / ".train.lock").exists()
+
+
 def test_compile_that_fails_falls_back_to_eager(tmp_path, data, monkeypatch, capsys):
     def broken_compile(module, *a, **k):
         def fail(*args):

@@ -222,8 +222,8 @@ def write_synthetic(out: Path, n: int, seed: int, size: int = 64, quiet: bool = 
     """The built-in data set: n procedurally drawn faces in the tag-pickle layout."""
     from .synthetic import generate
     if _holds_data(out):
-        raise UserError(f"{out}: already holds a data set; choose an empty folder with -o "
-                        f"(nothing was changed)")
+        raise UserError(f"{out}: already holds a data set; choose an empty folder with -o, or delete "
+                        f"this one to draw the built-in faces again (nothing was changed)")
     schema = anime_schema()
     image_dir = out / "images"
     image_dir.mkdir(parents=True, exist_ok=True)

@@ -199,10 +199,11 @@ def train(cfg: TrainConfig) -> Path:
         if resume_path is None:  # a resumed run's log was carried over by restore_snapshot
             (ckpt_dir / "stats.jsonl").write_text("")
     tb = _tensorboard(ckpt_dir, cfg) if dist.is_main else None
-    log(f"training {cfg.model} ({hyper.loss} loss) on {len(data)} images, {device}, "
-        f"batch {cfg.batch_size} x {dist.world_size} = {cfg.batch_size * dist.world_size} global, "
-        f"G {sum(p.numel() for p in G.parameters()):,} / D {sum(p.numel() for p in D.parameters()):,} "
-        f"params -> {ckpt_dir}")
+    if start < cfg.iterations:
+        log(f"training {cfg.model} ({hyper.loss} loss) on {len(data)} images, {device}, "
+            f"batch {cfg.batch_size} x {dist.world_size} = {cfg.batch_size * dist.world_size} global, "
+            f"G {sum(p.numel() for p in G.parameters()):,} / D {sum(p.numel() for p in D.parameters()):,} "
+            f"params -> {ckpt_dir}")
 
     # A CUDA graph must not keep autocast's cast-weight cache: the cached copies would be stale.
     autocast = (torch.autocast(device.type, dtype=torch.bfloat16 if cfg.precision == "bf16" else torch.float16,

@@ -114,7 +114,9 @@ def test_resume_past_the_last_iteration_says_so_and_writes_nothing(tmp_path, dat
     args = ["train", "-t", str(data), "-s", str(tmp_path / "samples"), "-c", str(tmp_path / "ckpt"),
             "--nf", "8", "-b", "8", *common, "-i", "2", "--resume"]
     assert main(args) == 0
-    assert "step 3 already reaches -i 2: nothing to train; raise -i to continue" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "step 3 already reaches -i 2: nothing to train; raise -i to continue" in err
+    assert "training cgan" not in err  # no header for a run that does not train
     assert sorted(p.name for p in (tmp_path / "ckpt" / "r").iterdir()) == before
 
 

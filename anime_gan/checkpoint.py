@@ -215,8 +215,9 @@ def save_snapshot(ckpt_dir: Path, step: int, state: TrainState, cfg: TrainConfig
 
 
 def restore_snapshot(path: Path, ckpt_dir: Path, state: TrainState, cfg: TrainConfig,
-                     schema_dict: dict | None = None) -> tuple[int, list[dict]]:
-    """Load G_<N>.ckpt at `path` and its D_<N>.ckpt into `state`; returns (N, the stats records up to N).
+                     schema_dict: dict | None = None) -> tuple[int, list[dict], TrainConfig]:
+    """Load G_<N>.ckpt at `path` and its D_<N>.ckpt into `state`; returns (N, the stats records up to N,
+    the config the snapshot was trained with).
 
     <ckpt_dir>/stats.jsonl is rewritten to those records, so the log continues from the snapshot."""
     g = load(path, "generator")
@@ -256,7 +257,7 @@ def restore_snapshot(path: Path, ckpt_dir: Path, state: TrainState, cfg: TrainCo
     # Logs continue where the snapshot was taken: lines written after it are dropped.
     records = [r for r in read_jsonl(path.parent / "stats.jsonl") if r.get("step", 0) <= step]
     (ckpt_dir / "stats.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
-    return step, records
+    return step, records, saved
 
 
 def resume_path(resume: str | None, ckpt_dir: Path) -> Path | None:

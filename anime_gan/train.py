@@ -35,6 +35,11 @@ from .models import PRESETS, ModelConfig, aux_kind, build
 from .step import CudaGraphStep, GanStep, VaeStep, draw as step_inputs
 
 
+# Flags a resumed run may change; the architecture's (--model, --nf, ...) must match: restore_snapshot.
+RESUME_MAY_CHANGE = ("loss", "lr", "glr", "dlr", "beta", "n_critic", "aux", "mode_seeking", "batch_size",
+                     "precision", "seed", "train_dir")
+
+
 class Diverged(UserError):
     """A loss became NaN/inf; the message names the step and the last good checkpoint."""
 
@@ -177,8 +182,8 @@ def train(cfg: TrainConfig) -> Path:
     start, records = 0, []
     if resume_path is not None:
         try:
-            start, records = checkpoint.restore_snapshot(resume_path, ckpt_dir, state, cfg,
-                                                         schema.to_dict() if schema else None)
+            start, records, saved = checkpoint.restore_snapshot(resume_path, ckpt_dir, state, cfg,
+                                                                schema.to_dict() if schema else None)
         except UserError:
             _remove(created)  # a bad --resume file leaves no empty run folders behind
             raise
@@ -188,6 +193,11 @@ def train(cfg: TrainConfig) -> Path:
             # The snapshot holds rank 0's stream; give every rank its own again (deterministically).
             gen.manual_seed(cfg.seed * 1000 + dist.rank + 7919 * start)
         log(f"resumed {run} from step {start} ({resume_path})")
+        changed = [k for k in RESUME_MAY_CHANGE if getattr(saved, k) != getattr(cfg, k)]
+        if changed:  # allowed (a lower --lr to finish, say), but never silently
+            log("note: continuing with changed settings: " + ", ".join(
+                f"--{k.replace('_', '-')} {_shown(getattr(saved, k))} -> {_shown(getattr(cfg, k))}" for k in changed)
+                + ("; --seed has no effect here: the run's random streams are restored" if "seed" in changed else ""))
         if start >= cfg.iterations:
             log(f"step {start} already reaches -i {cfg.iterations}: nothing to train; raise -i to continue")
     if fresh_folder and dist.is_main:
@@ -283,6 +293,10 @@ def train(cfg: TrainConfig) -> Path:
 
 
 # ---- helpers -------------------------------------------------------------------------------------
+
+def _shown(value) -> str:
+    return "(the preset's)" if value is None else str(value)  # None: the flag was left to the preset
+
 
 def _model_config(cfg: TrainConfig, preset, schema: Schema | None) -> ModelConfig:
     """The architecture for this data; refuses presets whose labels the data cannot give."""

@@ -199,6 +199,16 @@ def test_resume_from_another_run_starts_its_own_folder_but_never_writes_over_one
     assert snapshot(branch) == before
 
 
+def test_resume_with_changed_settings_says_which(tmp_path, data, capsys):
+    common = ["train", "-t", str(data), "-s", str(tmp_path / "s"), "-c", str(tmp_path / "c"), "--nf", "8",
+              "-b", "8", "--model", "cgan", "--image-size", "32", "--name", "r"]
+    assert main([*common, "-i", "2", "--check", "2", "-q"]) == 0
+    capsys.readouterr()
+    assert main([*common, "-i", "3", "--resume", "--loss", "hinge", "--seed", "5"]) == 0
+    err = capsys.readouterr().err
+    assert "note: continuing with changed settings: --loss (the preset's) -> hinge, --seed 0 -> 5; --seed has no effect" in err
+
+
 def test_resume_on_data_with_other_labels_says_so(tmp_path, data, capsys):
     from conftest import write_json_layout
     clevr = write_json_layout(tmp_path / "clevr")

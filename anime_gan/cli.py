@@ -6,8 +6,10 @@ caught, so real bugs still show their traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import errno
+import importlib
 import json
 import os
 import signal
@@ -219,8 +221,10 @@ def _config(cls, args, renames=None):
 def main(argv=None) -> int:
     prog = "anime-gan"
     try:
-        args = build_parser().parse_args(argv)  # imports torch (the presets' help): a Ctrl-C may land here
-        prog = f"anime-gan {args.command}"
+        with _interrupt_after_imports():
+            args = build_parser().parse_args(argv)  # imports torch for the presets' help
+            prog = f"anime-gan {args.command}"
+            importlib.import_module(_COMMAND_MODULES[args.command], __package__)
         _expand_home(args)
         return _run(args)
     except UserError as e:
@@ -240,6 +244,29 @@ def main(argv=None) -> int:
         print(f"{prog}: error: {where}{e.strerror or e}; {_OS_FIX.get(e.errno, 'check the disk and the paths')}",
               file=sys.stderr)
         return 2
+
+
+# What each command imports (torch, matplotlib, ...): loaded while a Ctrl-C is held back, see below.
+_COMMAND_MODULES = {"prepare": ".data.prepare", "train": ".train", "test": ".sampling",
+                    "eval": ".metrics.evaluate", "train-judge": ".metrics.judge"}
+
+
+@contextlib.contextmanager
+def _interrupt_after_imports():
+    """A Ctrl-C that lands inside an import can be swallowed by Python ("Exception ignored in ...")
+    and the command then runs on; so while importing, only note it, and stop right after."""
+    pressed = []
+    try:
+        previous = signal.signal(signal.SIGINT, lambda signum, frame: pressed.append(signum))
+    except ValueError:  # not the main thread: signals are not ours to handle
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if pressed:
+        raise KeyboardInterrupt
 
 
 def _expand_home(args) -> None:

@@ -91,6 +91,25 @@ def test_ctrl_c_while_torch_imports_is_one_line(monkeypatch, capsys):
     assert main(["train"]) == 130
     assert capsys.readouterr().err == "anime-gan: interrupted\n"
 
+
+def test_ctrl_c_during_imports_is_held_until_they_finish(monkeypatch, capsys):
+    """Python may swallow a KeyboardInterrupt raised inside an import; so imports run to the end and
+    the command stops right after them, instead of running on."""
+    import anime_gan.cli as cli_module
+    real_build_parser, finished = cli_module.build_parser, []
+
+    def build_parser_hit_by_ctrl_c():
+        os.kill(os.getpid(), signal.SIGINT)
+        parser = real_build_parser()  # a KeyboardInterrupt here would be the bug
+        finished.append(True)
+        return parser
+
+    monkeypatch.setattr(cli_module, "build_parser", build_parser_hit_by_ctrl_c)
+    assert main(["prepare", "--synthetic", "4", "-o", "never"]) == 130
+    assert finished == [True] and capsys.readouterr().err == "anime-gan prepare: interrupted\n"
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert not os.path.exists("never")
+
 def test_kill_9_at_random_moments_never_loses_more_than_one_interval(tmp_path, data):
     rng = random.Random(0)
     run = tmp_path / "c" / "r"

@@ -69,7 +69,11 @@ def _lock_owner(lock: Path) -> int | None:
     """The live process holding `lock`, or None when it is stale."""
     try:
         pid = int(lock.read_text().strip() or "0")
+        if pid <= 0:  # kill(0, ...) would ask about our own process group
+            return None
         os.kill(pid, 0)  # signal 0: only asks whether the process exists
+        return pid
+    except PermissionError:  # it exists, run by another user
         return pid
     except (OSError, ValueError):  # unreadable, no such process: stale
         return None

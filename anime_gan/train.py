@@ -193,7 +193,8 @@ def train(cfg: TrainConfig) -> Path:
             # The snapshot holds rank 0's stream; give every rank its own again (deterministically).
             gen.manual_seed(cfg.seed * 1000 + dist.rank + 7919 * start)
         log(f"resumed {run} from step {start} ({resume_path})")
-        changed = [k for k in RESUME_MAY_CHANGE if getattr(saved, k) != getattr(cfg, k)]
+        changed = [k for k in RESUME_MAY_CHANGE if getattr(saved, k) != getattr(cfg, k)
+                   and not (k == "train_dir" and Path(saved.train_dir).resolve() == Path(cfg.train_dir).resolve())]
         if changed:  # allowed (a lower --lr to finish, say), but never silently
             log("note: continuing with changed settings: " + ", ".join(
                 f"--{k.replace('_', '-')} {_shown(getattr(saved, k))} -> {_shown(getattr(cfg, k))}" for k in changed)

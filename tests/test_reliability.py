@@ -288,6 +288,20 @@ def test_a_run_being_trained_by_another_process_is_refused(tmp_path, data, capsy
     assert checkpoint.resumable_steps(run) == [2] and not (run / ".train.lock").exists()
 
 
+def test_run_lock_owners(tmp_path, monkeypatch):
+    """Empty or 0 (a lock being written, or junk) is stale; a process of another user is alive."""
+    lock = tmp_path / ".train.lock"
+    for text in ("", "0", "junk"):
+        lock.write_text(text)
+        assert checkpoint._lock_owner(lock) is None
+    lock.write_text("1")
+
+    def not_yours(pid, sig):
+        raise PermissionError(1, "Operation not permitted")
+    monkeypatch.setattr(checkpoint.os, "kill", not_yours)
+    assert checkpoint._lock_owner(lock) == 1
+
+
 def test_compile_that_fails_falls_back_to_eager(tmp_path, data, monkeypatch, capsys):
     def broken_compile(module, *a, **k):
         def fail(*args):

@@ -94,8 +94,9 @@ def _plain_name(name: str) -> bool:
 
 
 # images/<id>.<ext>, seed 001's .jpg first; upper-case extensions come from cameras and Windows
-_NUMBERED_SUFFIXES = (".jpg", ".png", ".jpeg", ".bmp", ".webp") + tuple(
-    s.upper() for s in (".jpg", ".png", ".jpeg", ".bmp", ".webp"))
+_NUMBERED = (".jpg", ".png", ".jpeg", ".bmp", ".webp")
+_NUMBERED_SUFFIXES = _NUMBERED + tuple(s.upper() for s in _NUMBERED)
+_NUMBERED_SHOWN = "{" + ",".join(s[1:] for s in _NUMBERED) + "}"  # images/4.{jpg,png,...}: missing
 
 
 def _add_numbered(src: Source, images: Path, stem) -> bool:
@@ -107,7 +108,7 @@ def _add_numbered(src: Source, images: Path, stem) -> bool:
     file = next((images / f"{stem}{s}" for s in _NUMBERED_SUFFIXES if os.path.exists(images / f"{stem}{s}")),
                 None)
     if file is None:
-        src.skipped.append((f"{images / str(stem)}.{{{','.join(s[1:] for s in _NUMBERED_SUFFIXES[:5])}}}", "missing image"))
+        src.skipped.append((f"{images / str(stem)}.{_NUMBERED_SHOWN}", "missing image"))
         return False
     src.files.append(file)
     return True

@@ -253,8 +253,9 @@ def _holds_data(folder: Path) -> bool:
 
 def _report(src: Source, out: Path, size: int, n: int, skipped, labels) -> dict:
     # source_path: absolute, so a re-run from another working directory is still recognised
-    report = {"source": str(src.root), "source_path": str(src.root.resolve()), "layout": src.kind, "out": str(out), "image_size": size,
-              "images": n, "skipped": [{"file": f, "reason": r} for f, r in skipped],
+    report = {"source": str(src.root), "source_path": str(src.root.resolve()), "layout": src.kind,
+              "out": str(out), "image_size": size, "images": n,
+              "skipped": [{"file": f, "reason": r} for f, r in skipped],
               "schema": src.schema.to_dict() if src.schema else None, "class_counts": {}}
     if src.schema is not None and labels is not None:
         for g in src.schema.groups:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as tdist
 
+from .config import check_device
 from .errors import UserError
 
 
@@ -80,3 +81,17 @@ def setup() -> Dist:
 def cleanup() -> None:
     if tdist.is_initialized():
         tdist.destroy_process_group()
+
+
+def pick_device(name: str, local_rank: int | None = None) -> torch.device:
+    """--device (auto, cpu, cuda, cuda:N) as a torch.device; under torchrun, cuda is this rank's GPU."""
+    check_device(name)
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise UserError(f"--device {name}: no CUDA GPU is visible to PyTorch on this machine; "
+                            f"use --device cpu (or auto)")
+        if local_rank is not None and name == "cuda":
+            return torch.device("cuda", local_rank)
+    return torch.device(name)

@@ -23,6 +23,7 @@ from PIL import Image
 from . import render
 from .checkpoint import generator_path, load, load_generator, steps
 from .config import TestConfig, TrainConfig, check_device, check_seed
+from .distributed import pick_device
 from .errors import UserError
 from .files import writable_folder
 from .labels import Schema, encode, parse_rgb, read_conditions
@@ -104,12 +105,7 @@ def _say(text: str) -> None:
 
 
 def _load(cfg: TestConfig) -> Model:
-    if cfg.device.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"--device {cfg.device}: CUDA is not available here; use --device cpu")
-    try:
-        device = torch.device(cfg.device)
-    except RuntimeError:
-        raise UserError(f"unknown --device '{cfg.device}'; use cpu or cuda") from None
+    device = pick_device(cfg.device)
     G, train, schema, _ = load_generator(cfg.model_dir, device, ema=cfg.ema)
     return Model(G, train, schema, device)
 

@@ -24,7 +24,7 @@ import torch
 from tqdm import tqdm
 
 from . import checkpoint, distributed, render
-from .config import TrainConfig, check_device, resolve_hyper, validate_train
+from .config import TrainConfig, resolve_hyper, validate_train
 from .data.dataset import Batches, LabelSampler, open_packed
 from .data.prepare import PrepareConfig, cache_paths, ensure_cache, format_report, prepare
 from .errors import UserError
@@ -42,19 +42,6 @@ RESUME_MAY_CHANGE = ("loss", "lr", "glr", "dlr", "beta", "n_critic", "aux", "mod
 
 class Diverged(UserError):
     """A loss became NaN/inf; the message names the step and the last good checkpoint."""
-
-
-def pick_device(name: str, local_rank: int | None = None) -> torch.device:
-    check_device(name)
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise UserError(f"--device {name}: no CUDA GPU is visible to PyTorch on this machine; "
-                            f"use --device cpu (or auto)")
-        if local_rank is not None and name == "cuda":
-            return torch.device("cuda", local_rank)
-    return torch.device(name)
 
 
 def load_training_data(cfg: TrainConfig, log):
@@ -111,7 +98,7 @@ def train(cfg: TrainConfig) -> Path:
     dist = distributed.setup()
     # Messages come from the main process only, so `log` is safe to call on every rank.
     log = (lambda msg: print(msg, file=sys.stderr)) if dist.is_main and not cfg.quiet else (lambda msg: None)
-    device = pick_device(cfg.device, dist.local_rank if dist.world_size > 1 else None)
+    device = distributed.pick_device(cfg.device, dist.local_rank if dist.world_size > 1 else None)
     if cfg.precision == "fp16" and device.type != "cuda":
         raise UserError("--precision fp16 needs a CUDA GPU; use --precision bf16 on the CPU")
     if cfg.cuda_graph and device.type != "cuda":

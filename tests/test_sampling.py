@@ -186,6 +186,11 @@ def test_progress_with_a_broken_snapshot_names_it_and_writes_nothing(tmp_path, c
     assert sorted(p.name for p in snaps.iterdir()) == ["fake_step_1.png", "fake_step_2.png"]
 
 
+def test_device_auto_works_like_in_train(models, tmp_path, capsys):
+    rc, paths, err = _test(capsys, models["onehot"], tmp_path / "out", "-t", "fix_noise", "--device", "auto")
+    assert rc == 0 and paths, err
+
+
 def test_flags_a_type_does_not_use_are_noted(models, tmp_path, capsys):
     rc, paths, err = _test(capsys, models["onehot"], tmp_path / "out", "-t", "fix_noise", "-n", "3", "--steps", "5")
     assert rc == 0 and paths

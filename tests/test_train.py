@@ -309,7 +309,7 @@ def test_deterministic_flag_reaches_the_cuda_settings(cli, monkeypatch, builtin_
         seen.append(deterministic)
         raise Reached
 
-    monkeypatch.setattr(train_module, "pick_device", lambda name, local_rank=None: torch.device("cuda"))
+    monkeypatch.setattr(train_module.distributed, "pick_device", lambda name, local_rank=None: torch.device("cuda"))
     monkeypatch.setattr(train_module, "_configure_cuda", configure)
     with pytest.raises(Reached):
         cli("train", "-t", builtin_set, "-c", tmp_path / "c", "-s", tmp_path / "s", "-d", "cuda", "-i", 1, *flag)

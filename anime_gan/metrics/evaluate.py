@@ -22,10 +22,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .. import checkpoint, render
+from .. import checkpoint, distributed, render
 from ..config import TrainConfig
 from ..data.dataset import Packed, open_packed
 from ..errors import UserError
+from ..files import writable_file, writing
 from ..labels import Schema, encode, read_conditions
 from ..models import PRESETS
 from .accuracy import attribute_accuracy, default_conditions
@@ -33,7 +34,6 @@ from .config import JUDGED_METRICS, OFFLINE_METRICS, EvalConfig, validate_eval
 from .fid import StatsAccumulator, frechet_distance, real_stats, stats_of
 from .inception import load_inception
 from .judge import load_judge
-from ..files import writable_file, writing
 
 
 def judge_key(judge) -> str:
@@ -227,9 +227,8 @@ def evaluate_during_training(G, cfg: TrainConfig, schema: Schema, judge, data: P
 
 def run_eval(cfg: EvalConfig, log=lambda msg: None) -> dict:
     """`anime-gan eval`: load G, data and judge, evaluate, append to <run>/metrics.jsonl."""
-    from ..train import pick_device  # here, not above: train imports this module
     validate_eval(cfg)
-    device = pick_device(cfg.device)
+    device = distributed.pick_device(cfg.device)
     path = checkpoint.generator_path(cfg.model_dir)
     results = path.parent / "metrics.jsonl"
     fix = (f"eval appends its results there and has no option to write them elsewhere; copy {path.name} "

@@ -16,11 +16,11 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .. import checkpoint
+from .. import checkpoint, distributed
 from ..errors import UserError
+from ..files import writable_file, writing
 from ..labels import Schema
 from .config import JudgeConfig, validate_judge
-from ..files import writable_file, writing
 
 
 @dataclass(frozen=True)
@@ -118,7 +118,7 @@ def split(n: int, heldout: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
 def train_judge(cfg: JudgeConfig, log=print) -> tuple[Path, dict]:
     """Train a judge on cfg.train_dir's real images; returns (path written, report)."""
     from ..config import TrainConfig
-    from ..train import load_training_data, pick_device
+    from ..train import load_training_data
     validate_judge(cfg)
     data = load_training_data(TrainConfig(train_dir=cfg.train_dir, image_size=cfg.image_size,
                                           synthetic_size=cfg.synthetic_size, quiet=cfg.quiet), log)
@@ -128,7 +128,7 @@ def train_judge(cfg: JudgeConfig, log=print) -> tuple[Path, dict]:
     out = Path(cfg.out) if cfg.out else Path(cfg.train_dir) / f"judge_{cfg.image_size}.pt"
     fix = "pick another file with -o"
     writable_file(out, fix)
-    device = pick_device(cfg.device)
+    device = distributed.pick_device(cfg.device)
     schema = data.schema
     train_idx, held_idx = split(len(data), cfg.heldout, cfg.seed)
     if len(train_idx) < cfg.batch_size:

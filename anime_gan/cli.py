@@ -203,7 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--captions", action=argparse.BooleanOptionalAction, default=t.captions,
                    help="write row/column names on a margin (default on)")
     p.add_argument("--individual", action="store_true", help="also write every image as its own PNG")
-    p.add_argument("--device", default=t.device, help="device to sample on (default cpu)")
+    p.add_argument("--device", default=t.device, help="cpu, cuda, cuda:N or auto: where to sample (default cpu)")
     _dry_run(p)
 
     from .metrics.cli import add_eval_parsers

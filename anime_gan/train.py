@@ -147,143 +147,150 @@ def train(cfg: TrainConfig) -> Path:
     g_fwd, d_fwd = _maybe_compile(G, D, cfg.compile, log, cfg.quiet)
 
     # ---- run folders (only now: every check above ran before anything was written) ----------
-    created = []
+    created, lock = [], None
     if dist.is_main:
         created = _make_run_folders(sample_dir, ckpt_dir, G, D)
-        lock = checkpoint.lock_run(ckpt_dir)  # released at the end; a crash leaves a stale one, taken over
+        lock = checkpoint.lock_run(ckpt_dir)  # released however the run ends; kill -9 leaves a stale one
         checkpoint.remove_partial(ckpt_dir)
+    try:
+        gen = torch.Generator(device).manual_seed(cfg.seed * 1000 + dist.rank)
+        batches = Batches(data, cfg.batch_size, device, gen, cfg.data_on_device, cfg.flip)
+        fake_labels = LabelSampler(data, device)
 
-    gen = torch.Generator(device).manual_seed(cfg.seed * 1000 + dist.rank)
-    batches = Batches(data, cfg.batch_size, device, gen, cfg.data_on_device, cfg.flip)
-    fake_labels = LabelSampler(data, device)
+        def cond(labels):
+            return encode(schema, labels, cfg.embed) if conditional else labels[:, :0]
 
-    def cond(labels):
-        return encode(schema, labels, cfg.embed) if conditional else labels[:, :0]
+        fixed_z, fixed_labels, row_names = fixed_grid(schema if conditional else None, cfg.z_dim, 8, cfg.seed)
+        fixed_z, fixed_c = fixed_z.to(device), cond(fixed_labels.to(device))
 
-    fixed_z, fixed_labels, row_names = fixed_grid(schema if conditional else None, cfg.z_dim, 8, cfg.seed)
-    fixed_z, fixed_c = fixed_z.to(device), cond(fixed_labels.to(device))
+        # ---- init: scratch or resume ----------------------------------------------------------------
+        acc = _Accumulator(device)
+        state = checkpoint.TrainState(G, D, G_ema, opt_G, opt_D, scaler, gen, acc)  # what snapshots save and restore
+        start, records = 0, []
+        if resume_path is not None:
+            try:
+                start, records, saved = checkpoint.restore_snapshot(resume_path, ckpt_dir, state, cfg,
+                                                                    schema.to_dict() if schema else None)
+            except UserError:
+                _remove(created)  # a bad --resume file leaves no empty run folders behind
+                raise
+            for opt in (opt_G, opt_D):
+                _match_device(opt, device, cfg.cuda_graph)
+            if dist.world_size > 1:
+                # The snapshot holds rank 0's stream; give every rank its own again (deterministically).
+                gen.manual_seed(cfg.seed * 1000 + dist.rank + 7919 * start)
+            log(f"resumed {run} from step {start} ({resume_path})")
+            changed = _changed_settings(saved, cfg)
+            if changed:  # allowed (a lower --lr to finish, say), but never silently
+                log("note: continuing with changed settings: " + changed)
+            if start >= cfg.iterations:
+                log(f"step {start} already reaches -i {cfg.iterations}: nothing to train; raise -i to continue")
+        if fresh_folder and dist.is_main:
+            (ckpt_dir / "config.json").write_text(json.dumps(
+                {"train": cfg.to_dict(), "hyper": asdict(hyper), "model": checkpoint.plain(asdict(mcfg)),
+                 "schema": schema.to_dict() if schema else None, "world_size": dist.world_size}, indent=2))
+            real = torch.from_numpy(data.images[:64].copy()).float().div(127.5).sub(1)
+            render.save_grid(real, sample_dir / "real.png", nrow=8)
+            if resume_path is None:  # a resumed run's log was carried over by restore_snapshot
+                (ckpt_dir / "stats.jsonl").write_text("")
+        tb = _tensorboard(ckpt_dir, cfg) if dist.is_main else None
+        if start < cfg.iterations:
+            log(f"training {cfg.model} ({hyper.loss} loss) on {len(data)} images, {device}, "
+                f"batch {cfg.batch_size} x {dist.world_size} = {cfg.batch_size * dist.world_size} global, "
+                f"G {sum(p.numel() for p in G.parameters()):,} / D {sum(p.numel() for p in D.parameters()):,} "
+                f"params -> {ckpt_dir}")
 
-    # ---- init: scratch or resume ----------------------------------------------------------------
-    acc = _Accumulator(device)
-    state = checkpoint.TrainState(G, D, G_ema, opt_G, opt_D, scaler, gen, acc)  # what snapshots save and restore
-    start, records = 0, []
-    if resume_path is not None:
+        # A CUDA graph must not keep autocast's cast-weight cache: the cached copies would be stale.
+        autocast = (torch.autocast(device.type, dtype=torch.bfloat16 if cfg.precision == "bf16" else torch.float16,
+                                   cache_enabled=not cfg.cuda_graph)
+                    if cfg.precision != "fp32" else nullcontext())
+        if preset.loss == "vae":  # real batches only: the VAE draws its own z from the encoder
+            run_step, n_draws, draw_labels = VaeStep(G, D, opt_G, scaler, dist, cond, autocast), 1, None
+        else:
+            run_step = GanStep(G, D, g_fwd, d_fwd, opt_G, opt_D, scaler, dist, hyper.loss, aux, cfg.aux,
+                               mcfg.class_sizes, cond, autocast, cfg.mode_seeking)
+            n_draws, draw_labels = hyper.n_critic, fake_labels
+        if cfg.cuda_graph:
+            run_step = CudaGraphStep(run_step, {opt_G, opt_D}, log)
+        stop = _StopFlag()
+        bar = tqdm(total=cfg.iterations, initial=start, desc=run, unit="it", file=sys.stderr,
+                   disable=True if (cfg.quiet or not dist.is_main) else None, dynamic_ncols=True)
+        step, window_start, window_images = start, time.perf_counter(), 0
         try:
-            start, records, saved = checkpoint.restore_snapshot(resume_path, ckpt_dir, state, cfg,
-                                                                schema.to_dict() if schema else None)
-        except UserError:
-            _remove(created)  # a bad --resume file leaves no empty run folders behind
+            while step < cfg.iterations and not stop.requested:
+                step += 1
+                # (1) n_critic D updates, then (2) one G update: see step.py
+                draws = step_inputs(batches, draw_labels, gen, cfg.z_dim, n_draws, cfg.channels_last,
+                                    paired=cfg.mode_seeking > 0)
+                for name, value in run_step(draws):
+                    acc.add(name, value)
+                # (3) EMA of G's weights: smoother samples than the raw G at any single step
+                if G_ema is not None:
+                    # Ramp the decay up so early snapshots are not just the initial weights.
+                    _ema_update(G_ema, G, min(cfg.ema_decay, (1 + step) / (10 + step)))
+                window_images += cfg.batch_size * dist.world_size
+                bar.update(1)
+
+                # (4) log, sample, checkpoint (the only places that read values back from the device)
+                if step % cfg.log_every == 0 or step % cfg.check == 0 or step == cfg.iterations:
+                    rec = acc.flush(step)
+                    elapsed = time.perf_counter() - window_start
+                    rec["img_per_s"] = round(window_images / max(elapsed, 1e-9), 1)
+                    window_start, window_images = time.perf_counter(), 0
+                    _check_finite(rec, step, ckpt_dir)
+                    records.append(rec)
+                    if dist.is_main:
+                        _append_stats(ckpt_dir, rec, tb)
+                        bar.set_postfix({k: f"{v:.3f}" for k, v in rec.items() if k.endswith("loss")}
+                                        | {"img/s": rec["img_per_s"]})
+                        if bar.disable and step % cfg.sample == 0:  # a log file gets a line, not a bar
+                            log(" ".join(f"{k} {v}" for k, v in rec.items()))
+                if dist.is_main and (step % cfg.sample == 0 or step == cfg.iterations):
+                    _write_samples(G_ema or G, fixed_z, fixed_c, row_names,
+                                   sample_dir / f"fake_step_{step}.png", tb, step)
+                    _plot(records, ckpt_dir, aux is not None)
+                if judge is not None and (step % cfg.eval_every == 0 or step == cfg.iterations):
+                    evaluate_during_training(G_ema or G, cfg, schema, judge, data, device, step, ckpt_dir, tb)
+                if step % cfg.check == 0 or step == cfg.iterations:
+                    checkpoint.save_snapshot(ckpt_dir, step, state, cfg, mcfg, schema, dist)
+        except KeyboardInterrupt:
+            stop.requested = True  # a second Ctrl-C during the loop body: still save below
+        except BaseException:
+            stop.restore()
             raise
-        for opt in (opt_G, opt_D):
-            _match_device(opt, device, cfg.cuda_graph)
-        if dist.world_size > 1:
-            # The snapshot holds rank 0's stream; give every rank its own again (deterministically).
-            gen.manual_seed(cfg.seed * 1000 + dist.rank + 7919 * start)
-        log(f"resumed {run} from step {start} ({resume_path})")
-        changed = [k for k in RESUME_MAY_CHANGE if getattr(saved, k) != getattr(cfg, k)
-                   and not (k == "train_dir" and Path(saved.train_dir).resolve() == Path(cfg.train_dir).resolve())]
-        if changed:  # allowed (a lower --lr to finish, say), but never silently
-            log("note: continuing with changed settings: " + ", ".join(
-                f"--{k.replace('_', '-')} {_shown(getattr(saved, k))} -> {_shown(getattr(cfg, k))}" for k in changed)
-                + ("; --seed has no effect here: the run's random streams are restored" if "seed" in changed else ""))
-        if start >= cfg.iterations:
-            log(f"step {start} already reaches -i {cfg.iterations}: nothing to train; raise -i to continue")
-    if fresh_folder and dist.is_main:
-        (ckpt_dir / "config.json").write_text(json.dumps(
-            {"train": cfg.to_dict(), "hyper": asdict(hyper), "model": checkpoint.plain(asdict(mcfg)),
-             "schema": schema.to_dict() if schema else None, "world_size": dist.world_size}, indent=2))
-        real = torch.from_numpy(data.images[:64].copy()).float().div(127.5).sub(1)
-        render.save_grid(real, sample_dir / "real.png", nrow=8)
-        if resume_path is None:  # a resumed run's log was carried over by restore_snapshot
-            (ckpt_dir / "stats.jsonl").write_text("")
-    tb = _tensorboard(ckpt_dir, cfg) if dist.is_main else None
-    if start < cfg.iterations:
-        log(f"training {cfg.model} ({hyper.loss} loss) on {len(data)} images, {device}, "
-            f"batch {cfg.batch_size} x {dist.world_size} = {cfg.batch_size * dist.world_size} global, "
-            f"G {sum(p.numel() for p in G.parameters()):,} / D {sum(p.numel() for p in D.parameters()):,} "
-            f"params -> {ckpt_dir}")
-
-    # A CUDA graph must not keep autocast's cast-weight cache: the cached copies would be stale.
-    autocast = (torch.autocast(device.type, dtype=torch.bfloat16 if cfg.precision == "bf16" else torch.float16,
-                               cache_enabled=not cfg.cuda_graph)
-                if cfg.precision != "fp32" else nullcontext())
-    if preset.loss == "vae":  # real batches only: the VAE draws its own z from the encoder
-        run_step, n_draws, draw_labels = VaeStep(G, D, opt_G, scaler, dist, cond, autocast), 1, None
-    else:
-        run_step = GanStep(G, D, g_fwd, d_fwd, opt_G, opt_D, scaler, dist, hyper.loss, aux, cfg.aux,
-                           mcfg.class_sizes, cond, autocast, cfg.mode_seeking)
-        n_draws, draw_labels = hyper.n_critic, fake_labels
-    if cfg.cuda_graph:
-        run_step = CudaGraphStep(run_step, {opt_G, opt_D}, log)
-    stop = _StopFlag()
-    bar = tqdm(total=cfg.iterations, initial=start, desc=run, unit="it", file=sys.stderr,
-               disable=True if (cfg.quiet or not dist.is_main) else None, dynamic_ncols=True)
-    step, window_start, window_images = start, time.perf_counter(), 0
-    try:
-        while step < cfg.iterations and not stop.requested:
-            step += 1
-            # (1) n_critic D updates, then (2) one G update: see step.py
-            draws = step_inputs(batches, draw_labels, gen, cfg.z_dim, n_draws, cfg.channels_last,
-                                paired=cfg.mode_seeking > 0)
-            for name, value in run_step(draws):
-                acc.add(name, value)
-            # (3) EMA of G's weights: smoother samples than the raw G at any single step
-            if G_ema is not None:
-                # Ramp the decay up so early snapshots are not just the initial weights.
-                _ema_update(G_ema, G, min(cfg.ema_decay, (1 + step) / (10 + step)))
-            window_images += cfg.batch_size * dist.world_size
-            bar.update(1)
-
-            # (4) log, sample, checkpoint (the only places that read values back from the device)
-            if step % cfg.log_every == 0 or step % cfg.check == 0 or step == cfg.iterations:
-                rec = acc.flush(step)
-                elapsed = time.perf_counter() - window_start
-                rec["img_per_s"] = round(window_images / max(elapsed, 1e-9), 1)
-                window_start, window_images = time.perf_counter(), 0
-                _check_finite(rec, step, ckpt_dir)
-                records.append(rec)
-                if dist.is_main:
-                    _append_stats(ckpt_dir, rec, tb)
-                    bar.set_postfix({k: f"{v:.3f}" for k, v in rec.items() if k.endswith("loss")}
-                                    | {"img/s": rec["img_per_s"]})
-                    if bar.disable and step % cfg.sample == 0:  # a log file gets a line, not a bar
-                        log(" ".join(f"{k} {v}" for k, v in rec.items()))
-            if dist.is_main and (step % cfg.sample == 0 or step == cfg.iterations):
-                _write_samples(G_ema or G, fixed_z, fixed_c, row_names, sample_dir / f"fake_step_{step}.png", tb, step)
-                _plot(records, ckpt_dir, aux is not None)
-            if judge is not None and (step % cfg.eval_every == 0 or step == cfg.iterations):
-                evaluate_during_training(G_ema or G, cfg, schema, judge, data, device, step, ckpt_dir, tb)
-            if step % cfg.check == 0 or step == cfg.iterations:
+        finally:
+            bar.close()
+        try:
+            stop.hold()  # from here on, more Ctrl-C's would only cut the final snapshot short
+            if stop.requested and step > start:
+                _check_finite(acc.peek(), step, ckpt_dir)
                 checkpoint.save_snapshot(ckpt_dir, step, state, cfg, mcfg, schema, dist)
-    except KeyboardInterrupt:
-        stop.requested = True  # a second Ctrl-C during the loop body: still save below
-    except BaseException:
-        stop.restore()
-        if dist.is_main:
-            lock.unlink(missing_ok=True)
-        raise
+                log(f"stopped at step {step}: saved {ckpt_dir / f'G_{step}.ckpt'}; continue with --resume")
+            if tb is not None:
+                tb.close()
+            distributed.cleanup()
+        finally:
+            stop.restore()
+        return ckpt_dir
     finally:
-        bar.close()
-    try:
-        stop.hold()  # from here on, more Ctrl-C's would only cut the final snapshot short
-        if stop.requested and step > start:
-            _check_finite(acc.peek(), step, ckpt_dir)
-            checkpoint.save_snapshot(ckpt_dir, step, state, cfg, mcfg, schema, dist)
-            log(f"stopped at step {step}: saved {ckpt_dir / f'G_{step}.ckpt'}; continue with --resume")
-        if tb is not None:
-            tb.close()
-        distributed.cleanup()
-    finally:
-        stop.restore()
-        if dist.is_main:
+        if lock is not None:
             lock.unlink(missing_ok=True)
-    return ckpt_dir
 
 
 # ---- helpers -------------------------------------------------------------------------------------
 
-def _shown(value) -> str:
-    return "(the preset's)" if value is None else str(value)  # None: the flag was left to the preset
+def _changed_settings(saved: TrainConfig, cfg: TrainConfig) -> str:
+    """The RESUME_MAY_CHANGE flags this run sets otherwise than the snapshot's, as `--flag old -> new`."""
+    def shown(value) -> str:
+        return "(the preset's)" if value is None else str(value)  # None: the flag was left to the preset
+
+    changed = [k for k in RESUME_MAY_CHANGE if getattr(saved, k) != getattr(cfg, k)
+               and not (k == "train_dir" and Path(saved.train_dir).resolve() == Path(cfg.train_dir).resolve())]
+    note = ", ".join(f"--{k.replace('_', '-')} {shown(getattr(saved, k))} -> {shown(getattr(cfg, k))}"
+                     for k in changed)
+    if "seed" in changed:
+        note += "; --seed has no effect here: the run's random streams are restored"
+    return note
 
 
 def _model_config(cfg: TrainConfig, preset, schema: Schema | None) -> ModelConfig:

@@ -288,6 +288,18 @@ def test_a_run_being_trained_by_another_process_is_refused(tmp_path, data, capsy
     assert checkpoint.resumable_steps(run) == [2] and not (run / ".train.lock").exists()
 
 
+def test_a_run_that_fails_after_taking_the_lock_releases_it(tmp_path, data, capsys):
+    """A refused --resume (the lock is taken before the snapshot is read) leaves no lock behind."""
+    args = [*TRAIN, "-t", str(data), "-s", str(tmp_path / "s"), "-c", str(tmp_path / "c"), "-i", "2"]
+    assert main(args) == 0
+    run = tmp_path / "c" / "r"
+    (run / "D_2.ckpt").write_bytes(b"cut short")
+    assert main([*args, "-i", "4", "--resume", "latest"]) == 2
+    assert "D_2.ckpt" in capsys.readouterr().err
+    assert not (run / ".train.lock").exists()
+    assert checkpoint.steps(run) == [2]
+
+
 def test_run_lock_owners(tmp_path, monkeypatch):
     """Empty or 0 (a lock being written, or junk) is stale; a process of another user is alive."""
     lock = tmp_path / ".train.lock"

@@ -95,3 +95,22 @@ def pick_device(name: str, local_rank: int | None = None) -> torch.device:
         if local_rank is not None and name == "cuda":
             return torch.device("cuda", local_rank)
     return torch.device(name)
+
+
+def free_memory(device: torch.device) -> int | None:
+    """Bytes a new allocation can use on `device`: the GPU's free memory, or on the CPU what
+    Linux reports as available, capped by the container's (cgroup v2) limit. None when unknown."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        meminfo = dict(line.split(":", 1) for line in open("/proc/meminfo").read().splitlines())
+        free = int(meminfo["MemAvailable"].split()[0]) * 1024
+    except (OSError, KeyError, ValueError):
+        return None
+    try:
+        limit = open("/sys/fs/cgroup/memory.max").read().strip()
+        if limit != "max":
+            free = min(free, int(limit) - int(open("/sys/fs/cgroup/memory.current").read()))
+    except (OSError, ValueError):
+        pass
+    return free

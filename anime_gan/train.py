@@ -32,7 +32,7 @@ from .files import removed_on_failure, writable_folder
 from .labels import Schema, cond_dim, encode
 from .metrics.evaluate import evaluate_during_training, load_training_judge
 from .models import PRESETS, ModelConfig, aux_kind, build
-from .step import CudaGraphStep, GanStep, VaeStep, draw as step_inputs
+from .step import CudaGraphStep, GanStep, VaeStep, draw as step_inputs, saved_bytes_per_image
 
 
 # Flags a resumed run may change; the architecture's (--model, --nf, ...) must match: restore_snapshot.
@@ -133,14 +133,18 @@ def train(cfg: TrainConfig) -> Path:
     # ---- models and optimizers ------------------------------------------------------------------
     torch.manual_seed(cfg.seed)
     G, D = build(cfg.model, mcfg)
+    # Before --sync-bn: SyncBatchNorm is no BatchNorm2d, and would slip through this check.
+    if hyper.loss in ("wgan-gp", "dragan") and any(isinstance(m, torch.nn.BatchNorm2d) for m in D.modules()):
+        raise UserError(f"--loss {hyper.loss} penalises per-sample gradients, which BatchNorm in "
+                        f"{cfg.model}'s D mixes across the batch; use --model {hyper.loss}")
     G, D = G.to(device), D.to(device)
     if cfg.sync_bn and dist.world_size > 1:
         G, D = (torch.nn.SyncBatchNorm.convert_sync_batchnorm(m) for m in (G, D))
     if cfg.channels_last:
         G, D = G.to(memory_format=torch.channels_last), D.to(memory_format=torch.channels_last)
-    if hyper.loss in ("wgan-gp", "dragan") and any(isinstance(m, torch.nn.BatchNorm2d) for m in D.modules()):
-        raise UserError(f"--loss {hyper.loss} penalises per-sample gradients, which BatchNorm in "
-                        f"{cfg.model}'s D mixes across the batch; use --model {hyper.loss}")
+    # D runs on real and fake; a gradient penalty adds a pass and its double backward: about two more.
+    d_passes = 1 if preset.loss == "vae" else 4 if hyper.loss in ("wgan-gp", "dragan") else 2
+    _check_batch_fits(cfg, G, D, mcfg, device, d_passes)
     G_ema = copy.deepcopy(G).eval().requires_grad_(False) if cfg.ema else None
     opt_G, opt_D = _optimizers(G, D, preset, hyper, device, capturable=cfg.cuda_graph)
     scaler = torch.amp.GradScaler("cuda", enabled=cfg.precision == "fp16")
@@ -293,6 +297,26 @@ def _changed_settings(saved: TrainConfig, cfg: TrainConfig) -> str:
     return note
 
 
+def _check_batch_fits(cfg: TrainConfig, G, D, mcfg: ModelConfig, device, d_passes: int) -> None:
+    """Refuse a -b whose step cannot fit in memory, before the first step: on the CPU, Linux's
+    OOM killer would end the run with no message (a failed CUDA allocation is caught in cli.main)."""
+    free = distributed.free_memory(device)
+    if free is None:
+        return
+    per_image = saved_bytes_per_image(G, D, mcfg.z_dim, mcfg.cond_dim, mcfg.image_size, d_passes)
+    if cfg.precision != "fp32":
+        per_image //= 2  # at most every saved activation halves: still a lower bound
+    if device.type == "cpu":  # the processes of a torchrun on this machine share its memory
+        per_image *= int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    if per_image * cfg.batch_size > free:
+        # Gradients and workspaces come on top of the bound: measured peaks were 1.3-1.8x it.
+        fits = int(free / (2 * max(per_image, 1)))
+        fix = (f"use -b {fits} or less" if fits >= 1 else "use a smaller --nf or --image-size")
+        raise UserError(f"-b {cfg.batch_size}: one step of {cfg.model} at {mcfg.image_size}px needs at least "
+                        f"{per_image * cfg.batch_size / 2**30:.1f} GiB, more than the {free / 2**30:.1f} GiB "
+                        f"free on {device}; {fix}")
+
+
 def _model_config(cfg: TrainConfig, preset, schema: Schema | None) -> ModelConfig:
     """The architecture for this data; refuses presets whose labels the data cannot give."""
     if preset.conditional and schema is None:
@@ -300,6 +324,11 @@ def _model_config(cfg: TrainConfig, preset, schema: Schema | None) -> ModelConfi
                         f"labels (tags.pickle, train.json or tags.csv); use --model dcgan, or label it")
     if schema is not None and schema.multi_label and not preset.supports_multi_label:
         raise UserError(f"--model {cfg.model} needs one-of-N labels, but {cfg.train_dir} is multi-label; "
+                        f"use cgan, wgan-gp, sagan or projection")
+    if preset.conditional and preset.aux and schema.multi_label and schema.one_of_groups:
+        # The class head is either per-group softmaxes or one sigmoid over every class, not both.
+        raise UserError(f"--model {cfg.model}'s class head needs labels that are all one-of-N or all "
+                        f"multi-label, but {cfg.train_dir} mixes both ({', '.join(g.name for g in schema.groups)}); "
                         f"use cgan, wgan-gp, sagan or projection")
     c = preset.conditional  # an unconditional preset ignores the labels, if there are any
     return ModelConfig(z_dim=cfg.z_dim, cond_dim=cond_dim(schema, cfg.embed) if c else 0,

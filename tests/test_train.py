@@ -332,3 +332,64 @@ def test_cuda_settings_for_speed_or_determinism(monkeypatch):
     finally:
         torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = saved[:2]
         torch.use_deterministic_algorithms(saved[2], warn_only=saved[3])
+
+
+# ---- refusals before the first step ------------------------------------------------------------
+
+def test_a_batch_too_big_for_memory_is_refused_before_anything_is_written(tmp_path, data, capsys, monkeypatch):
+    """On the CPU, Linux's OOM killer would end such a run with no message (exit 137)."""
+    assert _train(tmp_path, data, "--model", "cgan", "-b", "1000000", "-i", "1", "--name", "r") == 2
+    err = capsys.readouterr().err
+    assert err.startswith("anime-gan train: error: -b 1000000: one step of cgan at 64px needs at least")
+    assert "or less" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "ckpt").exists() and not (tmp_path / "samples").exists()
+    from anime_gan import distributed
+    monkeypatch.setattr(distributed, "free_memory", lambda device: 1000)
+    assert _train(tmp_path, data, "--model", "cgan", "-i", "1", "--name", "r") == 2
+    assert "use a smaller --nf or --image-size" in capsys.readouterr().err
+
+
+def test_the_memory_probe_changes_no_state(data):
+    from anime_gan.models import ModelConfig, build
+    from anime_gan.step import saved_bytes_per_image
+    sizes = {}
+    for nf in (8, 16):
+        torch.manual_seed(0)
+        G, D = build("acgan-dcgan", ModelConfig(nf=nf, image_size=32))
+        before, rng = [{k: v.clone() for k, v in m.state_dict().items()} for m in (G, D)], torch.get_rng_state()
+        sizes[nf] = saved_bytes_per_image(G, D, 100, 22, 32)
+        assert G.training and D.training and torch.equal(rng, torch.get_rng_state())
+        assert all(_states_equal(b, m.state_dict()) for b, m in zip(before, (G, D)))  # BatchNorm stats too
+    assert 0 < sizes[8] < sizes[16]  # activations grow with width
+
+
+def test_sync_bn_does_not_slip_batchnorm_past_the_gradient_penalty_check(tmp_path, data, capsys, monkeypatch):
+    from anime_gan import distributed
+    monkeypatch.setattr(distributed, "setup", lambda: distributed.Dist(0, 0, 2))  # as if under torchrun
+    monkeypatch.setattr(distributed.Dist, "barrier", lambda self: None)
+    assert _train(tmp_path, data, "--model", "cgan", "--loss", "wgan-gp", "--sync-bn", "-i", "1") == 2
+    assert "BatchNorm in cgan's D mixes across the batch" in capsys.readouterr().err
+
+
+def test_acgan_on_labels_mixing_one_of_and_multi_label_groups(tmp_path, capsys):
+    """A schema.json may mix both kinds; ACGAN's class head cannot, and says so. cgan trains on it."""
+    from anime_gan.labels import Schema
+    from conftest import draw
+    src = tmp_path / "src"
+    schema = Schema.from_dict({"groups": [{"name": "hair", "classes": ["red", "blue"]},
+                                          {"name": "objects", "classes": ["cube", "ball", "cone"], "multi": True}]})
+    src.mkdir()
+    schema.save(src)
+    tags = {}
+    for i in range(8):
+        draw(src / "images" / f"{i}.png", (40 * i, 0, 0))
+        tags[i] = torch.tensor([float(i % 2 == 0), float(i % 2), 1.0, float(i % 3 == 0), 0.0])
+    (src / "tags.pickle").write_bytes(__import__("pickle").dumps(tags))
+    data = tmp_path / "data"
+    assert main(["prepare", str(src), "-o", str(data), "--image-size", "32", "-q"]) == 0
+    for model in ("acgan", "acgan-dcgan"):
+        assert _train(tmp_path, data, "--model", model, "--image-size", "32", "-i", "1", "--name", model) == 2
+        err = capsys.readouterr().err
+        assert "mixes both (hair, objects)" in err and len(err.splitlines()) == 1
+    assert _train(tmp_path, data, "--model", "cgan", "--image-size", "32", "-i", "2", "--name", "c") == 0
+    assert checkpoint.steps(tmp_path / "ckpt" / "c") == [2]

@@ -20,7 +20,7 @@ from .config import PrepareConfig, TestConfig, TrainConfig
 from .errors import UserError
 
 TEST_TYPES = ("fix_noise", "fix_hair_eye", "change_hair", "change_eye", "interpolate", "pairs", "grid",
-              "color_map", "conditions", "progress")
+              "color_map", "conditions", "samples", "progress")
 
 
 def _one_line(text: str) -> str:
@@ -164,17 +164,21 @@ def build_parser() -> argparse.ArgumentParser:
     # ---- test ---------------------------------------------------------------------------------
     p = _sub(sub, "test", "draw grids and GIFs from a trained generator",
              "Sample from a trained G (the latest checkpoint of a run folder, or a checkpoint file). "
-             "The model and its colour names come from the checkpoint. Prints the paths written.\n\n"
+             "The model and its colour names come from the checkpoint. Prints the paths written. The "
+             "hair/eye types need a model trained on hair and eye colours; samples, interpolate, "
+             "conditions and progress work with any.\n\n"
              "types:\n"
              "  fix_noise     one noise vector, every hair x eye combination -> fix_noise.png\n"
-             "  fix_hair_eye  --hair/--eye fixed, 64 noise vectors -> '<hair> hair <eye> eyes.png'\n"
+             "  fix_hair_eye  --hair/--eye fixed, 64 noise vectors -> <hair>_hair_<eye>_eyes.png\n"
              "  change_hair   fixed eye and noise, one column per hair colour -> change_hair_color.png\n"
              "  change_eye    fixed hair and noise, one column per eye colour -> change_eye_color.png\n"
              "  interpolate   between two (noise, label) endpoints -> interpolate.png and .gif\n"
+             "                (other labels: two random ones; no labels: two noise vectors)\n"
              "  pairs         rows = hair/eye pairs (--pairs), columns = shared noise -> pairs.png\n"
              "  grid          rows hair x columns eye, per-cell noise -> grid.png\n"
              "  color_map     --embed rgb models: hue sweeps of hair vs eye -> color_map.png\n"
              "  conditions    one image per label list of --conditions FILE.json -> conditions.png\n"
+             "  samples       any model: -n rows of 8 new images, a random label per row -> samples.png\n"
              "  progress      the run's fake_step_<N>.png snapshots as an animated GIF -> progress.gif",
              ["anime-gan test -t fix_noise -d checkpoints/acgan-dcgan_onehot_nf64_64px_seed0",
               "anime-gan test -t fix_hair_eye --hair blue --eye red -d checkpoints/RUN",
@@ -195,7 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eye-rgb", help="any eye colour as '#rrggbb' (--embed rgb models)")
     p.add_argument("--pairs", nargs="+", default=[], metavar="TAGS", help="pairs: rows such as 'blue hair red eyes'")
     p.add_argument("--conditions", metavar="FILE.json", help="a JSON list of label lists (seed 003's test.json)")
-    p.add_argument("-n", type=int, default=t.n, help=f"change_hair/change_eye: rows of noise; pairs: columns (default {t.n}, at most 64)")
+    p.add_argument("-n", type=int, default=t.n, help=f"change_hair/change_eye/samples: rows; pairs: columns (default {t.n}, at most 64)")
     p.add_argument("--steps", type=int, default=t.steps, help=f"interpolate: number of steps (default {t.steps})")
     p.add_argument("--seed", type=int, default=t.seed, help="noise seed (default 0)")
     p.add_argument("--ema", action=argparse.BooleanOptionalAction, default=t.ema,

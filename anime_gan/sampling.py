@@ -33,7 +33,10 @@ DEFAULT_PAIRS = ("pink hair black eyes", "black hair purple eyes", "red hair red
 # The optional flags each type reads; any other one given is reported as ignored.
 USES = {"fix_hair_eye": {"hair", "eye", "hair_rgb", "eye_rgb"}, "change_hair": {"eye", "eye_rgb", "n"},
         "change_eye": {"hair", "hair_rgb", "n"}, "interpolate": {"hair", "eye", "to_hair", "to_eye", "steps"},
-        "pairs": {"pairs", "n"}, "conditions": {"conditions"}}
+        "pairs": {"pairs", "n"}, "conditions": {"conditions"}, "samples": {"n"}}
+COLOUR_FLAGS = ("hair", "eye", "to_hair", "to_eye", "hair_rgb", "eye_rgb")
+# The types that draw from any model: unconditional, or labelled with other groups than hair and eye.
+ANY_MODEL = ("samples", "interpolate", "conditions", "progress")
 MAX_N, MAX_STEPS = 64, 256  # a grid of 64 rows or a 256-frame GIF is already more than a screen
 FRAME_MS = 250
 _STEP_FILE = re.compile(r"^fake_step_(\d+)\.png$")
@@ -78,8 +81,8 @@ def run_test(cfg: TestConfig) -> list[Path]:
     used = USES.get(kind, set())
     if kind != "progress":
         model = _load(cfg)
-        if kind != "conditions":  # every other type draws hair and eye colours
-            _require_anime(model, kind)
+        if kind not in ANY_MODEL or any(getattr(cfg, f) for f in COLOUR_FLAGS if f in used):
+            _require_anime(model, kind)  # these draw hair and eye colours
             for flag in ("hair", "eye", "to_hair", "to_eye"):
                 if getattr(cfg, flag) and flag in used:  # all colours checked before anything is said
                     model.schema.class_index(flag.removeprefix("to_"), getattr(cfg, flag))
@@ -107,18 +110,40 @@ def _say(text: str) -> None:
 def _load(cfg: TestConfig) -> Model:
     device = pick_device(cfg.device)
     G, train, schema, _ = load_generator(cfg.model_dir, device, ema=cfg.ema)
-    return Model(G, train, schema, device)
+    # An unconditional G (dcgan) trained on labelled data ignores them: sample it as unlabelled.
+    return Model(G, train, schema if G.cond_dim else None, device)
+
+
+def _hair_and_eye(model: Model) -> bool:
+    schema = model.schema
+    names = [g.name for g in schema.groups] if schema else []
+    return "hair" in names and "eye" in names and not schema.multi_label
 
 
 def _require_anime(model: Model, kind: str) -> None:
-    schema = model.schema
-    names = [g.name for g in schema.groups] if schema else []
-    if "hair" in names and "eye" in names and not schema.multi_label:
+    if _hair_and_eye(model):
         return
+    schema = model.schema
     has = ("labels " + ", ".join(f"'{g.name}' ({len(g.classes)} classes)" for g in schema.groups)
            if schema else "no labels")
+    works = [k for k in ANY_MODEL if k != "conditions" or schema]
     raise UserError(f"-t {kind} needs a model trained on hair and eye colours, but this checkpoint has "
-                    f"{has}; types that work with it: {'conditions, progress' if schema else 'progress'}")
+                    f"{has}; types that work with it: {', '.join(works)}")
+
+
+def _random_labels(model: Model, rng: random.Random, n: int) -> tuple[torch.Tensor, list[str] | None]:
+    """n labels the schema allows, drawn with the seeded rng: one class per one-of group and 1-3
+    objects per multi-label group (as in seed 003's test.json), with their names.  No labels: [n, 0]."""
+    schema = model.schema
+    if schema is None:
+        return torch.zeros(n, 0), None
+    vecs = np.zeros((n, schema.dim), np.float32)
+    for row in vecs:
+        for g in schema.groups:
+            k = rng.randint(1, min(3, len(g.classes))) if g.multi else 1
+            for i in rng.sample(range(len(g.classes)), k):
+                row[schema.span(g.name).start + i] = 1
+    return torch.from_numpy(vecs), [schema.describe(v) for v in vecs]
 
 
 def _colour(cfg: TestConfig, model: Model, rng: random.Random, group: str, flag: str = "") -> Colour:
@@ -235,7 +260,7 @@ def fix_hair_eye(cfg, model, rng, gen) -> list[Path]:
     hair, eye = _colour(cfg, model, rng, "hair"), _colour(cfg, model, rng, "eye")
     name = _describe(model, [hair, eye])
     images = _draw(model, _noise(model, gen, 64), _conds(model, [[hair, eye]]).repeat(64, 1))
-    return _save(cfg, images, name, 8, title=name)
+    return _save(cfg, images, name.replace(" ", "_"), 8, title=name)  # orange_hair_green_eyes.png, as seed 001
 
 
 def _change(cfg, model, rng, gen, fixed: str, varied: str, name: str) -> list[Path]:
@@ -265,20 +290,34 @@ def _slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
 
 
 def interpolate(cfg, model, rng, gen) -> list[Path]:
-    """From (z0, hair/eye) to (z1, to-hair/to-eye) in --steps steps: a strip and a GIF."""
-    start = [_colour(cfg, model, rng, "hair"), _colour(cfg, model, rng, "eye")]
-    end = [_colour(cfg, model, rng, "hair", "to_"), _colour(cfg, model, rng, "eye", "to_")]
+    """From (z0, hair/eye) to (z1, to-hair/to-eye) in --steps steps: a strip and a GIF.  Models with
+    other labels go between two random labels; unconditional ones between two noise vectors."""
+    if _hair_and_eye(model):
+        start = [_colour(cfg, model, rng, "hair"), _colour(cfg, model, rng, "eye")]
+        end = [_colour(cfg, model, rng, "hair", "to_"), _colour(cfg, model, rng, "eye", "to_")]
+        c0, c1 = _conds(model, [start, end])
+        title = f"{_describe(model, start)} -> {_describe(model, end)}"
+    else:
+        labels, names = _random_labels(model, rng, 2)
+        c0, c1 = _cond(model, labels)
+        title = " -> ".join(names) if names else "between two noise vectors"
     t = torch.linspace(0, 1, cfg.steps)
     z0, z1 = _noise(model, gen, 2)
-    c0, c1 = _conds(model, [start, end])
     images = _draw(model, _slerp(z0, z1, t), torch.lerp(c0, c1, t[:, None]))
     steps_text = [f"t={v:.2f}" for v in t.tolist()]
-    title = f"{_describe(model, start)} -> {_describe(model, end)}"
     paths = _save(cfg, images, "interpolate", cfg.steps, cols=steps_text, title=title, names=steps_text)
     frames = [render.grid_image(image[None], 1, padding=0) for image in images]
     gif = render.save_gif(frames, Path(cfg.sample_dir) / "interpolate.gif", duration_ms=FRAME_MS,
                           captions=steps_text if cfg.captions else None)
     return paths[:1] + [gif] + paths[1:]
+
+
+def samples(cfg, model, rng, gen) -> list[Path]:
+    """-n rows of 8 new images from any model; a conditional one draws each row for a random label."""
+    labels, names = _random_labels(model, rng, cfg.n)
+    images = _rows(model, gen, _cond(model, labels), 8, shared_noise=False)
+    return _save(cfg, images, "samples", 8, rows=names, title=None if names else "new noise in every cell",
+                 names=[r for r in names for _ in range(8)] if names else None)
 
 
 def pairs(cfg, model, rng, gen) -> list[Path]:
@@ -374,4 +413,4 @@ def _run_config(run_dir: Path) -> TrainConfig | None:
 
 
 TYPES = {f.__name__: f for f in (fix_noise, fix_hair_eye, change_hair, change_eye, interpolate, pairs,
-                                 grid, color_map, conditions)} | {"progress": None}
+                                 grid, color_map, conditions, samples)} | {"progress": None}

@@ -135,8 +135,10 @@ def train(cfg: TrainConfig) -> Path:
     G, D = build(cfg.model, mcfg)
     # Before --sync-bn: SyncBatchNorm is no BatchNorm2d, and would slip through this check.
     if hyper.loss in ("wgan-gp", "dragan") and any(isinstance(m, torch.nn.BatchNorm2d) for m in D.modules()):
+        fix = (f"--model {hyper.loss}" if preset.conditional
+               else "--model dcgan-gp" + ("" if hyper.loss == "wgan-gp" else f" --loss {hyper.loss}"))
         raise UserError(f"--loss {hyper.loss} penalises per-sample gradients, which BatchNorm in "
-                        f"{cfg.model}'s D mixes across the batch; use --model {hyper.loss}")
+                        f"{cfg.model}'s D mixes across the batch; use {fix}")
     G, D = G.to(device), D.to(device)
     if cfg.sync_bn and dist.world_size > 1:
         G, D = (torch.nn.SyncBatchNorm.convert_sync_batchnorm(m) for m in (G, D))
@@ -321,7 +323,8 @@ def _model_config(cfg: TrainConfig, preset, schema: Schema | None) -> ModelConfi
     """The architecture for this data; refuses presets whose labels the data cannot give."""
     if preset.conditional and schema is None:
         raise UserError(f"{cfg.train_dir}: --model {cfg.model} is conditional but this folder has no "
-                        f"labels (tags.pickle, train.json or tags.csv); use --model dcgan, or label it")
+                        f"labels (tags.pickle, train.json or tags.csv); use --model dcgan (or dcgan-gp, a WGAN-GP), "
+                        f"or label it")
     if schema is not None and schema.multi_label and not preset.supports_multi_label:
         raise UserError(f"--model {cfg.model} needs one-of-N labels, but {cfg.train_dir} is multi-label; "
                         f"use cgan, wgan-gp, sagan or projection")

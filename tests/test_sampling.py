@@ -26,7 +26,8 @@ def _train(root, data, *extra):
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
-    """Three tiny runs: anime onehot (snapshots at 2..10), anime rgb, and a CLEVR-like multi-label."""
+    """Four tiny runs: anime onehot (snapshots at 2..10), anime rgb, a CLEVR-like multi-label, and an
+    unconditional dcgan."""
     root = tmp_path_factory.mktemp("models")
     assert main(["prepare", "--synthetic", "120", "-o", str(root / "data"), "-q"]) == 0
     onehot = _train(root / "onehot", root / "data", "-i", "10", "--sample", "2", "--check", "10")
@@ -42,7 +43,8 @@ def models(tmp_path_factory):
                                                   for i in range(16)}))
     assert main(["prepare", str(clevr), "-o", str(root / "clevr_data"), "-q"]) == 0
     multi = _train(root / "multi", root / "clevr_data", "-i", "2", "--sample", "2", "--check", "2")
-    return {"onehot": onehot, "rgb": rgb, "multi": multi}
+    dcgan = _train(root / "dcgan", root / "data", "--model", "dcgan", "-i", "2", "--sample", "2", "--check", "2")
+    return {"onehot": onehot, "rgb": rgb, "multi": multi, "dcgan": dcgan}
 
 
 def _test(capsys, model, out, *args) -> tuple[int, list[str], str]:
@@ -55,7 +57,7 @@ def _test(capsys, model, out, *args) -> tuple[int, list[str], str]:
 
 @pytest.mark.parametrize("args, name, ncol, nrows", [
     (["-t", "fix_noise"], "fix_noise.png", 12, 10),
-    (["-t", "fix_hair_eye", "--hair", "blue", "--eye", "red"], "blue hair red eyes.png", 8, 8),
+    (["-t", "fix_hair_eye", "--hair", "blue", "--eye", "red"], "blue_hair_red_eyes.png", 8, 8),
     (["-t", "change_hair", "--eye", "blue", "-n", "3"], "change_hair_color.png", 12, 3),
     (["-t", "change_eye", "--hair", "red", "-n", "2"], "change_eye_color.png", 10, 2),
     (["-t", "interpolate", "--steps", "5"], "interpolate.png", 5, 1),
@@ -70,6 +72,31 @@ def test_types_grid_size_with_and_without_captions(models, tmp_path, capsys, arg
     rc, paths, _ = _test(capsys, models["onehot"], tmp_path / "cap", *args)
     captioned = Image.open(paths[0]).size
     assert rc == 0 and captioned != raw and captioned[0] >= raw[0] and captioned[1] >= raw[1]
+
+
+@pytest.mark.parametrize("model", ["onehot", "multi", "dcgan"])
+def test_samples_and_interpolate_draw_from_any_model(models, tmp_path, capsys, model):
+    """Seed 002's "random noise" and "two random noises", seed 004's samples of an unconditional G."""
+    rc, a, _ = _test(capsys, models[model], tmp_path / "a", "-t", "samples", "-n", "3", "--no-captions")
+    assert rc == 0 and a == [str(tmp_path / "a" / "samples.png")]
+    assert Image.open(a[0]).size == _grid_size(8, 3)
+    rc, b, _ = _test(capsys, models[model], tmp_path / "b", "-t", "samples", "-n", "3", "--no-captions")
+    assert Image.open(a[0]).tobytes() == Image.open(b[0]).tobytes()  # seeded, labels included
+    rc, paths, _ = _test(capsys, models[model], tmp_path / "i", "-t", "interpolate", "--steps", "3")
+    assert rc == 0 and paths == [str(tmp_path / "i" / "interpolate.png"), str(tmp_path / "i" / "interpolate.gif")]
+    assert Image.open(paths[1]).n_frames == 3
+
+
+def test_samples_rows_are_random_labels_the_schema_allows(models):
+    import random
+    from anime_gan.sampling import _load, _random_labels
+    from anime_gan.config import TestConfig
+    for name, per_row in (("onehot", {2}), ("multi", {1, 2, 3})):
+        model = _load(TestConfig(model_dir=str(models[name])))
+        labels, names = _random_labels(model, random.Random(0), 200)
+        assert set(labels.sum(1).tolist()) == per_row and len(names) == 200
+        if name == "onehot":  # one hair and one eye colour in every row; every class comes up
+            assert labels[:, :12].sum(1).eq(1).all() and labels.sum(0).gt(0).all()
 
 
 def test_interpolate_writes_a_gif_of_each_step(models, tmp_path, capsys):
@@ -112,7 +139,7 @@ def test_rgb_model_color_map_and_any_colour(models, tmp_path, capsys):
     assert rc == 0 and Image.open(paths[0]).size == _grid_size(12, 12)
     rc, paths, _ = _test(capsys, models["rgb"], tmp_path, "-t", "fix_hair_eye",
                          "--hair-rgb", "#ff8800", "--eye-rgb", "#00ffaa")
-    assert rc == 0 and paths == [str(tmp_path / "ff8800 hair 00ffaa eyes.png")]
+    assert rc == 0 and paths == [str(tmp_path / "ff8800_hair_00ffaa_eyes.png")]
 
 
 def test_conditions_multi_label_one_image_per_entry(models, tmp_path, capsys):
@@ -150,6 +177,8 @@ def test_progress_gif_has_every_snapshot_in_step_order(models, tmp_path, capsys)
     ("empty", ["-t", "fix_noise"], "no G_<step>.ckpt"),
     ("empty", ["-t", "progress"], "no fake_step_<N>.png"),
     ("multi", ["-t", "change_hair"], "needs a model trained on hair and eye colours"),
+    ("multi", ["-t", "interpolate", "--hair", "red"], "types that work with it: samples, interpolate, conditions, progress"),
+    ("dcgan", ["-t", "fix_noise"], "has no labels; types that work with it: samples, interpolate, progress"),
     ("onehot", ["-t", "fix_hair_eye", "--hair", "teal"], "unknown hair colour 'teal'; valid hair colours: orange, white"),
     ("onehot", ["-t", "pairs", "--pairs", "blue hair teal eyes"], "valid eye colours: black, orange"),
     ("onehot", ["-t", "fix_hair_eye", "--hair-rgb", "#ff0000"], "needs a model trained with --embed rgb"),

@@ -243,16 +243,37 @@ def test_resume_with_a_d_file_of_another_model_names_that_file(tmp_path, data, c
     assert f"{run / 'D_2.ckpt'}: does not match this model" in err
 
 
-def test_conditional_model_on_unlabelled_folder(tmp_path, data, capsys):
+def _unlabelled_folder(folder: Path) -> Path:
     from PIL import Image
-    folder = tmp_path / "faces"
     folder.mkdir()
     for i in range(4):
         Image.new("RGB", (40, 40), (i * 50, 0, 0)).save(folder / f"{i}.png")
+    return folder
+
+
+def test_conditional_model_on_unlabelled_folder(tmp_path, data, capsys):
+    folder = _unlabelled_folder(tmp_path / "faces")
     assert _train(tmp_path, folder, "--model", "cgan", "-i", "1") == 2
     assert "has no labels" in capsys.readouterr().err
     assert not (tmp_path / "samples").exists() and not (tmp_path / "ckpt").exists()
     assert _train(tmp_path, folder, "--model", "dcgan", "-i", "1", "--image-size", "32", "--check", "1") == 0
+
+
+def test_unconditional_wgan_gp_follows_the_messages_to_dcgan_gp(tmp_path, data, capsys):
+    """Seed 004's WGAN-GP on an unlabelled folder: each refusal names a command that works."""
+    folder = _unlabelled_folder(tmp_path / "faces")
+    assert _train(tmp_path, folder, "--model", "wgan-gp", "-i", "1") == 2
+    assert "use --model dcgan (or dcgan-gp, a WGAN-GP)" in capsys.readouterr().err
+    assert _train(tmp_path, folder, "--model", "dcgan", "--loss", "wgan-gp", "-i", "1", "--image-size", "32") == 2
+    assert "BatchNorm in dcgan's D mixes across the batch; use --model dcgan-gp" in capsys.readouterr().err
+    assert _train(tmp_path, folder, "--model", "dcgan-gp", "-i", "2", "--image-size", "32", "--check", "2",
+                  "--name", "gp") == 0
+    config = json.loads((tmp_path / "ckpt" / "gp" / "config.json").read_text())
+    assert config["hyper"]["loss"] == "wgan-gp" and config["hyper"]["n_critic"] == 5
+    from anime_gan.models import ModelConfig, build
+    _, D = build("dcgan-gp", ModelConfig(cond_dim=0, nf=8, image_size=32))
+    assert any(isinstance(m, torch.nn.InstanceNorm2d) for m in D.modules())
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in D.modules())
 
 
 def test_empty_data_folder_gets_the_built_in_set(tmp_path):

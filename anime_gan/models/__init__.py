@@ -64,6 +64,8 @@ PRESETS: dict[str, Preset] = {
                 description="seed 001 ACGAN on DCGAN nets, one sigmoid classifier"),
         _preset("dcgan", dcgan.build, "bce", conditional=False,
                 description="unconditional DCGAN (pytorch/examples); ignores labels"),
+        _preset("dcgan-gp", dcgan.build_gp, "wgan-gp", glr=1e-4, dlr=1e-4, betas=SN_ADAM, n_critic=5,
+                conditional=False, description="seed 004 unconditional WGAN-GP: DCGAN nets, InstanceNorm critic"),
         _preset("wgan", cgan.build, "wgan", optimizer="rmsprop", glr=5e-5, dlr=5e-5, n_critic=5,
                 description="seed 000 CGAN as a WGAN: RMSprop, critic clipped to +-0.01"),
         _preset("wgan-gp", wgan.build_gp, "wgan-gp", glr=1e-4, dlr=1e-4, betas=SN_ADAM, n_critic=5,

@@ -49,14 +49,17 @@ def sn(module, enabled=True):
 
 
 def norm2d(kind, channels, momentum=0.1):
-    """'bn' BatchNorm, 'ln' per-sample LayerNorm over (C, H, W), None nothing. Penalties on
-    per-sample input gradients (WGAN-GP, DRAGAN) must not mix samples: their critics avoid 'bn'."""
+    """'bn' BatchNorm, 'ln' per-sample LayerNorm over (C, H, W), 'in' InstanceNorm (per sample and
+    channel), None nothing. Penalties on per-sample input gradients (WGAN-GP, DRAGAN) must not mix
+    samples: their critics avoid 'bn'."""
     if kind is None:
         return []
     if kind == "bn":
         return [nn.BatchNorm2d(channels, momentum=momentum)]
     if kind == "ln":
         return [nn.GroupNorm(1, channels)]  # one group == LayerNorm over (C, H, W)
+    if kind == "in":
+        return [nn.InstanceNorm2d(channels, affine=True)]
     raise ValueError(f"unknown norm {kind!r}")
 
 
@@ -112,7 +115,7 @@ class SelfAttention(nn.Module):
 
 
 def weights_init(m):
-    """DCGAN init: conv weights N(0, 0.02), BatchNorm scale N(1, 0.02), biases 0. Layers under
+    """DCGAN init: conv weights N(0, 0.02), Batch/InstanceNorm scale N(1, 0.02), biases 0. Layers under
     spectral norm are skipped: SN rescales them itself and their weight is a computed tensor."""
     if parametrize.is_parametrized(m):
         return
@@ -120,7 +123,7 @@ def weights_init(m):
         nn.init.normal_(m.weight, 0.0, 0.02)
         if m.bias is not None:
             nn.init.zeros_(m.bias)
-    elif isinstance(m, nn.BatchNorm2d):
+    elif isinstance(m, (nn.BatchNorm2d, nn.InstanceNorm2d)) and m.weight is not None:
         nn.init.normal_(m.weight, 1.0, 0.02)
         nn.init.zeros_(m.bias)
 

@@ -1,7 +1,7 @@
 """DCGAN (Radford et al. 2016, as in pytorch/examples and seed 004) and its conditional form.
 
 The Generator is the one "z as a 1x1 image" generator the other families share:
-  dcgan        unconditional
+  dcgan        unconditional; dcgan-gp the same with an InstanceNorm critic (seed 004's WGAN-GP)
   acgan-dcgan  concat(z, c) with c raw, twice as wide (seed 001: 1024 channels at 4x4)
   wgan-gp      concat(z, embed(c)) (seed 003); sagan adds spectral norm and self-attention
   cvae         the decoder: concat(z, c), "5 deconv layers" at 64 px (seed 002)
@@ -46,14 +46,15 @@ class Generator(nn.Module):
 
 class Discriminator(nn.Module):
     """DCGAN D, unconditioned. n_cls > 0 adds seed 001's multi-label classifier beside the
-    real/fake output; both read the same (B, base, 4, 4) features."""
+    real/fake output; both read the same (B, base, 4, 4) features. norm="in" makes it a critic
+    a gradient penalty can be used with (no BatchNorm mixing the samples)."""
 
-    def __init__(self, cfg, n_cls=0, width=1, bias=True):
+    def __init__(self, cfg, n_cls=0, width=1, bias=True, norm="bn"):
         super().__init__()
         ch = widths(cfg.nf * width, cfg.image_size)[::-1]  # [64, 128, 256, 512]
         layers = down(3, ch[0], None, lrelu(0.2), bias=bias)  # no BN on the input layer
         for a, b in zip(ch, ch[1:]):
-            layers += down(a, b, "bn", lrelu(0.2), bias=bias)
+            layers += down(a, b, norm, lrelu(0.2), bias=bias)
         self.main = nn.Sequential(*layers)
         # raw logits: pytorch/examples ends in Sigmoid + BCELoss, we use BCE-with-logits (stable)
         self.adv = nn.Conv2d(ch[-1], 1, 4, 1, 0, bias=bias)  # 4x4 -> 1x1
@@ -68,6 +69,11 @@ class Discriminator(nn.Module):
 def build(cfg):
     # pytorch/examples: no conv biases, BatchNorm follows every hidden conv
     return init_pair(Generator(cfg, bias=False), Discriminator(cfg, bias=False))
+
+
+def build_gp(cfg):
+    """Seed 004's WGAN-GP: "the same otherwise as the dcgan", with instance normalisation in the critic."""
+    return init_pair(Generator(cfg, bias=False), Discriminator(cfg, bias=False, norm="in"))
 
 
 def build_acgan(cfg):

@@ -124,6 +124,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mode-seeking", type=float, default=d.mode_seeking, metavar="WEIGHT",
                    help="weight of the MSGAN mode-seeking term: pairs of fakes with one label and "
                         "different z are pushed apart, against collapse in z (default 0 = off; try 1)")
+    p.add_argument("--gp", type=float, default=d.gp, metavar="WEIGHT",
+                   help=f"gradient-penalty weight of the wgan-gp and dragan losses (default {d.gp:g}; "
+                        f"seed 002's ACGAN used 5)")
     p.add_argument("--n-critic", type=int, default=None, help="D steps per G step (default: the preset's)")
     p.add_argument("--seed", type=int, default=d.seed, help=f"random seed; same seed, same run (default {d.seed})")
     p.add_argument("--ema", action=argparse.BooleanOptionalAction, default=d.ema,

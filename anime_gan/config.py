@@ -77,6 +77,7 @@ class TrainConfig:
     beta: float | None = None        # Adam beta1; None = the preset's (0.5 for most)
     aux: float = 1.0                 # classification loss weight (ACGAN family)
     mode_seeking: float = 0.0        # MSGAN diversity term in G's loss; 0 = off
+    gp: float = 10.0                 # gradient-penalty weight (wgan-gp, dragan losses); seed 002 used 5
     # seed-000 flags and ours
     glr: float | None = None
     dlr: float | None = None
@@ -147,6 +148,7 @@ def validate_train(cfg: TrainConfig) -> None:
         raise UserError("--cuda-graph cannot record fp16's loss scaling; use --precision bf16 or fp32")
     check_finite_weight("--mode-seeking", cfg.mode_seeking)
     check_finite_weight("--aux", cfg.aux)
+    check_finite_weight("--gp", cfg.gp)
     if cfg.mode_seeking and (cfg.batch_size < 2 or cfg.batch_size % 2):
         raise UserError(f"--mode-seeking pairs the batch's fakes; use an even -b, got {cfg.batch_size}")
     if cfg.mode_seeking and PRESETS[cfg.model].loss == "vae":

@@ -107,6 +107,7 @@ class GanStep:
     cond: Callable             # multi-hot labels -> the G/D condition (--embed)
     autocast: object
     mode_seeking: float = 0.0  # weight of losses.mode_seeking (needs draw(..., paired=True))
+    gp_weight: float = 10.0    # of the wgan-gp / dragan penalty
 
     def __call__(self, draws: list[Draw]) -> list[tuple[str, torch.Tensor]]:
         out = []
@@ -127,9 +128,10 @@ class GanStep:
                     d_loss = d_loss + self.aux_weight * cls_loss
                     out.append(("d_cls", cls_loss))
             if self.loss == "wgan-gp":
-                d_loss = d_loss + losses.gradient_penalty(self.D, d.x, fake.detach().float(), self.cond(d.y))
+                d_loss = d_loss + losses.gradient_penalty(self.D, d.x, fake.detach().float(), self.cond(d.y),
+                                                          self.gp_weight)
             elif self.loss == "dragan":
-                d_loss = d_loss + losses.dragan_penalty(self.D, d.x, self.cond(d.y))
+                d_loss = d_loss + losses.dragan_penalty(self.D, d.x, self.cond(d.y), self.gp_weight)
             backward_step(d_loss, self.opt_D, self.scaler, self.dist, self.D)
             if self.loss == "wgan":
                 losses.clip_weights(self.D)

@@ -36,7 +36,7 @@ from .step import CudaGraphStep, GanStep, VaeStep, draw as step_inputs, saved_by
 
 
 # Flags a resumed run may change; the architecture's (--model, --nf, ...) must match: restore_snapshot.
-RESUME_MAY_CHANGE = ("loss", "lr", "glr", "dlr", "beta", "n_critic", "aux", "mode_seeking", "batch_size",
+RESUME_MAY_CHANGE = ("loss", "lr", "glr", "dlr", "beta", "n_critic", "aux", "mode_seeking", "gp", "batch_size",
                      "precision", "seed", "train_dir")
 
 
@@ -214,7 +214,7 @@ def train(cfg: TrainConfig) -> Path:
             run_step, n_draws, draw_labels = VaeStep(G, D, opt_G, scaler, dist, cond, autocast), 1, None
         else:
             run_step = GanStep(G, D, g_fwd, d_fwd, opt_G, opt_D, scaler, dist, hyper.loss, aux, cfg.aux,
-                               mcfg.class_sizes, cond, autocast, cfg.mode_seeking)
+                               mcfg.class_sizes, cond, autocast, cfg.mode_seeking, cfg.gp)
             n_draws, draw_labels = hyper.n_critic, fake_labels
         if cfg.cuda_graph:
             run_step = CudaGraphStep(run_step, {opt_G, opt_D}, log)

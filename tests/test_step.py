@@ -24,8 +24,8 @@ def packed(tmp_path_factory):
     return open_packed(root, 32)
 
 
-def _run(packed, model, steps, wrap=None):
-    """`steps` iterations of `model` from seed 0; returns G's and D's final weights."""
+def _gan_step(packed, model, loss="bce", gp_weight=10.0):
+    """A GanStep for `model` from seed 0, with its nets and optimizers."""
     schema = packed.schema
     torch.manual_seed(0)
     mcfg = ModelConfig(cond_dim=schema.dim, class_sizes=schema.class_sizes, nf=8, image_size=32)
@@ -33,8 +33,15 @@ def _run(packed, model, steps, wrap=None):
     opt_G = torch.optim.Adam(G.parameters(), lr=2e-4, betas=(0.5, 0.999))
     opt_D = torch.optim.Adam(D.parameters(), lr=2e-4, betas=(0.5, 0.999))
     run_step = step_module.GanStep(G, D, G, D, opt_G, opt_D, torch.amp.GradScaler("cuda", enabled=False),
-                                   Dist(), "bce", aux_kind(model, mcfg), 1.0, mcfg.class_sizes,
-                                   lambda y: encode(schema, y, "onehot"), contextlib.nullcontext())
+                                   Dist(), loss, aux_kind(model, mcfg), 1.0, mcfg.class_sizes,
+                                   lambda y: encode(schema, y, "onehot"), contextlib.nullcontext(),
+                                   gp_weight=gp_weight)
+    return run_step, G, D, opt_G, opt_D
+
+
+def _run(packed, model, steps, wrap=None):
+    """`steps` iterations of `model` from seed 0; returns G's and D's final weights."""
+    run_step, G, D, opt_G, opt_D = _gan_step(packed, model)
     if wrap is not None:
         run_step = wrap(run_step, (opt_G, opt_D))
     gen = torch.Generator().manual_seed(1)
@@ -163,3 +170,17 @@ def test_mode_seeking_term_falls_as_paired_fakes_move_apart():
     fake = torch.zeros(8, 3, 4, 4, requires_grad=True)
     (grad,) = torch.autograd.grad(losses.mode_seeking(fake + 0.01 * torch.arange(8.).view(8, 1, 1, 1), z), fake)
     assert (grad[:4] > 0).all() and (grad[4:] < 0).all()  # descending it moves pair members apart
+
+
+@pytest.mark.parametrize("loss", ["wgan-gp", "dragan"])
+def test_gp_weight_scales_the_penalty(packed, loss):
+    """--gp: D's loss is the adversarial loss plus WEIGHT x the penalty (seed 002 used 5)."""
+    d_loss = {}
+    for weight in (0.0, 5.0, 10.0):
+        run_step, *_ = _gan_step(packed, "wgan-gp", loss, gp_weight=weight)
+        gen = torch.Generator().manual_seed(1)
+        draws = step_module.draw(Batches(packed, 4, "cpu", gen), LabelSampler(packed, "cpu"), gen, 100, 1, False)
+        torch.manual_seed(5)  # the penalty's mixing weights
+        d_loss[weight] = dict(run_step(draws))["d_loss"].item()
+    assert d_loss[5.0] > d_loss[0.0]
+    assert d_loss[10.0] - d_loss[0.0] == pytest.approx(2 * (d_loss[5.0] - d_loss[0.0]), rel=1e-4)

@@ -106,6 +106,13 @@ def test_mode_seeking_trains_and_logs_its_term(tmp_path, data):
     assert len(stats) == 2 and all(r["g_ms"] > 0 for r in stats)
 
 
+def test_seed_002_acgan_with_a_gradient_penalty_of_5(tmp_path, data):
+    assert _train(tmp_path, data, "--model", "acgan-sn", "--loss", "wgan-gp", "--gp", "5", "--image-size", "32",
+                  "-i", "2", "--check", "2", "--name", "r") == 0
+    config = json.loads((tmp_path / "ckpt" / "r" / "config.json").read_text())
+    assert config["train"]["gp"] == 5 and config["hyper"]["loss"] == "wgan-gp"
+
+
 def test_resume_past_the_last_iteration_says_so_and_writes_nothing(tmp_path, data, capsys):
     common = ["--model", "cgan", "--image-size", "32", "--check", "3", "--sample", "3", "--name", "r"]
     assert _train(tmp_path, data, *common, "-i", "3") == 0
@@ -144,6 +151,8 @@ def test_dry_run_prints_resolved_config(tmp_path, data, capsys):
     (["--mode-seeking", "1", "-b", "7"], "use an even -b, got 7"),
     (["--mode-seeking", "-1"], "--mode-seeking must be a number, 0 or more"),
     (["--mode-seeking", "nan"], "--mode-seeking must be a number, 0 or more, got nan"),
+    (["--gp", "-5"], "--gp must be a number, 0 or more, got -5"),
+    (["--gp", "inf"], "--gp must be a number, 0 or more, got inf"),
     (["--aux", "inf"], "--aux must be a number, 0 or more, got inf"),
     (["--seed", str(2**31)], "--seed must be between 0 and 2147483647"),
     (["--synthetic-size", "2000000"], "--synthetic-size (built-in faces drawn into an empty -t folder) must be"),

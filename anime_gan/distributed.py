@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.distributed as tdist
@@ -103,14 +104,15 @@ def free_memory(device: torch.device) -> int | None:
     if device.type == "cuda":
         return torch.cuda.mem_get_info(device)[0]
     try:
-        meminfo = dict(line.split(":", 1) for line in open("/proc/meminfo").read().splitlines())
+        meminfo = dict(line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines())
         free = int(meminfo["MemAvailable"].split()[0]) * 1024
     except (OSError, KeyError, ValueError):
         return None
+    cgroup = Path("/sys/fs/cgroup")
     try:
-        limit = open("/sys/fs/cgroup/memory.max").read().strip()
+        limit = (cgroup / "memory.max").read_text().strip()
         if limit != "max":
-            free = min(free, int(limit) - int(open("/sys/fs/cgroup/memory.current").read()))
+            free = min(free, int(limit) - int((cgroup / "memory.current").read_text()))
     except (OSError, ValueError):
         pass
     return free

@@ -129,6 +129,11 @@ def train(cfg: TrainConfig) -> Path:
     conditional = preset.conditional  # _model_config refused a conditional preset without labels
     aux = aux_kind(cfg.model, mcfg) if conditional else None
     judge = load_training_judge(cfg, schema, device) if cfg.eval_every and dist.is_main else None
+    defaults = TrainConfig()
+    if cfg.gp != defaults.gp and hyper.loss not in ("wgan-gp", "dragan"):
+        log(f"note: --gp weights the wgan-gp and dragan penalties; --loss {hyper.loss} has none: ignored")
+    if cfg.aux != defaults.aux and aux is None:
+        log(f"note: --aux weights the ACGAN class loss; --model {cfg.model} has no class head: ignored")
 
     # ---- models and optimizers ------------------------------------------------------------------
     torch.manual_seed(cfg.seed)

@@ -113,6 +113,14 @@ def test_seed_002_acgan_with_a_gradient_penalty_of_5(tmp_path, data):
     assert config["train"]["gp"] == 5 and config["hyper"]["loss"] == "wgan-gp"
 
 
+def test_weights_of_loss_terms_the_model_lacks_are_noted(tmp_path, data, capsys):
+    assert main(["train", "-t", str(data), "-s", str(tmp_path / "s"), "-c", str(tmp_path / "c"), *TINY[:-1],
+                 "--model", "cgan", "--gp", "5", "--aux", "2", "--image-size", "32", "-i", "1"]) == 0
+    err = capsys.readouterr().err
+    assert "note: --gp weights the wgan-gp and dragan penalties; --loss bce has none: ignored" in err
+    assert "note: --aux weights the ACGAN class loss; --model cgan has no class head: ignored" in err
+
+
 def test_resume_past_the_last_iteration_says_so_and_writes_nothing(tmp_path, data, capsys):
     common = ["--model", "cgan", "--image-size", "32", "--check", "3", "--sample", "3", "--name", "r"]
     assert _train(tmp_path, data, *common, "-i", "3") == 0

@@ -157,7 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "to plain steps if recording fails)")
     p.add_argument("--deterministic", action="store_true",
                    help="GPU: ask for deterministic cuDNN/cuBLAS kernels and skip cuDNN autotuning, so a seed "
-                        "repeats bit for bit (slower; CPU runs repeat already)")
+                        "repeats bit for bit (slower; CPU runs repeat already at a fixed thread count)")
     p.add_argument("--data-on-device", default=d.data_on_device, choices=("auto", "on", "off"),
                    help="copy the packed data set to the training device once (auto: if it fits)")
     p.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm across processes under torchrun")

@@ -227,6 +227,7 @@ def train(cfg: TrainConfig) -> Path:
         bar = tqdm(total=cfg.iterations, initial=start, desc=run, unit="it", file=sys.stderr,
                    disable=True if (cfg.quiet or not dist.is_main) else None, dynamic_ncols=True)
         step, window_start, window_images = start, time.perf_counter(), 0
+        done = start  # the last step whose updates all landed: only that state can be saved
         try:
             while step < cfg.iterations and not stop.requested:
                 step += 1
@@ -239,6 +240,7 @@ def train(cfg: TrainConfig) -> Path:
                 if G_ema is not None:
                     # Ramp the decay up so early snapshots are not just the initial weights.
                     _ema_update(G_ema, G, min(cfg.ema_decay, (1 + step) / (10 + step)))
+                done = step
                 window_images += cfg.batch_size * dist.world_size
                 bar.update(1)
 
@@ -265,7 +267,7 @@ def train(cfg: TrainConfig) -> Path:
                 if step % cfg.check == 0 or step == cfg.iterations:
                     checkpoint.save_snapshot(ckpt_dir, step, state, cfg, mcfg, schema, dist)
         except KeyboardInterrupt:
-            stop.requested = True  # a second Ctrl-C during the loop body: still save below
+            stop.requested = True  # a second Ctrl-C: stop now; saved below unless it cut a step short
         except BaseException:
             stop.restore()
             raise
@@ -273,7 +275,12 @@ def train(cfg: TrainConfig) -> Path:
             bar.close()
         try:
             stop.hold()  # from here on, more Ctrl-C's would only cut the final snapshot short
-            if stop.requested and step > start:
+            cut_short = stop.requested and done < step
+            if cut_short:  # some of G, D, the optimizers and the EMA hold step `step`, some not
+                last = checkpoint.resumable_steps(ckpt_dir)
+                log(f"stopped in the middle of step {step}: not saved, as a step cut short cannot be continued "
+                    f"exactly; " + (f"continue from step {last[-1]} with --resume" if last else "no checkpoint yet"))
+            elif stop.requested and step > start:
                 _check_finite(acc.peek(), step, ckpt_dir)
                 checkpoint.save_snapshot(ckpt_dir, step, state, cfg, mcfg, schema, dist)
                 log(f"stopped at step {step}: saved {ckpt_dir / f'G_{step}.ckpt'}; continue with --resume")
@@ -282,6 +289,8 @@ def train(cfg: TrainConfig) -> Path:
             distributed.cleanup()
         finally:
             stop.restore()
+        if cut_short:
+            raise KeyboardInterrupt  # exit status 130, as for any interrupted command
         return ckpt_dir
     finally:
         if lock is not None:

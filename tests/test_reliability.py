@@ -81,6 +81,31 @@ def test_more_ctrl_c_during_the_final_save_still_exit_0(tmp_path, data, monkeypa
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
+def test_a_second_ctrl_c_inside_a_step_saves_nothing_from_it(tmp_path, data, monkeypatch, capsys):
+    """Stop now: a snapshot of a half-done step would resume off the uninterrupted run."""
+    from anime_gan import train as train_module
+    real_step, calls = train_module.GanStep, []
+
+    class StepHitTwice(real_step):
+        def __call__(self, draws):
+            calls.append(1)
+            if len(calls) == 3:
+                os.kill(os.getpid(), signal.SIGINT)  # stop after this step...
+                os.kill(os.getpid(), signal.SIGINT)  # ...no, now: raised inside the step
+            return super().__call__(draws)
+
+    monkeypatch.setattr(train_module, "GanStep", StepHitTwice)
+    args = [*TRAIN, "-t", str(data), "-s", str(tmp_path / "s"), "-c", str(tmp_path / "c"), "-i", "100",
+            "--check", "2"]
+    args.remove("-q")
+    assert main(args) == 130
+    err = capsys.readouterr().err
+    assert "stopped in the middle of step 3: not saved" in err and "continue from step 2 with --resume" in err
+    run = tmp_path / "c" / "r"
+    assert checkpoint.resumable_steps(run) == [2] and not (run / ".train.lock").exists()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
 def test_ctrl_c_while_torch_imports_is_one_line(monkeypatch, capsys):
     import anime_gan.cli as cli_module
 

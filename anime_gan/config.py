@@ -118,7 +118,7 @@ class TrainConfig:
 def validate_train(cfg: TrainConfig) -> None:
     """Check every value up front: one clear message, before any folder is touched."""
     from .labels import EMBEDS
-    from .models import PRESETS
+    from .models import PRESETS, d_mixes_samples
     if cfg.model not in PRESETS:
         raise UserError(f"unknown --model '{cfg.model}'; choose one of: {', '.join(PRESETS)}")
     if cfg.loss not in (None, "bce", "wgan", "wgan-gp", "hinge", "dragan"):
@@ -161,6 +161,12 @@ def validate_train(cfg: TrainConfig) -> None:
         if getattr(cfg, name) < 0:
             raise UserError(f"--{name.replace('_', '-')} must be 0 or more, got {getattr(cfg, name)}")
     check_synthetic_size(cfg.synthetic_size)
+    loss = cfg.loss or PRESETS[cfg.model].loss
+    if loss in ("wgan-gp", "dragan") and d_mixes_samples(cfg.model):
+        fix = (f"--model {loss}" if PRESETS[cfg.model].conditional
+               else "--model dcgan-gp" + ("" if loss == "wgan-gp" else f" --loss {loss}"))
+        raise UserError(f"--loss {loss} penalises per-sample gradients, which BatchNorm in "
+                        f"{cfg.model}'s D mixes across the batch; use {fix}")
     if cfg.name is not None and (cfg.name in ("", ".", "..") or any(c in cfg.name for c in "/\\\0")):
         # The name becomes one folder under -s and -c; a path would write outside them.
         raise UserError(f"--name '{cfg.name}' must be a plain folder name (no '/', '\\' or '..'); "

@@ -32,7 +32,7 @@ DEFAULT_PAIRS = ("pink hair black eyes", "black hair purple eyes", "red hair red
                  "aqua hair green eyes", "blonde hair orange eyes")  # seed 000 §4.1
 # The optional flags each type reads; any other one given is reported as ignored.
 USES = {"fix_hair_eye": {"hair", "eye", "hair_rgb", "eye_rgb"}, "change_hair": {"eye", "eye_rgb", "n"},
-        "change_eye": {"hair", "hair_rgb", "n"}, "interpolate": {"hair", "eye", "to_hair", "to_eye", "steps"},
+        "change_eye": {"hair", "hair_rgb", "n"}, "interpolate": {"hair", "eye", "to_hair", "to_eye", "hair_rgb", "eye_rgb", "steps"},
         "pairs": {"pairs", "n"}, "conditions": {"conditions"}, "samples": {"n"}}
 COLOUR_FLAGS = ("hair", "eye", "to_hair", "to_eye", "hair_rgb", "eye_rgb")
 # The types that draw from any model: unconditional, or labelled with other groups than hair and eye.
@@ -69,8 +69,11 @@ def validate_test(cfg: TestConfig) -> str:
         raise UserError(f"unknown test type '{kind}'; choose one of: {', '.join(TYPES)}")
     check_device(cfg.device)
     check_seed(cfg.seed)
-    if not 1 <= cfg.n <= MAX_N or not 2 <= cfg.steps <= MAX_STEPS:
-        raise UserError(f"-n must be 1 to {MAX_N} and --steps 2 to {MAX_STEPS}, got {cfg.n} and {cfg.steps}")
+    used = USES.get(kind, set())  # a flag the type ignores is noted, not checked
+    if "n" in used and not 1 <= cfg.n <= MAX_N:
+        raise UserError(f"-n must be 1 to {MAX_N}, got {cfg.n}")
+    if "steps" in used and not 2 <= cfg.steps <= MAX_STEPS:
+        raise UserError(f"--steps must be 2 to {MAX_STEPS}, got {cfg.steps}")
     return kind
 
 
@@ -81,8 +84,9 @@ def run_test(cfg: TestConfig) -> list[Path]:
     used = USES.get(kind, set())
     if kind != "progress":
         model = _load(cfg)
-        if kind not in ANY_MODEL or any(getattr(cfg, f) for f in COLOUR_FLAGS if f in used):
-            _require_anime(model, kind)  # these draw hair and eye colours
+        colours = [f for f in COLOUR_FLAGS if getattr(cfg, f) and f in used]
+        if kind not in ANY_MODEL or colours:
+            _require_anime(model, f"-t {kind}" if kind not in ANY_MODEL else "--" + colours[0].replace("_", "-"))
             for flag in ("hair", "eye", "to_hair", "to_eye"):
                 if getattr(cfg, flag) and flag in used:  # all colours checked before anything is said
                     model.schema.class_index(flag.removeprefix("to_"), getattr(cfg, flag))
@@ -120,15 +124,16 @@ def _hair_and_eye(model: Model) -> bool:
     return "hair" in names and "eye" in names and not schema.multi_label
 
 
-def _require_anime(model: Model, kind: str) -> None:
+def _require_anime(model: Model, what: str) -> None:
+    """`what` (a type, or a colour flag) draws hair and eye colours: refuse other models."""
     if _hair_and_eye(model):
         return
     schema = model.schema
     has = ("labels " + ", ".join(f"'{g.name}' ({len(g.classes)} classes)" for g in schema.groups)
            if schema else "no labels")
     works = [k for k in ANY_MODEL if k != "conditions" or schema]
-    raise UserError(f"-t {kind} needs a model trained on hair and eye colours, but this checkpoint has "
-                    f"{has}; types that work with it: {', '.join(works)}")
+    fix = "drop it" if what.startswith("--") else f"types that work with it: {', '.join(works)}"
+    raise UserError(f"{what} needs a model trained on hair and eye colours, but this checkpoint has {has}; {fix}")
 
 
 def _random_labels(model: Model, rng: random.Random, n: int) -> tuple[torch.Tensor, list[str] | None]:
@@ -347,10 +352,10 @@ def color_map(cfg, model, rng, gen, hues: int = 12) -> list[Path]:
 
 def conditions(cfg, model, rng, gen) -> list[Path]:
     """Seed 003's test.json: one image per label list; captioned, one labelled row per entry."""
-    if not cfg.conditions:
-        raise UserError("-t conditions needs --conditions FILE.json (a list of label lists)")
     if model.schema is None:
         raise UserError(f"{cfg.model_dir}: this checkpoint has no labels; -t conditions needs a conditional model")
+    if not cfg.conditions:
+        raise UserError("-t conditions needs --conditions FILE.json (a list of label lists)")
     entries, labels = read_conditions(cfg.conditions, model.schema)
     labels = torch.from_numpy(labels)
     images = _draw(model, _noise(model, gen, len(entries)), _cond(model, labels))

@@ -140,6 +140,9 @@ def test_rgb_model_color_map_and_any_colour(models, tmp_path, capsys):
     rc, paths, _ = _test(capsys, models["rgb"], tmp_path, "-t", "fix_hair_eye",
                          "--hair-rgb", "#ff8800", "--eye-rgb", "#00ffaa")
     assert rc == 0 and paths == [str(tmp_path / "ff8800_hair_00ffaa_eyes.png")]
+    rc, paths, err = _test(capsys, models["rgb"], tmp_path, "-t", "interpolate", "--hair-rgb", "#ff0000",
+                           "--eye-rgb", "#00ff00", "--steps", "2")
+    assert rc == 0 and "ignored" not in err  # the start colours are the RGB ones
 
 
 def test_conditions_multi_label_one_image_per_entry(models, tmp_path, capsys):
@@ -177,7 +180,10 @@ def test_progress_gif_has_every_snapshot_in_step_order(models, tmp_path, capsys)
     ("empty", ["-t", "fix_noise"], "no G_<step>.ckpt"),
     ("empty", ["-t", "progress"], "no fake_step_<N>.png"),
     ("multi", ["-t", "change_hair"], "needs a model trained on hair and eye colours"),
-    ("multi", ["-t", "interpolate", "--hair", "red"], "types that work with it: samples, interpolate, conditions, progress"),
+    ("multi", ["-t", "interpolate", "--hair", "red"], "--hair needs a model trained on hair and eye colours, but "
+                                                      "this checkpoint has labels 'objects' (4 classes); drop it"),
+    ("multi", ["-t", "fix_noise"], "types that work with it: samples, interpolate, conditions, progress"),
+    ("dcgan", ["-t", "conditions"], "this checkpoint has no labels; -t conditions needs a conditional model"),
     ("dcgan", ["-t", "fix_noise"], "has no labels; types that work with it: samples, interpolate, progress"),
     ("onehot", ["-t", "fix_hair_eye", "--hair", "teal"], "unknown hair colour 'teal'; valid hair colours: orange, white"),
     ("onehot", ["-t", "pairs", "--pairs", "blue hair teal eyes"], "valid eye colours: black, orange"),
@@ -229,11 +235,16 @@ def test_flags_a_type_does_not_use_are_noted(models, tmp_path, capsys):
 
 
 def test_dry_run_checks_values_without_a_checkpoint(tmp_path, capsys):
-    for args, message in ((["-n", "0"], "-n must be 1 to 64"), (["--steps", "1"], "--steps 2 to 256"),
-                          (["-n", "1000000"], "got 1000000"), (["--device", "mps"], "unknown --device 'mps'")):
-        rc, out, err = _test(capsys, tmp_path / "no-run", tmp_path / "out", "-t", "interpolate", *args, "--dry-run")
+    for args, message in ((["-t", "samples", "-n", "0"], "-n must be 1 to 64"),
+                          (["-t", "interpolate", "--steps", "1"], "--steps must be 2 to 256"),
+                          (["-t", "change_hair", "-n", "1000000"], "got 1000000"),
+                          (["-t", "interpolate", "--device", "mps"], "unknown --device 'mps'")):
+        rc, out, err = _test(capsys, tmp_path / "no-run", tmp_path / "out", *args, "--dry-run")
         assert rc == 2 and out == [] and message in err and err.count("\n") == 1
     assert list(tmp_path.iterdir()) == []
+    # a flag the type does not use is noted after it draws, not checked
+    rc, out, err = _test(capsys, tmp_path / "no-run", tmp_path / "out", "-t", "samples", "--steps", "1", "--dry-run")
+    assert rc == 0
 
 
 def test_conditions_file_errors_name_the_file_and_entry(models, tmp_path, capsys):

@@ -283,6 +283,8 @@ def test_unconditional_wgan_gp_follows_the_messages_to_dcgan_gp(tmp_path, data, 
     assert "use --model dcgan (or dcgan-gp, a WGAN-GP)" in capsys.readouterr().err
     assert _train(tmp_path, folder, "--model", "dcgan", "--loss", "wgan-gp", "-i", "1", "--image-size", "32") == 2
     assert "BatchNorm in dcgan's D mixes across the batch; use --model dcgan-gp" in capsys.readouterr().err
+    assert main(["train", "--model", "dcgan", "--loss", "wgan-gp", "--dry-run"]) == 2  # --dry-run checks it too
+    assert "use --model dcgan-gp" in capsys.readouterr().err
     assert _train(tmp_path, folder, "--model", "dcgan-gp", "-i", "2", "--image-size", "32", "--check", "2",
                   "--name", "gp") == 0
     config = json.loads((tmp_path / "ckpt" / "gp" / "config.json").read_text())
@@ -378,7 +380,7 @@ def test_a_batch_too_big_for_memory_is_refused_before_anything_is_written(tmp_pa
     """On the CPU, Linux's OOM killer would end such a run with no message (exit 137)."""
     assert _train(tmp_path, data, "--model", "cgan", "-b", "1000000", "-i", "1", "--name", "r") == 2
     err = capsys.readouterr().err
-    assert err.startswith("anime-gan train: error: -b 1000000: one step of cgan at 64px needs at least")
+    assert err.startswith("anime-gan train: error: -b 1000000: one step of cgan at 64px needs about")
     assert "or less" in err and len(err.splitlines()) == 1
     assert not (tmp_path / "ckpt").exists() and not (tmp_path / "samples").exists()
     from anime_gan import distributed

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 
+import torch
 from torch import nn
 
 from . import acgan, cgan, cvae, dcgan, projection, sagan, wgan
@@ -98,9 +99,17 @@ def aux_kind(name: str, cfg: ModelConfig) -> str | None:
     return "multilabel" if aux and cfg.multi_label else aux
 
 
+def d_mixes_samples(name: str) -> bool:
+    """Whether the preset's D has BatchNorm, which mixes the samples of a batch: a penalty on
+    per-sample input gradients (wgan-gp, dragan) is then wrong. Read off a small copy of D."""
+    with torch.random.fork_rng(devices=[]):  # building draws initial weights: leave the caller's RNG be
+        _, D = build(name, ModelConfig(nf=8, image_size=32))
+    return any(isinstance(m, nn.BatchNorm2d) for m in D.modules())
+
+
 def count_parameters(module: nn.Module) -> int:
     """Trainable parameters, the number the seeds print."""
     return sum(p.numel() for p in module.parameters() if p.requires_grad)
 
 
-__all__ = ["ModelConfig", "Preset", "PRESETS", "build", "aux_kind", "count_parameters"]
+__all__ = ["ModelConfig", "Preset", "PRESETS", "build", "aux_kind", "d_mixes_samples", "count_parameters"]

@@ -152,7 +152,7 @@ def train(cfg: TrainConfig) -> Path:
     g_fwd, d_fwd = _maybe_compile(G, D, cfg.compile, log, cfg.quiet)
 
     # ---- run folders (only now: every check above ran before anything was written) ----------
-    created, lock = [], None
+    created, lock, done = [], None, None  # done: see the loop
     if dist.is_main:
         created = _make_run_folders(sample_dir, ckpt_dir, G, D)
         lock = checkpoint.lock_run(ckpt_dir)  # released however the run ends; kill -9 leaves a stale one
@@ -173,12 +173,8 @@ def train(cfg: TrainConfig) -> Path:
         state = checkpoint.TrainState(G, D, G_ema, opt_G, opt_D, scaler, gen, acc)  # what snapshots save and restore
         start, records = 0, []
         if resume_path is not None:
-            try:
-                start, records, saved = checkpoint.restore_snapshot(resume_path, ckpt_dir, state, cfg,
-                                                                    schema.to_dict() if schema else None)
-            except UserError:
-                _remove(created)  # a bad --resume file leaves no empty run folders behind
-                raise
+            start, records, saved = checkpoint.restore_snapshot(resume_path, ckpt_dir, state, cfg,
+                                                                schema.to_dict() if schema else None)
             for opt in (opt_G, opt_D):
                 _match_device(opt, device, cfg.cuda_graph)
             if dist.world_size > 1:
@@ -283,9 +279,13 @@ def train(cfg: TrainConfig) -> Path:
             distributed.cleanup()
         finally:
             stop.restore()
-        if cut_short:
+        if cut_short or (stop.requested and done == start):  # nothing, or not all of it, saved
             raise KeyboardInterrupt  # exit status 130, as for any interrupted command
         return ckpt_dir
+    except BaseException:
+        if done is None or done == start:  # a failed or interrupted start leaves no run folders behind
+            _remove(created)
+        raise
     finally:
         if lock is not None:
             lock.unlink(missing_ok=True)

@@ -106,6 +106,26 @@ def test_a_second_ctrl_c_inside_a_step_saves_nothing_from_it(tmp_path, data, mon
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
+@pytest.mark.parametrize("when", ["while setting up", "before the first step"])
+def test_ctrl_c_before_any_step_leaves_no_run_folders(tmp_path, data, monkeypatch, when):
+    from anime_gan import train as train_module
+    if when == "while setting up":  # the default handler: a KeyboardInterrupt while real.png is written
+        def save_grid(*args, **kwargs):
+            raise KeyboardInterrupt
+        monkeypatch.setattr(train_module.render, "save_grid", save_grid)
+    else:  # training's own handler is in place: the loop sees the request before its first step
+        real_tqdm = train_module.tqdm
+
+        def tqdm(*args, **kwargs):
+            os.kill(os.getpid(), signal.SIGINT)
+            return real_tqdm(*args, **kwargs)
+        monkeypatch.setattr(train_module, "tqdm", tqdm)
+    args = [*TRAIN, "-t", str(data), "-s", str(tmp_path / "s"), "-c", str(tmp_path / "c"), "-i", "5"]
+    assert main(args) == 130
+    assert not (tmp_path / "s").exists() and not (tmp_path / "c").exists()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
 def test_ctrl_c_while_torch_imports_is_one_line(monkeypatch, capsys):
     import anime_gan.cli as cli_module
 

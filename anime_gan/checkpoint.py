@@ -56,21 +56,35 @@ def lock_run(run_dir: Path) -> Path:
             owner = _lock_owner(lock)
             if owner is not None and owner != os.getpid():
                 raise UserError(f"{run_dir}: another `anime-gan train` (pid {owner}) is writing this run; "
-                                f"wait for it to finish, or pick another --name") from None
+                                f"wait for it to finish, or pick another --name (if no training is running, "
+                                f"delete {lock.name})") from None
             lock.unlink(missing_ok=True)
             continue
         with os.fdopen(fd, "w") as f:
-            f.write(str(os.getpid()))
+            f.write(f"{os.getpid()} {_started(os.getpid()) or ''}".strip())
         return lock
     raise UserError(f"{lock}: cannot take the run's lock; delete the file if no training is running")
+
+
+def _started(pid: int) -> str | None:
+    """When process `pid` started (Linux: clock ticks since boot), or None where unknown. A pid and
+    its start time name one process; a pid alone may since have been given to another."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
 
 
 def _lock_owner(lock: Path) -> int | None:
     """The live process holding `lock`, or None when it is stale."""
     try:
-        pid = int(lock.read_text().strip() or "0")
+        pid, *started = lock.read_text().split() or ["0"]
+        pid = int(pid)
         if pid <= 0:  # kill(0, ...) would ask about our own process group
             return None
+        now = _started(pid)
+        if started and now is not None and started[0] != now:
+            return None  # that pid is another process now: the lock's owner is gone
         os.kill(pid, 0)  # signal 0: only asks whether the process exists
         return pid
     except PermissionError:  # it exists, run by another user

@@ -351,6 +351,11 @@ def test_run_lock_owners(tmp_path, monkeypatch):
     for text in ("", "0", "junk"):
         lock.write_text(text)
         assert checkpoint._lock_owner(lock) is None
+    # a pid is one process only with its start time: pid 1 since another start is a reused pid
+    lock.write_text(f"1 {checkpoint._started(1)}")
+    assert checkpoint._lock_owner(lock) == 1
+    lock.write_text("1 12345678901")
+    assert checkpoint._lock_owner(lock) is None
     lock.write_text("1")
 
     def not_yours(pid, sig):

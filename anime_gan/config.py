@@ -52,7 +52,7 @@ def check_synthetic_size(n: int) -> None:
 
 def check_finite_weight(flag: str, value: float) -> None:
     if not math.isfinite(value) or value < 0:
-        raise UserError(f"{flag} must be a number, 0 or more, got {value}")
+        raise UserError(f"{flag} must be a finite number, 0 or more, got {value}")
 
 
 @dataclass

@@ -40,6 +40,7 @@ ANY_MODEL = ("samples", "interpolate", "conditions", "progress")
 MAX_N, MAX_STEPS = 64, 256  # a grid of 64 rows or a 256-frame GIF is already more than a screen
 FRAME_MS = 250
 _STEP_FILE = re.compile(r"^fake_step_(\d+)\.png$")
+_INDIVIDUAL_FILE = re.compile(r"^\d{3}( .*)?\.png$")  # what --individual writes: "007 blue hair red eyes.png"
 
 
 @dataclass
@@ -219,6 +220,9 @@ def _save(cfg: TestConfig, images: torch.Tensor, name: str, nrow: int, rows=None
     captions = {"row_labels": rows, "col_labels": cols, "title": title} if cfg.captions else {}
     paths = [render.save_grid(images, out / f"{name}.png", nrow=nrow, **captions)]
     if cfg.individual:
+        for old in (out / name).glob("*.png"):  # an earlier, larger or other-seeded draw's images
+            if _INDIVIDUAL_FILE.match(old.name):
+                old.unlink()
         for i, image in enumerate(images):
             label = f" {_filename(names[i])}" if names else ""
             render.save_grid(image[None], out / name / f"{i:03d}{label}.png", nrow=1, padding=0)

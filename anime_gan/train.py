@@ -116,7 +116,8 @@ def train(cfg: TrainConfig) -> Path:
     existing = checkpoint.steps(ckpt_dir)  # any G_<N>.ckpt: a fresh start would write over it
     if fresh_folder and existing:
         raise UserError(f"{ckpt_dir}: already holds a run (step {existing[-1]}); continue it with "
-                        f"--resume latest, or pick another --name (nothing was changed)")
+                        f"--resume latest, or pick another --name"
+                        + (" for the run continued from --resume" if cfg.resume else "") + " (nothing was changed)")
 
     # ---- data ---------------------------------------------------------------------------------
     if dist.is_main:  # the main process prepares the cache; the others wait, then open it
@@ -181,15 +182,16 @@ def train(cfg: TrainConfig) -> Path:
                 # The snapshot holds rank 0's stream; give every rank its own again (deterministically).
                 gen.manual_seed(cfg.seed * 1000 + dist.rank + 7919 * start)
             log(f"resumed {run} from step {start} ({resume_path})")
-            changed = _changed_settings(saved, cfg)
+            changed = _changed_settings(saved, cfg, penalty=hyper.loss in ("wgan-gp", "dragan"))
             if changed:  # allowed (a lower --lr to finish, say), but never silently
                 log("note: continuing with changed settings: " + changed)
             if start >= cfg.iterations:
                 log(f"step {start} already reaches -i {cfg.iterations}: nothing to train; raise -i to continue")
-        if fresh_folder and dist.is_main:
+        if dist.is_main:  # the settings this session trains with (a resumed run may change some)
             (ckpt_dir / "config.json").write_text(json.dumps(
                 {"train": cfg.to_dict(), "hyper": asdict(hyper), "model": checkpoint.plain(asdict(mcfg)),
                  "schema": schema.to_dict() if schema else None, "world_size": dist.world_size}, indent=2))
+        if fresh_folder and dist.is_main:
             real = torch.from_numpy(data.images[:64].copy()).float().div(127.5).sub(1)
             render.save_grid(real, sample_dir / "real.png", nrow=8)
             if resume_path is None:  # a resumed run's log was carried over by restore_snapshot
@@ -293,13 +295,15 @@ def train(cfg: TrainConfig) -> Path:
 
 # ---- helpers -------------------------------------------------------------------------------------
 
-def _changed_settings(saved: TrainConfig, cfg: TrainConfig) -> str:
-    """The RESUME_MAY_CHANGE flags this run sets otherwise than the snapshot's, as `--flag old -> new`."""
+def _changed_settings(saved: TrainConfig, cfg: TrainConfig, penalty: bool) -> str:
+    """The RESUME_MAY_CHANGE flags this run sets otherwise than the snapshot's, as `--flag old -> new`
+    (--gp only where the loss has a penalty for it to weigh)."""
     def shown(value) -> str:
         return "(the preset's)" if value is None else str(value)  # None: the flag was left to the preset
 
     changed = [k for k in RESUME_MAY_CHANGE if getattr(saved, k) != getattr(cfg, k)
-               and not (k == "train_dir" and Path(saved.train_dir).resolve() == Path(cfg.train_dir).resolve())]
+               and not (k == "train_dir" and Path(saved.train_dir).resolve() == Path(cfg.train_dir).resolve())
+               and not (k == "gp" and not penalty)]
     note = ", ".join(f"--{k.replace('_', '-')} {shown(getattr(saved, k))} -> {shown(getattr(cfg, k))}"
                      for k in changed)
     if "seed" in changed:

@@ -132,6 +132,11 @@ def test_individual_writes_every_image_in_a_subfolder(models, tmp_path, capsys):
     assert rc == 0 and paths == [str(tmp_path / "pairs.png"), str(tmp_path / "pairs")]
     assert len(files) == 6 and files[0] == "000 blue hair red eyes.png" and files[5].endswith("aqua hair green eyes.png")
     assert Image.open(tmp_path / "pairs" / files[0]).size == (S, S)
+    (tmp_path / "pairs" / "notes.txt").write_text("mine")
+    rc, _, _ = _test(capsys, models["onehot"], tmp_path, "-t", "pairs", "-n", "1", "--individual",
+                     "--pairs", "red hair red eyes")  # a smaller draw replaces the earlier one's images
+    assert rc == 0 and sorted(p.name for p in (tmp_path / "pairs").iterdir()) == ["000 red hair red eyes.png",
+                                                                                 "notes.txt"]
 
 
 def test_rgb_model_color_map_and_any_colour(models, tmp_path, capsys):

@@ -111,6 +111,10 @@ def test_seed_002_acgan_with_a_gradient_penalty_of_5(tmp_path, data):
                   "-i", "2", "--check", "2", "--name", "r") == 0
     config = json.loads((tmp_path / "ckpt" / "r" / "config.json").read_text())
     assert config["train"]["gp"] == 5 and config["hyper"]["loss"] == "wgan-gp"
+    assert _train(tmp_path, data, "--model", "acgan-sn", "--loss", "wgan-gp", "--gp", "7", "--image-size", "32",
+                  "-i", "3", "--check", "3", "--name", "r", "--resume", "latest") == 0
+    config = json.loads((tmp_path / "ckpt" / "r" / "config.json").read_text())
+    assert config["train"]["gp"] == 7  # config.json holds what the latest session trained with
 
 
 def test_weights_of_loss_terms_the_model_lacks_are_noted(tmp_path, data, capsys):
@@ -157,18 +161,18 @@ def test_dry_run_prints_resolved_config(tmp_path, data, capsys):
     (["--model", "cgan", "--resume"], "nothing to resume"),
     (["--cuda-graph", "-d", "cpu"], "--cuda-graph records the training step on a CUDA GPU"),
     (["--mode-seeking", "1", "-b", "7"], "use an even -b, got 7"),
-    (["--mode-seeking", "-1"], "--mode-seeking must be a number, 0 or more"),
-    (["--mode-seeking", "nan"], "--mode-seeking must be a number, 0 or more, got nan"),
-    (["--gp", "-5"], "--gp must be a number, 0 or more, got -5"),
-    (["--gp", "inf"], "--gp must be a number, 0 or more, got inf"),
-    (["--aux", "inf"], "--aux must be a number, 0 or more, got inf"),
+    (["--mode-seeking", "-1"], "--mode-seeking must be a finite number, 0 or more"),
+    (["--mode-seeking", "nan"], "--mode-seeking must be a finite number, 0 or more, got nan"),
+    (["--gp", "-5"], "--gp must be a finite number, 0 or more, got -5"),
+    (["--gp", "inf"], "--gp must be a finite number, 0 or more, got inf"),
+    (["--aux", "inf"], "--aux must be a finite number, 0 or more, got inf"),
     (["--seed", str(2**31)], "--seed must be between 0 and 2147483647"),
     (["--synthetic-size", "2000000"], "--synthetic-size (built-in faces drawn into an empty -t folder) must be"),
     (["--mode-seeking", "1", "--model", "cvae"], "has no adversarial step"),
     (["--cuda-graph", "--precision", "fp16"], "--cuda-graph cannot record fp16"),
     (["--beta", "2"], "--beta (Adam's beta1) must be in [0, 1), got 2.0"),
     (["--keep-d", "-1"], "--keep-d must be 0 or more"),
-    (["--aux", "-1"], "--aux must be a number, 0 or more"),
+    (["--aux", "-1"], "--aux must be a finite number, 0 or more"),
     (["--seed", "-1"], "--seed must be between 0 and"),
     (["--synthetic-size", "0"], "--synthetic-size (built-in faces drawn into an empty -t folder) must be"),
     (["--name", "../escape"], "must be a plain folder name"),

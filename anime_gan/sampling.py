@@ -32,7 +32,8 @@ DEFAULT_PAIRS = ("pink hair black eyes", "black hair purple eyes", "red hair red
                  "aqua hair green eyes", "blonde hair orange eyes")  # seed 000 §4.1
 # The optional flags each type reads; any other one given is reported as ignored.
 USES = {"fix_hair_eye": {"hair", "eye", "hair_rgb", "eye_rgb"}, "change_hair": {"eye", "eye_rgb", "n"},
-        "change_eye": {"hair", "hair_rgb", "n"}, "interpolate": {"hair", "eye", "to_hair", "to_eye", "hair_rgb", "eye_rgb", "steps"},
+        "change_eye": {"hair", "hair_rgb", "n"},
+        "interpolate": {"hair", "eye", "to_hair", "to_eye", "hair_rgb", "eye_rgb", "steps"},
         "pairs": {"pairs", "n"}, "conditions": {"conditions"}, "samples": {"n"}}
 COLOUR_FLAGS = ("hair", "eye", "to_hair", "to_eye", "hair_rgb", "eye_rgb")
 # The types that draw from any model: unconditional, or labelled with other groups than hair and eye.

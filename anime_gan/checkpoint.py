@@ -245,7 +245,7 @@ def restore_snapshot(path: Path, ckpt_dir: Path, state: TrainState, cfg: TrainCo
                         f"resume from a step that has both files")
     d = load(d_path, "trainer")
     saved = TrainConfig.from_dict(g["config"])
-    for key in ("model", "embed", "nf", "z_dim", "image_size"):
+    for key in ("model", "embed", "nf", "d_nf", "z_dim", "image_size"):
         if getattr(saved, key) != getattr(cfg, key):
             raise UserError(f"{path}: was trained with --{key.replace('_', '-')} {getattr(saved, key)}, "
                             f"not {getattr(cfg, key)}; pass the same value to resume")

@@ -98,7 +98,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--embed", default=d.embed, choices=("onehot", "pair", "rgb"),
                    help="condition encoding: onehot (22 for anime), pair (one-hot over hair x eye: 120), "
                         "rgb (the two colours' RGB: 6, any colour at test time)")
-    p.add_argument("--nf", type=int, default=d.nf, help=f"network width multiplier (default {d.nf})")
+    p.add_argument("--nf", "--g-conv-dim", type=int, default=d.nf,
+                   help=f"network width multiplier: G's, and D's unless --d-nf (default {d.nf})")
+    p.add_argument("--d-nf", "--d-conv-dim", type=int, default=d.d_nf, metavar="NF",
+                   help="D's own width multiplier (default 0: the same as --nf); seed 003 trained "
+                        "SAGAN with --nf 300 --d-nf 100")
     p.add_argument("--z-dim", type=int, default=d.z_dim, help=f"noise size (default {d.z_dim})")
     p.add_argument("--image-size", type=int, default=d.image_size, choices=(32, 64, 128),
                    help=f"resolution (default {d.image_size})")

@@ -61,7 +61,8 @@ class TrainConfig:
     model: str = "acgan-dcgan"
     loss: str | None = None          # None = the preset's loss
     embed: str = "onehot"            # onehot | pair | rgb
-    nf: int = 64
+    nf: int = 64                     # G's width multiplier, and D's unless d_nf
+    d_nf: int = 0                    # D's width multiplier; 0 = nf
     z_dim: int = 100
     image_size: int = 64
     # seed-001 flags
@@ -104,7 +105,8 @@ class TrainConfig:
     quiet: bool = False
 
     def run_name(self) -> str:
-        return self.name or f"{self.model}_{self.embed}_nf{self.nf}_{self.image_size}px_seed{self.seed}"
+        d_nf = f"_dnf{self.d_nf}" if self.d_nf else ""
+        return self.name or f"{self.model}_{self.embed}_nf{self.nf}{d_nf}_{self.image_size}px_seed{self.seed}"
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -157,7 +159,7 @@ def validate_train(cfg: TrainConfig) -> None:
         raise UserError(f"--ema-decay must be in [0, 1), got {cfg.ema_decay}")
     if cfg.beta is not None and not 0 <= cfg.beta < 1:
         raise UserError(f"--beta (Adam's beta1) must be in [0, 1), got {cfg.beta}")
-    for name in ("keep_d", "eval_every"):
+    for name in ("keep_d", "eval_every", "d_nf"):
         if getattr(cfg, name) < 0:
             raise UserError(f"--{name.replace('_', '-')} must be 0 or more, got {getattr(cfg, name)}")
     check_synthetic_size(cfg.synthetic_size)

@@ -348,7 +348,7 @@ def _model_config(cfg: TrainConfig, preset, schema: Schema | None) -> ModelConfi
     c = preset.conditional  # an unconditional preset ignores the labels, if there are any
     return ModelConfig(z_dim=cfg.z_dim, cond_dim=cond_dim(schema, cfg.embed) if c else 0,
                        class_sizes=schema.class_sizes if c else (), multi_label=schema.multi_label if c else 0,
-                       nf=cfg.nf, image_size=cfg.image_size)
+                       nf=cfg.nf, d_nf=cfg.d_nf, image_size=cfg.image_size)
 
 
 def _check_space(ckpt_dir: Path, *modules) -> None:

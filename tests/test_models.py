@@ -293,3 +293,13 @@ def test_vae_loss_by_hand():
     total, mse, kl = losses.vae_loss(x + 0.5, x, torch.ones(2, 5), logvar)
     assert mse.item() == pytest.approx(12.0) and kl.item() == pytest.approx(2.5)
     assert total.item() == pytest.approx(14.5)
+
+
+@pytest.mark.parametrize("name", list(PRESETS))
+def test_d_nf_widens_d_alone(name):
+    """--d-nf (seed 003's d-conv-dim): D as if built with that --nf, G as with --nf."""
+    G, D = build(name, ModelConfig(nf=8, d_nf=16, image_size=32))
+    G_narrow, _ = build(name, ModelConfig(nf=8, image_size=32))
+    _, D_wide = build(name, ModelConfig(nf=16, image_size=32))
+    assert count_parameters(G) == count_parameters(G_narrow)
+    assert count_parameters(D) == count_parameters(D_wide)

@@ -125,6 +125,17 @@ def test_weights_of_loss_terms_the_model_lacks_are_noted(tmp_path, data, capsys)
     assert "note: --aux weights the ACGAN class loss; --model cgan has no class head: ignored" in err
 
 
+def test_d_nf_gives_d_its_own_width_and_must_match_on_resume(tmp_path, data, capsys):
+    common = ["--model", "sagan", "--image-size", "32", "--check", "2"]
+    assert _train(tmp_path, data, *common, "--g-conv-dim", "8", "--d-conv-dim", "4", "-i", "2") == 0
+    run = tmp_path / "ckpt" / "sagan_onehot_nf8_dnf4_32px_seed0"
+    assert json.loads((run / "config.json").read_text())["model"]["d_nf"] == 4
+    assert _train(tmp_path, data, *common, "--nf", "8", "--d-nf", "6", "-i", "4", "--name", run.name,
+                  "--resume", "latest") == 2
+    assert "was trained with --d-nf 4, not 6" in capsys.readouterr().err
+    assert _train(tmp_path, data, "--d-nf", "-1", "-i", "1") == 2
+
+
 def test_resume_past_the_last_iteration_says_so_and_writes_nothing(tmp_path, data, capsys):
     common = ["--model", "cgan", "--image-size", "32", "--check", "3", "--sample", "3", "--name", "r"]
     assert _train(tmp_path, data, *common, "-i", "3") == 0

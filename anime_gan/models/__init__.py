@@ -26,6 +26,12 @@ class ModelConfig:
     multi_label: int = 0  # number of multi-label classes (CLEVR: 24); ACGAN heads then use sigmoid
     nf: int = 64  # width multiplier (seed 000 compared 16/64/128)
     image_size: int = 64  # 32, 64 or 128
+    d_nf: int = 0  # D's own width multiplier, 0 = nf (seed 003: g-conv-dim 300, d-conv-dim 100)
+
+    @property
+    def disc_nf(self) -> int:
+        """The width D (or the cvae's encoder, in D's slot) is built with."""
+        return self.d_nf or self.nf
 
 
 @dataclass(frozen=True)

@@ -15,12 +15,12 @@ from .blocks import init_pair, sn, widths
 class Discriminator(nn.Module):
     def __init__(self, cfg, spectral=False):
         super().__init__()
-        base = widths(cfg.nf, cfg.image_size)[0]
+        base = widths(cfg.disc_nf, cfg.image_size)[0]
         # seed 002 replaces every BatchNorm with spectral norm on every layer
         self.conv = cgan.features(cfg, norm=None if spectral else "bn", spectral=spectral)
 
         def dense(n):  # 8192 -> 512 -> n, one per output as in the seed (real_dense, hair_dense)
-            hidden = cfg.nf * 8
+            hidden = cfg.disc_nf * 8
             return nn.Sequential(
                 sn(nn.Linear(base * 4 * 4, hidden), spectral),
                 cgan.act(),

@@ -38,7 +38,7 @@ class Generator(nn.Module):
 
 def features(cfg, norm="bn", spectral=False):
     """Image -> (B, base, 4, 4): the seed's conv stack, first layer without normalisation."""
-    ch = widths(cfg.nf, cfg.image_size)[::-1]  # 64 px, nf 64: [64, 128, 256, 512]
+    ch = widths(cfg.disc_nf, cfg.image_size)[::-1]  # 64 px, nf 64: [64, 128, 256, 512]
     layers = down(3, ch[0], None, act, spectral)
     for a, b in zip(ch, ch[1:]):
         layers += down(a, b, norm, act, spectral, momentum=BN_MOMENTUM)
@@ -51,7 +51,7 @@ class Discriminator(nn.Module):
     def __init__(self, cfg, norm="bn"):
         super().__init__()
         require_cond(cfg, "the CGAN discriminator")
-        base = widths(cfg.nf, cfg.image_size)[0]
+        base = widths(cfg.disc_nf, cfg.image_size)[0]
         self.text_dense = nn.Sequential(nn.Linear(cfg.cond_dim, EMBED), act())
         self.conv1 = features(cfg, norm)
         self.conv2 = nn.Sequential(
@@ -59,7 +59,7 @@ class Discriminator(nn.Module):
         )
         # the seed ends in Sigmoid; we return the raw logit and use BCE-with-logits in losses.py,
         # the same loss but numerically stable and autocast-safe
-        hidden = cfg.nf * 8
+        hidden = cfg.disc_nf * 8
         self.out_dense = nn.Sequential(nn.Linear(base * 4 * 4, hidden), act(), nn.Linear(hidden, 1))
 
     def forward(self, x, c):

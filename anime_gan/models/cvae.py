@@ -17,7 +17,7 @@ class Encoder(nn.Module):
         super().__init__()
         require_cond(cfg, "the CVAE encoder")
         self.z_dim, self.cond_dim, self.size = cfg.z_dim, cfg.cond_dim, cfg.image_size
-        ch = widths(cfg.nf, cfg.image_size)[::-1]  # 64 px, nf 64: [64, 128, 256, 512]
+        ch = widths(cfg.disc_nf, cfg.image_size)[::-1]  # 64 px, nf 64: [64, 128, 256, 512]
         layers = []
         for a, b in zip([3 + cfg.cond_dim, *ch], ch):  # c enters as constant planes
             layers += down(a, b, "bn", nn.ReLU)

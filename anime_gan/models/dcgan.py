@@ -51,7 +51,7 @@ class Discriminator(nn.Module):
 
     def __init__(self, cfg, n_cls=0, width=1, bias=True, norm="bn"):
         super().__init__()
-        ch = widths(cfg.nf * width, cfg.image_size)[::-1]  # [64, 128, 256, 512]
+        ch = widths(cfg.disc_nf * width, cfg.image_size)[::-1]  # [64, 128, 256, 512]
         layers = down(3, ch[0], None, lrelu(0.2), bias=bias)  # no BN on the input layer
         for a, b in zip(ch, ch[1:]):
             layers += down(a, b, norm, lrelu(0.2), bias=bias)

@@ -16,7 +16,7 @@ class Discriminator(nn.Module):
     def __init__(self, cfg):
         super().__init__()
         require_cond(cfg, "the projection discriminator")
-        ch = widths(cfg.nf, cfg.image_size)[::-1]  # 64 px, nf 64: [64, 128, 256, 512]
+        ch = widths(cfg.disc_nf, cfg.image_size)[::-1]  # 64 px, nf 64: [64, 128, 256, 512]
         layers = []
         for a, b in zip([3, *ch], ch):
             layers += down(a, b, None, lrelu(0.1), spectral=True)

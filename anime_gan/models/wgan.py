@@ -25,7 +25,7 @@ class Critic(nn.Module):
         require_cond(cfg, "the conditional critic")
         self.size = S = cfg.image_size
         self.embed = cond_embed(cfg.cond_dim, S * S, nn.ReLU, spectral)  # c -> one S x S plane
-        ch = widths(cfg.nf, S)[::-1]  # 64 px, nf 64: [64, 128, 256, 512]
+        ch = widths(cfg.disc_nf, S)[::-1]  # 64 px, nf 64: [64, 128, 256, 512]
         layers, res = [], S
         for a, b in zip([4, *ch], ch):  # 3 image channels + the condition plane
             layers += down(a, b, None, lrelu(0.1), spectral)

@@ -271,7 +271,8 @@ def train(cfg: TrainConfig) -> Path:
             if cut_short:  # some of G, D, the optimizers and the EMA hold step `step`, some not
                 last = checkpoint.resumable_steps(ckpt_dir)
                 log(f"stopped in the middle of step {step}: not saved, as a step cut short cannot be continued "
-                    f"exactly; " + (f"continue from step {last[-1]} with --resume" if last else "no checkpoint yet"))
+                    f"exactly; " + (f"continue from step {last[-1]} with --resume" if last
+                                    else "no checkpoint yet: the same command starts the run afresh"))
             elif stop.requested and step > start:
                 _check_finite(acc.peek(), step, ckpt_dir)
                 checkpoint.save_snapshot(ckpt_dir, step, state, cfg, mcfg, schema, dist)

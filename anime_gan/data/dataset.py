@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..distributed import free_memory
 from ..errors import UserError
 from ..labels import Schema
 from .formats import Source, read_image
@@ -138,8 +139,7 @@ class Batches:
             return mode == "on"
         if self.device.type != "cuda":
             return True  # "device memory" is host memory: reading the memmap once is cheapest
-        free, _ = torch.cuda.mem_get_info(self.device)
-        return packed.images.nbytes < 0.5 * free
+        return packed.images.nbytes < 0.5 * free_memory(self.device)
 
     def __iter__(self):
         return self

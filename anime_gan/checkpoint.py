@@ -209,8 +209,10 @@ def save_snapshot(ckpt_dir: Path, step: int, state: TrainState, cfg: TrainConfig
               "schema": schema.to_dict() if schema else None, "data_path": str(Path(cfg.train_dir).resolve())}
     trainer = {**common, "kind": "trainer", "D": state.D.state_dict(), "opt_G": state.opt_G.state_dict(),
                "opt_D": state.opt_D.state_dict(), "scaler": state.scaler.state_dict(),
+               # only the training device's CUDA stream: a resume may see fewer or other GPUs
                "rng": {"torch": torch.get_rng_state(), "gen": state.gen.get_state(),
-                       "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
+                       "gen_device": state.gen.device.type,
+                       "cuda": torch.cuda.get_rng_state(state.gen.device) if state.gen.device.type == "cuda" else []},
                "acc": state.acc.state(), "world_size": dist.world_size}
     generator = {**common, "kind": "generator", "G": state.G.state_dict(),
                  "G_ema": state.G_ema.state_dict() if state.G_ema is not None else None}
@@ -233,9 +235,11 @@ def save_snapshot(ckpt_dir: Path, step: int, state: TrainState, cfg: TrainConfig
 
 
 def restore_snapshot(path: Path, ckpt_dir: Path, state: TrainState, cfg: TrainConfig,
-                     schema_dict: dict | None = None) -> tuple[int, list[dict], TrainConfig]:
+                     schema_dict: dict | None = None, log=lambda msg: None) -> tuple[int, list[dict], TrainConfig]:
     """Load G_<N>.ckpt at `path` and its D_<N>.ckpt into `state`; returns (N, the stats records up to N,
-    the config the snapshot was trained with).
+    the config the snapshot was trained with). What cannot carry over to this session (the fp16 loss
+    scale of a run trained in another precision, a batch stream drawn on another kind of device) is
+    started afresh, deterministically, with a note through `log`.
 
     <ckpt_dir>/stats.jsonl is rewritten to those records, so the log continues from the snapshot."""
     g = load(path, "generator")
@@ -265,13 +269,27 @@ def restore_snapshot(path: Path, ckpt_dir: Path, state: TrainState, cfg: TrainCo
             lambda: state.G_ema is None or state.G_ema.load_state_dict(g["G_ema"] or g["G"]))
     restore(d_path, lambda: state.D.load_state_dict(d["D"]), lambda: state.opt_G.load_state_dict(d["opt_G"]),
             lambda: state.opt_D.load_state_dict(d["opt_D"]))
-    state.scaler.load_state_dict(d["scaler"])
-    torch.set_rng_state(d["rng"]["torch"])
-    state.gen.set_state(d["rng"]["gen"])
-    if d["rng"]["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(d["rng"]["cuda"])
-    state.acc.load(d["acc"])
     step = int(g["step"])
+    if state.scaler.is_enabled():
+        if d["scaler"]:
+            state.scaler.load_state_dict(d["scaler"])
+        else:
+            log(f"note: {path.name} was trained in {saved.precision}, so fp16 starts with a fresh loss scale")
+    rng = d["rng"]
+    torch.set_rng_state(rng["torch"])
+    if rng["gen"].numel() == state.gen.get_state().numel():
+        state.gen.set_state(rng["gen"])
+    else:  # CPU and CUDA generators keep different states: reseed, the same way on every such resume
+        state.gen.manual_seed(cfg.seed * 1000 + 7919 * step)
+        log(f"note: {path.name} drew its batches on {rng.get('gen_device', 'another device')}; "
+            f"on {state.gen.device.type} the batch stream is reseeded from --seed and the step")
+    cuda = rng["cuda"]
+    if isinstance(cuda, list):  # snapshots before gen_device saved every visible GPU's stream
+        index = state.gen.device.index or 0
+        cuda = cuda[index] if state.gen.device.type == "cuda" and index < len(cuda) else None
+    if cuda is not None and len(cuda) and state.gen.device.type == "cuda":
+        torch.cuda.set_rng_state(cuda, state.gen.device)
+    state.acc.load(d["acc"])
     # Logs continue where the snapshot was taken: lines written after it are dropped.
     records = [r for r in read_jsonl(path.parent / "stats.jsonl") if r.get("step", 0) <= step]
     (ckpt_dir / "stats.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
@@ -284,6 +302,9 @@ def resume_path(resume: str | None, ckpt_dir: Path) -> Path | None:
         return None
     if resume != "latest":
         p = Path(resume)
+        if not p.exists():
+            raise UserError(f"{p}: no such run folder or checkpoint; --resume takes a run folder, 'latest' "
+                            f"or a G_<step>.ckpt file")
         p = generator_path(p) if p.is_dir() else p
         if not p.name.startswith("G_"):
             raise UserError(f"{p}: --resume takes a run folder, 'latest' or a G_<step>.ckpt file")

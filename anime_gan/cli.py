@@ -112,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-b", "--batch_size", "--batch-size", type=int, default=d.batch_size,
                    help=f"batch size per process (default {d.batch_size})")
     p.add_argument("-t", "--train_dir", "--train-dir", default=d.train_dir,
-                   help=f"data folder (default {d.train_dir}); empty or missing -> built-in faces drawn there")
+                   help=f"data folder (default {d.train_dir}); an empty folder (or the default, if missing) gets the built-in faces drawn there")
     p.add_argument("-s", "--sample_dir", "--sample-dir", default=d.sample_dir,
                    help=f"where sample grids go (default {d.sample_dir})")
     p.add_argument("-c", "--checkpoint_dir", "--checkpoint-dir", default=d.checkpoint_dir,
@@ -142,7 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run folder name (default: from model, embed, nf, size, seed); not --run, which "
                         "torchrun would take as its own --run-path")
     p.add_argument("--resume", nargs="?", const="latest", default=None, metavar="PATH",
-                   help="continue a run: 'latest' (default when given bare) or a G_<N>.ckpt / run folder")
+                   help="continue a run: 'latest' (default when given bare) of the run the flags name, or a run "
+                        "folder / G_<N>.ckpt, continued in that folder (or in a new one with --name)")
     p.add_argument("--log-every", type=int, default=d.log_every, help=f"stats line every N steps (default {d.log_every})")
     p.add_argument("--eval-every", type=int, default=d.eval_every,
                    help="run offline metrics every N steps (needs a judge; 0 = off)")

@@ -56,8 +56,9 @@ class Dist:
         return all(torch.equal(g, gathered[0]) for g in gathered)
 
 
-def setup() -> Dist:
-    """Join the process group torchrun describes in the environment (no-op without it)."""
+def setup(device: str = "auto") -> Dist:
+    """Join the process group torchrun describes in the environment (no-op without it), over NCCL
+    when --device `device` means this rank's GPU and over gloo when it means the CPU."""
     env = {k: os.environ.get(k) for k in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
     try:
         world = int(env["WORLD_SIZE"] or "1")
@@ -71,12 +72,22 @@ def setup() -> Dist:
         raise UserError(f"the environment says {shown}, which is not a torchrun launch (it sets WORLD_SIZE, "
                         f"RANK, LOCAL_RANK, MASTER_ADDR and MASTER_PORT); unset WORLD_SIZE, or start "
                         f"with torchrun --nproc_per_node N -m anime_gan train ...") from None
+    check_device(device)
+    if device.startswith("cuda:"):
+        raise UserError(f"--device {device}: under torchrun each process trains on its own GPU (LOCAL_RANK); "
+                        f"pass -d cuda, and choose the GPUs with CUDA_VISIBLE_DEVICES")
     if not tdist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        backend = process_group_backend(device)
         if backend == "nccl":
             torch.cuda.set_device(local)
         tdist.init_process_group(backend)
     return Dist(rank, local, world)
+
+
+def process_group_backend(device: str) -> str:
+    """NCCL for GPUs; gloo for the CPU, even on a machine with GPUs (-d cpu there is a choice)."""
+    on_gpu = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
+    return "nccl" if on_gpu else "gloo"
 
 
 def cleanup() -> None:
@@ -94,7 +105,16 @@ def pick_device(name: str, local_rank: int | None = None) -> torch.device:
             raise UserError(f"--device {name}: no CUDA GPU is visible to PyTorch on this machine; "
                             f"use --device cpu (or auto)")
         if local_rank is not None and name == "cuda":
-            return torch.device("cuda", local_rank)
+            name = f"cuda:{local_rank}"
+        device = torch.device(name)
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise UserError(f"--device {name}: this machine shows {torch.cuda.device_count()} GPU(s), "
+                            f"numbered from 0; choose one of them")
+        # The chosen GPU becomes the current one: cudnn workspaces, graphs and compiled kernels
+        # otherwise land on GPU 0 even when -d cuda:1 puts the tensors elsewhere.
+        if device.index is not None:
+            torch.cuda.set_device(device)
+        return device
     return torch.device(name)
 
 

@@ -54,18 +54,24 @@ def writable_folder(folder, fix: str):
     return folder
 
 
+def visible_entries(folder: Path) -> list[Path]:
+    """The folder's entries other than dotfiles: a clone's `data/.gitignore` is not data."""
+    return [c for c in folder.iterdir() if not c.name.startswith(".")] if folder.is_dir() else []
+
+
 @contextmanager
 def removed_on_failure(folder):
-    """If `folder` is new (missing or empty) and the block fails, Ctrl-C included, empty it again
-    (and remove it, if the block made it): a half-written data set would pass for a whole one."""
+    """If `folder` is new (missing, or holding only dotfiles) and the block fails, Ctrl-C included,
+    empty it again (and remove it, if the block made it): a half-written data set would pass for a
+    whole one. Dotfiles that were there stay."""
     folder = Path(folder)
     existed = folder.exists()
-    fresh = not existed or (folder.is_dir() and not any(folder.iterdir()))
+    fresh = not existed or (folder.is_dir() and not visible_entries(folder))
     try:
         yield
     except BaseException:
         if fresh and folder.is_dir():
-            for child in folder.iterdir() if existed else []:
+            for child in visible_entries(folder) if existed else []:
                 shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
             if not existed:
                 shutil.rmtree(folder, ignore_errors=True)

@@ -314,6 +314,15 @@ def encode(schema: Schema, labels: torch.Tensor, embed: str) -> torch.Tensor:
     raise UserError(f"unknown --embed '{embed}'; choose one of {', '.join(EMBEDS)}")
 
 
+def condition_encoder(schema: Schema, embed: str, device):
+    """`encode` for a training loop: the rgb table is built once, on `device`. Rebuilding it per step
+    would copy it host->device every step, and a CUDA graph cannot record that copy."""
+    if embed != "rgb":
+        return lambda labels: encode(schema, labels, embed)
+    table = rgb_table(schema).to(device)
+    return lambda labels: labels @ table.to(labels.dtype)
+
+
 def parse_rgb(text: str) -> tuple[float, float, float]:
     """'#ff8800' or '255,136,0' -> (1.0, 0.53, 0.0)."""
     s = text.strip()

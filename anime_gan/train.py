@@ -16,7 +16,7 @@ import signal
 import sys
 import time
 from contextlib import nullcontext
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -28,8 +28,8 @@ from .config import TrainConfig, resolve_hyper, validate_train
 from .data.dataset import Batches, LabelSampler, open_packed
 from .data.prepare import PrepareConfig, cache_paths, ensure_cache, format_report, prepare
 from .errors import UserError
-from .files import removed_on_failure, writable_folder
-from .labels import Schema, cond_dim, encode
+from .files import removed_on_failure, visible_entries, writable_folder
+from .labels import Schema, cond_dim, condition_encoder
 from .metrics.evaluate import evaluate_during_training, load_training_judge
 from .models import PRESETS, ModelConfig, aux_kind, build
 from .step import CudaGraphStep, GanStep, VaeStep, draw as step_inputs, saved_bytes_per_image
@@ -45,13 +45,18 @@ class Diverged(UserError):
 
 
 def load_training_data(cfg: TrainConfig, log):
-    """Open the packed cache; draw the built-in faces first when the data folder is empty."""
+    """Open the packed cache; draw the built-in faces first when the data folder is empty (or is
+    the default one and missing)."""
     root = Path(cfg.train_dir)
     if cache_paths(root, cfg.image_size)[0].exists():
         return open_packed(root, cfg.image_size)
+    if not root.exists() and root != Path(TrainConfig.train_dir):
+        # a typo in -t must not quietly become hours of training on procedural faces
+        raise UserError(f"{root}: no such data folder; check the path, or create it empty (mkdir) "
+                        f"to have the built-in faces drawn there")
     with removed_on_failure(root):  # a Ctrl-C while drawing leaves no empty or half data folder
         writable_folder(root, "choose another folder with -t")  # the set or its cache is written there
-        if not any(root.iterdir()):
+        if not visible_entries(root):
             log(f"{root} is empty or missing: drawing the built-in data set "
                 f"({cfg.synthetic_size} procedural faces) there first")
             report = prepare(PrepareConfig(out=str(root), synthetic=cfg.synthetic_size,
@@ -95,12 +100,14 @@ def train(cfg: TrainConfig) -> Path:
     validate_train(cfg)
     hyper = resolve_hyper(cfg)
     preset = PRESETS[cfg.model]
-    dist = distributed.setup()
+    dist = distributed.setup(cfg.device)
     # Messages come from the main process only, so `log` is safe to call on every rank.
     log = (lambda msg: print(msg, file=sys.stderr)) if dist.is_main and not cfg.quiet else (lambda msg: None)
     device = distributed.pick_device(cfg.device, dist.local_rank if dist.world_size > 1 else None)
     if cfg.precision == "fp16" and device.type != "cuda":
         raise UserError("--precision fp16 needs a CUDA GPU; use --precision bf16 on the CPU")
+    if cfg.sync_bn and dist.world_size > 1 and device.type != "cuda":
+        raise UserError("--sync-bn needs CUDA GPUs (PyTorch's SyncBatchNorm has no CPU version); drop it with -d cpu")
     if cfg.cuda_graph and device.type != "cuda":
         raise UserError("--cuda-graph records the training step on a CUDA GPU; drop it on the CPU")
     if cfg.cuda_graph and dist.world_size > 1:
@@ -108,6 +115,11 @@ def train(cfg: TrainConfig) -> Path:
     if device.type == "cuda":
         _configure_cuda(cfg.deterministic)
 
+    if cfg.resume not in (None, "latest") and cfg.name is None:
+        # --resume RUN (or RUN/G_<N>.ckpt) alone continues that run in its own folder; with --name
+        # it branches into a new one. config.json and the snapshots record where it went.
+        folder = Path(cfg.resume) if Path(cfg.resume).is_dir() else Path(cfg.resume).parent
+        cfg = replace(cfg, name=folder.name, checkpoint_dir=str(folder.parent))
     run = cfg.run_name()
     sample_dir, ckpt_dir = Path(cfg.sample_dir) / run, Path(cfg.checkpoint_dir) / run
     resume_path = checkpoint.resume_path(cfg.resume, ckpt_dir)
@@ -163,8 +175,10 @@ def train(cfg: TrainConfig) -> Path:
         batches = Batches(data, cfg.batch_size, device, gen, cfg.data_on_device, cfg.flip)
         fake_labels = LabelSampler(data, device)
 
+        encode_labels = condition_encoder(schema, cfg.embed, device) if conditional else None
+
         def cond(labels):
-            return encode(schema, labels, cfg.embed) if conditional else labels[:, :0]
+            return encode_labels(labels) if conditional else labels[:, :0]
 
         fixed_z, fixed_labels, row_names = fixed_grid(schema if conditional else None, cfg.z_dim, 8, cfg.seed)
         fixed_z, fixed_c = fixed_z.to(device), cond(fixed_labels.to(device))
@@ -175,7 +189,7 @@ def train(cfg: TrainConfig) -> Path:
         start, records = 0, []
         if resume_path is not None:
             start, records, saved = checkpoint.restore_snapshot(resume_path, ckpt_dir, state, cfg,
-                                                                schema.to_dict() if schema else None)
+                                                                schema.to_dict() if schema else None, log)
             for opt in (opt_G, opt_D):
                 _match_device(opt, device, cfg.cuda_graph)
             if dist.world_size > 1:
@@ -187,7 +201,7 @@ def train(cfg: TrainConfig) -> Path:
                 log("note: continuing with changed settings: " + changed)
             if start >= cfg.iterations:
                 log(f"step {start} already reaches -i {cfg.iterations}: nothing to train; raise -i to continue")
-        if dist.is_main:  # the settings this session trains with (a resumed run may change some)
+        if dist.is_main and start < cfg.iterations:  # the settings this session trains with (a resumed run may change some)
             (ckpt_dir / "config.json").write_text(json.dumps(
                 {"train": cfg.to_dict(), "hyper": asdict(hyper), "model": checkpoint.plain(asdict(mcfg)),
                  "schema": schema.to_dict() if schema else None, "world_size": dist.world_size}, indent=2))

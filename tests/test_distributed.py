@@ -74,3 +74,42 @@ def test_a_stray_world_size_is_one_line(cli, tmp_path, monkeypatch, env):
     one_line_error(cli("train", "-t", tmp_path / "data", "-s", tmp_path / "s", "-c", tmp_path / "c", "-i", "1"),
                    f"WORLD_SIZE={env['WORLD_SIZE']}", "unset WORLD_SIZE, or start with torchrun")
     assert not (tmp_path / "s").exists() and not (tmp_path / "c").exists()
+
+
+def _torchrun_env(monkeypatch, rank="0"):
+    for key, value in {"WORLD_SIZE": "2", "RANK": rank, "LOCAL_RANK": rank, "MASTER_ADDR": "127.0.0.1",
+                       "MASTER_PORT": str(_free_port())}.items():
+        monkeypatch.setenv(key, value)
+
+
+def test_cuda_n_under_torchrun_is_refused_before_joining(cli, tmp_path, monkeypatch):
+    """Each rank takes its LOCAL_RANK's GPU; a fixed cuda:1 would put every rank on one GPU."""
+    _torchrun_env(monkeypatch)
+    one_line_error(cli("train", "-t", tmp_path / "data", "-c", tmp_path / "c", "-d", "cuda:1", "-i", "1"),
+                   "--device cuda:1", "pass -d cuda", "CUDA_VISIBLE_DEVICES")
+    assert not (tmp_path / "c").exists()
+
+
+def test_the_process_group_backend_follows_the_device_not_the_machine(monkeypatch):
+    from anime_gan.distributed import process_group_backend
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a GPU machine
+    assert [process_group_backend(d) for d in ("cpu", "auto", "cuda")] == ["gloo", "nccl", "nccl"]
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert process_group_backend("auto") == "gloo"
+
+
+def test_a_gpu_number_the_machine_lacks_is_one_line(cli, tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    one_line_error(cli("train", "-t", tmp_path / "data", "-c", tmp_path / "c", "-d", "cuda:2", "-i", "1"),
+                   "--device cuda:2", "shows 2 GPU(s)")
+    assert not (tmp_path / "c").exists()
+
+
+def test_sync_bn_on_cpu_ranks_is_one_line(cli, tmp_path, monkeypatch, builtin_set):
+    from anime_gan import distributed
+    from anime_gan.distributed import Dist
+    monkeypatch.setattr(distributed, "setup", lambda device="auto": Dist(0, 0, 2))  # as rank 0 of two
+    one_line_error(cli("train", "-t", builtin_set, "-c", tmp_path / "c", "-s", tmp_path / "s", "-d", "cpu",
+                       "--sync-bn", "-i", "1"), "--sync-bn needs CUDA GPUs", "drop it with -d cpu")
+    assert not (tmp_path / "c").exists()

@@ -187,6 +187,18 @@ def test_rgb_encoding_is_the_two_colours_over_255():
     assert rgb_table(ANIME).shape == (22, 6)
 
 
+@pytest.mark.parametrize("embed", ["onehot", "pair", "rgb"])
+def test_the_training_encoder_matches_encode_and_builds_the_rgb_table_once(embed, monkeypatch):
+    import anime_gan.labels as labels
+    expected, built = encode(ANIME, batch(), embed), []
+    real_table = labels.rgb_table
+    monkeypatch.setattr(labels, "rgb_table", lambda schema: built.append(1) or real_table(schema))
+    to_condition = labels.condition_encoder(ANIME, embed, "cpu")
+    for _ in range(3):
+        torch.testing.assert_close(to_condition(batch()), expected)
+    assert len(built) == (1 if embed == "rgb" else 0)  # per step it would be a host->device copy
+
+
 def test_multi_label_encodes_as_multi_hot_only():
     v = torch.from_numpy(np.stack([CLEVR.parse("gray cube red sphere"), CLEVR.parse("cyan cylinder")]))
     assert cond_dim(CLEVR, "onehot") == 24

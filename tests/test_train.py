@@ -9,7 +9,7 @@ import torch
 from anime_gan import checkpoint
 from anime_gan.cli import main
 from anime_gan.models import PRESETS
-from conftest import snapshot
+from conftest import one_line_error, snapshot
 
 TINY = ["--nf", "8", "-b", "8", "--log-every", "1", "-q"]
 
@@ -139,7 +139,7 @@ def test_d_nf_gives_d_its_own_width_and_must_match_on_resume(tmp_path, data, cap
 def test_resume_past_the_last_iteration_says_so_and_writes_nothing(tmp_path, data, capsys):
     common = ["--model", "cgan", "--image-size", "32", "--check", "3", "--sample", "3", "--name", "r"]
     assert _train(tmp_path, data, *common, "-i", "3") == 0
-    before = sorted(p.name for p in (tmp_path / "ckpt" / "r").iterdir())
+    before = snapshot(tmp_path / "ckpt" / "r")
     capsys.readouterr()
     args = ["train", "-t", str(data), "-s", str(tmp_path / "samples"), "-c", str(tmp_path / "ckpt"),
             "--nf", "8", "-b", "8", *common, "-i", "2", "--resume"]
@@ -147,7 +147,9 @@ def test_resume_past_the_last_iteration_says_so_and_writes_nothing(tmp_path, dat
     err = capsys.readouterr().err
     assert "step 3 already reaches -i 2: nothing to train; raise -i to continue" in err
     assert "training cgan" not in err  # no header for a run that does not train
-    assert sorted(p.name for p in (tmp_path / "ckpt" / "r").iterdir()) == before
+    after = snapshot(tmp_path / "ckpt" / "r")
+    assert after.keys() == before.keys()
+    assert after["config.json"] == before["config.json"]  # "-i 2" must not replace the recorded -i 3
 
 
 def test_same_seed_same_run(tmp_path, data):
@@ -187,7 +189,7 @@ def test_dry_run_prints_resolved_config(tmp_path, data, capsys):
     (["--seed", "-1"], "--seed must be between 0 and"),
     (["--synthetic-size", "0"], "--synthetic-size (built-in faces drawn into an empty -t folder) must be"),
     (["--name", "../escape"], "must be a plain folder name"),
-    (["--resume", "no/such/G_5.ckpt"], "checkpoint not found"),  # found after the folders are made
+    (["--resume", "no/such/G_5.ckpt"], "no/such/G_5.ckpt: no such run folder or checkpoint"),
     (["-d", "tpu"], "unknown --device 'tpu'"),
 ])
 def test_bad_input_is_one_line_and_touches_nothing(tmp_path, data, capsys, args, message):
@@ -311,10 +313,27 @@ def test_unconditional_wgan_gp_follows_the_messages_to_dcgan_gp(tmp_path, data, 
 
 
 def test_empty_data_folder_gets_the_built_in_set(tmp_path):
-    empty = tmp_path / "data"
+    # a fresh clone's data/ holds only .gitignore: that is still an empty data folder
+    empty = tmp_path / "clone_data"
+    empty.mkdir()
+    (empty / ".gitignore").write_text("*\n!.gitignore\n")
     assert _train(tmp_path, empty, "--model", "cgan", "--image-size", "32", "-i", "1", "--check", "1",
                   "--synthetic-size", "24") == 0
     assert (empty / "tags.pickle").exists() and (empty / "cache" / "images_32.npy").exists()
+    assert (empty / ".gitignore").read_text() == "*\n!.gitignore\n"
+
+
+def test_default_data_folder_is_drawn_when_missing(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert _train(tmp_path, "data", "--model", "cgan", "--image-size", "32", "-i", "1", "--check", "1",
+                  "--synthetic-size", "24") == 0
+    assert (tmp_path / "data" / "cache" / "images_32.npy").exists()
+
+
+def test_a_mistyped_data_folder_is_an_error_not_procedural_faces(tmp_path, cli):
+    err = one_line_error(cli("train", "-t", tmp_path / "dtaa", "-c", tmp_path / "ckpt", "-s", tmp_path / "s",
+                             "-d", "cpu", "-i", "1", *TINY), "dtaa", "no such data folder")
+    assert not (tmp_path / "dtaa").exists() and not (tmp_path / "ckpt").exists(), err
 
 
 
@@ -448,3 +467,62 @@ def test_acgan_on_labels_mixing_one_of_and_multi_label_groups(tmp_path, capsys):
         assert "mixes both (hair, objects)" in err and len(err.splitlines()) == 1
     assert _train(tmp_path, data, "--model", "cgan", "--image-size", "32", "-i", "2", "--name", "c") == 0
     assert checkpoint.steps(tmp_path / "ckpt" / "c") == [2]
+
+
+def _trainer_state(run: Path, scaler):
+    """A TrainState shaped like `run`'s cgan, for restore_snapshot, with the given GradScaler."""
+    from anime_gan.config import TrainConfig
+    from anime_gan.models import ModelConfig, build
+    from anime_gan.train import _Accumulator
+    g = torch.load(run / "G_2.ckpt", weights_only=True)
+    m = dict(g["model"], class_sizes=tuple(g["model"]["class_sizes"]))
+    G, D = build("cgan", ModelConfig(**m))
+    opts = [torch.optim.Adam(n.parameters(), lr=2e-4, betas=(0.5, 0.999)) for n in (G, D)]
+    state = checkpoint.TrainState(G, D, None, *opts, scaler, torch.Generator().manual_seed(0), _Accumulator("cpu"))
+    return state, TrainConfig.from_dict(g["config"]), g["schema"]
+
+
+def test_resume_in_fp16_from_another_precision_starts_a_fresh_loss_scale(tmp_path, data):
+    assert _train(tmp_path, data, "--model", "cgan", "--image-size", "32", "-i", "2", "--check", "2", "--name", "r") == 0
+    run, notes = tmp_path / "ckpt" / "r", []
+    state, cfg, schema = _trainer_state(run, torch.amp.GradScaler("cpu", enabled=True))  # fp16's scaler
+    step, _, _ = checkpoint.restore_snapshot(run / "G_2.ckpt", run, state, cfg, schema, notes.append)
+    assert step == 2 and notes == ["note: G_2.ckpt was trained in fp32, so fp16 starts with a fresh loss scale"]
+    assert state.scaler.get_scale() == torch.amp.GradScaler("cpu").get_scale()
+
+
+def test_resume_on_another_kind_of_device_reseeds_the_batch_stream(tmp_path, data, capsys):
+    """A CUDA generator's state (16 bytes) cannot be loaded into a CPU one (5056): say so, reseed the same way."""
+    common = ["--model", "cgan", "--image-size", "32", "--check", "2", "--name", "r"]
+    for copy in ("a", "b"):
+        assert _train(tmp_path / copy, data, *common, "-i", "2") == 0
+        d_path = tmp_path / copy / "ckpt" / "r" / "D_2.ckpt"
+        d = torch.load(d_path, weights_only=True)
+        d["rng"].update(gen=torch.zeros(16, dtype=torch.uint8), gen_device="cuda")  # as a GPU run saves it
+        torch.save(d, d_path)
+        capsys.readouterr()
+        assert main(["train", "-t", str(data), "-s", str(tmp_path / copy / "samples"), "-c", str(tmp_path / copy / "ckpt"),
+                     "--nf", "8", "-b", "8", *common, "-i", "3", "--resume"]) == 0  # not -q: notes show
+        assert "note: G_2.ckpt drew its batches on cuda; on cpu the batch stream is reseeded" in capsys.readouterr().err
+    ga, gb = (torch.load(tmp_path / c / "ckpt" / "r" / "G_3.ckpt", weights_only=True)["G"] for c in "ab")
+    assert _states_equal(ga, gb)
+
+
+def test_snapshots_keep_only_the_training_devices_cuda_stream(tmp_path, data):
+    """A GPU run resumed on a machine with fewer GPUs must not index a stream that is not there."""
+    assert _train(tmp_path, data, "--model", "cgan", "--image-size", "32", "-i", "2", "--check", "2", "--name", "r") == 0
+    rng = torch.load(tmp_path / "ckpt" / "r" / "D_2.ckpt", weights_only=True)["rng"]
+    assert rng["gen_device"] == "cpu" and len(rng["cuda"]) == 0
+
+
+def test_resume_path_alone_continues_that_run_in_its_own_folder(tmp_path, data, cli):
+    common = ["--model", "cgan", "--image-size", "32", "--check", "2"]
+    assert _train(tmp_path, data, *common, "-i", "2", "--name", "mine") == 0
+    run = tmp_path / "ckpt" / "mine"
+    # no --name, and a -c elsewhere: the run folder given to --resume is the one continued
+    assert main(["train", "-t", str(data), "-c", str(tmp_path / "other"), "-s", str(tmp_path / "samples"), *TINY,
+                 *common, "-i", "4", "--resume", str(run)]) == 0
+    assert checkpoint.resumable_steps(run) == [2, 4] and not (tmp_path / "other").exists()
+    assert [json.loads(l)["step"] for l in (run / "stats.jsonl").read_text().splitlines()] == [1, 2, 3, 4]
+    one_line_error(cli("train", "-t", data, "-c", tmp_path / "ckpt", *common, "-i", "6", "--resume",
+                       tmp_path / "ckpt" / "nope"), "nope: no such run folder or checkpoint")

@@ -143,8 +143,10 @@ def generator_path(model_dir) -> Path:
     if p.is_file():
         return p
     if not p.is_dir():
-        raise UserError(f"{p}: no such run folder or checkpoint; pass a run folder such as "
-                        f"checkpoints/<run> or a G_<step>.ckpt file")
+        guess = Path(TrainConfig.checkpoint_dir) / p  # a run's name given without its folder
+        fix = (f"did you mean {guess}?" if not p.is_absolute() and guess.is_dir() else
+               "pass a run folder such as checkpoints/<run> or a G_<step>.ckpt file")
+        raise UserError(f"{p}: no such run folder or checkpoint; {fix}")
     found = steps(p)
     if not found:
         subruns = sorted(d.name for d in p.iterdir() if d.is_dir() and steps(d))

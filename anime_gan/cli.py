@@ -17,7 +17,7 @@ import sys
 
 from . import __version__
 from .config import PrepareConfig, TestConfig, TrainConfig
-from .errors import UserError
+from .errors import UserError, out_of_memory
 
 TEST_TYPES = ("fix_noise", "fix_hair_eye", "change_hair", "change_eye", "interpolate", "pairs", "grid",
               "color_map", "conditions", "samples", "progress")
@@ -247,7 +247,7 @@ def main(argv=None) -> int:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
     except (MemoryError, RuntimeError) as e:
-        if not _out_of_memory(e):
+        if not out_of_memory(e):
             raise
         print(f"{prog}: error: out of {'GPU ' if 'CUDA' in str(e) else ''}memory; use a smaller -b (or fewer "
               f"samples: -n, -k, --fid-samples), or --precision bf16; saved checkpoints are intact", file=sys.stderr)
@@ -290,12 +290,6 @@ def _expand_home(args) -> None:
             setattr(args, key, os.path.expanduser(value))
 
 
-def _out_of_memory(e: BaseException) -> bool:
-    # torch.OutOfMemoryError on a GPU; a plain RuntimeError from the CPU allocator
-    return (isinstance(e, MemoryError) or type(e).__name__ == "OutOfMemoryError"
-            or "can't allocate memory" in str(e))
-
-
 _OS_FIX = {errno.ENOSPC: "free space on that disk or choose another folder",
            errno.EDQUOT: "free space on that disk or choose another folder",
            errno.EROFS: "choose a folder on a writable disk",
@@ -330,7 +324,8 @@ def _run(args) -> int:
             return _print({"train": dataclasses.asdict(cfg), "resolved": dataclasses.asdict(resolve_hyper(cfg)),
                            "run": cfg.run_name()})
         out = train(cfg)
-        print(out)
+        if out is not None:
+            print(out)
         return 0
     if args.command == "test":
         from .sampling import run_test, validate_test

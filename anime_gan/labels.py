@@ -131,10 +131,10 @@ class Schema:
         out = {}
         for gi, g in enumerate(self.groups):
             for ci, c in enumerate(g.classes):
-                words = tuple(c.split())
+                words = tuple(c.lower().split())  # parse() lowercases what the user typed
                 if g.suffixes:
                     for s in g.suffixes:
-                        out[words + (s,)] = (gi, ci)
+                        out[words + (s.lower(),)] = (gi, ci)
                 else:
                     out[words] = (gi, ci)
         return out
@@ -182,9 +182,12 @@ class Schema:
 
     def class_index(self, group: str, name: str) -> int:
         g = self.group(group)
-        if name not in g.classes:
-            raise UserError(f"unknown {group} colour '{name}'; valid {group} colours: " + ", ".join(g.classes))
-        return g.classes.index(name)
+        if name in g.classes:
+            return g.classes.index(name)
+        folded = [c.lower() for c in g.classes]  # --hair Blue is --hair blue
+        if folded.count(name.lower()) == 1:
+            return folded.index(name.lower())
+        raise UserError(f"unknown {group} colour '{name}'; valid {group} colours: " + ", ".join(g.classes))
 
     def describe(self, vec) -> str:
         """Multi-hot vector -> "blue hair red eyes" (inverse of parse)."""

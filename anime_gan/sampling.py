@@ -165,8 +165,8 @@ def _colour(cfg: TestConfig, model: Model, rng: random.Random, group: str, flag:
             raise UserError(f"give --{group} or --{group}-rgb, not both")
         return Colour(group, rgb=parse_rgb(rgb))
     if name:
-        model.schema.class_index(group, name)  # raises, listing the valid colours
-        return Colour(group, name)
+        index = model.schema.class_index(group, name)  # raises, listing the valid colours
+        return Colour(group, model.schema.group(group).classes[index])  # "Blue" -> "blue", as in file names
     name = rng.choice(model.schema.group(group).classes)
     _say(f"--{flag.replace('_', '-')}{group} not given; picked {name} at random (seed {cfg.seed})")
     return Colour(group, name)

@@ -27,7 +27,7 @@ from . import checkpoint, distributed, render
 from .config import TrainConfig, resolve_hyper, validate_train
 from .data.dataset import Batches, LabelSampler, open_packed
 from .data.prepare import PrepareConfig, cache_paths, ensure_cache, format_report, prepare
-from .errors import UserError
+from .errors import UserError, out_of_memory
 from .files import removed_on_failure, visible_entries, writable_folder
 from .labels import Schema, cond_dim, condition_encoder
 from .metrics.evaluate import evaluate_during_training, load_training_judge
@@ -96,7 +96,7 @@ def fixed_grid(schema: Schema | None, z_dim: int, cols: int, seed: int):
     return z, labels, rows
 
 
-def train(cfg: TrainConfig) -> Path:
+def train(cfg: TrainConfig) -> Path | None:
     validate_train(cfg)
     hyper = resolve_hyper(cfg)
     preset = PRESETS[cfg.model]
@@ -298,7 +298,7 @@ def train(cfg: TrainConfig) -> Path:
             stop.restore()
         if cut_short or (stop.requested and done == start):  # nothing, or not all of it, saved
             raise KeyboardInterrupt  # exit status 130, as for any interrupted command
-        return ckpt_dir
+        return ckpt_dir if dist.is_main else None  # one process names the run, not one per rank
     except BaseException:
         if done is None or done == start:  # a failed or interrupted start leaves no run folders behind
             _remove(created)
@@ -476,6 +476,8 @@ class _CompiledOrEager:
             try:
                 return self.compiled(*args)
             except Exception as e:
+                if out_of_memory(e):  # the batch, not the compiler: uncompiled it would not fit either
+                    raise
                 self._give_up(e)
         return self.module(*args)
 

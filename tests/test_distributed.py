@@ -36,6 +36,7 @@ def test_torchrun_two_cpu_ranks(tmp_path):
     trainer = checkpoint.load(run / "D_3.ckpt", "trainer")
     assert trainer["world_size"] == 2  # the in-sync check ran across both ranks before saving
     assert "batch 4 x 2 = 8 global" in done.stderr
+    assert done.stdout.split() == [str(run)]  # the run's folder, named once, not once per rank
     # Unwrapped state_dicts: the checkpoint loads and resumes in a single process.
     G, *_ = checkpoint.load_generator(run)
     assert G(torch.randn(1, 100), torch.zeros(1, 22)).shape == (1, 3, 32, 32)

@@ -113,6 +113,14 @@ def test_unknown_word_and_unknown_object_list_valid_names():
     assert ANIME.class_index("eye", "blue") == 9
 
 
+def test_colour_names_are_read_in_any_case():
+    assert ANIME.class_index("eye", "Blue") == ANIME.class_index("eye", "BLUE") == 9
+    assert np.array_equal(ANIME.parse("Blue Hair RED eyes"), ANIME.parse("blue hair red eyes"))
+    shouting = Schema.from_dict({**CLEVR.to_dict(), "groups": [dict(g, classes=[c.upper() for c in g["classes"]])
+                                                              for g in CLEVR.to_dict()["groups"]]}, "x")
+    assert shouting.parse("red cube").sum() == 1  # classes stored in capitals are found too
+
+
 def test_two_values_for_one_group_are_refused():
     with pytest.raises(UserError, match="two hair"):
         ANIME.parse("blue hair red hair red eyes")

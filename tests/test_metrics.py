@@ -423,3 +423,10 @@ def test_unknown_device_bad_seed_or_huge_count_is_one_line(cli, run_dir, data_di
     one_line_error(cli("train-judge", "-t", data_dir, "--epochs", "1", *flags, "-o", tmp_path / "j.pt", "-q",
                        *dry_run), needle)
     assert not (tmp_path / "j.pt").exists()
+
+
+def test_judge_report_counts_its_epochs_in_english():
+    from anime_gan.metrics.judge import format_report
+    report = dict(judge="j.pt", heldout_accuracy={"hair": 0.5}, heldout=10, images=100, seconds=1.0, device="cpu")
+    assert "1 epoch, " in format_report(dict(report, epochs=1))
+    assert "3 epochs, " in format_report(dict(report, epochs=3))

@@ -376,6 +376,18 @@ def test_compile_that_fails_falls_back_to_eager(tmp_path, data, monkeypatch, cap
     assert checkpoint.resumable_steps(tmp_path / "c" / "r") == [2]
 
 
+def test_out_of_memory_in_a_compiled_step_is_not_taken_for_a_compiler_failure(tmp_path, data, monkeypatch, capsys):
+    def compiled_but_too_big(module, *a, **k):
+        def fail(*args):
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return fail
+    monkeypatch.setattr(torch, "compile", compiled_but_too_big)
+    code = main([*TRAIN[:-3], "-t", str(data), "-s", str(tmp_path / "s"), "-c", str(tmp_path / "c"),
+                 "-i", "2", "--check", "2", "--compile", "--name", "r"])
+    err = capsys.readouterr().err
+    assert code == 2 and "out of GPU memory; use a smaller -b" in err and "continuing without it" not in err
+
+
 def test_ctrl_c_while_drawing_the_built_in_set_leaves_no_half_data_set(tmp_path, monkeypatch, capsys):
     from anime_gan.data import synthetic
     real_generate = synthetic.generate

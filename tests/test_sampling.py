@@ -2,12 +2,14 @@
 determinism, errors)."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image, ImageSequence
 
 from anime_gan.cli import main
+from conftest import one_line_error
 
 S, PAD = 64, 2  # image size and make_grid padding
 
@@ -106,6 +108,11 @@ def test_interpolate_writes_a_gif_of_each_step(models, tmp_path, capsys):
     gif = Image.open(paths[1])
     assert gif.n_frames == 4 and gif.size == (S, S)
     assert "--to-hair not given; picked" in err and "--hair not given" not in err
+
+
+def test_a_colour_in_capitals_names_its_file_in_lower_case(models, tmp_path, capsys):
+    rc, paths, _ = _test(capsys, models["onehot"], tmp_path, "-t", "fix_hair_eye", "--hair", "Blue", "--eye", "RED")
+    assert rc == 0 and [Path(p).name for p in paths] == ["blue_hair_red_eyes.png"]
 
 
 def test_random_colours_are_seeded_and_announced(models, tmp_path, capsys):
@@ -268,3 +275,10 @@ def test_file_names_from_label_text_are_safe_everywhere():
     assert _filename("#ff8800 hair") == "ff8800 hair"
     assert _filename("a\x00b\nc/d\\e:f") == "abcdef"      # NUL, newline and separators never reach open()
     assert len(_filename("y" * 300)) == 120 and _filename("///") == "image"
+
+
+def test_a_run_name_without_its_folder_suggests_the_path(tmp_path, monkeypatch, cli):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "checkpoints" / "myrun").mkdir(parents=True)
+    one_line_error(cli("test", "-t", "fix_noise", "-d", "myrun"),
+                   "myrun: no such run folder or checkpoint; did you mean checkpoints/myrun?")

@@ -91,3 +91,10 @@ def test_colours_are_separable(group):
             else _render("brown", name, s)[masks[s]] for s in SEEDS])
         med = np.median(px, axis=0)
         assert _nearest(med, names) == name, (name, med)
+
+
+def test_prepare_reports_the_built_in_set_as_drawn_not_as_a_source_folder(tmp_path, cli):
+    rc, out, err = cli("prepare", "--synthetic", "6", "--seed", "3", "-o", tmp_path / "d", "-q")
+    assert rc == 0 and (out + err).splitlines()[0] == f"6 built-in faces drawn with seed 3 -> {tmp_path / 'd'} at 64px"
+    rc, out, err = cli("prepare", tmp_path / "d", "--image-size", "32", "-q")  # a prepared set is a tag-pickle one
+    assert rc == 0 and "(tag-pickle layout)" in (out + err).splitlines()[0]

@@ -87,6 +87,8 @@ def _prepare(cfg: PrepareConfig, out: Path) -> dict:
         write_labels(out, None, labels, src.schema, overwrite_priors=False)
     # else: prepared in place; the cache (and its meta) carry the labels and schema
     report = _report(src, out, cfg.image_size, len(keep), skipped, labels)
+    if cfg.synthetic:  # drawn into `out`, which is then read as a tag-pickle set: say which it is
+        report.update(source="built-in faces", layout="built-in", seed=cfg.seed)
     _, _, meta = cache_paths(out, cfg.image_size)
     _atomic_write_bytes(meta, json.dumps(report, indent=1).encode())
     return report
@@ -265,8 +267,9 @@ def _report(src: Source, out: Path, size: int, n: int, skipped, labels) -> dict:
 
 
 def format_report(report: dict) -> str:
-    lines = [f"{report['images']} images from {report['source']} ({report['layout']} layout) -> "
-             f"{report['out']} at {report['image_size']}px"]
+    origin = (f"built-in faces drawn with seed {report['seed']}" if report["layout"] == "built-in" else
+              f"images from {report['source']} ({report['layout']} layout)")
+    lines = [f"{report['images']} {origin} -> {report['out']} at {report['image_size']}px"]
     for group, counts in report["class_counts"].items():
         lines.append(f"  {group}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
     if report["skipped"]:

@@ -53,7 +53,7 @@ def add_eval_parsers(sub, make, dry_run) -> None:
              "             in $TORCH_HOME/hub/checkpoints or --inception-weights (nothing downloads)\n"
              "  judge-fid  FID on the judge's penultimate features (offline)\n"
              "  intra-fid  judge-feature FID per class (fakes asked for it vs reals of it)\n"
-             "  diversity  pixel gap of fakes with one label and two z over that of real faces with\n"
+             "  diversity  pixel gap of fakes with one label and two z over that of real images with\n"
              "             one label: 1 = as varied as the data, 0 = collapse in z (needs no judge)\n"
              "Real-image statistics are cached in <data>/cache/. Every evaluation appends one line to "
              "<run>/metrics.jsonl.",
@@ -158,7 +158,7 @@ def format_table(record: dict) -> str:
             lines.append(f"{'diversity in z':<22} n/a (no two real images share a label)")
         else:
             lines.append(f"{'diversity in z':<22} {d['ratio']:.3f}  (fakes with one label differ by "
-                         f"{d['fake']:.3f} per pixel, real faces with one label by {d['real']:.3f}; "
+                         f"{d['fake']:.3f} per pixel, real images with one label by {d['real']:.3f}; "
                          f"{d['pairs']} pairs)")
     lines.append(f"({record['seconds']} s; appended to metrics.jsonl)")
     return "\n".join(lines)

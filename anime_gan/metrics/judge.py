@@ -205,4 +205,4 @@ def load_judge(path, device="cpu") -> tuple[Judge, dict]:
 def format_report(report: dict) -> str:
     acc = ", ".join(f"{k} {v:.3f}" for k, v in report["heldout_accuracy"].items())
     return (f"{report['judge']}: held-out accuracy {acc} ({report['heldout']} of {report['images']} "
-            f"real images, {report['epochs']} epochs, {report['seconds']} s on {report['device']})")
+            f"real images, {report['epochs']} epoch{'s' * (report['epochs'] != 1)}, {report['seconds']} s on {report['device']})")

@@ -46,6 +46,15 @@ class Dist:
             g.copy_(flat[offset:offset + g.numel()].view_as(g))
             offset += g.numel()
 
+    def any(self, flag: bool, device) -> bool:
+        """True on every process when `flag` is True on any. A Ctrl-C reaches the ranks at
+        different steps; a rank that stopped alone would leave the others waiting in an all-reduce."""
+        if self.world_size == 1:
+            return flag
+        t = torch.tensor([float(flag)], device=device)
+        tdist.all_reduce(t, op=tdist.ReduceOp.MAX)
+        return bool(t.item())
+
     def in_sync(self, *modules: torch.nn.Module) -> bool:
         """True when every process holds bit-identical parameters (checked at checkpoints)."""
         params = torch.cat([p.detach().reshape(-1).double() for m in modules for p in m.parameters()])

@@ -163,6 +163,8 @@ class VaeStep:
     """cvae: one reconstruction + KL update of decoder (G) and encoder (E) with one optimizer."""
     G: torch.nn.Module
     E: torch.nn.Module
+    g_fwd: Callable  # G and E themselves, or their torch.compile'd forward (--compile)
+    e_fwd: Callable
     opt: torch.optim.Optimizer
     scaler: torch.amp.GradScaler
     dist: object
@@ -172,9 +174,9 @@ class VaeStep:
     def __call__(self, draws: list[Draw]) -> list[tuple[str, torch.Tensor]]:
         x, y = draws[0].x, draws[0].y
         with self.autocast:
-            mu, logvar = self.E(x, self.cond(y))
+            mu, logvar = self.e_fwd(x, self.cond(y))
             z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()
-            recon = self.G(z, self.cond(y))
+            recon = self.g_fwd(z, self.cond(y))
             loss, mse, kl = losses.vae_loss(recon.float(), x, mu.float(), logvar.float())
         backward_step(loss, self.opt, self.scaler, self.dist, self.G, self.E)
         return [("g_loss", loss), ("mse", mse), ("kl", kl)]

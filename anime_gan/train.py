@@ -35,6 +35,9 @@ from .models import PRESETS, ModelConfig, aux_kind, build
 from .step import CudaGraphStep, GanStep, VaeStep, draw as step_inputs, saved_bytes_per_image
 
 
+# Under torchrun, steps between the ranks' agreement on a Ctrl-C/SIGTERM: the stop lands this late at most.
+STOP_AGREEMENT_EVERY = 10
+
 # Flags a resumed run may change; the architecture's (--model, --nf, ...) must match: restore_snapshot.
 RESUME_MAY_CHANGE = ("loss", "lr", "glr", "dlr", "beta", "n_critic", "aux", "mode_seeking", "gp", "batch_size",
                      "precision", "seed", "train_dir")
@@ -222,7 +225,7 @@ def train(cfg: TrainConfig) -> Path | None:
                                    cache_enabled=not cfg.cuda_graph)
                     if cfg.precision != "fp32" else nullcontext())
         if preset.loss == "vae":  # real batches only: the VAE draws its own z from the encoder
-            run_step, n_draws, draw_labels = VaeStep(G, D, opt_G, scaler, dist, cond, autocast), 1, None
+            run_step, n_draws, draw_labels = VaeStep(G, D, g_fwd, d_fwd, opt_G, scaler, dist, cond, autocast), 1, None
         else:
             run_step = GanStep(G, D, g_fwd, d_fwd, opt_G, opt_D, scaler, dist, hyper.loss, aux, cfg.aux,
                                mcfg.class_sizes, cond, autocast, cfg.mode_seeking, cfg.gp)
@@ -235,7 +238,12 @@ def train(cfg: TrainConfig) -> Path | None:
         step, window_start, window_images = start, time.perf_counter(), 0
         done = start  # the last step whose updates all landed: only that state can be saved
         try:
-            while step < cfg.iterations and not stop.requested:
+            while step < cfg.iterations:
+                # Ranks agree to stop every few steps (one tiny all-reduce and host sync each time);
+                # a single process just looks at its flag.
+                if (dist.world_size == 1 or step % STOP_AGREEMENT_EVERY == 0) and dist.any(stop.requested, device):
+                    stop.requested = True  # on every rank, also one the signal did not reach
+                    break
                 step += 1
                 # (1) n_critic D updates, then (2) one G update: see step.py
                 draws = step_inputs(batches, draw_labels, gen, cfg.z_dim, n_draws, cfg.channels_last,
@@ -256,7 +264,7 @@ def train(cfg: TrainConfig) -> Path | None:
                     elapsed = time.perf_counter() - window_start
                     rec["img_per_s"] = round(window_images / max(elapsed, 1e-9), 1)
                     window_start, window_images = time.perf_counter(), 0
-                    _check_finite(rec, step, ckpt_dir)
+                    _check_finite(rec, step, ckpt_dir, dist, device)
                     records.append(rec)
                     if dist.is_main:
                         _append_stats(ckpt_dir, rec, tb)
@@ -288,7 +296,7 @@ def train(cfg: TrainConfig) -> Path | None:
                     f"exactly; " + (f"continue from step {last[-1]} with --resume" if last
                                     else "no checkpoint yet: the same command starts the run afresh"))
             elif stop.requested and step > start:
-                _check_finite(acc.peek(), step, ckpt_dir)
+                _check_finite(acc.peek(), step, ckpt_dir, dist, device)
                 checkpoint.save_snapshot(ckpt_dir, step, state, cfg, mcfg, schema, dist)
                 log(f"stopped at step {step}: saved {ckpt_dir / f'G_{step}.ckpt'}; continue with --resume")
             if tb is not None:
@@ -516,13 +524,15 @@ class _Accumulator:
         self.counts = dict(state["counts"])
 
 
-def _check_finite(rec: dict, step: int, ckpt_dir: Path) -> None:
+def _check_finite(rec: dict, step: int, ckpt_dir: Path, dist, device) -> None:
+    """Raise Diverged on every process when any one's losses are NaN/inf: a rank that stopped alone
+    would leave the others waiting in the next all-reduce."""
     bad = [k for k, v in rec.items() if isinstance(v, float) and not math.isfinite(v)]
-    if bad:
+    if dist.any(bool(bad), device):
         good = checkpoint.resumable_steps(ckpt_dir)
         last = f"the last good checkpoint is {ckpt_dir / f'G_{good[-1]}.ckpt'}" if good else "no checkpoint was written"
-        raise Diverged(f"training diverged by step {step} ({', '.join(bad)} = {rec[bad[0]]}); {last}; "
-                       f"try a lower --lr, or --precision fp32")
+        what = f"{', '.join(bad)} = {rec[bad[0]]}" if bad else "on another process"
+        raise Diverged(f"training diverged by step {step} ({what}); {last}; try a lower --lr, or --precision fp32")
 
 
 def _append_stats(ckpt_dir: Path, rec: dict, tb) -> None:

@@ -3,6 +3,7 @@ import os
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -18,15 +19,20 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_torchrun_two_cpu_ranks(tmp_path):
+def _two_cpu_ranks(tmp_path, model: str, steps: int) -> tuple[list[str], dict, Path]:
+    """torchrun's command for 2 gloo ranks training `model` on 32 tiny faces into <tmp>/c/r, its env, its data."""
     data = tmp_path / "data"
     assert main(["prepare", "--synthetic", "32", "-o", str(data), "--image-size", "32", "-q"]) == 0
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr",
            "127.0.0.1", "--master_port", str(_free_port()), "-m", "anime_gan", "train", "-t", str(data),
-           "-s", str(tmp_path / "s"), "-c", str(tmp_path / "c"), "--name", "r", "--model", "wgan-gp",
-           "--nf", "8", "-b", "4", "--image-size", "32", "-i", "3", "--check", "3", "--sample", "3",
-           "--log-every", "1", "-d", "cpu"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+           "-s", str(tmp_path / "s"), "-c", str(tmp_path / "c"), "--name", "r", "--model", model,
+           "--nf", "8", "-b", "4", "--image-size", "32", "-i", str(steps), "--check", str(steps),
+           "--sample", str(steps), "--log-every", "1", "-d", "cpu"]
+    return cmd, {**os.environ, "OMP_NUM_THREADS": "1"}, data
+
+
+def test_torchrun_two_cpu_ranks(tmp_path):
+    cmd, env, data = _two_cpu_ranks(tmp_path, "wgan-gp", 3)
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     run = tmp_path / "c" / "r"
@@ -114,3 +120,56 @@ def test_sync_bn_on_cpu_ranks_is_one_line(cli, tmp_path, monkeypatch, builtin_se
     one_line_error(cli("train", "-t", builtin_set, "-c", tmp_path / "c", "-s", tmp_path / "s", "-d", "cpu",
                        "--sync-bn", "-i", "1"), "--sync-bn needs CUDA GPUs", "drop it with -d cpu")
     assert not (tmp_path / "c").exists()
+
+
+def test_ctrl_c_reaching_one_rank_stops_both_at_the_same_step(tmp_path):
+    """A signal reaches the ranks at different steps (here: only rank 1); they agree, and rank 0 saves."""
+    import signal
+    import time
+    cmd, env, _ = _two_cpu_ranks(tmp_path, "cgan", 100000)  # runs until stopped
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            start_new_session=True)
+    stats, deadline = tmp_path / "c" / "r" / "stats.jsonl", time.time() + 120
+    try:
+        while not (stats.exists() and len(stats.read_text().splitlines()) >= 3):
+            assert proc.poll() is None and time.time() < deadline, proc.communicate()[1][-3000:]
+            time.sleep(0.2)
+        ranks = {}
+        for pid in subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split():
+            env = dict(kv.split("=", 1) for kv in open(f"/proc/{pid}/environ").read().split("\0") if "=" in kv)
+            ranks[env.get("RANK")] = int(pid)
+        os.kill(ranks["1"], signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # torchrun and its workers, whatever happened
+        except ProcessLookupError:
+            pass
+    assert proc.returncode == 0, err[-3000:]
+    saved = checkpoint.resumable_steps(tmp_path / "c" / "r")
+    assert len(saved) == 1 and saved[0] % 10 == 0 and f"stopped at step {saved[0]}" in err
+    assert checkpoint.load(tmp_path / "c" / "r" / f"D_{saved[0]}.ckpt", "trainer")["world_size"] == 2
+
+
+def _diverge_worker(rank, world, store, results):
+    import torch.distributed as tdist
+
+    from anime_gan.distributed import Dist
+    from anime_gan.train import Diverged, _check_finite
+    tdist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
+    try:
+        _check_finite({"step": 7, "d_loss": float("nan") if rank == 1 else 0.5}, 7, store.parent / "no_run",
+                      Dist(rank, rank, world), "cpu")
+        results[rank] = "went on"
+    except Diverged as e:
+        results[rank] = str(e)
+    tdist.destroy_process_group()
+
+
+def test_a_divergence_on_one_rank_stops_every_rank(tmp_path):
+    """Only rank 1's loss is NaN; rank 0 must stop too, or it would wait in the next all-reduce forever."""
+    import torch.multiprocessing as mp
+    results = mp.Manager().dict()
+    mp.spawn(_diverge_worker, args=(2, tmp_path / "store", results), nprocs=2)
+    assert "diverged by step 7 (on another process)" in results[0]
+    assert "diverged by step 7 (d_loss = nan)" in results[1]

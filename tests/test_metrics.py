@@ -430,3 +430,17 @@ def test_judge_report_counts_its_epochs_in_english():
     report = dict(judge="j.pt", heldout_accuracy={"hair": 0.5}, heldout=10, images=100, seconds=1.0, device="cpu")
     assert "1 epoch, " in format_report(dict(report, epochs=1))
     assert "3 epochs, " in format_report(dict(report, epochs=3))
+
+
+def test_eval_says_when_its_judge_is_too_weak_to_trust(run_dir, judge_file, tmp_path, capsys):
+    import shutil
+    run = shutil.copytree(run_dir, tmp_path / "run")  # its own metrics.jsonl, not the shared run's
+    args = ["eval", "-d", str(run), "--metrics", "accuracy", "-k", "1", "--device", "cpu"]
+    assert main(args + ["--judge", str(judge_file[0])]) == 0
+    assert "weak judge" not in capsys.readouterr().err  # the fixture's judge is a good one
+    weak = torch.load(judge_file[0], weights_only=True)
+    weak["heldout_accuracy"] = {**weak["heldout_accuracy"], "eye": 0.31}
+    torch.save(weak, tmp_path / "weak.pt")
+    assert main(args + ["--judge", str(tmp_path / "weak.pt")]) == 0
+    assert f"note: {tmp_path / 'weak.pt'} is a weak judge (held-out accuracy on real images: eye 0.31" \
+        in capsys.readouterr().err

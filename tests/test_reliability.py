@@ -376,6 +376,21 @@ def test_compile_that_fails_falls_back_to_eager(tmp_path, data, monkeypatch, cap
     assert checkpoint.resumable_steps(tmp_path / "c" / "r") == [2]
 
 
+def test_compile_reaches_the_vae_too(tmp_path, data, monkeypatch):
+    calls = []
+
+    def counting_compile(module, *a, **k):
+        def forward(*args):
+            calls.append(type(module).__name__)
+            return module(*args)
+        return forward
+    monkeypatch.setattr(torch, "compile", counting_compile)
+    args = [a if a != "cgan" else "cvae" for a in TRAIN]
+    assert main([*args, "-t", str(data), "-s", str(tmp_path / "s"), "-c", str(tmp_path / "c"), "-i", "2",
+                 "--check", "2", "--compile"]) == 0
+    assert len(set(calls)) == 2 and len(calls) == 4  # decoder and encoder, compiled, in each of 2 steps
+
+
 def test_out_of_memory_in_a_compiled_step_is_not_taken_for_a_compiler_failure(tmp_path, data, monkeypatch, capsys):
     def compiled_but_too_big(module, *a, **k):
         def fail(*args):

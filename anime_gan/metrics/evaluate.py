@@ -245,7 +245,12 @@ def run_eval(cfg: EvalConfig, log=lambda msg: None) -> dict:
         raise UserError(f"{root} has other labels than {path} was trained on; pass the right folder with -t")
     judge, judge_path = None, None
     if set(cfg.metrics) & JUDGED_METRICS:
-        judge_path, judge = _load_checked_judge(cfg, root, path, schema, tcfg.image_size, device)
+        judge_path, judge, info = _load_checked_judge(cfg, root, path, schema, tcfg.image_size, device)
+        weak = {g: a for g, a in info["heldout_accuracy"].items() if a < WEAK_JUDGE}
+        if weak:  # its accuracy on fakes is bounded by what it manages on real images
+            log(f"note: {judge_path} is a weak judge (held-out accuracy on real images: "
+                + ", ".join(f"{g} {a:.2f}" for g, a in weak.items())
+                + "); its scores say little; retrain it with more --epochs or a larger --width")
     conditions = torch.from_numpy(read_conditions(cfg.conditions, schema)[1]) if cfg.conditions else None
     generator = torch.Generator(device).manual_seed(cfg.seed)
     log(f"evaluating {path} (step {step}) on {root} ({len(data)} images): {', '.join(cfg.metrics)}")
@@ -262,6 +267,9 @@ def run_eval(cfg: EvalConfig, log=lambda msg: None) -> dict:
     with writing(results, fix), open(results, "a") as f:
         f.write(json.dumps(record) + "\n")
     return record
+
+
+WEAK_JUDGE = 0.8  # held-out accuracy on real images below which the judge's verdicts are noise
 
 
 def _load_checked_judge(cfg: EvalConfig, root: Path, g_path: Path, schema, size: int, device):
@@ -281,7 +289,7 @@ def _load_checked_judge(cfg: EvalConfig, root: Path, g_path: Path, schema, size:
     if info["image_size"] != size:
         raise UserError(f"{judge_path} judges {info['image_size']}px images but {g_path} draws {size}px; "
                         f"train a judge with --image-size {size}")
-    return judge_path, judge
+    return judge_path, judge, info
 
 
 def _names(schema) -> str:

@@ -143,7 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "torchrun would take as its own --run-path")
     p.add_argument("--resume", nargs="?", const="latest", default=None, metavar="PATH",
                    help="continue a run: 'latest' (default when given bare) of the run the flags name, or a run "
-                        "folder / G_<N>.ckpt, continued in that folder (or in a new one with --name)")
+                        "folder / G_<N>.ckpt, continued in that folder (or in a new one with --name); "
+                        "training flags left out are the snapshot's")
     p.add_argument("--log-every", type=int, default=d.log_every, help=f"stats line every N steps (default {d.log_every})")
     p.add_argument("--eval-every", type=int, default=d.eval_every,
                    help="run offline metrics every N steps (needs a judge; 0 = off)")
@@ -231,6 +232,16 @@ def _config(cls, args, renames=None):
     return cls(**{f: values[renames.get(f, f)] for f in fields if renames.get(f, f) in values})
 
 
+def _typed(argv, command: str) -> tuple[str, ...]:
+    """The settings given on the command line, as config field names: parsed once more with every
+    default suppressed, so what is left was typed."""
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[command]
+    for action in sub._actions:
+        action.default = argparse.SUPPRESS
+    return tuple(sorted(k for k in vars(parser.parse_args(argv)) if k != "command"))
+
+
 def main(argv=None) -> int:
     prog = "anime-gan"
     try:
@@ -239,7 +250,7 @@ def main(argv=None) -> int:
             prog = f"anime-gan {args.command}"
             importlib.import_module(_COMMAND_MODULES[args.command], __package__)
         _expand_home(args)
-        return _run(args)
+        return _run(args, argv)
     except UserError as e:
         print(f"{prog}: error: {_one_line(str(e))}", file=sys.stderr)
         return 2
@@ -247,6 +258,11 @@ def main(argv=None) -> int:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
     except (MemoryError, RuntimeError) as e:
+        if type(e).__name__ in ("DistBackendError", "DistNetworkError"):  # torch.distributed.DistError
+            # under torchrun: another process ended (its own message is above), so this one cannot go on
+            print(f"{prog}: error: lost contact with the other training processes ({_one_line(str(e))[:120]}); "
+                  f"see the first process's message above; checkpoints already written are intact", file=sys.stderr)
+            return 1
         if not out_of_memory(e):
             raise
         print(f"{prog}: error: out of {'GPU ' if 'CUDA' in str(e) else ''}memory; use a smaller -b (or fewer "
@@ -305,7 +321,7 @@ def console() -> None:
     sys.exit(code)
 
 
-def _run(args) -> int:
+def _run(args, argv=None) -> int:
     if args.command == "prepare":
         from .data.prepare import format_report, prepare, validate_prepare
         cfg = _config(PrepareConfig, args)
@@ -318,7 +334,7 @@ def _run(args) -> int:
     if args.command == "train":
         from .config import resolve_hyper, validate_train
         from .train import train
-        cfg = _config(TrainConfig, args)
+        cfg = dataclasses.replace(_config(TrainConfig, args), typed=_typed(argv, "train"))
         validate_train(cfg)
         if args.dry_run:
             return _print({"train": dataclasses.asdict(cfg), "resolved": dataclasses.asdict(resolve_hyper(cfg)),

@@ -103,6 +103,9 @@ class TrainConfig:
     data_on_device: str = "auto"     # auto | on | off
     sync_bn: bool = False
     quiet: bool = False
+    # The settings typed on the command line: a resume takes the others from its snapshot.
+    # None (a config built in code): all of them count as given.
+    typed: tuple | None = None
 
     def run_name(self) -> str:
         d_nf = f"_dnf{self.d_nf}" if self.d_nf else ""

@@ -38,6 +38,10 @@ from .step import CudaGraphStep, GanStep, VaeStep, draw as step_inputs, saved_by
 # Under torchrun, steps between the ranks' agreement on a Ctrl-C/SIGTERM: the stop lands this late at most.
 STOP_AGREEMENT_EVERY = 10
 
+# What a resume does not take from its snapshot when left out: where this session runs and writes.
+SESSION_SETTINGS = ("device", "name", "resume", "checkpoint_dir", "quiet", "typed", "precision",
+                    "compile", "cuda_graph", "deterministic", "channels_last", "data_on_device", "sync_bn")
+
 # Flags a resumed run may change; the architecture's (--model, --nf, ...) must match: restore_snapshot.
 RESUME_MAY_CHANGE = ("loss", "lr", "glr", "dlr", "beta", "n_critic", "aux", "mode_seeking", "gp", "batch_size",
                      "precision", "seed", "train_dir")
@@ -126,6 +130,10 @@ def train(cfg: TrainConfig) -> Path | None:
     run = cfg.run_name()
     sample_dir, ckpt_dir = Path(cfg.sample_dir) / run, Path(cfg.checkpoint_dir) / run
     resume_path = checkpoint.resume_path(cfg.resume, ckpt_dir)
+    if resume_path is not None:
+        cfg = _with_snapshot_settings(cfg, resume_path)
+        validate_train(cfg)
+        hyper, preset, sample_dir = resolve_hyper(cfg), PRESETS[cfg.model], Path(cfg.sample_dir) / run
     # A run continued elsewhere (--resume OTHER_RUN) starts this folder afresh, like a new run.
     fresh_folder = resume_path is None or resume_path.parent.resolve() != ckpt_dir.resolve()
     existing = checkpoint.steps(ckpt_dir)  # any G_<N>.ckpt: a fresh start would write over it
@@ -195,6 +203,10 @@ def train(cfg: TrainConfig) -> Path | None:
                                                                 schema.to_dict() if schema else None, log)
             for opt in (opt_G, opt_D):
                 _match_device(opt, device, cfg.cuda_graph)
+            # The snapshot's groups also carry its lr and betas; this session's flags win (noted below).
+            _set_hyper(opt_G, hyper.glr, hyper.betas)
+            if opt_D is not opt_G:
+                _set_hyper(opt_D, hyper.dlr, hyper.betas)
             if dist.world_size > 1:
                 # The snapshot holds rank 0's stream; give every rank its own again (deterministically).
                 gen.manual_seed(cfg.seed * 1000 + dist.rank + 7919 * start)
@@ -318,6 +330,20 @@ def train(cfg: TrainConfig) -> Path | None:
 
 # ---- helpers -------------------------------------------------------------------------------------
 
+def _with_snapshot_settings(cfg: TrainConfig, g_path: Path) -> TrainConfig:
+    """`cfg` with every training setting that was not typed taken from the snapshot's config, so that
+    `--resume` alone continues the run as it was started (-i, --lr, the model, the data, ...)."""
+    if cfg.typed is None:
+        return cfg
+    g = checkpoint.load(g_path, "generator")
+    saved = TrainConfig.from_dict(g["config"])
+    keep = set(SESSION_SETTINGS) | set(cfg.typed)
+    inherited = {k: getattr(saved, k) for k in vars(saved) if k not in keep}
+    if "train_dir" in inherited and Path(g.get("data_path") or "/nonexistent").is_dir():
+        inherited["train_dir"] = g["data_path"]  # -t was often relative to where training ran
+    return replace(cfg, **inherited)
+
+
 def _changed_settings(saved: TrainConfig, cfg: TrainConfig, penalty: bool) -> str:
     """The RESUME_MAY_CHANGE flags this run sets otherwise than the snapshot's, as `--flag old -> new`
     (--gp only where the loss has a penalty for it to weigh)."""
@@ -435,6 +461,13 @@ def _configure_cuda(deterministic: bool) -> None:
     # Fixed shapes every step: cuDNN can time its algorithms once and keep the fastest, but the
     # timing may pick differently from run to run.
     torch.backends.cudnn.benchmark = not deterministic
+
+
+def _set_hyper(opt, lr: float, betas) -> None:
+    for group in opt.param_groups:
+        group["lr"] = lr
+        if "betas" in group:  # Adam; RMSprop has none
+            group["betas"] = tuple(betas)
 
 
 def _match_device(opt, device, capturable: bool) -> None:

@@ -173,3 +173,17 @@ def test_a_divergence_on_one_rank_stops_every_rank(tmp_path):
     mp.spawn(_diverge_worker, args=(2, tmp_path / "store", results), nprocs=2)
     assert "diverged by step 7 (on another process)" in results[0]
     assert "diverged by step 7 (d_loss = nan)" in results[1]
+
+
+def test_a_rank_whose_peer_died_says_so_in_one_line(tmp_path, monkeypatch, capsys):
+    """A peer that stopped (bad input, a Ctrl-C before training) breaks this rank's next collective."""
+    import torch.distributed as tdist
+
+    from anime_gan import train as train_module
+
+    def peer_gone(cfg):
+        raise tdist.DistBackendError("[gloo/transport/tcp/pair.cc:561] Connection closed by peer [127.0.0.1]:19865")
+    monkeypatch.setattr(train_module, "train", peer_gone)
+    assert main(["train", "-t", str(tmp_path / "data"), "-i", "1"]) == 1
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "lost contact with the other training processes" in err

@@ -526,3 +526,40 @@ def test_resume_path_alone_continues_that_run_in_its_own_folder(tmp_path, data, 
     assert [json.loads(l)["step"] for l in (run / "stats.jsonl").read_text().splitlines()] == [1, 2, 3, 4]
     one_line_error(cli("train", "-t", data, "-c", tmp_path / "ckpt", *common, "-i", "6", "--resume",
                        tmp_path / "ckpt" / "nope"), "nope: no such run folder or checkpoint")
+
+
+def test_resume_with_a_new_lr_and_beta_trains_with_them(tmp_path, data, capsys):
+    """An optimizer's state_dict carries its lr and betas; loading it must not undo the flags given now."""
+    common = ["--model", "acgan-dcgan", "--image-size", "32", "--check", "2", "--name", "r"]
+    assert _train(tmp_path, data, *common, "-i", "2") == 0
+    assert _train(tmp_path, data, *common, "-i", "4", "--resume", "--glr", "1e-5", "--beta", "0.9") == 0
+    saved = torch.load(tmp_path / "ckpt" / "r" / "D_4.ckpt", weights_only=True)
+    g_group, d_group = saved["opt_G"]["param_groups"][0], saved["opt_D"]["param_groups"][0]
+    assert g_group["lr"] == 1e-5 and tuple(g_group["betas"]) == (0.9, 0.999)
+    assert d_group["lr"] == 2e-4 and tuple(d_group["betas"]) == (0.9, 0.999)
+
+
+def test_a_bare_resume_continues_with_the_settings_the_run_was_started_with(tmp_path, data, capsys):
+    """Flags left out on resume come from the snapshot: -i, --lr, --ema-decay, --check ... do not revert."""
+    first = ["--model", "cgan", "--image-size", "32", "--name", "r"]
+    assert _train(tmp_path, data, *first, "-i", "4", "--check", "2", "--lr", "1e-4", "--ema-decay", "0.9") == 0
+    (tmp_path / "ckpt" / "r" / "G_4.ckpt").unlink()  # as if stopped at step 2
+    (tmp_path / "ckpt" / "r" / "D_4.ckpt").unlink()
+    capsys.readouterr()
+    assert main(["train", "-t", str(data), "-s", str(tmp_path / "samples"), "-c", str(tmp_path / "ckpt"),
+                 "--nf", "8", "-b", "8", "--model", "cgan", "--image-size", "32", "--name", "r", "--resume"]) == 0
+    assert "changed settings" not in capsys.readouterr().err
+    run = tmp_path / "ckpt" / "r"
+    assert checkpoint.resumable_steps(run) == [2, 4]  # -i 4 and --check 2, not the defaults 50000 and 2000
+    train = json.loads((run / "config.json").read_text())["train"]
+    assert (train["lr"], train["ema_decay"], train["iterations"]) == (1e-4, 0.9, 4)
+    assert torch.load(run / "D_4.ckpt", weights_only=True)["opt_G"]["param_groups"][0]["lr"] == 1e-4
+
+
+def test_resume_of_a_run_folder_needs_none_of_its_flags(tmp_path, data):
+    assert _train(tmp_path, data, "--model", "wgan-gp", "--image-size", "32", "--nf", "4", "-i", "2",
+                  "--check", "2", "--name", "w") == 0
+    run = tmp_path / "ckpt" / "w"
+    assert main(["train", "--resume", str(run), "-i", "3", "-q"]) == 0  # model, nf, data, -s: all its own
+    assert checkpoint.resumable_steps(run) == [2, 3]
+    assert (tmp_path / "samples" / "w" / "fake_step_3.png").exists()

@@ -251,6 +251,8 @@ def restore_snapshot(path: Path, ckpt_dir: Path, state: TrainState, cfg: TrainCo
                         f"resume from a step that has both files")
     d = load(d_path, "trainer")
     saved = TrainConfig.from_dict(g["config"])
+    if g.get("data_path"):  # absolute: a relative -t of the saving run may mean another folder here
+        saved.train_dir = g["data_path"]
     for key in ("model", "embed", "nf", "d_nf", "z_dim", "image_size"):
         if getattr(saved, key) != getattr(cfg, key):
             raise UserError(f"{path}: was trained with --{key.replace('_', '-')} {getattr(saved, key)}, "

@@ -233,13 +233,14 @@ def _config(cls, args, renames=None):
 
 
 def _typed(argv, command: str) -> tuple[str, ...]:
-    """The settings given on the command line, as config field names: parsed once more with every
+    """The training settings given on the command line, as TrainConfig field names: parsed once more with every
     default suppressed, so what is left was typed."""
     parser = build_parser()
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[command]
     for action in sub._actions:
         action.default = argparse.SUPPRESS
-    return tuple(sorted(k for k in vars(parser.parse_args(argv)) if k != "command"))
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    return tuple(sorted(k for k in vars(parser.parse_args(argv)) if k in fields))
 
 
 def main(argv=None) -> int:
@@ -258,7 +259,7 @@ def main(argv=None) -> int:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
     except (MemoryError, RuntimeError) as e:
-        if type(e).__name__ in ("DistBackendError", "DistNetworkError"):  # torch.distributed.DistError
+        if type(e).__name__ in ("DistBackendError", "DistNetworkError") or "by peer" in str(e):  # gloo: RuntimeError
             # under torchrun: another process ended (its own message is above), so this one cannot go on
             print(f"{prog}: error: lost contact with the other training processes ({_one_line(str(e))[:120]}); "
                   f"see the first process's message above; checkpoints already written are intact", file=sys.stderr)
@@ -337,8 +338,11 @@ def _run(args, argv=None) -> int:
         cfg = dataclasses.replace(_config(TrainConfig, args), typed=_typed(argv, "train"))
         validate_train(cfg)
         if args.dry_run:
-            return _print({"train": dataclasses.asdict(cfg), "resolved": dataclasses.asdict(resolve_hyper(cfg)),
-                           "run": cfg.run_name()})
+            shown = {"train": dataclasses.asdict(cfg), "resolved": dataclasses.asdict(resolve_hyper(cfg)),
+                     "run": cfg.run_name()}
+            if cfg.resume:  # the snapshot is only read when training starts
+                shown["note"] = "with --resume, the settings not in 'typed' will be the snapshot's"
+            return _print(shown)
         out = train(cfg)
         if out is not None:
             print(out)

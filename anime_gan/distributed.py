@@ -88,7 +88,7 @@ def setup(device: str = "auto") -> Dist:
     if not tdist.is_initialized():
         backend = process_group_backend(device)
         if backend == "nccl":
-            torch.cuda.set_device(local)
+            pick_device(device, local)  # a GPU for this rank, or one clear line; it becomes the current one
         tdist.init_process_group(backend)
     return Dist(rank, local, world)
 

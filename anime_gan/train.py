@@ -125,15 +125,21 @@ def train(cfg: TrainConfig) -> Path | None:
     if cfg.resume not in (None, "latest") and cfg.name is None:
         # --resume RUN (or RUN/G_<N>.ckpt) alone continues that run in its own folder; with --name
         # it branches into a new one. config.json and the snapshots record where it went.
-        folder = Path(cfg.resume) if Path(cfg.resume).is_dir() else Path(cfg.resume).parent
+        given = Path(cfg.resume).resolve()  # `--resume .` inside the run folder names it too
+        folder = given if given.is_dir() else given.parent
         cfg = replace(cfg, name=folder.name, checkpoint_dir=str(folder.parent))
     run = cfg.run_name()
     sample_dir, ckpt_dir = Path(cfg.sample_dir) / run, Path(cfg.checkpoint_dir) / run
     resume_path = checkpoint.resume_path(cfg.resume, ckpt_dir)
     if resume_path is not None:
-        cfg = _with_snapshot_settings(cfg, resume_path)
+        snapshot = checkpoint.load(resume_path, "generator")
+        cfg = _with_snapshot_settings(cfg, snapshot)
         validate_train(cfg)
         hyper, preset, sample_dir = resolve_hyper(cfg), PRESETS[cfg.model], Path(cfg.sample_dir) / run
+        if int(snapshot["step"]) >= cfg.iterations:  # said before any folder, data or model is touched
+            log(f"step {snapshot['step']} already reaches -i {cfg.iterations}: nothing to train; raise -i to continue")
+            distributed.cleanup()
+            return resume_path.parent if dist.is_main else None
     # A run continued elsewhere (--resume OTHER_RUN) starts this folder afresh, like a new run.
     fresh_folder = resume_path is None or resume_path.parent.resolve() != ckpt_dir.resolve()
     existing = checkpoint.steps(ckpt_dir)  # any G_<N>.ckpt: a fresh start would write over it
@@ -214,8 +220,6 @@ def train(cfg: TrainConfig) -> Path | None:
             changed = _changed_settings(saved, cfg, penalty=hyper.loss in ("wgan-gp", "dragan"))
             if changed:  # allowed (a lower --lr to finish, say), but never silently
                 log("note: continuing with changed settings: " + changed)
-            if start >= cfg.iterations:
-                log(f"step {start} already reaches -i {cfg.iterations}: nothing to train; raise -i to continue")
         if dist.is_main and start < cfg.iterations:  # the settings this session trains with (a resumed run may change some)
             (ckpt_dir / "config.json").write_text(json.dumps(
                 {"train": cfg.to_dict(), "hyper": asdict(hyper), "model": checkpoint.plain(asdict(mcfg)),
@@ -249,6 +253,7 @@ def train(cfg: TrainConfig) -> Path | None:
                    disable=True if (cfg.quiet or not dist.is_main) else None, dynamic_ncols=True)
         step, window_start, window_images = start, time.perf_counter(), 0
         done = start  # the last step whose updates all landed: only that state can be saved
+        saved_step = start
         try:
             while step < cfg.iterations:
                 # Ranks agree to stop every few steps (one tiny all-reduce and host sync each time);
@@ -292,6 +297,10 @@ def train(cfg: TrainConfig) -> Path | None:
                     evaluate_during_training(G_ema or G, cfg, schema, judge, data, device, step, ckpt_dir, tb)
                 if step % cfg.check == 0 or step == cfg.iterations:
                     checkpoint.save_snapshot(ckpt_dir, step, state, cfg, mcfg, schema, dist)
+                    saved_step = step
+            # A signal may have reached only some ranks since they last agreed: agree once more, so
+            # that all of them, or none, take the stop branch below (it holds collectives).
+            stop.requested = dist.any(stop.requested, device)
         except KeyboardInterrupt:
             stop.requested = True  # a second Ctrl-C: stop now; saved below unless it cut a step short
         except BaseException:
@@ -308,8 +317,9 @@ def train(cfg: TrainConfig) -> Path | None:
                     f"exactly; " + (f"continue from step {last[-1]} with --resume" if last
                                     else "no checkpoint yet: the same command starts the run afresh"))
             elif stop.requested and step > start:
-                _check_finite(acc.peek(), step, ckpt_dir, dist, device)
-                checkpoint.save_snapshot(ckpt_dir, step, state, cfg, mcfg, schema, dist)
+                if step > saved_step:  # (the loop may have just saved this step: a --check or the last one)
+                    _check_finite(acc.peek(), step, ckpt_dir, dist, device)
+                    checkpoint.save_snapshot(ckpt_dir, step, state, cfg, mcfg, schema, dist)
                 log(f"stopped at step {step}: saved {ckpt_dir / f'G_{step}.ckpt'}; continue with --resume")
             if tb is not None:
                 tb.close()
@@ -330,14 +340,15 @@ def train(cfg: TrainConfig) -> Path | None:
 
 # ---- helpers -------------------------------------------------------------------------------------
 
-def _with_snapshot_settings(cfg: TrainConfig, g_path: Path) -> TrainConfig:
-    """`cfg` with every training setting that was not typed taken from the snapshot's config, so that
-    `--resume` alone continues the run as it was started (-i, --lr, the model, the data, ...)."""
+def _with_snapshot_settings(cfg: TrainConfig, g: dict) -> TrainConfig:
+    """`cfg` with every training setting that was not typed taken from the config of the G snapshot
+    `g`, so that `--resume` alone continues the run as it was started (-i, --lr, the model, the data)."""
     if cfg.typed is None:
         return cfg
-    g = checkpoint.load(g_path, "generator")
     saved = TrainConfig.from_dict(g["config"])
     keep = set(SESSION_SETTINGS) | set(cfg.typed)
+    if "lr" in keep:  # --lr sets both nets: a saved --glr/--dlr would otherwise take precedence
+        keep |= {"glr", "dlr"}
     inherited = {k: getattr(saved, k) for k in vars(saved) if k not in keep}
     if "train_dir" in inherited and Path(g.get("data_path") or "/nonexistent").is_dir():
         inherited["train_dir"] = g["data_path"]  # -t was often relative to where training ran

@@ -187,3 +187,22 @@ def test_a_rank_whose_peer_died_says_so_in_one_line(tmp_path, monkeypatch, capsy
     assert main(["train", "-t", str(tmp_path / "data"), "-i", "1"]) == 1
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "lost contact with the other training processes" in err
+
+
+def test_torchrun_on_cuda_without_a_gpu_is_one_line(cli, tmp_path, monkeypatch):
+    _torchrun_env(monkeypatch)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    one_line_error(cli("train", "-t", tmp_path / "data", "-c", tmp_path / "c", "-d", "cuda", "-i", "1"),
+                   "--device cuda: no CUDA GPU is visible")
+    assert not (tmp_path / "c").exists()
+
+
+def test_gloo_losing_a_peer_is_one_line_too(tmp_path, monkeypatch, capsys):
+    """gloo reports a dead peer as a plain RuntimeError."""
+    from anime_gan import train as train_module
+
+    def peer_gone(cfg):
+        raise RuntimeError("[../third_party/gloo/gloo/transport/tcp/pair.cc:561] Connection closed by peer [::1]:5")
+    monkeypatch.setattr(train_module, "train", peer_gone)
+    assert main(["train", "-t", str(tmp_path / "data"), "-i", "1"]) == 1
+    assert "lost contact with the other training processes" in capsys.readouterr().err

@@ -65,19 +65,25 @@ def test_interrupt_writes_a_final_checkpoint_and_exits_0(tmp_path, data, sig):
 
 def test_more_ctrl_c_during_the_final_save_still_exit_0(tmp_path, data, monkeypatch, capsys):
     """Ctrl-C stops the loop; two more while the final snapshot is written change nothing."""
-    real_save, calls = checkpoint.save_snapshot, []
+    from anime_gan import train as train_module
+    real_save, real_samples, calls = checkpoint.save_snapshot, train_module._write_samples, []
+
+    def samples_then_stop(*args):  # step 2's sample grid: the Ctrl-C that stops the loop
+        real_samples(*args)
+        os.kill(os.getpid(), signal.SIGINT)
 
     def save_under_fire(ckpt_dir, step, *args):
         calls.append(step)
-        for _ in range(1 if len(calls) == 1 else 2):  # the loop's save: stop; the final save: more
+        for _ in range(2):  # the final save: two more
             os.kill(os.getpid(), signal.SIGINT)
         return real_save(ckpt_dir, step, *args)
 
+    monkeypatch.setattr(train_module, "_write_samples", samples_then_stop)
     monkeypatch.setattr(checkpoint, "save_snapshot", save_under_fire)
     code = main([*TRAIN, "-t", str(data), "-s", str(tmp_path / "s"), "-c", str(tmp_path / "c"),
-                 "-i", "100", "--check", "3"])
+                 "-i", "100", "--check", "3", "--sample", "2"])
     assert code == 0, capsys.readouterr().err
-    assert calls == [3, 3] and checkpoint.resumable_steps(tmp_path / "c" / "r") == [3]
+    assert calls == [2] and checkpoint.resumable_steps(tmp_path / "c" / "r") == [2]
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
@@ -419,3 +425,18 @@ def test_ctrl_c_while_drawing_the_built_in_set_leaves_no_half_data_set(tmp_path,
     assert not (out / "images").exists() and not (out / "tags.pickle").exists()
     monkeypatch.setattr(synthetic, "generate", real_generate)
     assert main(["prepare", "--synthetic", "8", "-o", str(out), "-q"]) == 0  # the folder is reusable
+
+
+def test_a_stop_right_after_a_checkpoint_is_not_saved_twice(tmp_path, data, monkeypatch, capsys):
+    real_save, calls = checkpoint.save_snapshot, []
+
+    def save_then_stop(ckpt_dir, step, *args):
+        calls.append(step)
+        real_save(ckpt_dir, step, *args)
+        if len(calls) == 1:
+            os.kill(os.getpid(), signal.SIGINT)  # lands between step 3's checkpoint and step 4
+    monkeypatch.setattr(checkpoint, "save_snapshot", save_then_stop)
+    code = main([*(a for a in TRAIN if a != "-q"), "-t", str(data), "-s", str(tmp_path / "s"), "-c", str(tmp_path / "c"),
+                 "-i", "100", "--check", "3"])
+    err = capsys.readouterr().err
+    assert code == 0 and calls == [3] and "stopped at step 3: saved" in err, err

@@ -164,7 +164,9 @@ def test_dry_run_prints_resolved_config(tmp_path, data, capsys):
     assert main(["train", "--model", "sagan", "--dry-run"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["resolved"]["glr"] == 1e-4 and out["resolved"]["dlr"] == 4e-4 and out["resolved"]["loss"] == "hinge"
-    assert out["run"] == "sagan_onehot_nf64_64px_seed0"
+    assert out["run"] == "sagan_onehot_nf64_64px_seed0" and out["train"]["typed"] == ["model"]
+    assert main(["train", "--model", "sagan", "--resume", "--dry-run"]) == 0
+    assert "settings not in 'typed' will be the snapshot's" in json.loads(capsys.readouterr().out)["note"]
 
 
 @pytest.mark.parametrize("args, message", [
@@ -563,3 +565,46 @@ def test_resume_of_a_run_folder_needs_none_of_its_flags(tmp_path, data):
     assert main(["train", "--resume", str(run), "-i", "3", "-q"]) == 0  # model, nf, data, -s: all its own
     assert checkpoint.resumable_steps(run) == [2, 3]
     assert (tmp_path / "samples" / "w" / "fake_step_3.png").exists()
+
+
+def test_a_typed_lr_on_resume_overrides_the_runs_glr_and_dlr(tmp_path, data):
+    common = ["--model", "cgan", "--image-size", "32", "--check", "2", "--name", "r"]
+    assert _train(tmp_path, data, *common, "-i", "2", "--glr", "1e-4", "--dlr", "4e-4") == 0
+    assert _train(tmp_path, data, *common, "-i", "3", "--resume", "--lr", "5e-5", "--check", "3") == 0
+    saved = torch.load(tmp_path / "ckpt" / "r" / "D_3.ckpt", weights_only=True)
+    assert [saved[o]["param_groups"][0]["lr"] for o in ("opt_G", "opt_D")] == [5e-5, 5e-5]
+
+
+def test_resume_dot_from_inside_the_run_folder(tmp_path, data, monkeypatch):
+    assert _train(tmp_path, data, "--model", "cgan", "--image-size", "32", "-i", "2", "--check", "2",
+                  "--name", "r") == 0
+    monkeypatch.chdir(tmp_path / "ckpt" / "r")
+    assert main(["train", "--resume", ".", "-i", "3", "-q"]) == 0
+    assert checkpoint.resumable_steps(tmp_path / "ckpt" / "r") == [2, 3]
+
+
+def test_a_no_op_resume_elsewhere_makes_no_folder_and_keeps_the_log(tmp_path, data, capsys):
+    common = ["--model", "cgan", "--image-size", "32", "--check", "2", "--name", "r"]
+    assert _train(tmp_path, data, *common, "-i", "4") == 0
+    run = tmp_path / "ckpt" / "r"
+    before = snapshot(run)
+    assert main(["train", "--resume", str(run / "G_2.ckpt"), "-i", "2"]) == 0  # in place, older step
+    assert main(["train", "--resume", str(run / "G_2.ckpt"), "-i", "2", "--name", "branch",
+                 "-c", str(tmp_path / "ckpt"), "-s", str(tmp_path / "samples")]) == 0
+    assert "step 2 already reaches -i 2: nothing to train" in capsys.readouterr().err
+    assert snapshot(run) == before  # stats.jsonl still holds steps 3 and 4
+    assert not (tmp_path / "ckpt" / "branch").exists() and not (tmp_path / "samples" / "branch").exists()
+
+
+def test_resume_from_another_folder_does_not_report_a_changed_data_folder(tmp_path, data, monkeypatch, capsys):
+    import shutil
+    (tmp_path / "a").mkdir()
+    shutil.copytree(data, tmp_path / "a" / "data")
+    monkeypatch.chdir(tmp_path / "a")
+    assert main(["train", "-t", "data", "--nf", "8", "-b", "8", "--model", "cgan", "--image-size", "32",
+                 "-i", "2", "--check", "2", "--name", "r", "-q"]) == 0
+    monkeypatch.chdir(tmp_path)
+    capsys.readouterr()
+    assert main(["train", "--resume", "a/checkpoints/r", "-i", "3", "-s", str(tmp_path / "s")]) == 0
+    err = capsys.readouterr().err
+    assert "resumed r from step 2" in err and "changed settings" not in err, err

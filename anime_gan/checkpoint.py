@@ -137,20 +137,24 @@ def resumable_steps(run_dir) -> list[int]:
     return [s for s in steps(run_dir) if (Path(run_dir) / f"D_{s}.ckpt").exists()]
 
 
+def _did_you_mean(p: Path, otherwise: str) -> str:
+    guess = Path(TrainConfig.checkpoint_dir) / p  # a run's name given without its folder
+    return f"did you mean {guess}?" if not p.is_absolute() and guess.is_dir() else otherwise
+
+
 def generator_path(model_dir) -> Path:
     """A run folder (-> its latest G checkpoint) or a checkpoint file."""
     p = Path(model_dir)
     if p.is_file():
         return p
     if not p.is_dir():
-        guess = Path(TrainConfig.checkpoint_dir) / p  # a run's name given without its folder
-        fix = (f"did you mean {guess}?" if not p.is_absolute() and guess.is_dir() else
-               "pass a run folder such as checkpoints/<run> or a G_<step>.ckpt file")
-        raise UserError(f"{p}: no such run folder or checkpoint; {fix}")
+        raise UserError(f"{p}: no such run folder or checkpoint; " + _did_you_mean(p, "pass a run folder such as "
+                                                                          "checkpoints/<run> or a G_<step>.ckpt file"))
     found = steps(p)
     if not found:
         subruns = sorted(d.name for d in p.iterdir() if d.is_dir() and steps(d))
-        hint = f" (runs inside: {', '.join(subruns[:5])})" if subruns else ""
+        more = f", and {len(subruns) - 5} more" if len(subruns) > 5 else ""
+        hint = f" (runs inside: {', '.join(subruns[:5])}{more})" if subruns else ""
         raise UserError(f"{p}: no G_<step>.ckpt in this folder{hint}; train first or pass a run folder")
     return p / f"G_{found[-1]}.ckpt"
 
@@ -236,6 +240,16 @@ def save_snapshot(ckpt_dir: Path, step: int, state: TrainState, cfg: TrainConfig
     dist.barrier()
 
 
+ARCHITECTURE = ("model", "embed", "nf", "d_nf", "z_dim", "image_size")  # what a resume cannot change
+
+
+def check_architecture(path: Path, saved: TrainConfig, cfg: TrainConfig) -> None:
+    for key in ARCHITECTURE:
+        if getattr(saved, key) != getattr(cfg, key):
+            raise UserError(f"{path}: was trained with --{key.replace('_', '-')} {getattr(saved, key)}, "
+                            f"not {getattr(cfg, key)}; pass the same value to resume")
+
+
 def restore_snapshot(path: Path, ckpt_dir: Path, state: TrainState, cfg: TrainConfig,
                      schema_dict: dict | None = None, log=lambda msg: None) -> tuple[int, list[dict], TrainConfig]:
     """Load G_<N>.ckpt at `path` and its D_<N>.ckpt into `state`; returns (N, the stats records up to N,
@@ -253,10 +267,7 @@ def restore_snapshot(path: Path, ckpt_dir: Path, state: TrainState, cfg: TrainCo
     saved = TrainConfig.from_dict(g["config"])
     if g.get("data_path"):  # absolute: a relative -t of the saving run may mean another folder here
         saved.train_dir = g["data_path"]
-    for key in ("model", "embed", "nf", "d_nf", "z_dim", "image_size"):
-        if getattr(saved, key) != getattr(cfg, key):
-            raise UserError(f"{path}: was trained with --{key.replace('_', '-')} {getattr(saved, key)}, "
-                            f"not {getattr(cfg, key)}; pass the same value to resume")
+    check_architecture(path, saved, cfg)
     if g.get("schema") != schema_dict:  # the label layout fixes the networks' condition inputs
         def groups(d):
             return " + ".join(f"{x['name']} ({len(x['classes'])})" for x in d["groups"]) if d else "no labels"
@@ -307,8 +318,8 @@ def resume_path(resume: str | None, ckpt_dir: Path) -> Path | None:
     if resume != "latest":
         p = Path(resume)
         if not p.exists():
-            raise UserError(f"{p}: no such run folder or checkpoint; --resume takes a run folder, 'latest' "
-                            f"or a G_<step>.ckpt file")
+            raise UserError(f"{p}: no such run folder or checkpoint; " + _did_you_mean(
+                p, "--resume takes a run folder, 'latest' or a G_<step>.ckpt file"))
         p = generator_path(p) if p.is_dir() else p
         if not p.name.startswith("G_"):
             raise UserError(f"{p}: --resume takes a run folder, 'latest' or a G_<step>.ckpt file")

@@ -16,7 +16,7 @@ import signal
 import sys
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, replace
+from dataclasses import asdict, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -42,10 +42,6 @@ STOP_AGREEMENT_EVERY = 10
 SESSION_SETTINGS = ("device", "name", "resume", "checkpoint_dir", "quiet", "typed", "precision",
                     "compile", "cuda_graph", "deterministic", "channels_last", "data_on_device", "sync_bn")
 
-# Flags a resumed run may change; the architecture's (--model, --nf, ...) must match: restore_snapshot.
-RESUME_MAY_CHANGE = ("loss", "lr", "glr", "dlr", "beta", "n_critic", "aux", "mode_seeking", "gp", "batch_size",
-                     "precision", "seed", "train_dir")
-
 
 class Diverged(UserError):
     """A loss became NaN/inf; the message names the step and the last good checkpoint."""
@@ -64,7 +60,7 @@ def load_training_data(cfg: TrainConfig, log):
     with removed_on_failure(root):  # a Ctrl-C while drawing leaves no empty or half data folder
         writable_folder(root, "choose another folder with -t")  # the set or its cache is written there
         if not visible_entries(root):
-            log(f"{root} is empty or missing: drawing the built-in data set "
+            log(f"{root} is empty: drawing the built-in data set "
                 f"({cfg.synthetic_size} procedural faces) there first")
             report = prepare(PrepareConfig(out=str(root), synthetic=cfg.synthetic_size,
                                            image_size=cfg.image_size, seed=0, quiet=cfg.quiet))
@@ -122,12 +118,13 @@ def train(cfg: TrainConfig) -> Path | None:
     if device.type == "cuda":
         _configure_cuda(cfg.deterministic)
 
-    if cfg.resume not in (None, "latest") and cfg.name is None:
-        # --resume RUN (or RUN/G_<N>.ckpt) alone continues that run in its own folder; with --name
-        # it branches into a new one. config.json and the snapshots record where it went.
+    if cfg.resume not in (None, "latest") and cfg.typed is not None:
+        # --resume RUN (or RUN/G_<N>.ckpt) alone continues that run in its own folder; with --name NEW
+        # it branches into NEW beside it, and with -c into that folder. config.json records where.
         given = Path(cfg.resume).resolve()  # `--resume .` inside the run folder names it too
         folder = given if given.is_dir() else given.parent
-        cfg = replace(cfg, name=folder.name, checkpoint_dir=str(folder.parent))
+        cfg = replace(cfg, name=cfg.name or folder.name,
+                      checkpoint_dir=cfg.checkpoint_dir if "checkpoint_dir" in cfg.typed else str(folder.parent))
     run = cfg.run_name()
     sample_dir, ckpt_dir = Path(cfg.sample_dir) / run, Path(cfg.checkpoint_dir) / run
     resume_path = checkpoint.resume_path(cfg.resume, ckpt_dir)
@@ -135,6 +132,8 @@ def train(cfg: TrainConfig) -> Path | None:
         snapshot = checkpoint.load(resume_path, "generator")
         cfg = _with_snapshot_settings(cfg, snapshot)
         validate_train(cfg)
+        # before the data is packed: a wrong --image-size would first cost a cache of that size
+        checkpoint.check_architecture(resume_path, TrainConfig.from_dict(snapshot["config"]), cfg)
         hyper, preset, sample_dir = resolve_hyper(cfg), PRESETS[cfg.model], Path(cfg.sample_dir) / run
         if int(snapshot["step"]) >= cfg.iterations:  # said before any folder, data or model is touched
             log(f"step {snapshot['step']} already reaches -i {cfg.iterations}: nothing to train; raise -i to continue")
@@ -143,6 +142,14 @@ def train(cfg: TrainConfig) -> Path | None:
     # A run continued elsewhere (--resume OTHER_RUN) starts this folder afresh, like a new run.
     fresh_folder = resume_path is None or resume_path.parent.resolve() != ckpt_dir.resolve()
     existing = checkpoint.steps(ckpt_dir)  # any G_<N>.ckpt: a fresh start would write over it
+    later = [s for s in existing if resume_path is not None and s > int(snapshot["step"])]
+    if not fresh_folder and later:
+        raise UserError(f"{ckpt_dir}: holds steps after {resume_path.name} (up to {later[-1]}), which resuming "
+                        f"from it would write over; branch with --name NEW, or delete G_/D_ files after it "
+                        f"(nothing was changed)")
+    if resume_path is not None and not Path(cfg.train_dir).is_dir():
+        raise UserError(f"{cfg.train_dir}: the data folder this run was trained on is not here; "
+                        f"pass its new place with -t")
     if fresh_folder and existing:
         raise UserError(f"{ckpt_dir}: already holds a run (step {existing[-1]}); continue it with "
                         f"--resume latest, or pick another --name"
@@ -356,17 +363,23 @@ def _with_snapshot_settings(cfg: TrainConfig, g: dict) -> TrainConfig:
 
 
 def _changed_settings(saved: TrainConfig, cfg: TrainConfig, penalty: bool) -> str:
-    """The RESUME_MAY_CHANGE flags this run sets otherwise than the snapshot's, as `--flag old -> new`
-    (--gp only where the loss has a penalty for it to weigh)."""
-    def shown(value) -> str:
-        return "(the preset's)" if value is None else str(value)  # None: the flag was left to the preset
-
-    changed = [k for k in RESUME_MAY_CHANGE if getattr(saved, k) != getattr(cfg, k)
-               and not (k == "train_dir" and Path(saved.train_dir).resolve() == Path(cfg.train_dir).resolve())
-               and not (k == "gp" and not penalty)]
-    note = ", ".join(f"--{k.replace('_', '-')} {shown(getattr(saved, k))} -> {shown(getattr(cfg, k))}"
-                     for k in changed)
-    if "seed" in changed:
+    """The settings this session trains with otherwise than the snapshot, as `--flag old -> new`:
+    the optimizer's and the loss's as resolved (a saved --lr shows as --glr/--dlr), the others as
+    given; not -i, the architecture (it must match) or where the run goes. --gp only where the loss
+    has a penalty for it to weigh."""
+    old_h, new_h = asdict(resolve_hyper(saved)), asdict(resolve_hyper(cfg))
+    old_h["betas"], new_h["betas"] = old_h["betas"][0], new_h["betas"][0]  # beta2 is never a flag
+    flag = {"betas": "beta", "n_critic": "n-critic"}
+    changed = [(flag.get(k, k), old_h[k], new_h[k]) for k in old_h if old_h[k] != new_h[k]]
+    skip = (set(SESSION_SETTINGS) - {"precision"}) | set(checkpoint.ARCHITECTURE) | {
+        "iterations", "sample_dir", "lr", "glr", "dlr", "beta", "n_critic", "loss"}
+    for k in (f.name for f in fields(TrainConfig) if f.name not in skip):
+        old, new = getattr(saved, k), getattr(cfg, k)
+        if (old != new and not (k == "train_dir" and Path(old).resolve() == Path(new).resolve())
+                and not (k == "gp" and not penalty)):
+            changed.append((k.replace("_", "-"), old, new))
+    note = ", ".join(f"--{k} {old} -> {new}" for k, old, new in changed)
+    if any(k == "seed" for k, _, _ in changed):
         note += "; --seed has no effect here: the run's random streams are restored"
     return note
 

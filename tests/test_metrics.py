@@ -430,6 +430,8 @@ def test_judge_report_counts_its_epochs_in_english():
     report = dict(judge="j.pt", heldout_accuracy={"hair": 0.5}, heldout=10, images=100, seconds=1.0, device="cpu")
     assert "1 epoch, " in format_report(dict(report, epochs=1))
     assert "3 epochs, " in format_report(dict(report, epochs=3))
+    assert "note: below 0.8 this judge's scores" in format_report(dict(report, epochs=1))  # hair 0.5
+    assert "note:" not in format_report(dict(report, epochs=1, heldout_accuracy={"hair": 0.95}))
 
 
 def test_eval_says_when_its_judge_is_too_weak_to_trust(run_dir, judge_file, tmp_path, capsys):

@@ -242,7 +242,7 @@ def test_resume_with_changed_settings_says_which(tmp_path, data, capsys):
     capsys.readouterr()
     assert main([*common, "-i", "3", "--resume", "--loss", "hinge", "--seed", "5"]) == 0
     err = capsys.readouterr().err
-    assert "note: continuing with changed settings: --loss (the preset's) -> hinge, --seed 0 -> 5; --seed has no effect" in err
+    assert "note: continuing with changed settings: --loss bce -> hinge, --seed 0 -> 5; --seed has no effect" in err
 
 
 def test_resume_on_data_with_other_labels_says_so(tmp_path, data, capsys):
@@ -521,10 +521,10 @@ def test_resume_path_alone_continues_that_run_in_its_own_folder(tmp_path, data, 
     common = ["--model", "cgan", "--image-size", "32", "--check", "2"]
     assert _train(tmp_path, data, *common, "-i", "2", "--name", "mine") == 0
     run = tmp_path / "ckpt" / "mine"
-    # no --name, and a -c elsewhere: the run folder given to --resume is the one continued
-    assert main(["train", "-t", str(data), "-c", str(tmp_path / "other"), "-s", str(tmp_path / "samples"), *TINY,
+    # no --name and no -c: the run folder given to --resume is the one continued
+    assert main(["train", "-t", str(data), "-s", str(tmp_path / "samples"), *TINY,
                  *common, "-i", "4", "--resume", str(run)]) == 0
-    assert checkpoint.resumable_steps(run) == [2, 4] and not (tmp_path / "other").exists()
+    assert checkpoint.resumable_steps(run) == [2, 4]
     assert [json.loads(l)["step"] for l in (run / "stats.jsonl").read_text().splitlines()] == [1, 2, 3, 4]
     one_line_error(cli("train", "-t", data, "-c", tmp_path / "ckpt", *common, "-i", "6", "--resume",
                        tmp_path / "ckpt" / "nope"), "nope: no such run folder or checkpoint")
@@ -608,3 +608,59 @@ def test_resume_from_another_folder_does_not_report_a_changed_data_folder(tmp_pa
     assert main(["train", "--resume", "a/checkpoints/r", "-i", "3", "-s", str(tmp_path / "s")]) == 0
     err = capsys.readouterr().err
     assert "resumed r from step 2" in err and "changed settings" not in err, err
+
+
+def test_resuming_an_older_step_in_place_never_writes_over_later_ones(tmp_path, data, cli):
+    common = ["--model", "cgan", "--image-size", "32", "--check", "2", "--name", "r"]
+    assert _train(tmp_path, data, *common, "-i", "4") == 0
+    run = tmp_path / "ckpt" / "r"
+    before = snapshot(run)
+    one_line_error(cli("train", "--resume", run / "G_2.ckpt", "-i", "6", "--lr", "1e-3"),
+                   "holds steps after G_2.ckpt (up to 4)", "branch with --name NEW")
+    assert snapshot(run) == before
+    assert main(["train", "--resume", str(run / "G_2.ckpt"), "-i", "3", "--name", "branch", "-q"]) == 0
+    assert checkpoint.resumable_steps(tmp_path / "ckpt" / "branch") == [3]
+
+
+def test_resume_checks_the_architecture_before_packing_data(tmp_path, data, cli):
+    import shutil
+    own = shutil.copytree(data, tmp_path / "data")
+    assert _train(tmp_path, own, "--model", "cgan", "--image-size", "32", "-i", "2", "--check", "2", "--name", "r") == 0
+    (own / "cache" / "images_64.npy").unlink()
+    one_line_error(cli("train", "--resume", tmp_path / "ckpt" / "r", "-i", "3", "--image-size", "64"),
+                   "was trained with --image-size 32, not 64")
+    assert not (own / "cache" / "images_64.npy").exists()
+
+
+def test_resume_where_the_data_moved_asks_for_its_new_place(tmp_path, data, cli):
+    import shutil
+    own = shutil.copytree(data, tmp_path / "data")
+    assert _train(tmp_path, own, "--model", "cgan", "--image-size", "32", "-i", "2", "--check", "2", "--name", "r") == 0
+    own.rename(tmp_path / "moved")
+    one_line_error(cli("train", "--resume", tmp_path / "ckpt" / "r", "-i", "3"),
+                   "the data folder this run was trained on is not here; pass its new place with -t")
+    assert not own.exists()
+    assert main(["train", "--resume", str(tmp_path / "ckpt" / "r"), "-i", "3", "-t", str(tmp_path / "moved"), "-q"]) == 0
+
+
+def test_resume_with_a_typed_c_continues_the_run_there(tmp_path, data):
+    assert _train(tmp_path, data, "--model", "cgan", "--image-size", "32", "-i", "2", "--check", "2", "--name", "r") == 0
+    assert main(["train", "--resume", str(tmp_path / "ckpt" / "r"), "-i", "3", "-c", str(tmp_path / "c2"), "-q"]) == 0
+    assert checkpoint.resumable_steps(tmp_path / "c2" / "r") == [3]
+    assert checkpoint.resumable_steps(tmp_path / "ckpt" / "r") == [2]
+
+
+def test_changed_settings_show_resolved_rates_and_every_training_flag(tmp_path, data, capsys):
+    common = ["--model", "cgan", "--image-size", "32", "--check", "2", "--name", "r"]
+    assert _train(tmp_path, data, *common, "-i", "2", "--lr", "3e-4") == 0
+    capsys.readouterr()
+    assert main(["train", "--resume", str(tmp_path / "ckpt" / "r"), "-i", "3", "--glr", "5e-4", "--ema-decay", "0.9",
+                 "--check", "1"]) == 0
+    assert ("note: continuing with changed settings: --glr 0.0003 -> 0.0005, --check 2 -> 1, --ema-decay 0.999 -> 0.9"
+            in capsys.readouterr().err)
+
+
+def test_resume_of_a_run_name_suggests_its_folder(tmp_path, monkeypatch, cli):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "checkpoints" / "r1").mkdir(parents=True)
+    one_line_error(cli("train", "--resume", "r1"), "r1: no such run folder or checkpoint; did you mean checkpoints/r1?")

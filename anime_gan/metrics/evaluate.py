@@ -33,7 +33,7 @@ from .accuracy import attribute_accuracy, default_conditions
 from .config import JUDGED_METRICS, OFFLINE_METRICS, EvalConfig, validate_eval
 from .fid import StatsAccumulator, frechet_distance, real_stats, stats_of
 from .inception import load_inception
-from .judge import load_judge
+from .judge import WEAK_JUDGE, load_judge
 
 
 def judge_key(judge) -> str:
@@ -267,9 +267,6 @@ def run_eval(cfg: EvalConfig, log=lambda msg: None) -> dict:
     with writing(results, fix), open(results, "a") as f:
         f.write(json.dumps(record) + "\n")
     return record
-
-
-WEAK_JUDGE = 0.8  # held-out accuracy on real images below which the judge's verdicts are noise
 
 
 def _load_checked_judge(cfg: EvalConfig, root: Path, g_path: Path, schema, size: int, device):

@@ -202,7 +202,14 @@ def load_judge(path, device="cpu") -> tuple[Judge, dict]:
     return judge.to(device).eval(), info
 
 
+WEAK_JUDGE = 0.8  # held-out accuracy on real images below which the judge's verdicts are noise
+
+
 def format_report(report: dict) -> str:
     acc = ", ".join(f"{k} {v:.3f}" for k, v in report["heldout_accuracy"].items())
-    return (f"{report['judge']}: held-out accuracy {acc} ({report['heldout']} of {report['images']} "
+    text = (f"{report['judge']}: held-out accuracy {acc} ({report['heldout']} of {report['images']} "
             f"real images, {report['epochs']} epoch{'s' * (report['epochs'] != 1)}, {report['seconds']} s on {report['device']})")
+    if min(report["heldout_accuracy"].values()) < WEAK_JUDGE:
+        text += (f"\nnote: below {WEAK_JUDGE} this judge's scores of fakes say little; train it longer "
+                 f"(--epochs) or wider (--width)")
+    return text

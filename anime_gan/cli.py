@@ -32,6 +32,15 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message):  # one line, not usage + error
         self.exit(2, f"{self.prog}: error: {_one_line(message)} (see {self.prog} --help)\n")
 
+    def parse_args(self, args=None, namespace=None):
+        # argparse reports a flag the subcommand does not know from the top parser: name the subcommand
+        ns, extras = self.parse_known_args(args, namespace)
+        if extras:
+            prog = f"{self.prog} {ns.command}" if getattr(ns, "command", None) else self.prog
+            self.exit(2, f"{prog}: error: {_one_line('unrecognized arguments: ' + ' '.join(extras))} "
+                         f"(see {prog} --help)\n")
+        return ns
+
 
 def _fmt(prog):
     return argparse.RawDescriptionHelpFormatter(prog, max_help_position=32)

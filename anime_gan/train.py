@@ -162,6 +162,9 @@ def train(cfg: TrainConfig) -> Path | None:
     if not dist.is_main:
         data = open_packed(cfg.train_dir, cfg.image_size)
     schema = data.schema
+    if cfg.batch_size > len(data):
+        log(f"note: -b {cfg.batch_size} is more than the {len(data)} images in {cfg.train_dir}: every batch "
+            f"repeats images; a larger data set (or a smaller -b) trains better")
     mcfg = _model_config(cfg, preset, schema)
     conditional = preset.conditional  # _model_config refused a conditional preset without labels
     aux = aux_kind(cfg.model, mcfg) if conditional else None

@@ -282,3 +282,10 @@ def test_every_subcommand_help_ends_with_examples(cli, command):
 def test_usage_errors_are_one_line(cli, argv, needle):
     rc, out, err = cli(*argv)
     assert rc == 2 and len(err.strip().splitlines()) == 1 and needle in err and "--help" in err
+
+
+def test_an_unknown_flag_names_its_command(cli):
+    rc, _, err = cli("test", "-t", "fix_noise", "--bogus")
+    assert rc == 2 and err.startswith("anime-gan test: error: unrecognized arguments: --bogus")
+    rc, _, err = cli("prepare", "--synthetic", "0")
+    assert rc == 2 and "--synthetic N (1 or more)" in err

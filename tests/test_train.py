@@ -664,3 +664,9 @@ def test_resume_of_a_run_name_suggests_its_folder(tmp_path, monkeypatch, cli):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "checkpoints" / "r1").mkdir(parents=True)
     one_line_error(cli("train", "--resume", "r1"), "r1: no such run folder or checkpoint; did you mean checkpoints/r1?")
+
+
+def test_a_batch_larger_than_the_data_set_is_noted(tmp_path, builtin_set, capsys):
+    assert main(["train", "-t", str(builtin_set), "-s", str(tmp_path / "s"), "-c", str(tmp_path / "c"), "--nf", "8",
+                 "-b", "128", "--model", "cgan", "-i", "1", "--check", "1", "-d", "cpu"]) == 0
+    assert "note: -b 128 is more than the 120 images in" in capsys.readouterr().err

@@ -49,7 +49,7 @@ def validate_prepare(cfg: PrepareConfig) -> None:
     if cfg.synthetic and cfg.source is not None:
         raise UserError(f"give a SOURCE folder ({cfg.source}) or --synthetic N, not both")
     if not cfg.synthetic and cfg.source is None:
-        raise UserError("prepare needs a SOURCE folder, or --synthetic N for the built-in faces")
+        raise UserError("prepare needs a SOURCE folder, or --synthetic N (1 or more) for the built-in faces")
 
 
 def prepare(cfg: PrepareConfig) -> dict:

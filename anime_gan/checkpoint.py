@@ -207,8 +207,13 @@ def save_snapshot(ckpt_dir: Path, step: int, state: TrainState, cfg: TrainConfig
     if dist.world_size > 1 and not dist.in_sync(state.G, state.D):
         raise UserError(f"step {step}: the {dist.world_size} processes no longer hold the same weights; "
                         f"this is a bug, please report it with the command you ran")
+    device = state.gen.device  # the collective below runs there (NCCL needs a GPU tensor)
     if not dist.is_main:
-        dist.barrier()
+        # Instead of a barrier: a main process that failed to write says so, and every rank stops
+        # (a barrier would leave the others waiting for it until the backend's timeout).
+        if dist.any(False, device):
+            raise UserError(f"step {step}: the main process could not write the checkpoint (its own "
+                            f"message says why); the previous checkpoint is intact")
         return
     # data_path: -t is often relative ("data"); eval run from another folder must still find it
     common = {"format": FORMAT, "step": step, "config": cfg.to_dict(), "model": plain(asdict(mcfg)),
@@ -223,7 +228,7 @@ def save_snapshot(ckpt_dir: Path, step: int, state: TrainState, cfg: TrainConfig
     generator = {**common, "kind": "generator", "G": state.G.state_dict(),
                  "G_ema": state.G_ema.state_dict() if state.G_ema is not None else None}
     d_path, g_path = ckpt_dir / f"D_{step}.ckpt", ckpt_dir / f"G_{step}.ckpt"
-    had_d = d_path.exists()
+    had_d, failed = d_path.exists(), None
     try:
         # D first: a G_<N> file therefore always has its D_<N> beside it once both renames ran.
         save(trainer, d_path)
@@ -232,12 +237,13 @@ def save_snapshot(ckpt_dir: Path, step: int, state: TrainState, cfg: TrainConfig
         if not had_d and not g_path.exists():
             d_path.unlink(missing_ok=True)  # a D without its G would only count against --keep-d
         reason = e.strerror if isinstance(e, OSError) and e.strerror else "the disk may be full"
-        raise UserError(f"{ckpt_dir}: could not write the step-{step} checkpoint ({reason}); "
-                        f"free space or choose another -c; the previous checkpoint is intact") from None
-    if cfg.keep_d > 0:  # G files stay: each one can still be sampled from
+        failed = UserError(f"{ckpt_dir}: could not write the step-{step} checkpoint ({reason}); "
+                           f"free space or choose another -c; the previous checkpoint is intact")
+    if failed is None and cfg.keep_d > 0:  # G files stay: each one can still be sampled from
         for old in resumable_steps(ckpt_dir)[:-cfg.keep_d]:
             (ckpt_dir / f"D_{old}.ckpt").unlink(missing_ok=True)
-    dist.barrier()
+    if dist.any(failed is not None, device):  # the other ranks wait for this answer
+        raise failed
 
 
 ARCHITECTURE = ("model", "embed", "nf", "d_nf", "z_dim", "image_size")  # what a resume cannot change

@@ -206,3 +206,45 @@ def test_gloo_losing_a_peer_is_one_line_too(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(train_module, "train", peer_gone)
     assert main(["train", "-t", str(tmp_path / "data"), "-i", "1"]) == 1
     assert "lost contact with the other training processes" in capsys.readouterr().err
+
+
+def _full_disk_worker(rank, world, store, ckpt_dir, results):
+    import datetime
+    import errno
+
+    import torch.distributed as tdist
+
+    from anime_gan.config import TrainConfig
+    from anime_gan.distributed import Dist
+    from anime_gan.errors import UserError
+    from anime_gan.models import ModelConfig
+    from anime_gan.train import _Accumulator
+    # a short timeout: without the fix, rank 1 would wait at a barrier for rank 0 (the default is 30 min)
+    tdist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world,
+                             timeout=datetime.timedelta(seconds=30))
+
+    def disk_full(obj, path):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    checkpoint.save = disk_full
+    torch.manual_seed(0)
+    net = torch.nn.Linear(2, 2)
+    opt = torch.optim.Adam(net.parameters())
+    state = checkpoint.TrainState(net, net, None, opt, opt, torch.amp.GradScaler("cuda", enabled=False),
+                                  torch.Generator(), _Accumulator("cpu"))
+    try:
+        checkpoint.save_snapshot(ckpt_dir, 5, state, TrainConfig(), ModelConfig(cond_dim=0), None,
+                                 Dist(rank, rank, world))
+        results[rank] = "returned"
+    except UserError as e:
+        results[rank] = str(e)
+    except RuntimeError as e:  # the collective timed out
+        results[rank] = f"hung: {e}"[:200]
+    tdist.destroy_process_group()
+
+
+def test_a_checkpoint_the_main_rank_cannot_write_stops_every_rank(tmp_path):
+    import torch.multiprocessing as mp
+    results = mp.Manager().dict()
+    mp.spawn(_full_disk_worker, args=(2, tmp_path / "store", tmp_path, results), nprocs=2)
+    assert "could not write the step-5 checkpoint (No space left on device)" in results[0]
+    assert "the main process could not write the checkpoint" in results[1]

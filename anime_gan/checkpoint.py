@@ -249,6 +249,12 @@ def save_snapshot(ckpt_dir: Path, step: int, state: TrainState, cfg: TrainConfig
 ARCHITECTURE = ("model", "embed", "nf", "d_nf", "z_dim", "image_size")  # what a resume cannot change
 
 
+def batch_stream_seed(seed: int, rank: int = 0, step: int = 0) -> int:
+    """The seed of the generator that draws batches, noise and fake labels: its own per rank, and
+    a fresh one (the same on every such resume) where a resume cannot restore the saved stream."""
+    return seed * 1000 + rank + 7919 * step
+
+
 def check_architecture(path: Path, saved: TrainConfig, cfg: TrainConfig) -> None:
     for key in ARCHITECTURE:
         if getattr(saved, key) != getattr(cfg, key):
@@ -257,14 +263,16 @@ def check_architecture(path: Path, saved: TrainConfig, cfg: TrainConfig) -> None
 
 
 def restore_snapshot(path: Path, ckpt_dir: Path, state: TrainState, cfg: TrainConfig,
-                     schema_dict: dict | None = None, log=lambda msg: None) -> tuple[int, list[dict], TrainConfig]:
+                     schema_dict: dict | None = None, log=lambda msg: None,
+                     g: dict | None = None) -> tuple[int, list[dict], TrainConfig]:
     """Load G_<N>.ckpt at `path` and its D_<N>.ckpt into `state`; returns (N, the stats records up to N,
     the config the snapshot was trained with). What cannot carry over to this session (the fp16 loss
     scale of a run trained in another precision, a batch stream drawn on another kind of device) is
     started afresh, deterministically, with a note through `log`.
 
-    <ckpt_dir>/stats.jsonl is rewritten to those records, so the log continues from the snapshot."""
-    g = load(path, "generator")
+    <ckpt_dir>/stats.jsonl is rewritten to those records, so the log continues from the snapshot.
+    `g`: the G file's contents, when the caller has loaded it already."""
+    g = g if g is not None else load(path, "generator")
     d_path = path.with_name(path.name.replace("G_", "D_", 1))
     if not d_path.exists():
         raise UserError(f"{d_path}: missing, so {path.name} can be sampled from but not resumed; "
@@ -301,7 +309,7 @@ def restore_snapshot(path: Path, ckpt_dir: Path, state: TrainState, cfg: TrainCo
     if rng["gen"].numel() == state.gen.get_state().numel():
         state.gen.set_state(rng["gen"])
     else:  # CPU and CUDA generators keep different states: reseed, the same way on every such resume
-        state.gen.manual_seed(cfg.seed * 1000 + 7919 * step)
+        state.gen.manual_seed(batch_stream_seed(cfg.seed, step=step))
         log(f"note: {path.name} drew its batches on {rng.get('gen_device', 'another device')}; "
             f"on {state.gen.device.type} the batch stream is reseeded from --seed and the step")
     cuda = rng["cuda"]

@@ -268,8 +268,10 @@ def main(argv=None) -> int:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
     except (MemoryError, RuntimeError) as e:
-        if type(e).__name__ in ("DistBackendError", "DistNetworkError") or "by peer" in str(e):  # gloo: RuntimeError
-            # under torchrun: another process ended (its own message is above), so this one cannot go on
+        under_torchrun = os.environ.get("WORLD_SIZE", "1") != "1"
+        if type(e).__name__ in ("DistBackendError", "DistNetworkError") or (under_torchrun and "by peer" in str(e)):
+            # another process ended (its own message is above), so this one cannot go on; gloo says
+            # so with a plain RuntimeError
             print(f"{prog}: error: lost contact with the other training processes ({_one_line(str(e))[:120]}); "
                   f"see the first process's message above; checkpoints already written are intact", file=sys.stderr)
             return 1

@@ -10,7 +10,6 @@ class UserError(Exception):
     """
 
 
-
 def out_of_memory(e: BaseException) -> bool:
     # torch.OutOfMemoryError on a GPU; a plain RuntimeError from the CPU allocator
     return (isinstance(e, MemoryError) or type(e).__name__ == "OutOfMemoryError"

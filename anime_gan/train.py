@@ -198,7 +198,7 @@ def train(cfg: TrainConfig) -> Path | None:
         lock = checkpoint.lock_run(ckpt_dir)  # released however the run ends; kill -9 leaves a stale one
         checkpoint.remove_partial(ckpt_dir)
     try:
-        gen = torch.Generator(device).manual_seed(cfg.seed * 1000 + dist.rank)
+        gen = torch.Generator(device).manual_seed(checkpoint.batch_stream_seed(cfg.seed, dist.rank))
         batches = Batches(data, cfg.batch_size, device, gen, cfg.data_on_device, cfg.flip)
         fake_labels = LabelSampler(data, device)
 
@@ -216,7 +216,7 @@ def train(cfg: TrainConfig) -> Path | None:
         start, records = 0, []
         if resume_path is not None:
             start, records, saved = checkpoint.restore_snapshot(resume_path, ckpt_dir, state, cfg,
-                                                                schema.to_dict() if schema else None, log)
+                                                                schema.to_dict() if schema else None, log, snapshot)
             for opt in (opt_G, opt_D):
                 _match_device(opt, device, cfg.cuda_graph)
             # The snapshot's groups also carry its lr and betas; this session's flags win (noted below).
@@ -225,7 +225,7 @@ def train(cfg: TrainConfig) -> Path | None:
                 _set_hyper(opt_D, hyper.dlr, hyper.betas)
             if dist.world_size > 1:
                 # The snapshot holds rank 0's stream; give every rank its own again (deterministically).
-                gen.manual_seed(cfg.seed * 1000 + dist.rank + 7919 * start)
+                gen.manual_seed(checkpoint.batch_stream_seed(cfg.seed, dist.rank, start))
             log(f"resumed {run} from step {start} ({resume_path})")
             changed = _changed_settings(saved, cfg, penalty=hyper.loss in ("wgan-gp", "dragan"))
             if changed:  # allowed (a lower --lr to finish, say), but never silently

@@ -204,6 +204,10 @@ def test_gloo_losing_a_peer_is_one_line_too(tmp_path, monkeypatch, capsys):
     def peer_gone(cfg):
         raise RuntimeError("[../third_party/gloo/gloo/transport/tcp/pair.cc:561] Connection closed by peer [::1]:5")
     monkeypatch.setattr(train_module, "train", peer_gone)
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    with pytest.raises(RuntimeError):  # outside torchrun the words mean nothing special: a bug, shown
+        main(["train", "-t", str(tmp_path / "data"), "-i", "1"])
+    monkeypatch.setenv("WORLD_SIZE", "2")  # train (stubbed here) would have joined the group
     assert main(["train", "-t", str(tmp_path / "data"), "-i", "1"]) == 1
     assert "lost contact with the other training processes" in capsys.readouterr().err
 
@@ -248,3 +252,15 @@ def test_a_checkpoint_the_main_rank_cannot_write_stops_every_rank(tmp_path):
     mp.spawn(_full_disk_worker, args=(2, tmp_path / "store", tmp_path, results), nprocs=2)
     assert "could not write the step-5 checkpoint (No space left on device)" in results[0]
     assert "the main process could not write the checkpoint" in results[1]
+
+
+def test_a_numbered_gpu_becomes_the_current_one(monkeypatch):
+    """cuDNN workspaces, CUDA graphs and compiled kernels follow the current GPU, not the tensors."""
+    from anime_gan.distributed import pick_device
+    current = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda d: current.append(str(d)))
+    assert pick_device("cuda:1") == torch.device("cuda", 1) and current == ["cuda:1"]
+    assert pick_device("cuda", local_rank=0) == torch.device("cuda", 0) and current == ["cuda:1", "cuda:0"]
+    assert pick_device("cuda") == torch.device("cuda") and len(current) == 2  # the default GPU: left as it is

@@ -204,12 +204,14 @@ def build_parser() -> argparse.ArgumentParser:
               "anime-gan test -t pairs --pairs 'blue hair red eyes' 'aqua hair green eyes' -d RUN",
               "anime-gan test -t fix_hair_eye --hair-rgb '#ff8800' --eye-rgb '#00ffaa' -d RGB_RUN",
               "anime-gan test -t samples -n 4 -d checkpoints/ANY_RUN      # also unconditional or CLEVR models",
-              "anime-gan test -t progress -d checkpoints/RUN -s samples/RUN"])
+              "anime-gan test -t progress -d checkpoints/RUN                # -> samples/RUN/progress.gif"])
     t = TestConfig()
     p.add_argument("-t", "--type", default=t.type, choices=TEST_TYPES, metavar="TYPE", help="what to draw (listed above)")
     p.add_argument("-d", "--model_dir", "--model-dir", default=t.model_dir,
                    help="run folder (latest G_<N>.ckpt) or a checkpoint file")
-    p.add_argument("-s", "--sample_dir", "--sample-dir", default=t.sample_dir, help="where to write (default samples)")
+    p.add_argument("-s", "--sample_dir", "--sample-dir", default=t.sample_dir,
+                   help="where to write (default samples/<run>, named after -d's run folder, so runs do not "
+                        "overwrite each other's grids)")
     p.add_argument("--hair", help="hair colour (one of the checkpoint's; random when omitted)")
     p.add_argument("--eye", help="eye colour (one of the checkpoint's; random when omitted)")
     p.add_argument("--to-hair", help="interpolate: end hair colour")
@@ -359,8 +361,8 @@ def _run(args, argv=None) -> int:
             print(out)
         return 0
     if args.command == "test":
-        from .sampling import run_test, validate_test
-        cfg = _config(TestConfig, args)
+        from .sampling import run_test, validate_test, with_sample_dir
+        cfg = with_sample_dir(_config(TestConfig, args))
         if args.dry_run:
             validate_test(cfg)
             return _print(cfg)

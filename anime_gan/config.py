@@ -201,7 +201,7 @@ def resolve_hyper(cfg: TrainConfig) -> Hyper:
 class TestConfig:
     type: str = "fix_noise"
     model_dir: str = "checkpoints"
-    sample_dir: str = "samples"
+    sample_dir: str | None = None  # None: samples/<run>, beside the run's training snapshots
     hair: str | None = None
     eye: str | None = None
     to_hair: str | None = None

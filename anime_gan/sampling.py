@@ -13,7 +13,7 @@ import json
 import random
 import re
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -79,9 +79,20 @@ def validate_test(cfg: TestConfig) -> str:
     return kind
 
 
+def with_sample_dir(cfg: TestConfig) -> TestConfig:
+    """No -s: write into samples/<run>, named after the run folder that holds the checkpoint, where
+    training put its snapshots; two runs' grids then never overwrite each other."""
+    if cfg.sample_dir is not None:
+        return cfg
+    model = Path(cfg.model_dir).resolve()  # `-d .` inside a run folder names it too
+    run = model.parent.name if model.is_file() else model.name
+    return replace(cfg, sample_dir=str(Path(TrainConfig.sample_dir) / run))
+
+
 def run_test(cfg: TestConfig) -> list[Path]:
     """Draw `cfg.type` into `cfg.sample_dir`; returns the paths written (--conditions alone implies
     -t conditions).  Every problem with the input is a UserError."""
+    cfg = with_sample_dir(cfg)
     kind = validate_test(cfg)
     used = USES.get(kind, set())
     if kind != "progress":

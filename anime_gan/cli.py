@@ -282,6 +282,9 @@ def main(argv=None) -> int:
         print(f"{prog}: error: out of {'GPU ' if 'CUDA' in str(e) else ''}memory; use a smaller -b (or fewer "
               f"samples: -n, -k, --fid-samples), or --precision bf16; saved checkpoints are intact", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # our reader left (`| head -1`): what is written stays; nothing more to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nor at exit's flush
+        return 1
     except OSError as e:  # the machine, not the code: a full disk, a lost mount, a permission
         where = f"{e.filename}: " if e.filename else ""
         print(f"{prog}: error: {where}{e.strerror or e}; {_OS_FIX.get(e.errno, 'check the disk and the paths')}",

@@ -105,7 +105,8 @@ def train(cfg: TrainConfig) -> Path | None:
     preset = PRESETS[cfg.model]
     dist = distributed.setup(cfg.device)
     # Messages come from the main process only, so `log` is safe to call on every rank.
-    log = (lambda msg: print(msg, file=sys.stderr)) if dist.is_main and not cfg.quiet else (lambda msg: None)
+    console = _Console(sys.stderr)
+    log = (lambda msg: print(msg, file=console)) if dist.is_main and not cfg.quiet else (lambda msg: None)
     device = distributed.pick_device(cfg.device, dist.local_rank if dist.world_size > 1 else None)
     if cfg.precision == "fp16" and device.type != "cuda":
         raise UserError("--precision fp16 needs a CUDA GPU; use --precision bf16 on the CPU")
@@ -259,7 +260,7 @@ def train(cfg: TrainConfig) -> Path | None:
         if cfg.cuda_graph:
             run_step = CudaGraphStep(run_step, {opt_G, opt_D}, log)
         stop = _StopFlag()
-        bar = tqdm(total=cfg.iterations, initial=start, desc=run, unit="it", file=sys.stderr,
+        bar = tqdm(total=cfg.iterations, initial=start, desc=run, unit="it", file=console,
                    disable=True if (cfg.quiet or not dist.is_main) else None, dynamic_ncols=True)
         step, window_start, window_images = start, time.perf_counter(), 0
         done = start  # the last step whose updates all landed: only that state can be saved
@@ -268,6 +269,7 @@ def train(cfg: TrainConfig) -> Path | None:
             while step < cfg.iterations:
                 # Ranks agree to stop every few steps (one tiny all-reduce and host sync each time);
                 # a single process just looks at its flag.
+                stop.requested |= console.gone  # `2>&1 | head`, a closed terminal: stop as for SIGTERM
                 if (dist.world_size == 1 or step % STOP_AGREEMENT_EVERY == 0) and dist.any(stop.requested, device):
                     stop.requested = True  # on every rank, also one the signal did not reach
                     break
@@ -634,15 +636,43 @@ def _tensorboard(ckpt_dir: Path, cfg: TrainConfig):
     return SummaryWriter(str(ckpt_dir / "tensorboard"))
 
 
+class _Console:
+    """stderr for the log and the progress bar. When its reader goes away (`2>&1 | head`, a closed
+    terminal), writing fails; then the run goes on silently to its next step and stops there with a
+    checkpoint, as for SIGTERM, instead of dying with the steps since the last one lost."""
+
+    def __init__(self, stream):
+        self.stream, self.gone = stream, False
+
+    def write(self, text: str) -> int:
+        self._try(self.stream.write, text)
+        return len(text)
+
+    def flush(self) -> None:
+        self._try(self.stream.flush)
+
+    def _try(self, method, *args) -> None:
+        if not self.gone:
+            try:
+                method(*args)
+            except (OSError, ValueError):  # EPIPE, EIO from a hung-up terminal; ValueError: closed file
+                self.gone = True
+
+    def __getattr__(self, name):  # isatty, fileno, encoding: tqdm asks the real stream
+        return getattr(self.stream, name)
+
+
 class _StopFlag:
-    """SIGINT/SIGTERM ask the loop to stop after the current step; the loop then checkpoints."""
+    """SIGINT/SIGTERM/SIGHUP ask the loop to stop after the current step; the loop then checkpoints.
+    A signal the shell set to be ignored (SIGHUP under `nohup`) stays ignored."""
 
     def __init__(self):
         self.requested, self.holding = False, False
         self._old = {}
         try:
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._old[sig] = signal.signal(sig, self._handle)
+            for sig in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", None)):
+                if sig is not None and signal.getsignal(sig) is not signal.SIG_IGN:
+                    self._old[sig] = signal.signal(sig, self._handle)
         except ValueError:  # not the main thread (e.g. called from a test thread): no handlers
             self._old = {}
 

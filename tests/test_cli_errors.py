@@ -289,3 +289,17 @@ def test_an_unknown_flag_names_its_command(cli):
     assert rc == 2 and err.startswith("anime-gan test: error: unrecognized arguments: --bogus")
     rc, _, err = cli("prepare", "--synthetic", "0")
     assert rc == 2 and "--synthetic N (1 or more)" in err
+
+
+def test_a_reader_that_leaves_early_ends_the_command_quietly(tmp_path):
+    """`anime-gan prepare ... | head -0`: the report cannot be printed; the data set is still written
+    and there is no traceback about the broken pipe."""
+    import subprocess
+    import sys
+    proc = subprocess.Popen([sys.executable, "-m", "anime_gan", "prepare", "--synthetic", "8", "-o",
+                             str(tmp_path / "d"), "--image-size", "32"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc.stdout.close()
+    err = proc.stderr.read()
+    assert proc.wait(timeout=120) == 1 and "Traceback" not in err and "Broken pipe" not in err
+    assert len(list((tmp_path / "d" / "images").iterdir())) == 8 and (tmp_path / "d" / "tags.pickle").is_file()

@@ -25,11 +25,12 @@ def data(tmp_path_factory):
     return root
 
 
-def _spawn(tmp: Path, data: Path, *extra) -> subprocess.Popen:
-    args = [sys.executable, "-m", "anime_gan", *TRAIN, "-t", str(data), "-s", str(tmp / "s"),
+def _spawn(tmp: Path, data: Path, *extra, quiet=True, **popen) -> subprocess.Popen:
+    train = TRAIN if quiet else [a for a in TRAIN if a != "-q"]
+    args = [sys.executable, "-m", "anime_gan", *train, "-t", str(data), "-s", str(tmp / "s"),
             "-c", str(tmp / "c"), *extra]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
+    return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True, **popen)
 
 
 def _logged_steps(run: Path) -> int:
@@ -46,7 +47,7 @@ def _wait_for_steps(proc, run: Path, n: int, timeout: float = 60.0) -> None:
         time.sleep(0.05)
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
 def test_interrupt_writes_a_final_checkpoint_and_exits_0(tmp_path, data, sig):
     proc = _spawn(tmp_path, data, "-i", "100000", "--check", "100000")
     run = tmp_path / "c" / "r"
@@ -61,6 +62,32 @@ def test_interrupt_writes_a_final_checkpoint_and_exits_0(tmp_path, data, sig):
                  "-i", str(step + 2), "--check", "100000", "--resume"]) == 0
     assert checkpoint.resumable_steps(run)[-1] == step + 2
 
+
+
+def test_a_closed_log_pipe_stops_with_a_checkpoint_instead_of_losing_the_steps(tmp_path, data):
+    """`anime-gan train 2>&1 | head -3`: once the reader is gone, the next log line cannot be written;
+    the run stops after that step and saves it, as for SIGTERM."""
+    proc = _spawn(tmp_path, data, "-i", "100000", "--check", "100000", "--sample", "4", quiet=False)
+    run = tmp_path / "c" / "r"
+    _wait_for_steps(proc, run, 3)
+    proc.stderr.close()  # the reader leaves; the log line at the next multiple of 4 meets EPIPE
+    out = proc.stdout.read()
+    assert proc.wait(timeout=60) == 0 and out.strip() == str(run)
+    step = checkpoint.resumable_steps(run)[-1]
+    assert step >= 4 and step % 4 == 0  # the step whose line failed, saved whole
+    checkpoint.load(run / f"D_{step}.ckpt", "trainer")
+
+
+def test_sighup_ignored_by_nohup_stays_ignored(tmp_path, data):
+    proc = _spawn(tmp_path, data, "-i", "100000", "--check", "100000",
+                  preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN))
+    run = tmp_path / "c" / "r"
+    _wait_for_steps(proc, run, 3)
+    proc.send_signal(signal.SIGHUP)
+    _wait_for_steps(proc, run, _logged_steps(run) + 3)  # it trains on
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
 
 
 def test_more_ctrl_c_during_the_final_save_still_exit_0(tmp_path, data, monkeypatch, capsys):

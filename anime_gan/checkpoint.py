@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -22,26 +21,15 @@ import torch
 
 from .config import TrainConfig
 from .errors import UserError
+from .files import replace_atomically
 
 FORMAT = "anime-gan/1"
 _STEP = re.compile(r"^G_(\d+)\.ckpt$")
 
 
 def save(obj: dict, path: Path) -> None:
-    """torch.save to a temp file in the same folder, fsync, then rename over `path`.
-
-    A crash at any moment leaves either the old file or the new one, never half of one."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """torch.save, atomically: a crash at any moment leaves the old file or the new one."""
+    replace_atomically(path, lambda f: torch.save(obj, f))
 
 
 def lock_run(run_dir: Path) -> Path:
@@ -262,7 +250,7 @@ def check_architecture(path: Path, saved: TrainConfig, cfg: TrainConfig) -> None
                             f"not {getattr(cfg, key)}; pass the same value to resume")
 
 
-def restore_snapshot(path: Path, ckpt_dir: Path, state: TrainState, cfg: TrainConfig,
+def restore_snapshot(path: Path, state: TrainState, cfg: TrainConfig,
                      schema_dict: dict | None = None, log=lambda msg: None,
                      g: dict | None = None) -> tuple[int, list[dict], TrainConfig]:
     """Load G_<N>.ckpt at `path` and its D_<N>.ckpt into `state`; returns (N, the stats records up to N,
@@ -270,7 +258,6 @@ def restore_snapshot(path: Path, ckpt_dir: Path, state: TrainState, cfg: TrainCo
     scale of a run trained in another precision, a batch stream drawn on another kind of device) is
     started afresh, deterministically, with a note through `log`.
 
-    <ckpt_dir>/stats.jsonl is rewritten to those records, so the log continues from the snapshot.
     `g`: the G file's contents, when the caller has loaded it already."""
     g = g if g is not None else load(path, "generator")
     d_path = path.with_name(path.name.replace("G_", "D_", 1))
@@ -319,9 +306,9 @@ def restore_snapshot(path: Path, ckpt_dir: Path, state: TrainState, cfg: TrainCo
     if cuda is not None and len(cuda) and state.gen.device.type == "cuda":
         torch.cuda.set_rng_state(cuda, state.gen.device)
     state.acc.load(d["acc"])
-    # Logs continue where the snapshot was taken: lines written after it are dropped.
+    # Logs continue where the snapshot was taken: lines written after it are dropped (the main
+    # process rewrites stats.jsonl with these).
     records = [r for r in read_jsonl(path.parent / "stats.jsonl") if r.get("step", 0) <= step]
-    (ckpt_dir / "stats.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     return step, records, saved
 
 

@@ -20,6 +20,26 @@ def writing(path: Path, fix: str):
         raise UserError(f"{path}: cannot write here ({e.strerror}); {fix}") from None
 
 
+def replace_atomically(path, write) -> None:
+    """`write(f)` into a temp file beside `path`, fsync, then rename it over `path`: a crash at any
+    moment leaves the old file or the new one, never half of one."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_text_atomically(path, text: str) -> None:
+    replace_atomically(path, lambda f: f.write(text.encode()))
+
+
 def writable_file(path, fix: str, append: bool = False) -> None:
     """Raise a UserError unless `path` can be written (replaced, or appended to with `append`)."""
     path = Path(path)

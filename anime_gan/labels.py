@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from .errors import UserError
+from .files import write_text_atomically
 
 # Seed 001's class order: the index of a class is its position here, in every file we read/write.
 HAIR_COLORS = ("orange", "white", "aqua", "gray", "green", "red", "purple", "pink", "blue",
@@ -114,7 +115,7 @@ class Schema:
 
     def save(self, folder: Path) -> Path:
         path = Path(folder) / SCHEMA_FILE
-        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        write_text_atomically(path, json.dumps(self.to_dict(), indent=2) + "\n")
         return path
 
     @classmethod

@@ -28,7 +28,7 @@ from .config import TrainConfig, resolve_hyper, validate_train
 from .data.dataset import Batches, LabelSampler, open_packed
 from .data.prepare import PrepareConfig, cache_paths, ensure_cache, format_report, prepare
 from .errors import UserError, out_of_memory
-from .files import removed_on_failure, visible_entries, writable_folder
+from .files import removed_on_failure, visible_entries, writable_folder, write_text_atomically
 from .labels import Schema, cond_dim, condition_encoder
 from .metrics.evaluate import evaluate_during_training, load_training_judge
 from .models import PRESETS, ModelConfig, aux_kind, build
@@ -216,7 +216,7 @@ def train(cfg: TrainConfig) -> Path | None:
         state = checkpoint.TrainState(G, D, G_ema, opt_G, opt_D, scaler, gen, acc)  # what snapshots save and restore
         start, records = 0, []
         if resume_path is not None:
-            start, records, saved = checkpoint.restore_snapshot(resume_path, ckpt_dir, state, cfg,
+            start, records, saved = checkpoint.restore_snapshot(resume_path, state, cfg,
                                                                 schema.to_dict() if schema else None, log, snapshot)
             for opt in (opt_G, opt_D):
                 _match_device(opt, device, cfg.cuda_graph)
@@ -231,15 +231,16 @@ def train(cfg: TrainConfig) -> Path | None:
             changed = _changed_settings(saved, cfg, penalty=hyper.loss in ("wgan-gp", "dragan"))
             if changed:  # allowed (a lower --lr to finish, say), but never silently
                 log("note: continuing with changed settings: " + changed)
+        if dist.is_main:
+            # the log continues from the snapshot's step (empty for a new run): later lines go
+            write_text_atomically(ckpt_dir / "stats.jsonl", "".join(json.dumps(r) + "\n" for r in records))
         if dist.is_main and start < cfg.iterations:  # the settings this session trains with (a resumed run may change some)
-            (ckpt_dir / "config.json").write_text(json.dumps(
+            write_text_atomically(ckpt_dir / "config.json", json.dumps(
                 {"train": cfg.to_dict(), "hyper": asdict(hyper), "model": checkpoint.plain(asdict(mcfg)),
                  "schema": schema.to_dict() if schema else None, "world_size": dist.world_size}, indent=2))
         if fresh_folder and dist.is_main:
             real = torch.from_numpy(data.images[:64].copy()).float().div(127.5).sub(1)
             render.save_grid(real, sample_dir / "real.png", nrow=8)
-            if resume_path is None:  # a resumed run's log was carried over by restore_snapshot
-                (ckpt_dir / "stats.jsonl").write_text("")
         tb = _tensorboard(ckpt_dir, cfg) if dist.is_main else None
         if start < cfg.iterations:
             log(f"training {cfg.model} ({hyper.loss} loss) on {len(data)} images, {device}, "

@@ -1,4 +1,5 @@
 """Two CPU processes with gloo under torchrun: same weights on both ranks, one writer."""
+import json
 import os
 import socket
 import subprocess
@@ -49,6 +50,14 @@ def test_torchrun_two_cpu_ranks(tmp_path):
     assert main(["train", "-t", str(data), "-s", str(tmp_path / "s"), "-c", str(tmp_path / "c"), "--name", "r",
                  "--model", "wgan-gp", "--nf", "8", "-b", "4", "--image-size", "32", "-i", "4", "--check", "4",
                  "--resume", "-q"]) == 0
+    # Both ranks resume it into a branch in a new folder: only the main rank writes there, after making it.
+    new = {"r": "branch", "3": "5", str(tmp_path / "c"): str(tmp_path / "c2")}
+    branch_cmd = [new.get(a, a) for a in cmd] + ["--resume", str(run / "G_4.ckpt")]
+    done = subprocess.run(branch_cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    branch = tmp_path / "c2" / "branch"
+    assert checkpoint.resumable_steps(branch) == [5]
+    assert [json.loads(l)["step"] for l in (branch / "stats.jsonl").read_text().splitlines()] == [1, 2, 3, 4, 5]
 
 
 def _sync_worker(rank, world, store, same, results):

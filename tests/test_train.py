@@ -488,7 +488,7 @@ def test_resume_in_fp16_from_another_precision_starts_a_fresh_loss_scale(tmp_pat
     assert _train(tmp_path, data, "--model", "cgan", "--image-size", "32", "-i", "2", "--check", "2", "--name", "r") == 0
     run, notes = tmp_path / "ckpt" / "r", []
     state, cfg, schema = _trainer_state(run, torch.amp.GradScaler("cpu", enabled=True))  # fp16's scaler
-    step, _, _ = checkpoint.restore_snapshot(run / "G_2.ckpt", run, state, cfg, schema, notes.append)
+    step, _, _ = checkpoint.restore_snapshot(run / "G_2.ckpt", state, cfg, schema, notes.append)
     assert step == 2 and notes == ["note: G_2.ckpt was trained in fp32, so fp16 starts with a fresh loss scale"]
     assert state.scaler.get_scale() == torch.amp.GradScaler("cpu").get_scale()
 

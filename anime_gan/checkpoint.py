@@ -13,13 +13,14 @@ from __future__ import annotations
 import json
 import os
 import re
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from .config import TrainConfig
+from .config import TrainConfig, fields_of
 from .errors import UserError
 from .files import replace_atomically
 
@@ -93,14 +94,42 @@ def load(path, kind: str) -> dict:
     if not path.is_file():
         raise UserError(f"{path}: checkpoint not found")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # a plain pickle given by mistake: the one line below says it all
+            warnings.simplefilter("ignore")
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # weights-only refusals, truncation and zip errors all land here
         raise UserError(f"{path}: {load_failure(str(e))}; use a checkpoint written by anime-gan") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT or ckpt.get("kind") != kind:
         expected = {"generator": "G_<step>.ckpt", "trainer": "D_<step>.ckpt", "judge": "judge_<size>.pt"}
         raise UserError(f"{path}: not an anime-gan {kind} checkpoint "
                         f"({expected.get(kind, kind)} expected)")
+    if kind == "generator":
+        _check_generator_body(path, ckpt)
     return ckpt
+
+
+def _check_generator_body(path: Path, ckpt: dict) -> None:
+    """A G file whose header is right but whose body was damaged or edited: one line now, rather than
+    a KeyError or a shape mismatch deep in sampling or resuming."""
+    from .labels import Schema, cond_dim
+    from .models import ModelConfig
+    try:
+        if not isinstance(ckpt.get("G"), dict) or not isinstance(ckpt.get("step"), int):
+            raise ValueError("its weights or step are missing")
+        cfg = TrainConfig.from_dict(ckpt["config"])
+        model = ModelConfig(**fields_of(ModelConfig, ckpt["model"]))
+        unknown = set(ckpt["model"]) - set(asdict(model))
+        if unknown:
+            raise ValueError(f"unknown model settings {sorted(unknown)}")
+        if (cfg.z_dim, cfg.image_size) != (model.z_dim, model.image_size):
+            raise ValueError("its training and model settings disagree")
+        fix = "use one written by anime-gan"
+        schema = Schema.from_dict(ckpt["schema"], str(path), fix) if ckpt.get("schema") else None
+        if model.cond_dim and (schema is None or cond_dim(schema, cfg.embed) != model.cond_dim):
+            raise ValueError(f"its label schema does not give the {model.cond_dim} condition inputs G takes")
+    except (KeyError, TypeError, ValueError) as e:
+        raise UserError(f"{path}: damaged generator checkpoint ({f'no {e}' if isinstance(e, KeyError) else str(e)[:160]}); "
+                        f"use one written by anime-gan") from None
 
 
 def load_failure(text: str) -> str:
@@ -162,11 +191,11 @@ def load_generator(model_dir, device="cpu", ema: bool = True):
         raise UserError(f"{path}: made with model '{cfg.model}', which this version does not know")
     m = dict(ckpt["model"])
     m["class_sizes"] = tuple(m.get("class_sizes", ()))
-    G, _ = build(cfg.model, ModelConfig(**m))
     state = ckpt["G_ema"] if ema and ckpt.get("G_ema") is not None else ckpt["G"]
     try:
+        G, _ = build(cfg.model, ModelConfig(**m))
         G.load_state_dict(state)
-    except RuntimeError as e:
+    except (RuntimeError, ValueError) as e:
         raise UserError(f"{path}: weights do not fit model '{cfg.model}' "
                         f"({str(e).splitlines()[0][:160]})") from None
     schema = Schema.from_dict(ckpt["schema"], str(path)) if ckpt.get("schema") else None

@@ -116,8 +116,29 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
+        """From a checkpoint or config.json (files a person can edit): ValueError names a wrong value."""
+        return cls(**fields_of(cls, d))
+
+
+_KIND_NAMES = {int: "a whole number", float: "a number", str: "text", bool: "true or false"}
+
+
+def fields_of(cls, d) -> dict:
+    """`d`'s entries that are fields of dataclass `cls`, each of its default's type (None allowed
+    where the default is None); a ValueError names the first that is not."""
+    if not isinstance(d, dict):
+        raise ValueError(f"settings are a {type(d).__name__}, not a mapping")
+    out = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in d:
+            continue
+        value, default = d[f.name], f.default
+        kind = (int, float) if type(default) is float else type(default)
+        if default is not None and default is not dataclasses.MISSING and not isinstance(default, (list, tuple)) \
+                and (not isinstance(value, kind) or (isinstance(value, bool) and type(default) is not bool)):
+            raise ValueError(f"{f.name} is {value!r}, not {_KIND_NAMES[type(default)]}")
+        out[f.name] = value
+    return out
 
 
 def validate_train(cfg: TrainConfig) -> None:

@@ -95,16 +95,17 @@ class Schema:
                             "suffixes": list(g.suffixes)} for g in self.groups]}
 
     @classmethod
-    def from_dict(cls, d: dict, source: str = "schema") -> "Schema":
+    def from_dict(cls, d: dict, source: str = "schema", fix: str = "re-run `anime-gan prepare`") -> "Schema":
+        """`fix`: what to do about `source` when it is not a valid schema."""
         try:
             groups = tuple(Group(str(g["name"]), tuple(str(c) for c in g["classes"]),
                                  bool(g.get("multi", False)),
                                  tuple(str(s) for s in g.get("suffixes", ())))
                            for g in d["groups"])
         except (KeyError, TypeError) as e:
-            raise UserError(f"{source}: not a valid label schema ({e}); re-run `anime-gan prepare`") from None
+            raise UserError(f"{source}: not a valid label schema ({e}); {fix}") from None
         if not groups or any(not g.classes for g in groups):
-            raise UserError(f"{source}: a label schema needs at least one group with classes")
+            raise UserError(f"{source}: a label schema needs at least one group with classes; {fix}")
         # Group names become file names (<group>_prob.npy): plain, short and distinct.
         names = [g.name for g in groups]
         bad = next((n for n in names if not re.fullmatch(r"\w[\w .-]{0,31}", n) or names.count(n) > 1), None)
@@ -121,10 +122,11 @@ class Schema:
     @classmethod
     def load(cls, folder: Path) -> "Schema":
         path = Path(folder) / SCHEMA_FILE
+        fix = "fix the file or replace it with a good copy"  # a data set's own: prepare reads it, not writes it
         try:
-            return cls.from_dict(json.loads(path.read_text()), str(path))
+            return cls.from_dict(json.loads(path.read_text()), str(path), fix)
         except (OSError, ValueError) as e:
-            raise UserError(f"{path}: cannot read the label schema ({e}); re-run `anime-gan prepare`") from None
+            raise UserError(f"{path}: cannot read the label schema ({e}); {fix}") from None
 
     # ---- human tags --------------------------------------------------------------------------
     def phrases(self) -> dict[tuple[str, ...], tuple[int, int]]:

@@ -93,7 +93,7 @@ def load(path) -> object:
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, RuntimeError,
             IndexError, KeyError, MemoryError, UnicodeDecodeError, OverflowError, Warning) as e:
         reason = (str(e).splitlines() or [type(e).__name__])[0][:200]
-        raise UserError(f"{path}: not a plain tags pickle ({reason}); it may be corrupt or unsafe. "
-                        f"Re-create it with `anime-gan prepare`") from None
+        raise UserError(f"{path}: not a plain tags pickle ({reason}); it may be corrupt or unsafe; "
+                        f"fix the file or replace it with a good copy") from None
     finally:
         sys.excepthook = hook

@@ -175,6 +175,12 @@ def train(cfg: TrainConfig) -> Path | None:
         log(f"note: --gp weights the wgan-gp and dragan penalties; --loss {hyper.loss} has none: ignored")
     if cfg.aux != defaults.aux and aux is None:
         log(f"note: --aux weights the ACGAN class loss; --model {cfg.model} has no class head: ignored")
+    if preset.loss == "vae":  # one optimizer for encoder and decoder, one update per batch
+        for flag in ("dlr", "n_critic"):
+            if getattr(cfg, flag) is not None:
+                log(f"note: --{flag.replace('_', '-')} sets D's side; --model cvae has no D: ignored")
+    if cfg.beta is not None and preset.optimizer == "rmsprop":
+        log(f"note: --beta sets Adam's beta1; --model {cfg.model} trains with RMSprop: ignored")
 
     # ---- models and optimizers ------------------------------------------------------------------
     torch.manual_seed(cfg.seed)

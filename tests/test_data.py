@@ -2,6 +2,7 @@
 skipped files, and the loaders (`open_packed` + `Batches`, `FileImages`)."""
 import io
 import json
+import pickle
 
 import numpy as np
 import pytest
@@ -16,7 +17,7 @@ from anime_gan.data.prepare import cache_paths, prepare
 from anime_gan.errors import UserError
 from anime_gan.labels import EYE_COLORS, HAIR_COLORS, Schema, anime_schema
 
-from conftest import (PAIRS, colour_of, draw, snapshot, write_folder, write_json_layout,
+from conftest import (PAIRS, colour_of, draw, one_line_error, snapshot, write_folder, write_json_layout,
                       write_tag_pickle, write_tags_csv)
 
 ANIME = anime_schema()
@@ -427,8 +428,103 @@ def test_open_packed_errors_name_the_fix(tmp_path):
     write_tags_csv(tmp_path / "d", PAIRS[:2])
     prepare(PrepareConfig(source=str(tmp_path / "d"), out=str(tmp_path / "d"), quiet=True))
     cache_paths(tmp_path / "d", 64)[1].unlink()
-    with pytest.raises(UserError, match="labels_64.npy.*re-run `anime-gan prepare`"):
+    with pytest.raises(UserError, match=f"labels_64.npy: unreadable .No such file or directory.; "
+                                        f"re-run `anime-gan prepare {tmp_path / 'd'} -o "):
         open_packed(tmp_path / "d", 64)
     np.save(cache_paths(tmp_path / "d", 64)[0], np.zeros((2, 3, 32, 32), np.uint8))
     with pytest.raises(UserError, match=r"expected uint8 \[N, 3, 64, 64\]"):
         open_packed(tmp_path / "d", 64)
+
+
+def train_on(cli, tmp_path, data):
+    """One tiny training step on `data`: enough to open its cache and draw fake labels."""
+    return cli("train", "-t", data, "-d", "cpu", "-i", "1", "--nf", "8", "-b", "2",
+               "-s", tmp_path / "samples", "-c", tmp_path / "ckpt", "-q")
+
+
+def npz(path, array):
+    with open(path, "wb") as f:   # np.savez would add .npz to the name
+        np.savez(f, a=array)
+
+
+@pytest.mark.parametrize("name, write, needle", [
+    ("meta_64.json", lambda p: p.write_text("[]"), "expected a JSON dict, got list"),
+    ("meta_64.json", lambda p: p.write_text("{garbage"), "not valid JSON"),
+    ("meta_64.json", lambda p: p.write_text('{"schema": {"groups": []}}'), "at least one group"),
+    ("labels_64.npy", lambda p: np.save(p, np.array(3, np.uint8)), "shape [], expected [3, 22]"),
+    ("labels_64.npy", lambda p: np.save(p, np.zeros((3, 21), np.uint8)), "shape [3, 21], expected [3, 22]"),
+    ("labels_64.npy", lambda p: np.save(p, np.zeros((3, 22), np.complex64)), "complex"),
+    ("images_64.npy", lambda p: npz(p, np.zeros((3, 3, 64, 64), np.uint8)), ".npz archive"),
+    ("images_64.npy", lambda p: p.write_bytes(b""), "unreadable"),
+], ids=["meta-list", "meta-garbage", "meta-no-groups", "labels-0d", "labels-width", "labels-complex",
+        "images-npz", "images-empty"])
+def test_malformed_cache_is_one_line_naming_the_file_and_prepare_rebuilds_it(cli, tmp_path, name, write,
+                                                                                needle):
+    data = write_tags_csv(tmp_path / "d", PAIRS[:3])
+    assert cli("prepare", data, "-q")[0] == 0
+    write(data / "cache" / name)
+    err = one_line_error(train_on(cli, tmp_path, data), data / "cache" / name, needle,
+                         f"re-run `anime-gan prepare {data} -o {data} --image-size 64`")
+    assert "images_64" not in err or name != "meta_64.json"
+    assert not (tmp_path / "ckpt").exists()   # no automatic repack, and no half run left behind
+    assert cli("prepare", data, "-o", data, "--image-size", 64, "-q")[0] == 0   # the advice works
+    assert np.array_equal(open_packed(data, 64).labels, pair_labels(PAIRS[:3]))
+
+
+@pytest.mark.parametrize("prior", [[np.nan] + [1] * 11, [1] * 11 + [np.inf], [-np.inf] + [1] * 11,
+                                   [1e308] * 12], ids=["nan", "inf", "-inf", "sum-overflows"])
+def test_non_finite_priors_are_refused(cli, tmp_path, prior):
+    data = write_tags_csv(tmp_path / "d", PAIRS[:3])
+    assert cli("prepare", data, "-q")[0] == 0
+    np.save(data / "hair_prob.npy", np.array(prior))
+    one_line_error(train_on(cli, tmp_path, data), data / "hair_prob.npy", "finite", "NaN or infinite",
+                   "delete it")
+
+
+@pytest.mark.parametrize("out_name", ["prepared", "more/prepared", "images"])
+def test_prepare_into_a_folder_inside_the_source_does_not_read_its_own_output(cli, tmp_path, out_name):
+    pics = write_folder(tmp_path / "pics", 5)
+    out = pics / out_name
+    for _ in range(3):
+        rc, stdout, err = cli("prepare", pics, "-o", out, "-q")
+        assert rc == 0 and stdout.startswith(f"5 images from {pics} (folder layout)"), (stdout, err)
+        assert len(open_packed(out, 64)) == 5 and len(list((out / "images").iterdir())) == 5
+    assert sorted(f.name for f in scan(out).files) == [f"{i}.png" for i in range(5)]
+
+
+@pytest.mark.parametrize("layout", ["tags-csv", "json"])
+def test_unlabelled_images_are_listed_and_strict_refuses_them(cli, tmp_path, layout):
+    if layout == "json":
+        src = write_json_layout(tmp_path / "src", {"0.png": ["gray cube"], "1.png": ["red cube"]})
+    else:
+        src = write_tags_csv(tmp_path / "src", PAIRS[:2])
+    unlabelled = draw(src / "images" / "2.png", (0, 0, 0))
+    rc, out, err = cli("prepare", src, "-o", tmp_path / "out", "-q")
+    assert rc == 0 and out.startswith("2 images"), err
+    assert f"    {unlabelled}: missing label" in out.splitlines() and "skipped 1 file(s):" in out
+    one_line_error(cli("prepare", src, "-o", tmp_path / "strict", "--strict", "-q"),
+                   "--strict: 1 file(s) skipped", f"{unlabelled} (missing label)")
+    assert not (tmp_path / "strict").exists()
+
+
+def test_a_bad_label_line_is_not_listed_again_as_a_missing_label(cli, tmp_path):
+    src = write_tags_csv(tmp_path / "src", PAIRS[:2], extra_rows=["2,teal hair blue eyes", "3"])
+    draw(src / "images" / "2.jpg", (0, 0, 0))
+    draw(src / "images" / "3.jpg", (0, 0, 0))
+    rc, out, _ = cli("prepare", src, "-o", tmp_path / "out", "-q")
+    assert rc == 0 and "skipped 2 file(s):" in out and "missing label" not in out
+
+
+@pytest.mark.parametrize("name, content, needle", [
+    ("tags.pickle", b"garbage", "not a plain tags pickle"),
+    ("tags.pickle", pickle.dumps([1, 2]), "expected a dict"),
+    ("schema.json", b"{bad json", "cannot read the label schema"),
+    ("schema.json", b'{"nothing": 1}', "not a valid label schema"),
+], ids=["pickle-garbage", "pickle-list", "schema-bad-json", "schema-no-groups"])
+def test_corrupt_source_label_file_says_to_fix_it_not_to_rerun_prepare(cli, tmp_path, name, content, needle):
+    src = write_tag_pickle(tmp_path / "src", PAIRS[:2])
+    (src / name).write_bytes(content)
+    for args in (["-o", tmp_path / "out"], []):   # into another folder, and in place
+        err = one_line_error(cli("prepare", src, *args, "-q"), src / name, needle,
+                             "fix the file or replace it with a good copy")
+        assert "re-run" not in err.lower() and "re-create" not in err.lower()

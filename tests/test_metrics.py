@@ -28,7 +28,7 @@ from anime_gan.metrics.config import JudgeConfig
 from anime_gan.metrics.evaluate import evaluate
 from anime_gan.metrics.inception import WEIGHTS_FILE, InceptionFeatures
 from anime_gan.metrics.judge import Judge, JudgeArch, group_hits, load_judge, save_judge, train_judge
-from conftest import one_line_error
+from conftest import draw, one_line_error
 
 
 # Small enough for ~5 s on two CPU cores, and measured to reach >= 0.95 per group on 600 faces.
@@ -128,6 +128,10 @@ def test_real_statistics_are_cached_and_keyed(data):
     assert np.array_equal(first["all"].cov, again["all"].cov) and "hair/blonde" in again
     fid.real_stats(data, ext, "test", "k2", per_class=True)  # other weights: recomputed
     assert sum(calls) == 2 * len(data)
+    cache = data.root / "cache" / "fid_test_64.npz"
+    cache.write_bytes(cache.read_bytes()[:len(cache.read_bytes()) // 2])  # a truncated zip
+    fid.real_stats(data, ext, "test", "k2", per_class=True)  # damaged: recomputed, not a traceback
+    assert sum(calls) == 3 * len(data)
 
 
 # ---- judge ------------------------------------------------------------------------------------
@@ -303,6 +307,25 @@ def test_eval_diversity_needs_no_judge(run_dir, tmp_path, capsys):
     assert set(metrics) == {"diversity"} and metrics["diversity"]["ratio"] >= 0
 
 
+def test_eval_conditions_and_data_folder_mistakes_are_said_plainly(cli, run_dir, data_dir, tmp_path):
+    conditions = tmp_path / "c.json"
+    conditions.write_text(json.dumps([["blue hair", "red eyes"]]))
+    rc, _, err = cli("eval", "-d", run_dir, "--metrics", "diversity", "--conditions", conditions, "--device", "cpu")
+    assert rc == 0 and "--conditions picks the labels the accuracy metric scores" in err
+    one_line_error(cli("eval", "-d", run_dir, "--metrics", "diversity", "-t", tmp_path / "nope"),
+                   tmp_path / "nope", "no such data folder; check -t")
+    # a model without labels: --conditions is a mistake, said in one line
+    unlabelled = tmp_path / "unlabelled"
+    unlabelled.mkdir()
+    for i in range(8):
+        draw(unlabelled / f"{i}.png", (40 * i, 90, 200), size=(64, 64))
+    assert main(["prepare", str(unlabelled), "-o", str(tmp_path / "u"), "-q"]) == 0
+    assert main(["train", "-t", str(tmp_path / "u"), "--model", "dcgan", "--nf", "8", "-i", "1", "-b", "4", "-d",
+                 "cpu", "-q", "-c", str(tmp_path / "c"), "-s", str(tmp_path / "s"), "--name", "u"]) == 0
+    one_line_error(cli("eval", "-d", tmp_path / "c" / "u", "--metrics", "diversity", "--conditions", conditions),
+                   "has no labels, so --conditions has nothing to choose")
+
+
 def test_diversity_of_a_data_set_without_spread_is_not_a_number(data, tmp_path):
     """Every face of a label is one image: the ratio has no denominator and says so."""
     import dataclasses
@@ -407,6 +430,22 @@ def test_train_judge_checks_its_output_before_training(cli, data_dir, tmp_path, 
     # Not quiet: an epoch line on stderr would show that training ran before the check.
     one_line_error(cli("train-judge", "-t", data_dir, "--epochs", "1", "--width", "4", "-d", "cpu", "-o", out),
                    out, "-o", *needles)
+
+
+def test_train_judge_writes_over_a_judge_only(cli, data_dir, run_dir, tmp_path):
+    """-o at a checkpoint or a tags file is refused before training, the file untouched; an older
+    judge is replaced with a note."""
+    g = sorted(Path(run_dir).glob("G_*.ckpt"))[-1]
+    for victim in (g, Path(data_dir) / "tags.pickle"):
+        before = victim.read_bytes()
+        one_line_error(cli("train-judge", "-t", data_dir, "--epochs", "1", "--width", "4", "-d", "cpu",
+                           "-o", victim), victim, "is not a judge", "-o")
+        assert victim.read_bytes() == before
+    judge = tmp_path / "j.pt"
+    for _ in range(2):
+        rc, _, err = cli("train-judge", "-t", data_dir, "--epochs", "1", "--width", "4", "-d", "cpu", "-o", judge)
+        assert rc == 0
+    assert "holds a judge already; it will be replaced" in err
 
 
 @pytest.mark.parametrize("dry_run", [[], ["--dry-run"]])

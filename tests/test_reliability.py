@@ -264,6 +264,35 @@ def test_checkpoint_of_another_architecture_is_refused(tmp_path, data, capsys):
     assert code == 2 and "was trained with --model cgan" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("damage, needle", [
+    (lambda g: g.pop("model"), "no 'model'"),
+    (lambda g: g["model"].update(foo=1), "unknown model settings ['foo']"),
+    (lambda g: g["model"].update(image_size=48), "training and model settings disagree"),
+    (lambda g: (g["model"].update(image_size=48), g["config"].update(image_size=48)), "image_size must be one of"),
+    (lambda g: g.update(schema={"groups": [{"name": "hair", "classes": ["red"]}]}), "the 22 condition inputs"),
+    (lambda g: g.pop("schema"), "the 22 condition inputs"),
+    (lambda g: g["config"].update(z_dim="abc"), "z_dim is 'abc', not a whole number"),
+    (lambda g: g.update(config=[]), "settings are a list"),
+])
+def test_a_damaged_generator_checkpoint_is_one_line_everywhere(tmp_path, data, capsys, damage, needle):
+    """The header is right, the body was edited or damaged: test, eval and resume each say so in one
+    line (exit 2) instead of a KeyError or a shape mismatch deep inside."""
+    base = [*TRAIN, "-t", str(data), "-s", str(tmp_path / "s"), "-c", str(tmp_path / "c"), "-i", "2", "--check", "2"]
+    assert main(base) == 0
+    g_path = tmp_path / "c" / "r" / "G_2.ckpt"
+    g = torch.load(g_path, weights_only=True)
+    damage(g)
+    torch.save(g, g_path)
+    capsys.readouterr()
+    codes = [main(["test", "-t", "samples", "-d", str(g_path), "-s", str(tmp_path / "out")]),
+             main(["eval", "-d", str(g_path), "-t", str(data), "--metrics", "diversity", "-q"]),
+             main([*base[:-4], "-i", "4", "--resume", str(g_path), "--name", "branch"])]
+    err = capsys.readouterr().err
+    # (resume may find the fault first in its own words)
+    assert codes == [2, 2, 2] and err.count("\n") == 3 and err.count(needle) >= 2, err
+    assert not (tmp_path / "out").exists() and not (tmp_path / "c" / "branch").exists()
+
+
 def test_full_disk_is_refused_before_training(tmp_path, data, monkeypatch, capsys):
     import shutil
     from collections import namedtuple

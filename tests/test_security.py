@@ -71,7 +71,7 @@ def test_restricted_unpickler_refuses_payloads(tmp_path, kind, protocol):
         safe_pickle.load(path)
     assert not target.exists()
     msg = str(e.value)
-    assert str(path) in msg and "anime-gan prepare" in msg and "\n" not in msg
+    assert str(path) in msg and "replace it with a good copy" in msg and "\n" not in msg
 
 
 def hostile_folder(root, target, kind="os.system"):

@@ -123,6 +123,13 @@ def test_weights_of_loss_terms_the_model_lacks_are_noted(tmp_path, data, capsys)
     err = capsys.readouterr().err
     assert "note: --gp weights the wgan-gp and dragan penalties; --loss bce has none: ignored" in err
     assert "note: --aux weights the ACGAN class loss; --model cgan has no class head: ignored" in err
+    for model, flags, notes in (("cvae", ["--dlr", "0.01", "--n-critic", "2"],
+                                 ["--dlr sets D's side; --model cvae has no D", "--n-critic sets D's side"]),
+                                ("wgan", ["--beta", "0.3"], ["--beta sets Adam's beta1; --model wgan trains with RMSprop"])):
+        assert main(["train", "-t", str(data), "-s", str(tmp_path / "s"), "-c", str(tmp_path / "c"), *TINY[:-1],
+                     "--model", model, *flags, "--image-size", "32", "-i", "1"]) == 0
+        err = capsys.readouterr().err
+        assert all(note in err for note in notes), err
 
 
 def test_d_nf_gives_d_its_own_width_and_must_match_on_resume(tmp_path, data, capsys):

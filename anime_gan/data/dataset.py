@@ -7,7 +7,6 @@ batch is gathered, converted and flipped on the device (no per-sample Python, no
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +16,7 @@ import torch
 from ..distributed import free_memory
 from ..errors import UserError
 from ..labels import Schema
-from .formats import Source, read_image
+from .formats import Source, read_image, read_json
 from .prepare import cache_paths
 
 
@@ -41,29 +40,40 @@ class Packed:
 def open_packed(root, size: int) -> Packed:
     root = Path(root)
     images_path, labels_path, meta_path = cache_paths(root, size)
+    command = f"`anime-gan prepare {root} -o {root} --image-size {size}`"
     if not images_path.exists():
-        raise UserError(f"{images_path}: no {size}px cache; run `anime-gan prepare {root} -o {root} "
-                        f"--image-size {size}`")
-    try:
-        images = np.load(images_path, mmap_mode="c")
-        meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
-    except (OSError, ValueError) as e:
-        raise UserError(f"{images_path}: unreadable cache ({e}); re-run `anime-gan prepare`") from None
-    if images.ndim != 4 or images.shape[1:] != (3, size, size) or images.dtype != np.uint8:
-        raise UserError(f"{images_path}: expected uint8 [N, 3, {size}, {size}], got {images.dtype} "
-                        f"{list(images.shape)}; re-run `anime-gan prepare`")
-    schema = Schema.from_dict(meta["schema"], str(meta_path)) if meta.get("schema") else None
+        raise UserError(f"{images_path}: no {size}px cache; run {command}")
+    # The cache is derived data: packing the folder again replaces every file of it.
+    repack = f"re-run {command} to rebuild the cache"
+    images = _load_npy(images_path, repack, mmap_mode="c")
+    if images.ndim != 4 or images.shape[1:] != (3, size, size) or images.dtype != np.uint8 or not len(images):
+        raise UserError(f"{images_path}: expected uint8 [N, 3, {size}, {size}] with N > 0, got {images.dtype} "
+                        f"{list(images.shape)}; {repack}")
+    meta = read_json(meta_path, dict, repack) if meta_path.exists() else {}
+    schema = Schema.from_dict(meta["schema"], str(meta_path), repack) if meta.get("schema") else None
     labels = None
     if schema is not None:
-        try:
-            labels = np.load(labels_path, allow_pickle=False).astype(np.float32)
-        except (OSError, ValueError) as e:
-            raise UserError(f"{labels_path}: unreadable labels ({e}); re-run `anime-gan prepare`") from None
+        labels = _load_npy(labels_path, repack, dtype=np.float32)
         if labels.shape != (len(images), schema.dim):
-            raise UserError(f"{labels_path}: {labels.shape[0]} labels for {len(images)} images; "
-                            f"re-run `anime-gan prepare`")
+            raise UserError(f"{labels_path}: labels of shape {list(labels.shape)}, expected [{len(images)}, "
+                            f"{schema.dim}] ({images_path.name} holds {len(images)} images, {meta_path.name} "
+                            f"names {schema.dim} classes); {repack}")
     priors = _priors(root, schema, labels)
     return Packed(root, images, labels, schema, priors)
+
+
+def _load_npy(path: Path, fix: str, dtype=None, mmap_mode=None) -> np.ndarray:
+    try:
+        array = np.load(path, mmap_mode=mmap_mode, allow_pickle=False)
+        if isinstance(array, np.ndarray) and dtype is not None:
+            array = array.astype(dtype, casting="same_kind")  # complex or text: an error, not a warning
+    except (OSError, EOFError, ValueError, TypeError) as e:
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else e  # without the path again
+        raise UserError(f"{path}: unreadable ({reason}); {fix}") from None
+    if not isinstance(array, np.ndarray):
+        array.close()
+        raise UserError(f"{path}: an .npz archive, not an .npy array; {fix}")
+    return array
 
 
 def _priors(root: Path, schema: Schema | None, labels) -> dict:
@@ -73,17 +83,28 @@ def _priors(root: Path, schema: Schema | None, labels) -> dict:
         path = root / f"{g.name}_prob.npy"
         p = None
         if path.exists():
-            try:
-                p = np.load(path, allow_pickle=False).astype(np.float64).reshape(-1)
-            except (OSError, ValueError) as e:
-                raise UserError(f"{path}: unreadable ({e}); delete it and re-run `anime-gan prepare`") from None
-            if p.shape != (len(g.classes),) or (p < 0).any() or p.sum() <= 0:
-                raise UserError(f"{path}: expected {len(g.classes)} non-negative probabilities; "
-                                f"delete it and re-run `anime-gan prepare`")
+            fix = "delete it and re-run `anime-gan prepare`"
+            p = _load_npy(path, fix, dtype=np.float64).reshape(-1)
+            problem = _prior_problem(p, len(g.classes))
+            if problem:
+                raise UserError(f"{path}: expected {len(g.classes)} finite, non-negative probabilities, "
+                                f"got {problem}; {fix}")
         if p is None:
             p = labels[:, schema.span(g.name)].sum(0).astype(np.float64) + 1e-12
         priors[g.name] = (p / p.sum()).astype(np.float32)
     return priors
+
+
+def _prior_problem(p: np.ndarray, k: int) -> str | None:
+    if p.shape != (k,):
+        return f"{p.size} values"
+    with np.errstate(over="ignore", invalid="ignore"):  # a warning would be a second line on stderr
+        total = p.sum()
+    if not np.isfinite(total):  # NaN (or a sum too big) would make every fake label the last class
+        return "NaN or infinite values"
+    if (p < 0).any():
+        return "negative values"
+    return "only zeros" if total <= 0 else None
 
 
 class LabelSampler:

@@ -39,7 +39,8 @@ class Source:
     skipped: list[tuple[str, str]] = field(default_factory=list)   # (file, reason)
 
 
-def scan(root) -> Source:
+def scan(root, skip=None) -> Source:
+    """`skip`: a folder inside `root` to leave out, such as `prepare`'s own output."""
     root = Path(root)
     if root.is_file():
         raise UserError(f"{root}: is a file; give the data folder that holds it ({root.parent})")
@@ -53,7 +54,7 @@ def scan(root) -> Source:
             return _scan_json(root, root / name)
     if (root / "tags.csv").exists():
         return _scan_tags_csv(root)
-    return _scan_folder(root)
+    return _scan_folder(root, Path(skip) if skip is not None else None)
 
 
 def _image_dir(root: Path) -> Path:
@@ -65,8 +66,8 @@ def _scan_tag_pickle(root: Path) -> Source:
     schema = Schema.load(root) if (root / SCHEMA_FILE).exists() else anime_schema()
     tags = safe_pickle.load(path)
     if not isinstance(tags, dict):
-        raise UserError(f"{path}: expected a dict {{index: label}}, got {type(tags).__name__}; "
-                        f"re-create it with `anime-gan prepare`")
+        raise UserError(f"{path}: expected a dict {{index: label}} (what `anime-gan prepare` writes), got "
+                        f"{type(tags).__name__}; fix the file or replace it with a good copy")
     src = Source(root, "tag-pickle", schema)
     images = _image_dir(root)
     labels = []
@@ -80,12 +81,18 @@ def _scan_tag_pickle(root: Path) -> Source:
                             f"for these classes beside it") from None
         if _add_numbered(src, images, key):
             labels.append(vec)
-    known = {f.stem for f in src.files} | {Path(p).stem for p, _ in src.skipped}
-    for f in sorted(images.iterdir()) if images.is_dir() else []:
-        if f.suffix.lower() in IMAGE_SUFFIXES and f.stem not in known:
-            src.skipped.append((str(f), "missing label"))
+    _skip_unlabelled(src, [images], {str(k) for k in tags}, by_stem=True)
     src.labels = np.stack(labels) if labels else np.zeros((0, schema.dim), np.float32)
     return src
+
+
+def _skip_unlabelled(src: Source, folders, named: set, by_stem: bool) -> None:
+    """List the images no label names ("missing label"), so that the report shows them and --strict
+    refuses them; a numbered layout names images by stem (3 -> 3.jpg), the JSON one by file name."""
+    for folder in folders:
+        for f in sorted(folder.iterdir()) if folder.is_dir() else []:
+            if f.suffix.lower() in IMAGE_SUFFIXES and (f.stem if by_stem else f.name) not in named:
+                src.skipped.append((str(f), "missing label"))
 
 
 def _plain_name(name: str) -> bool:
@@ -129,7 +136,7 @@ def _tag_vector(value, path: Path, key) -> np.ndarray:
 
 
 def _scan_json(root: Path, objects_path: Path) -> Source:
-    objects = _read_json(objects_path, dict)
+    objects = read_json(objects_path, dict)
     try:
         names = [n for n, _ in sorted(objects.items(), key=lambda kv: int(kv[1]))]
     except (TypeError, ValueError, OverflowError):
@@ -141,7 +148,7 @@ def _scan_json(root: Path, objects_path: Path) -> Source:
     if not train_path.exists():
         raise UserError(f"{train_path}: missing; the JSON layout needs train.json "
                         f"({{file name: [object names]}}) beside {objects_path.name}")
-    entries = _read_json(train_path, dict)
+    entries = read_json(train_path, dict)
     image_dirs = [d for d in (root / "images", root / "iclevr", root) if d.is_dir()]
     position = {n: i for i, n in enumerate(names)}  # indices need not start at 0 or be contiguous
     src = Source(root, "json", schema)
@@ -164,17 +171,19 @@ def _scan_json(root: Path, objects_path: Path) -> Source:
         vec[[position[o] for o in objs]] = 1.0
         src.files.append(file)
         labels.append(vec)
+    # only in the folders the labelled images came from, of images/, iclevr/ and the root
+    _skip_unlabelled(src, sorted({f.parent for f in src.files}), set(entries), by_stem=False)
     src.labels = np.stack(labels) if labels else np.zeros((0, schema.dim), np.float32)
     return src
 
 
-def _read_json(path: Path, kind: type):
+def read_json(path: Path, kind: type, fix: str = "fix or re-export the file"):
     try:
         value = json.loads(path.read_text())
     except (OSError, ValueError) as e:
-        raise UserError(f"{path}: not valid JSON ({e}); fix or re-export the file") from None
+        raise UserError(f"{path}: not valid JSON ({e}); {fix}") from None
     if not isinstance(value, kind):
-        raise UserError(f"{path}: expected a JSON {kind.__name__}, got {type(value).__name__}")
+        raise UserError(f"{path}: expected a JSON {kind.__name__}, got {type(value).__name__}; {fix}")
     return value
 
 
@@ -183,7 +192,7 @@ def _scan_tags_csv(root: Path) -> Source:
     schema = anime_schema()
     images = _image_dir(root)
     src = Source(root, "tags-csv", schema)
-    labels = []
+    labels, named = [], set()
     try:
         # utf-8-sig: Excel and Notepad start a CSV with a byte-order mark, which is not part of id 0
         rows = list(csv.reader(path.read_text(encoding="utf-8-sig", errors="replace").splitlines()))
@@ -192,6 +201,7 @@ def _scan_tags_csv(root: Path) -> Source:
     for lineno, row in enumerate(rows, 1):
         if not row or not "".join(row).strip():
             continue
+        named.add(row[0].strip())  # a bad row is reported on its line, not again as a missing label
         if len(row) < 2:
             src.skipped.append((f"{path}:{lineno}", "no tags after the id"))
             continue
@@ -203,15 +213,31 @@ def _scan_tags_csv(root: Path) -> Source:
             continue
         if _add_numbered(src, images, ident):
             labels.append(vec)
+    _skip_unlabelled(src, [images], named, by_stem=True)
     src.labels = np.stack(labels) if labels else np.zeros((0, schema.dim), np.float32)
     return src
 
 
-def _scan_folder(root: Path) -> Source:
+def _scan_folder(root: Path, skip: Path | None) -> Source:
+    # `prepare pics -o pics/out` must not read what it wrote there last time; () is pics itself
+    below = _parts_below(skip, root) or None
     images = _image_dir(root)
+    if below and images != root and _parts_below(skip, images) == ():
+        images = root  # -o pics/images: that folder is the output, not the pictures
     files = sorted(f for f in images.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file()
-                   and "cache" not in f.relative_to(root).parts)
+                   and "cache" not in f.relative_to(root).parts
+                   and not (below and f.relative_to(root).parts[:len(below)] == below))
     return Source(root, "folder", None, files=files)
+
+
+def _parts_below(path: Path | None, folder: Path) -> tuple | None:
+    """`path` relative to `folder` as a tuple of names, or None when it is not inside it."""
+    if path is None:
+        return None
+    try:
+        return path.resolve().relative_to(folder.resolve()).parts
+    except ValueError:
+        return None
 
 
 def read_image(path: Path, size: int) -> np.ndarray:

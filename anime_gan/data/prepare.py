@@ -64,7 +64,7 @@ def _prepare(cfg: PrepareConfig, out: Path) -> dict:
         write_synthetic(out, cfg.synthetic, cfg.seed, size=max(64, cfg.image_size), quiet=cfg.quiet)
         src = scan(out)
     else:
-        src = scan(cfg.source)  # before touching `out`: a wrong SOURCE must not create folders
+        src = scan(cfg.source, skip=out)  # before touching `out`: a wrong SOURCE must not create folders
         if not _same(src.root, out) and _holds_data(out) and not _prepared_from(out, src.root):
             # Writing over another set would mix them: its images/{i} beyond the new count, or of
             # another extension, would stay and be read as the new set's.

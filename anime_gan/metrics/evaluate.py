@@ -239,7 +239,12 @@ def run_eval(cfg: EvalConfig, log=lambda msg: None) -> dict:
     G, tcfg, schema, step = checkpoint.load_generator(path, device, ema=cfg.ema)
     root = Path(cfg.train_dir or tcfg.train_dir)
     if not root.is_dir():
-        raise UserError(f"{root}: the data folder {path} was trained on is not here; pass it with -t DATA")
+        raise UserError(f"{root}: no such data folder; check -t" if cfg.train_dir else
+                        f"{root}: the data folder {path} was trained on is not here; pass it with -t DATA")
+    if cfg.conditions and schema is None:
+        raise UserError(f"{path}: this model has no labels, so --conditions has nothing to choose; drop it")
+    if cfg.conditions and "accuracy" not in cfg.metrics:
+        log("note: --conditions picks the labels the accuracy metric scores; without it, ignored")
     data = open_packed(root, tcfg.image_size)
     if data.schema != schema:
         raise UserError(f"{root} has other labels than {path} was trained on; pass the right folder with -t")

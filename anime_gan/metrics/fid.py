@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+import zipfile
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -128,7 +129,7 @@ def _read(path: Path, key: str) -> dict[str, Stats] | None:
                 return None
             names = [str(n) for n in z["names"]]
             return {n: Stats(z[f"mean{i}"], z[f"cov{i}"], int(z[f"n{i}"])) for i, n in enumerate(names)}
-    except (OSError, ValueError, KeyError):
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile):
         return None  # a damaged cache is recomputed, never trusted
 
 

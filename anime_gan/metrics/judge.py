@@ -128,6 +128,13 @@ def train_judge(cfg: JudgeConfig, log=print) -> tuple[Path, dict]:
     out = Path(cfg.out) if cfg.out else Path(cfg.train_dir) / f"judge_{cfg.image_size}.pt"
     fix = "pick another file with -o"
     writable_file(out, fix)
+    if out.exists():  # only a judge is replaced: -o pointing at a checkpoint or tags file is a slip
+        try:
+            checkpoint.load(out, "judge")
+        except UserError:
+            raise UserError(f"{out}: exists and is not a judge, so it is not written over; {fix}") from None
+        log(f"note: {out} holds a judge already; it will be replaced, and metrics scored with it "
+            f"will not compare with the new one's")
     device = distributed.pick_device(cfg.device)
     schema = data.schema
     train_idx, held_idx = split(len(data), cfg.heldout, cfg.seed)
@@ -191,7 +198,7 @@ def save_judge(judge: Judge, path: Path, report: dict) -> None:
 def load_judge(path, device="cpu") -> tuple[Judge, dict]:
     """(judge in eval mode on `device`, the saved dict without weights)."""
     ckpt = checkpoint.load(path, "judge")
-    schema = Schema.from_dict(ckpt["schema"], str(path))
+    schema = Schema.from_dict(ckpt["schema"], str(path), "retrain it with `anime-gan train-judge`")
     try:
         judge = Judge(schema, JudgeArch(**ckpt["arch"]))
         judge.load_state_dict(ckpt["state_dict"])

@@ -232,9 +232,11 @@ def save_snapshot(ckpt_dir: Path, step: int, state: TrainState, cfg: TrainConfig
             raise UserError(f"step {step}: the main process could not write the checkpoint (its own "
                             f"message says why); the previous checkpoint is intact")
         return
-    # data_path: -t is often relative ("data"); eval run from another folder must still find it
+    # data_path, sample_path: -t and -s are often relative ("data", "samples"); eval, or a resume run
+    # from another folder, must still find them
     common = {"format": FORMAT, "step": step, "config": cfg.to_dict(), "model": plain(asdict(mcfg)),
-              "schema": schema.to_dict() if schema else None, "data_path": str(Path(cfg.train_dir).resolve())}
+              "schema": schema.to_dict() if schema else None, "data_path": str(Path(cfg.train_dir).resolve()),
+              "sample_path": str(Path(cfg.sample_dir).resolve())}
     trainer = {**common, "kind": "trainer", "D": state.D.state_dict(), "opt_G": state.opt_G.state_dict(),
                "opt_D": state.opt_D.state_dict(), "scaler": state.scaler.state_dict(),
                # only the training device's CUDA stream: a resume may see fewer or other GPUs

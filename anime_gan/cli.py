@@ -350,15 +350,13 @@ def _run(args, argv=None) -> int:
         return 0
     if args.command == "train":
         from .config import resolve_hyper, validate_train
-        from .train import train
+        from .train import resolve_resume, train
         cfg = dataclasses.replace(_config(TrainConfig, args), typed=_typed(argv, "train"))
         validate_train(cfg)
-        if args.dry_run:
-            shown = {"train": dataclasses.asdict(cfg), "resolved": dataclasses.asdict(resolve_hyper(cfg)),
-                     "run": cfg.run_name()}
-            if cfg.resume:  # the snapshot is only read when training starts
-                shown["note"] = "with --resume, the settings not in 'typed' will be the snapshot's"
-            return _print(shown)
+        if args.dry_run:  # with --resume: the snapshot's settings, as training would take them
+            cfg, run, resume_path, _ = resolve_resume(cfg)
+            return _print({"train": dataclasses.asdict(cfg), "resolved": dataclasses.asdict(resolve_hyper(cfg)),
+                           "run": run, "resumes": str(resume_path) if resume_path else None})
         out = train(cfg)
         if out is not None:
             print(out)

@@ -119,23 +119,10 @@ def train(cfg: TrainConfig) -> Path | None:
     if device.type == "cuda":
         _configure_cuda(cfg.deterministic)
 
-    if cfg.resume not in (None, "latest") and cfg.typed is not None:
-        # --resume RUN (or RUN/G_<N>.ckpt) alone continues that run in its own folder; with --name NEW
-        # it branches into NEW beside it, and with -c into that folder. config.json records where.
-        given = Path(cfg.resume).resolve()  # `--resume .` inside the run folder names it too
-        folder = given if given.is_dir() else given.parent
-        cfg = replace(cfg, name=cfg.name or folder.name,
-                      checkpoint_dir=cfg.checkpoint_dir if "checkpoint_dir" in cfg.typed else str(folder.parent))
-    run = cfg.run_name()
+    cfg, run, resume_path, snapshot = resolve_resume(cfg)
     sample_dir, ckpt_dir = Path(cfg.sample_dir) / run, Path(cfg.checkpoint_dir) / run
-    resume_path = checkpoint.resume_path(cfg.resume, ckpt_dir)
     if resume_path is not None:
-        snapshot = checkpoint.load(resume_path, "generator")
-        cfg = _with_snapshot_settings(cfg, snapshot)
-        validate_train(cfg)
-        # before the data is packed: a wrong --image-size would first cost a cache of that size
-        checkpoint.check_architecture(resume_path, TrainConfig.from_dict(snapshot["config"]), cfg)
-        hyper, preset, sample_dir = resolve_hyper(cfg), PRESETS[cfg.model], Path(cfg.sample_dir) / run
+        hyper, preset = resolve_hyper(cfg), PRESETS[cfg.model]
         if int(snapshot["step"]) >= cfg.iterations:  # said before any folder, data or model is touched
             log(f"step {snapshot['step']} already reaches -i {cfg.iterations}: nothing to train; raise -i to continue")
             distributed.cleanup()
@@ -359,6 +346,28 @@ def train(cfg: TrainConfig) -> Path | None:
 
 # ---- helpers -------------------------------------------------------------------------------------
 
+def resolve_resume(cfg: TrainConfig) -> tuple[TrainConfig, str, Path | None, dict | None]:
+    """(the config a --resume trains with, the run's name, the G_<N>.ckpt it continues, that file's
+    contents); with no --resume, (cfg, its run name, None, None). Also what `--dry-run` shows."""
+    if cfg.resume not in (None, "latest") and cfg.typed is not None:
+        # --resume RUN (or RUN/G_<N>.ckpt) alone continues that run in its own folder; with --name NEW
+        # it branches into NEW beside it, and with -c into that folder. config.json records where.
+        given = Path(cfg.resume).resolve()  # `--resume .` inside the run folder names it too
+        folder = given if given.is_dir() else given.parent
+        cfg = replace(cfg, name=cfg.name or folder.name,
+                      checkpoint_dir=cfg.checkpoint_dir if "checkpoint_dir" in cfg.typed else str(folder.parent))
+    run = cfg.run_name()  # named by the flags given: the snapshot's settings below do not rename it
+    resume_path = checkpoint.resume_path(cfg.resume, Path(cfg.checkpoint_dir) / run)
+    if resume_path is None:
+        return cfg, run, None, None
+    snapshot = checkpoint.load(resume_path, "generator")
+    cfg = _with_snapshot_settings(cfg, snapshot)
+    validate_train(cfg)
+    # before the data is packed: a wrong --image-size would first cost a cache of that size
+    checkpoint.check_architecture(resume_path, TrainConfig.from_dict(snapshot["config"]), cfg)
+    return cfg, run, resume_path, snapshot
+
+
 def _with_snapshot_settings(cfg: TrainConfig, g: dict) -> TrainConfig:
     """`cfg` with every training setting that was not typed taken from the config of the G snapshot
     `g`, so that `--resume` alone continues the run as it was started (-i, --lr, the model, the data)."""
@@ -369,8 +378,10 @@ def _with_snapshot_settings(cfg: TrainConfig, g: dict) -> TrainConfig:
     if "lr" in keep:  # --lr sets both nets: a saved --glr/--dlr would otherwise take precedence
         keep |= {"glr", "dlr"}
     inherited = {k: getattr(saved, k) for k in vars(saved) if k not in keep}
-    if "train_dir" in inherited and Path(g.get("data_path") or "/nonexistent").is_dir():
-        inherited["train_dir"] = g["data_path"]  # -t was often relative to where training ran
+    # -t and -s were often relative to where training ran: the folders they named then
+    for flag, key in (("train_dir", "data_path"), ("sample_dir", "sample_path")):
+        if flag in inherited and Path(g.get(key) or "/nonexistent").is_dir():
+            inherited[flag] = g[key]
     return replace(cfg, **inherited)
 
 

@@ -167,13 +167,22 @@ def test_same_seed_same_run(tmp_path, data):
     assert _states_equal(gx, gy)
 
 
-def test_dry_run_prints_resolved_config(tmp_path, data, capsys):
+def test_dry_run_prints_resolved_config(tmp_path, data, capsys, monkeypatch):
     assert main(["train", "--model", "sagan", "--dry-run"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["resolved"]["glr"] == 1e-4 and out["resolved"]["dlr"] == 4e-4 and out["resolved"]["loss"] == "hinge"
     assert out["run"] == "sagan_onehot_nf64_64px_seed0" and out["train"]["typed"] == ["model"]
-    assert main(["train", "--model", "sagan", "--resume", "--dry-run"]) == 0
-    assert "settings not in 'typed' will be the snapshot's" in json.loads(capsys.readouterr().out)["note"]
+    # with --resume: what the resume will train with, read from the snapshot (nothing written)
+    assert _train(tmp_path, data, "--model", "cgan", "--image-size", "32", "-i", "2", "--name", "r") == 0
+    before = snapshot(tmp_path / "ckpt" / "r")
+    capsys.readouterr()
+    assert main(["train", "--resume", str(tmp_path / "ckpt" / "r"), "-i", "5", "--dry-run"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert (out["train"]["model"], out["train"]["nf"], out["train"]["iterations"], out["run"]) == ("cgan", 8, 5, "r")
+    assert out["resolved"]["loss"] == "bce" and out["resumes"] == str(tmp_path / "ckpt" / "r" / "G_2.ckpt")
+    assert snapshot(tmp_path / "ckpt" / "r") == before
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "--model", "sagan", "--resume", "--dry-run"]) == 2  # nothing there to resume
 
 
 @pytest.mark.parametrize("args, message", [
@@ -612,9 +621,11 @@ def test_resume_from_another_folder_does_not_report_a_changed_data_folder(tmp_pa
                  "-i", "2", "--check", "2", "--name", "r", "-q"]) == 0
     monkeypatch.chdir(tmp_path)
     capsys.readouterr()
-    assert main(["train", "--resume", "a/checkpoints/r", "-i", "3", "-s", str(tmp_path / "s")]) == 0
+    assert main(["train", "--resume", "a/checkpoints/r", "-i", "3"]) == 0  # the last step draws a snapshot
     err = capsys.readouterr().err
     assert "resumed r from step 2" in err and "changed settings" not in err, err
+    # without -s the snapshots go on where the run put them (a/samples/r), not into ./samples/r
+    assert (tmp_path / "a" / "samples" / "r" / "fake_step_3.png").is_file() and not (tmp_path / "samples").exists()
 
 
 def test_resuming_an_older_step_in_place_never_writes_over_later_ones(tmp_path, data, cli):

@@ -281,6 +281,15 @@ def check_architecture(path: Path, saved: TrainConfig, cfg: TrainConfig) -> None
                             f"not {getattr(cfg, key)}; pass the same value to resume")
 
 
+def check_labels(path: Path, g: dict, schema_dict: dict | None, data: str) -> None:
+    """The label layout fixes the networks' condition inputs: a resume needs the data's to match."""
+    if g.get("schema") != schema_dict:
+        def groups(d):
+            return " + ".join(f"{x['name']} ({len(x['classes'])})" for x in d["groups"]) if d else "no labels"
+        raise UserError(f"{path}: was trained on labels {groups(g.get('schema'))}, but -t {data} has "
+                        f"{groups(schema_dict)}; resume on the data set it was trained on")
+
+
 def restore_snapshot(path: Path, state: TrainState, cfg: TrainConfig,
                      schema_dict: dict | None = None, log=lambda msg: None,
                      g: dict | None = None) -> tuple[int, list[dict], TrainConfig]:
@@ -300,11 +309,8 @@ def restore_snapshot(path: Path, state: TrainState, cfg: TrainConfig,
     if g.get("data_path"):  # absolute: a relative -t of the saving run may mean another folder here
         saved.train_dir = g["data_path"]
     check_architecture(path, saved, cfg)
-    if g.get("schema") != schema_dict:  # the label layout fixes the networks' condition inputs
-        def groups(d):
-            return " + ".join(f"{x['name']} ({len(x['classes'])})" for x in d["groups"]) if d else "no labels"
-        raise UserError(f"{path}: was trained on labels {groups(g.get('schema'))}, but -t {cfg.train_dir} has "
-                        f"{groups(schema_dict)}; resume on the data set it was trained on")
+    check_labels(path, g, schema_dict, cfg.train_dir)
+
     def restore(file: Path, *loads):
         try:
             for load_fn in loads:

@@ -167,8 +167,8 @@ class Schema:
             seen[gi] = g.classes[ci]
             vec[self.offsets[gi] + ci] = 1.0
             i += k
-        if require_all:
-            missing = [g.name for gi, g in enumerate(self.groups) if gi not in seen]
+        if require_all:  # a multi-label group may be empty: a scene of no objects
+            missing = [g.name for gi, g in enumerate(self.groups) if gi not in seen and not g.multi]
             if missing:
                 raise UserError(f"'{text}' does not say the {' or '.join(missing)}; "
                                 f"write e.g. '{self.describe(self.example())}'")
@@ -259,8 +259,11 @@ def read_conditions(path, schema: Schema) -> tuple[list[list[str]], np.ndarray]:
     if isinstance(entries, list):
         entries = [[e] if isinstance(e, str) else e for e in entries]
     if not entries or not isinstance(entries, list) or not all(
-            isinstance(e, list) and e and all(isinstance(t, str) for t in e) for e in entries):
-        raise UserError(f"{path}: expected a non-empty JSON list of label lists, e.g. "
+            isinstance(e, list) and all(isinstance(t, str) for t in e) for e in entries):
+        bad = next((i for i, e in enumerate(entries) if not isinstance(e, list)), None) \
+            if isinstance(entries, list) else None
+        where = f" (entry {bad + 1} is {json.dumps(entries[bad])})" if bad is not None else ""
+        raise UserError(f"{path}: expected a non-empty JSON list of label lists{where}, e.g. "
                         f"{json.dumps([[schema.describe(schema.example())]])}")
     rows = []
     for i, entry in enumerate(entries):
@@ -269,6 +272,7 @@ def read_conditions(path, schema: Schema) -> tuple[list[list[str]], np.ndarray]:
         except UserError as e:
             raise UserError(f"{path} entry {i + 1} {json.dumps(entry)}: {e}") from None
     return entries, np.stack(rows)
+
 
 def cond_dim(schema: Schema, embed: str) -> int:
     if embed == "onehot":

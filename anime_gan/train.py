@@ -26,6 +26,7 @@ from tqdm import tqdm
 from . import checkpoint, distributed, render
 from .config import TrainConfig, resolve_hyper, validate_train
 from .data.dataset import Batches, LabelSampler, open_packed
+from .data.formats import scan
 from .data.prepare import PrepareConfig, cache_paths, ensure_cache, format_report, prepare
 from .errors import UserError, out_of_memory
 from .files import removed_on_failure, visible_entries, writable_folder, write_text_atomically
@@ -57,6 +58,8 @@ def load_training_data(cfg: TrainConfig, log):
         # a typo in -t must not quietly become hours of training on procedural faces
         raise UserError(f"{root}: no such data folder; check the path, or create it empty (mkdir) "
                         f"to have the built-in faces drawn there")
+    if root.exists() and not root.is_dir():
+        raise UserError(f"{root}: is a file; -t takes the data folder that holds it ({root.parent})")
     with removed_on_failure(root):  # a Ctrl-C while drawing leaves no empty or half data folder
         writable_folder(root, "choose another folder with -t")  # the set or its cache is written there
         if not visible_entries(root):
@@ -123,6 +126,10 @@ def train(cfg: TrainConfig) -> Path | None:
     sample_dir, ckpt_dir = Path(cfg.sample_dir) / run, Path(cfg.checkpoint_dir) / run
     if resume_path is not None:
         hyper, preset = resolve_hyper(cfg), PRESETS[cfg.model]
+        if not cache_paths(cfg.train_dir, cfg.image_size)[0].exists() and visible_entries(Path(cfg.train_dir)):
+            # labels read off the files, before a cache of another data set is packed for nothing
+            labels = scan(cfg.train_dir).schema
+            checkpoint.check_labels(resume_path, snapshot, labels.to_dict() if labels else None, cfg.train_dir)
         if int(snapshot["step"]) >= cfg.iterations:  # said before any folder, data or model is touched
             log(f"step {snapshot['step']} already reaches -i {cfg.iterations}: nothing to train; raise -i to continue")
             distributed.cleanup()
@@ -326,6 +333,8 @@ def train(cfg: TrainConfig) -> Path | None:
                 if step > saved_step:  # (the loop may have just saved this step: a --check or the last one)
                     _check_finite(acc.peek(), step, ckpt_dir, dist, device)
                     checkpoint.save_snapshot(ckpt_dir, step, state, cfg, mcfg, schema, dist)
+                    if dist.is_main:  # the curves up to here, with the steps since the last logged line
+                        _plot(records + [{"step": step, **acc.peek()}], ckpt_dir, aux is not None)
                 log(f"stopped at step {step}: saved {ckpt_dir / f'G_{step}.ckpt'}; continue with --resume")
             if tb is not None:
                 tb.close()

@@ -56,7 +56,7 @@ def test_interrupt_writes_a_final_checkpoint_and_exits_0(tmp_path, data, sig):
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
     step = checkpoint.resumable_steps(run)[-1]
-    assert step >= 3
+    assert step >= 3 and (run / "loss.png").is_file()  # the curves so far, though no --sample step came
     checkpoint.load(run / f"G_{step}.ckpt", "generator")
     assert main([*TRAIN, "-t", str(data), "-s", str(tmp_path / "s"), "-c", str(tmp_path / "c"),
                  "-i", str(step + 2), "--check", "100000", "--resume"]) == 0

@@ -288,6 +288,16 @@ def test_conditions_file_errors_name_the_file_and_entry(models, tmp_path, capsys
     bad.write_text(json.dumps([["red cube"], ["gray cube", "pink cube"]]))
     rc, _, err = _test(capsys, models["multi"], tmp_path, "--conditions", str(bad))
     assert rc == 2 and 'entry 2 ["gray cube", "pink cube"]' in err and "gray cube, red cube" in err
+    bad.write_text(json.dumps([["red cube"], 5]))
+    rc, _, err = _test(capsys, models["multi"], tmp_path, "--conditions", str(bad))
+    assert rc == 2 and "(entry 2 is 5)" in err
+    # an empty entry is a scene of no objects, as in prepare's train.json; hair and eye need both said
+    bad.write_text(json.dumps([["red cube"], []]))
+    rc, paths, _ = _test(capsys, models["multi"], tmp_path / "empty", "--conditions", str(bad))
+    assert rc == 0 and paths == [str(tmp_path / "empty" / "conditions.png")]
+    bad.write_text(json.dumps([["blue hair", "red eyes"], []]))
+    rc, _, err = _test(capsys, models["onehot"], tmp_path, "--conditions", str(bad))
+    assert rc == 2 and "entry 2 []: '' does not say the hair or eye" in err
 
 
 def test_file_names_from_label_text_are_safe_everywhere():

@@ -270,6 +270,7 @@ def test_resume_on_data_with_other_labels_says_so(tmp_path, data, capsys):
     assert _train(tmp_path, clevr, *common, "-i", "3", "--resume") == 2
     err = capsys.readouterr().err
     assert "was trained on labels hair (12) + eye (10), but -t" in err and "objects (24)" in err, err
+    assert err.count("\n") == 1 and not (clevr / "cache").exists()  # refused before packing that set
 
 
 def test_unwritable_checkpoint_folder_leaves_no_sample_folder(tmp_path, data, capsys):
@@ -352,7 +353,11 @@ def test_a_mistyped_data_folder_is_an_error_not_procedural_faces(tmp_path, cli):
     err = one_line_error(cli("train", "-t", tmp_path / "dtaa", "-c", tmp_path / "ckpt", "-s", tmp_path / "s",
                              "-d", "cpu", "-i", "1", *TINY), "dtaa", "no such data folder")
     assert not (tmp_path / "dtaa").exists() and not (tmp_path / "ckpt").exists(), err
-
+    labels = tmp_path / "tags.pickle"  # a file of the data set, not its folder: read-side advice
+    labels.write_bytes(b"x")
+    one_line_error(cli("train", "-t", labels, "-c", tmp_path / "ckpt", "-s", tmp_path / "s", "-d", "cpu", *TINY),
+                   labels, "is a file; -t takes the data folder that holds it")
+    assert labels.read_bytes() == b"x"
 
 
 def test_eval_every_logs_metrics_without_changing_the_run(tmp_path, data):

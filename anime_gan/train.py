@@ -232,8 +232,13 @@ def train(cfg: TrainConfig) -> Path | None:
             if changed:  # allowed (a lower --lr to finish, say), but never silently
                 log("note: continuing with changed settings: " + changed)
         if dist.is_main:
-            # the log continues from the snapshot's step (empty for a new run): later lines go
+            # the logs continue from the snapshot's step (empty for a new run): later lines go, so
+            # steps trained again after a crash are not logged twice
             write_text_atomically(ckpt_dir / "stats.jsonl", "".join(json.dumps(r) + "\n" for r in records))
+            for name in ("metrics.jsonl", "metrics_flat.jsonl") if not fresh_folder else ():
+                kept = [r for r in checkpoint.read_jsonl(ckpt_dir / name) if r.get("step", 0) <= start]
+                if (ckpt_dir / name).exists():
+                    write_text_atomically(ckpt_dir / name, "".join(json.dumps(r) + "\n" for r in kept))
         if dist.is_main and start < cfg.iterations:  # the settings this session trains with (a resumed run may change some)
             write_text_atomically(ckpt_dir / "config.json", json.dumps(
                 {"train": cfg.to_dict(), "hyper": asdict(hyper), "model": checkpoint.plain(asdict(mcfg)),

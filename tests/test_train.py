@@ -376,6 +376,14 @@ def test_eval_every_logs_metrics_without_changing_the_run(tmp_path, data):
     g_plain, g_eval = (torch.load(tmp_path / n / "ckpt" / "r" / "G_2.ckpt", weights_only=True)["G"]
                        for n in ("plain", "eval"))
     assert _states_equal(g_plain, g_eval), "evaluating during training changed the trajectory"
+    # a crash after step 4's evaluation, before its checkpoint: the resume from step 2 evaluates
+    # steps 3 and 4 again, and each step is logged once
+    assert main(["train", "--resume", str(run), "-i", "4", "-q"]) == 0
+    for name in ("G_4.ckpt", "D_4.ckpt"):
+        (run / name).unlink()
+    assert main(["train", "--resume", str(run), "-i", "4", "-q"]) == 0
+    for name in ("metrics.jsonl", "metrics_flat.jsonl"):
+        assert [json.loads(l)["step"] for l in (run / name).read_text().splitlines()] == [1, 2, 3, 4]
 
 
 def test_device_resident_and_streaming_data_paths_give_the_same_run(tmp_path, data):

@@ -456,8 +456,9 @@ def npz(path, array):
     ("labels_64.npy", lambda p: np.save(p, np.zeros((3, 22), np.complex64)), "complex"),
     ("images_64.npy", lambda p: npz(p, np.zeros((3, 3, 64, 64), np.uint8)), ".npz archive"),
     ("images_64.npy", lambda p: p.write_bytes(b""), "unreadable"),
+    ("meta_64.json", lambda p: p.unlink(), "missing, so the labels in labels_64.npy cannot be read"),
 ], ids=["meta-list", "meta-garbage", "meta-no-groups", "labels-0d", "labels-width", "labels-complex",
-        "images-npz", "images-empty"])
+        "images-npz", "images-empty", "meta-missing"])
 def test_malformed_cache_is_one_line_naming_the_file_and_prepare_rebuilds_it(cli, tmp_path, name, write,
                                                                                 needle):
     data = write_tags_csv(tmp_path / "d", PAIRS[:3])

@@ -49,6 +49,8 @@ def open_packed(root, size: int) -> Packed:
     if images.ndim != 4 or images.shape[1:] != (3, size, size) or images.dtype != np.uint8 or not len(images):
         raise UserError(f"{images_path}: expected uint8 [N, 3, {size}, {size}] with N > 0, got {images.dtype} "
                         f"{list(images.shape)}; {repack}")
+    if labels_path.exists() and not meta_path.exists():  # else a labelled set would pass for an unlabelled one
+        raise UserError(f"{meta_path}: missing, so the labels in {labels_path.name} cannot be read; {repack}")
     meta = read_json(meta_path, dict, repack) if meta_path.exists() else {}
     schema = Schema.from_dict(meta["schema"], str(meta_path), repack) if meta.get("schema") else None
     labels = None

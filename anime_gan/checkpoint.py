@@ -353,6 +353,11 @@ def resume_path(resume: str | None, ckpt_dir: Path) -> Path | None:
     """The G_<N>.ckpt that --resume names: a file, a run folder's latest, or 'latest' in `ckpt_dir`."""
     if resume is None:
         return None
+    folder = Path(resume) if resume != "latest" else ckpt_dir
+    owner = _lock_owner(folder / ".train.lock") if folder.is_dir() else None
+    if owner is not None and owner != os.getpid() and not resumable_steps(folder):
+        raise UserError(f"{folder}: another `anime-gan train` (pid {owner}) is starting this run and has "
+                        f"written no checkpoint yet; wait for its first one, or for it to finish")
     if resume != "latest":
         p = Path(resume)
         if not p.exists():

@@ -388,6 +388,10 @@ def test_a_run_being_trained_by_another_process_is_refused(tmp_path, data, capsy
         err = capsys.readouterr().err
         assert f"another `anime-gan train` (pid {other.pid}) is writing this run" in err
         assert not list(run.glob("*.ckpt"))
+        # --resume of it, before its first checkpoint: the other process is named, not "train first"
+        assert main([*args, "--resume", str(run)]) == 2 and main([*args, "--resume", "latest"]) == 2
+        err = capsys.readouterr().err
+        assert err.count(f"(pid {other.pid}) is starting this run and has written no checkpoint yet") == 2, err
     finally:
         other.kill()
         other.wait()

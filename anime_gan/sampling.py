@@ -80,13 +80,19 @@ def validate_test(cfg: TestConfig) -> str:
 
 
 def with_sample_dir(cfg: TestConfig) -> TestConfig:
-    """No -s: write into samples/<run>, named after the run folder that holds the checkpoint, where
-    training put its snapshots; two runs' grids then never overwrite each other."""
+    """No -s: write into the run's own sample folder, <training's -s>/<run>, where its snapshots
+    are (samples/<run> when the checkpoint does not say); two runs' grids never overwrite each other."""
     if cfg.sample_dir is not None:
         return cfg
     model = Path(cfg.model_dir).resolve()  # `-d .` inside a run folder names it too
     run = model.parent.name if model.is_file() else model.name
-    return replace(cfg, sample_dir=str(Path(TrainConfig.sample_dir) / run))
+    root = Path(TrainConfig.sample_dir)
+    try:
+        saved = load(generator_path(model), "generator").get("sample_path")  # absolute, since 2026-11-29
+        root = Path(saved) if saved and Path(saved).is_dir() else root
+    except UserError:  # no checkpoint there (yet): said when it is loaded, or checked by --dry-run
+        pass
+    return replace(cfg, sample_dir=str(root / run))
 
 
 def run_test(cfg: TestConfig) -> list[Path]:

@@ -500,3 +500,22 @@ def test_a_stop_right_after_a_checkpoint_is_not_saved_twice(tmp_path, data, monk
                  "-i", "100", "--check", "3"])
     err = capsys.readouterr().err
     assert code == 0 and calls == [3] and "stopped at step 3: saved" in err, err
+
+
+def test_files_written_atomically_get_the_usual_permissions(tmp_path, capsys):
+    """Atomic writes go through mkstemp, which makes owner-only files: a data set or a run must stay
+    readable by the group (umask), and a rewritten file keeps the mode it was given."""
+    old = os.umask(0o022)
+    try:
+        data = tmp_path / "d"
+        assert main(["prepare", "--synthetic", "16", "-o", str(data), "--image-size", "32", "-q"]) == 0
+        args = [*TRAIN, "-t", str(data), "-s", str(tmp_path / "s"), "-c", str(tmp_path / "c"), "-i", "2"]
+        assert main(args) == 0
+        run = tmp_path / "c" / "r"
+        files = [data / "schema.json", run / "config.json", run / "stats.jsonl", run / "G_2.ckpt", run / "D_2.ckpt"]
+        assert {f.name: oct(f.stat().st_mode & 0o777) for f in files} == {f.name: "0o644" for f in files}
+        (run / "config.json").chmod(0o640)
+        assert main([*args[:-1], "3", "--resume"]) == 0
+        assert oct((run / "config.json").stat().st_mode & 0o777) == "0o640"
+    finally:
+        os.umask(old)

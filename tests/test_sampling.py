@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image, ImageSequence
 
 from anime_gan.cli import main
@@ -187,25 +188,34 @@ def test_progress_gif_has_every_snapshot_in_step_order(models, tmp_path, capsys)
         assert [tuple(f[-10, 10]) for f in frames] == [colours[2], colours[10], colours[100]]
 
 
-def test_without_s_each_run_writes_into_samples_of_its_own_name(models, tmp_path, monkeypatch, capsys):
+def test_without_s_each_run_writes_into_its_own_sample_folder(models, tmp_path, monkeypatch, capsys):
+    """Beside the run's snapshots (each fixture run was trained with -s <its root>/samples), from any
+    folder; two runs' grids of the same name never overwrite each other."""
     monkeypatch.chdir(tmp_path)
+
+    def own(kind, name):
+        return models[kind].parent.parent / "samples" / models[kind].name / name
+
     written = {}
     for kind, model in (("onehot", models["onehot"]), ("rgb", sorted(models["rgb"].glob("G_*.ckpt"))[-1])):
         capsys.readouterr()
         assert main(["test", "-t", "fix_noise", "-d", str(model)]) == 0
         (written[kind],) = capsys.readouterr().out.split()
-    # the same file name, in two folders: one run's grid no longer overwrites the other's
-    assert written == {"onehot": str(Path("samples") / models["onehot"].name / "fix_noise.png"),
-                       "rgb": str(Path("samples") / models["rgb"].name / "fix_noise.png")}
+    assert written == {"onehot": str(own("onehot", "fix_noise.png")), "rgb": str(own("rgb", "fix_noise.png"))}
     assert all(Path(p).is_file() for p in written.values())
-    # progress, from where training ran, lands beside the snapshots it animates
-    monkeypatch.chdir(models["onehot"].parent.parent)
-    capsys.readouterr()
     assert main(["test", "-t", "progress", "-d", str(models["onehot"])]) == 0
     gif = Path(capsys.readouterr().out.strip())
-    assert gif == Path("samples") / models["onehot"].name / "progress.gif" and (gif.parent / "fake_step_10.png").is_file()
+    assert gif == own("onehot", "progress.gif") and (gif.parent / "fake_step_10.png").is_file()
     assert main(["test", "-t", "samples", "-d", str(models["dcgan"]), "--dry-run"]) == 0
-    assert json.loads(capsys.readouterr().out)["sample_dir"] == str(Path("samples") / models["dcgan"].name)
+    assert json.loads(capsys.readouterr().out)["sample_dir"] == str(own("dcgan", "x").parent)
+    # a checkpoint that does not say where its run's samples went: samples/<run folder> here
+    older = tmp_path / "older" / "G_2.ckpt"
+    older.parent.mkdir()
+    g = torch.load(sorted(models["rgb"].glob("G_*.ckpt"))[-1], weights_only=True)
+    del g["sample_path"]
+    torch.save(g, older)
+    assert main(["test", "-t", "fix_noise", "-d", str(older)]) == 0
+    assert capsys.readouterr().out.split() == [str(Path("samples") / "older" / "fix_noise.png")]
 
 
 @pytest.mark.parametrize("model, args, message", [

@@ -128,8 +128,8 @@ def _check_generator_body(path: Path, ckpt: dict) -> None:
         if model.cond_dim and (schema is None or cond_dim(schema, cfg.embed) != model.cond_dim):
             raise ValueError(f"its label schema does not give the {model.cond_dim} condition inputs G takes")
     except (KeyError, TypeError, ValueError) as e:
-        raise UserError(f"{path}: damaged generator checkpoint ({f'no {e}' if isinstance(e, KeyError) else str(e)[:160]}); "
-                        f"use one written by anime-gan") from None
+        what = f"no {e}" if isinstance(e, KeyError) else str(e)[:160]
+        raise UserError(f"{path}: damaged generator checkpoint ({what}); use one written by anime-gan") from None
 
 
 def load_failure(text: str) -> str:

@@ -210,8 +210,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-d", "--model_dir", "--model-dir", default=t.model_dir,
                    help="run folder (latest G_<N>.ckpt) or a checkpoint file")
     p.add_argument("-s", "--sample_dir", "--sample-dir", default=t.sample_dir,
-                   help="where to write (default samples/<run>, named after -d's run folder, so runs do not "
-                        "overwrite each other's grids)")
+                   help="where to write (default: the run's own sample folder, beside its training "
+                        "snapshots, e.g. samples/<run>; so runs do not overwrite each other's grids)")
     p.add_argument("--hair", help="hair colour (one of the checkpoint's; random when omitted)")
     p.add_argument("--eye", help="eye colour (one of the checkpoint's; random when omitted)")
     p.add_argument("--to-hair", help="interpolate: end hair colour")

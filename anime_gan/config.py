@@ -222,7 +222,7 @@ def resolve_hyper(cfg: TrainConfig) -> Hyper:
 class TestConfig:
     type: str = "fix_noise"
     model_dir: str = "checkpoints"
-    sample_dir: str | None = None  # None: samples/<run>, beside the run's training snapshots
+    sample_dir: str | None = None  # None: the run's own sample folder (sampling.with_sample_dir)
     hair: str | None = None
     eye: str | None = None
     to_hair: str | None = None

@@ -235,10 +235,10 @@ def train(cfg: TrainConfig) -> Path | None:
             # the logs continue from the snapshot's step (empty for a new run): later lines go, so
             # steps trained again after a crash are not logged twice
             write_text_atomically(ckpt_dir / "stats.jsonl", "".join(json.dumps(r) + "\n" for r in records))
-            for name in ("metrics.jsonl", "metrics_flat.jsonl") if not fresh_folder else ():
-                kept = [r for r in checkpoint.read_jsonl(ckpt_dir / name) if r.get("step", 0) <= start]
-                if (ckpt_dir / name).exists():
-                    write_text_atomically(ckpt_dir / name, "".join(json.dumps(r) + "\n" for r in kept))
+            for log_file in (ckpt_dir / "metrics.jsonl", ckpt_dir / "metrics_flat.jsonl"):
+                if not fresh_folder and log_file.exists():
+                    kept = [r for r in checkpoint.read_jsonl(log_file) if r.get("step", 0) <= start]
+                    write_text_atomically(log_file, "".join(json.dumps(r) + "\n" for r in kept))
         if dist.is_main and start < cfg.iterations:  # the settings this session trains with (a resumed run may change some)
             write_text_atomically(ckpt_dir / "config.json", json.dumps(
                 {"train": cfg.to_dict(), "hyper": asdict(hyper), "model": checkpoint.plain(asdict(mcfg)),

@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from ..config import MAX_SYNTHETIC, PrepareConfig, check_seed
 from ..errors import UserError
-from ..files import removed_on_failure, writable_folder
+from ..files import removed_on_failure, replace_atomically, writable_folder
 from ..labels import Schema, anime_schema
 from .formats import IMAGE_SUFFIXES, Source, read_image, scan
 
@@ -307,12 +307,8 @@ def _same(a: Path, b: Path) -> bool:
 
 
 def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    replace_atomically(path, lambda f: f.write(data))
 
 
 def _atomic_save_npy(path: Path, array: np.ndarray) -> None:
-    tmp = path.with_name(path.name + ".tmp.npy")
-    np.save(tmp, array)
-    os.replace(tmp, path)
+    replace_atomically(path, lambda f: np.save(f, array))

@@ -8,8 +8,6 @@ outer products) so no feature matrix of the whole data set is ever held in memor
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 import zipfile
 from contextlib import suppress
 from dataclasses import dataclass
@@ -20,6 +18,7 @@ import torch
 
 from ..data.dataset import Packed
 from ..data.prepare import cache_paths
+from ..files import replace_atomically
 
 
 @dataclass
@@ -139,11 +138,4 @@ def _write(path: Path, key: str, stats: dict[str, Stats]) -> None:
     arrays = {"key": np.array(key), "names": np.array(list(stats))}
     for i, s in enumerate(stats.values()):
         arrays.update({f"mean{i}": s.mean, f"cov{i}": s.cov, f"n{i}": np.array(s.n)})
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    replace_atomically(path, lambda f: np.savez(f, **arrays))

@@ -116,6 +116,8 @@ def _check_generator_body(path: Path, ckpt: dict) -> None:
     try:
         if not isinstance(ckpt.get("G"), dict) or not isinstance(ckpt.get("step"), int):
             raise ValueError("its weights or step are missing")
+        if not isinstance(ckpt.get("G_ema"), (dict, type(None))):
+            raise ValueError("its averaged weights (G_ema) are not weights")
         cfg = TrainConfig.from_dict(ckpt["config"])
         model = ModelConfig(**fields_of(ModelConfig, ckpt["model"]))
         unknown = set(ckpt["model"]) - set(asdict(model))
@@ -195,7 +197,7 @@ def load_generator(model_dir, device="cpu", ema: bool = True):
     try:
         G, _ = build(cfg.model, ModelConfig(**m))
         G.load_state_dict(state)
-    except (RuntimeError, ValueError) as e:
+    except (RuntimeError, ValueError, TypeError) as e:
         raise UserError(f"{path}: weights do not fit model '{cfg.model}' "
                         f"({str(e).splitlines()[0][:160]})") from None
     schema = Schema.from_dict(ckpt["schema"], str(path)) if ckpt.get("schema") else None
@@ -311,18 +313,32 @@ def restore_snapshot(path: Path, state: TrainState, cfg: TrainConfig,
     check_architecture(path, saved, cfg)
     check_labels(path, g, schema_dict, cfg.train_dir)
 
-    def restore(file: Path, *loads):
+    def restore(file: Path, *loads, problem="does not match this model"):
         try:
             for load_fn in loads:
                 load_fn()
-        except (RuntimeError, KeyError, ValueError) as e:  # named per file: G and D may come from different runs
-            raise UserError(f"{file}: does not match this model ({str(e).splitlines()[0][:160]})") from None
+        except KeyError as e:  # a header that loads but a body that was cut or edited
+            raise UserError(f"{file}: damaged checkpoint (no {e}); resume from another step") from None
+        except (RuntimeError, ValueError, TypeError, AttributeError, IndexError) as e:
+            # named per file: G and D may come from different runs
+            raise UserError(f"{file}: {problem} ({str(e).splitlines()[0][:160]})") from None
 
     restore(path, lambda: state.G.load_state_dict(g["G"]),
-            lambda: state.G_ema is None or state.G_ema.load_state_dict(g["G_ema"] or g["G"]))
+            lambda: state.G_ema is None or state.G_ema.load_state_dict(g.get("G_ema") or g["G"]))
     restore(d_path, lambda: state.D.load_state_dict(d["D"]), lambda: state.opt_G.load_state_dict(d["opt_G"]),
             lambda: state.opt_D.load_state_dict(d["opt_D"]))
     step = int(g["step"])
+    restore(d_path, lambda: _restore_streams(path, d, state, saved, cfg, step, log),
+            problem="damaged checkpoint; resume from another step")
+    # Logs continue where the snapshot was taken: lines written after it are dropped (the main
+    # process rewrites stats.jsonl with these).
+    records = [r for r in read_jsonl(path.parent / "stats.jsonl") if r.get("step", 0) <= step]
+    return step, records, saved
+
+
+def _restore_streams(path: Path, d: dict, state: TrainState, saved: TrainConfig, cfg: TrainConfig, step: int,
+                     log) -> None:
+    """The D file's loss scale, random streams and loss sums, back into `state`."""
     if state.scaler.is_enabled():
         if d["scaler"]:
             state.scaler.load_state_dict(d["scaler"])
@@ -343,10 +359,6 @@ def restore_snapshot(path: Path, state: TrainState, cfg: TrainConfig,
     if cuda is not None and len(cuda) and state.gen.device.type == "cuda":
         torch.cuda.set_rng_state(cuda, state.gen.device)
     state.acc.load(d["acc"])
-    # Logs continue where the snapshot was taken: lines written after it are dropped (the main
-    # process rewrites stats.jsonl with these).
-    records = [r for r in read_jsonl(path.parent / "stats.jsonl") if r.get("step", 0) <= step]
-    return step, records, saved
 
 
 def resume_path(resume: str | None, ckpt_dir: Path) -> Path | None:
@@ -379,9 +391,11 @@ def read_jsonl(path: Path) -> list[dict]:
     records = []
     for line in path.read_text().splitlines() if path.exists() else []:
         try:
-            records.append(json.loads(line))
+            record = json.loads(line)
         except ValueError:
             continue
+        if isinstance(record, dict):  # a stray `5` or `null` line is not a record
+            records.append(record)
     return records
 
 

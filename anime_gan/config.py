@@ -121,6 +121,7 @@ class TrainConfig:
 
 
 _KIND_NAMES = {int: "a whole number", float: "a number", str: "text", bool: "true or false"}
+_OPTIONAL_KINDS = {"int | None": int, "float | None": float, "str | None": str}
 
 
 def fields_of(cls, d) -> dict:
@@ -133,10 +134,12 @@ def fields_of(cls, d) -> dict:
         if f.name not in d:
             continue
         value, default = d[f.name], f.default
-        kind = (int, float) if type(default) is float else type(default)
-        if default is not None and default is not dataclasses.MISSING and not isinstance(default, (list, tuple)) \
-                and (not isinstance(value, kind) or (isinstance(value, bool) and type(default) is not bool)):
-            raise ValueError(f"{f.name} is {value!r}, not {_KIND_NAMES[type(default)]}")
+        # a None default says nothing of the type: read it off the annotation ("float | None")
+        base = _OPTIONAL_KINDS.get(str(f.type)) if default is None else type(default)
+        if value is not None or default is not None:
+            kind = (int, float) if base is float else base
+            if base in _KIND_NAMES and (not isinstance(value, kind) or (isinstance(value, bool) and base is not bool)):
+                raise ValueError(f"{f.name} is {value!r}, not {_KIND_NAMES[base]}")
         out[f.name] = value
     return out
 

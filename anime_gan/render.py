@@ -8,11 +8,9 @@ killed mid-save never leaves a truncated PNG where a good one used to be.
 from __future__ import annotations
 
 import math
-import os
-import uuid
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable
+from typing import BinaryIO, Callable
 
 import numpy as np
 import torch
@@ -21,6 +19,7 @@ from matplotlib.figure import Figure
 from PIL import Image, ImageDraw, ImageFont
 
 from anime_gan.errors import UserError
+from anime_gan.files import replace_atomically
 
 TEXT_COLOUR = (0, 0, 0)
 MARGIN_COLOUR = (255, 255, 255)
@@ -244,22 +243,15 @@ def caption_frame(img: Image.Image, text: str) -> Image.Image:
 # ---------------------------------------------------------------------------------------------
 
 
-def _atomic_write(path, write: Callable[[Path], object]) -> Path:
-    """Call write(tmp) on a temp file next to `path`, then move it over `path` in one step."""
+def _atomic_write(path, write: Callable[[BinaryIO], object]) -> Path:
+    """Call write(f) on a temp file next to `path`, then move it over `path` in one step."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Our own random name rather than mkstemp, whose 0600 files would keep the image from
-    # getting the usual permissions. The real suffix stays last for writers that look at it.
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp{path.suffix}")
     try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException as e:
-        tmp.unlink(missing_ok=True)
-        if isinstance(e, OSError):  # a full disk or a folder that turned read-only
-            raise UserError(f"{path}: could not be written ({e.strerror or e}); free space on that disk "
-                            f"or choose another output folder") from None
-        raise
+        path.parent.mkdir(parents=True, exist_ok=True)
+        replace_atomically(path, write)
+    except OSError as e:  # a full disk or a folder that turned read-only
+        raise UserError(f"{path}: could not be written ({e.strerror or e}); free space on that disk "
+                        f"or choose another output folder") from None
     return path
 
 
@@ -276,7 +268,7 @@ def save_image(img: Image.Image, path) -> Path:
     fmt = _image_format(path)
     if fmt == "JPEG" and img.mode not in ("RGB", "L"):
         img = img.convert("RGB")  # JPEG has no alpha or palette
-    return _atomic_write(path, lambda tmp: img.save(tmp, format=fmt))
+    return _atomic_write(path, lambda f: img.save(f, format=fmt))
 
 
 def save_grid(images: torch.Tensor, path, nrow: int, **caption_kwargs) -> Path:
@@ -307,7 +299,7 @@ def save_gif(
             raise ValueError(f"save_gif got {len(frames)} frames but {len(captions)} captions")
         frames = [caption_frame(frame, text) for frame, text in zip(frames, captions)]
     arrays = _pad_to_common_size(frames)
-    return _atomic_write(path, lambda tmp: _write_gif(tmp, arrays, duration_ms, loop))
+    return _atomic_write(path, lambda f: _write_gif(f, arrays, duration_ms, loop))
 
 
 def _pad_to_common_size(frames: list[Image.Image]) -> list[np.ndarray]:
@@ -321,17 +313,17 @@ def _pad_to_common_size(frames: list[Image.Image]) -> list[np.ndarray]:
     return padded
 
 
-def _write_gif(path: Path, frames: list[np.ndarray], duration_ms: int, loop: int) -> None:
+def _write_gif(f: BinaryIO, frames: list[np.ndarray], duration_ms: int, loop: int) -> None:
     try:
         import imageio.v3 as iio
     except ImportError:  # imageio < 2.16 has only the v2 API, whose GIF duration is in seconds
         import imageio
 
-        imageio.mimsave(path, frames, format="GIF", duration=duration_ms / 1000, loop=loop)
+        imageio.mimsave(f, frames, format="GIF", duration=duration_ms / 1000, loop=loop)
         return
     # The v3 Pillow plugin hands these keywords to Pillow, whose GIF duration is in milliseconds.
     iio.imwrite(
-        path, frames, plugin="pillow", extension=".gif", is_batch=True, duration=duration_ms, loop=loop
+        f, frames, plugin="pillow", extension=".gif", is_batch=True, duration=duration_ms, loop=loop
     )
 
 
@@ -373,7 +365,7 @@ def plot_curves(
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fmt = path.suffix.lstrip(".").lower() or "png"
-    return _atomic_write(path, lambda tmp: fig.savefig(tmp, format=fmt))
+    return _atomic_write(path, lambda f: fig.savefig(f, format=fmt))
 
 
 def _number(value) -> float | None:

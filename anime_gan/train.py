@@ -246,7 +246,7 @@ def train(cfg: TrainConfig) -> Path | None:
         if fresh_folder and dist.is_main:
             real = torch.from_numpy(data.images[:64].copy()).float().div(127.5).sub(1)
             render.save_grid(real, sample_dir / "real.png", nrow=8)
-        tb = _tensorboard(ckpt_dir, cfg) if dist.is_main else None
+        tb = _tensorboard(ckpt_dir, cfg, start) if dist.is_main else None
         if start < cfg.iterations:
             log(f"training {cfg.model} ({hyper.loss} loss) on {len(data)} images, {device}, "
                 f"batch {cfg.batch_size} x {dist.world_size} = {cfg.batch_size * dist.world_size} global, "
@@ -658,14 +658,16 @@ def _plot(records, ckpt_dir: Path, has_classifier: bool) -> None:
                            title="classification losses (D on real, G on fake)", smooth=5)
 
 
-def _tensorboard(ckpt_dir: Path, cfg: TrainConfig):
+def _tensorboard(ckpt_dir: Path, cfg: TrainConfig, start: int):
     if not cfg.tensorboard:
         return None
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
         raise UserError("--tensorboard needs the tensorboard package: pip install tensorboard") from None
-    return SummaryWriter(str(ckpt_dir / "tensorboard"))
+    # purge_step: TensorBoard hides the old files' events from this step on, so the steps a resume
+    # trains again are not drawn twice (the same trim as stats.jsonl and metrics.jsonl)
+    return SummaryWriter(str(ckpt_dir / "tensorboard"), purge_step=start + 1 if start else None)
 
 
 class _Console:

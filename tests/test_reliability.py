@@ -273,6 +273,9 @@ def test_checkpoint_of_another_architecture_is_refused(tmp_path, data, capsys):
     (lambda g: g.pop("schema"), "the 22 condition inputs"),
     (lambda g: g["config"].update(z_dim="abc"), "z_dim is 'abc', not a whole number"),
     (lambda g: g.update(config=[]), "settings are a list"),
+    (lambda g: g.update(G_ema=[1]), "(G_ema) are not weights"),
+    (lambda g: g["config"].update(lr="fast"), "lr is 'fast', not a number"),
+    (lambda g: g["config"].update(n_critic=[5]), "n_critic is [5], not a whole number"),
 ])
 def test_a_damaged_generator_checkpoint_is_one_line_everywhere(tmp_path, data, capsys, damage, needle):
     """The header is right, the body was edited or damaged: test, eval and resume each say so in one
@@ -291,6 +294,28 @@ def test_a_damaged_generator_checkpoint_is_one_line_everywhere(tmp_path, data, c
     # (resume may find the fault first in its own words)
     assert codes == [2, 2, 2] and err.count("\n") == 3 and err.count(needle) >= 2, err
     assert not (tmp_path / "out").exists() and not (tmp_path / "c" / "branch").exists()
+
+
+@pytest.mark.parametrize("damage, needle", [
+    (lambda d: d.pop("rng"), "damaged checkpoint (no 'rng')"),
+    (lambda d: d.pop("acc"), "damaged checkpoint (no 'acc')"),
+    (lambda d: d["rng"].update(torch=torch.zeros(3)), "damaged checkpoint; resume from another step"),
+    (lambda d: d.update(D=[1, 2]), "does not match this model"),
+])
+def test_a_damaged_trainer_checkpoint_is_one_line_and_writes_nothing(tmp_path, data, capsys, damage, needle):
+    """The D file's header is right but its body is not: the resume says which file, in one line."""
+    base = [*TRAIN, "-t", str(data), "-s", str(tmp_path / "s"), "-c", str(tmp_path / "c"), "-i", "2", "--check", "2"]
+    assert main(base) == 0
+    (tmp_path / "c" / "r" / "stats.jsonl").open("a").write("5\nnull\n")  # stray lines are not records
+    d_path = tmp_path / "c" / "r" / "D_2.ckpt"
+    d = torch.load(d_path, weights_only=True)
+    damage(d)
+    torch.save(d, d_path)
+    capsys.readouterr()
+    code = main([*base[:-4], "-i", "4", "--resume", str(tmp_path / "c" / "r"), "--name", "branch"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and str(d_path) in err and needle in err, err
+    assert not (tmp_path / "c" / "branch").exists()
 
 
 def test_full_disk_is_refused_before_training(tmp_path, data, monkeypatch, capsys):

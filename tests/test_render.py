@@ -204,8 +204,7 @@ def test_failed_save_leaves_previous_file_and_no_temp(tmp_path, monkeypatch):
     before = path.read_bytes()
 
     def crash_mid_write(self, fp, *args, **kwargs):
-        with open(fp, "wb") as f:
-            f.write(b"\x89PNG half a file")
+        fp.write(b"\x89PNG half a file")
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(Image.Image, "save", crash_mid_write)

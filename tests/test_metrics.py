@@ -114,6 +114,26 @@ def test_streaming_statistics_equal_one_shot(data):
     assert s.n == 200 and np.allclose(s.cov, ref) and np.allclose(s.mean, feats.double().mean(0).numpy())
 
 
+def test_real_statistics_per_class_stream_in_batches_and_match_one_shot(data, tmp_path):
+    """Each batch's features go into the sums of its classes as they come (no N x F matrix is held):
+    the result is the statistics of each class's rows, whatever the batch size."""
+    ext = random_extractor()
+    every = fid.extract(ext, data.images)
+    hair = data.labels[:, data.schema.span("hair")].argmax(1)
+    for batch in (7, 100):
+        (data.root / "cache" / "fid_stream_64.npz").unlink(missing_ok=True)
+        stats = fid.real_stats(data, ext, "stream", f"b{batch}", per_class=True, batch=batch)
+        assert stats["all"].n == len(data) and np.allclose(stats["all"].cov, fid.stats_of(every).cov)
+        for ci, c in enumerate(data.schema.group("hair").classes):
+            rows = np.flatnonzero(hair == ci)
+            if len(rows) >= 2:
+                ref = fid.stats_of(every[torch.from_numpy(rows)])
+                got = stats[f"hair/{c}"]
+                assert got.n == len(rows) and np.allclose(got.mean, ref.mean) and np.allclose(got.cov, ref.cov)
+            else:
+                assert f"hair/{c}" not in stats
+
+
 def test_real_statistics_are_cached_and_keyed(data):
     calls = []
 
@@ -485,3 +505,48 @@ def test_eval_says_when_its_judge_is_too_weak_to_trust(run_dir, judge_file, tmp_
     assert main(args + ["--judge", str(tmp_path / "weak.pt")]) == 0
     assert f"note: {tmp_path / 'weak.pt'} is a weak judge (held-out accuracy on real images: eye 0.31" \
         in capsys.readouterr().err
+
+
+def test_eval_of_a_diverged_generator_is_one_line_and_appends_nothing(cli, run_copy, data_dir, judge_file):
+    """NaN weights: argmax over NaN would score class 0 as if drawn, eigh would crash, diversity would
+    write NaN into the JSON log. Each metric refuses in one line instead."""
+    g_path = run_copy / "G_2.ckpt"
+    g = torch.load(g_path, weights_only=True)
+    for weights in (g["G"], g["G_ema"] or {}):
+        first = next(k for k, v in weights.items() if v.is_floating_point() and v.dim() > 1)
+        weights[first].fill_(float("nan"))
+    torch.save(g, g_path)
+    for metric in ("accuracy", "judge-fid", "diversity"):
+        one_line_error(cli("eval", "-d", run_copy, "-t", data_dir, "--judge", judge_file[0], "--metrics", metric,
+                           "-k", "1", "--fid-samples", "50", "--device", "cpu", "-q"),
+                       "the generator draws NaN or infinite pixels")
+    assert not (run_copy / "metrics.jsonl").exists() or not (run_copy / "metrics.jsonl").read_text()
+
+
+@pytest.mark.parametrize("damage, needle", [
+    (lambda j: j.pop("schema"), "damaged judge (no 'schema')"),
+    (lambda j: j.pop("image_size"), "damaged judge (no 'image_size')"),
+    (lambda j: j.update(heldout_accuracy=["high"]), "is not what a judge saves"),
+    (lambda j: next(v for v in j["state_dict"].values() if v.is_floating_point()).fill_(float("inf")),
+     "weights hold NaN or infinite values"),
+])
+def test_a_damaged_judge_file_is_one_line(cli, run_dir, data_dir, judge_file, tmp_path, damage, needle):
+    j = torch.load(judge_file[0], weights_only=True)
+    damage(j)
+    torch.save(j, tmp_path / "judge.pt")
+    one_line_error(cli("eval", "-d", run_dir, "-t", data_dir, "--judge", tmp_path / "judge.pt",
+                       "--metrics", "accuracy", "-k", "1", "--device", "cpu", "-q"), needle)
+
+
+@pytest.mark.parametrize("flag", ["--fid-samples", "--min-class"])
+def test_a_covariance_of_one_sample_is_refused_up_front(cli, run_dir, flag):
+    one_line_error(cli("eval", "-d", run_dir, "--metrics", "intra-fid", flag, "1", "-q"), f"{flag} must be at least 2")
+
+
+def test_fid_does_not_depend_on_which_other_metrics_ran(cli, run_dir, data_dir, judge_file):
+    def judge_fid(*metrics):
+        rc, out, err = cli("eval", "-d", run_dir, "-t", data_dir, "--judge", judge_file[0], "--metrics", *metrics,
+                           "judge-fid", "-k", "1", "--fid-samples", "60", "--device", "cpu", "--json", "-q")
+        assert rc == 0, err
+        return json.loads(out)["metrics"]["judge_fid"]
+    assert judge_fid() == judge_fid("accuracy") == judge_fid("accuracy", "diversity")

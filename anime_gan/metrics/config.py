@@ -73,9 +73,12 @@ def validate_eval(cfg: EvalConfig) -> None:
     if unknown or not cfg.metrics:
         raise UserError(f"--metrics: unknown {', '.join(unknown) or '(none given)'}; "
                         f"choose from {', '.join(METRICS)}")
-    for name in ("k", "fid_samples", "min_class", "batch_size"):
+    for name in ("k", "batch_size"):
         if getattr(cfg, name) < 1:
             raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(cfg, name)}")
+    for name in ("fid_samples", "min_class"):  # a covariance needs two samples
+        if getattr(cfg, name) < 2:
+            raise UserError(f"--{name.replace('_', '-')} must be at least 2, got {getattr(cfg, name)}")
     # Beyond these the fakes no longer fit in memory on a workstation, and FID has long converged.
     for flag, value, most in (("-k", cfg.k, MAX_K), ("--fid-samples", cfg.fid_samples, MAX_FID_SAMPLES)):
         if value > most:

@@ -54,7 +54,14 @@ def generate(G, cfg_train, schema: Schema | None, labels: torch.Tensor, device,
         y = labels[i:i + batch].to(device)
         z = torch.randn(len(y), G.z_dim, generator=generator, device=generator.device).to(device)
         c = encode(schema, y, cfg_train.embed) if conditional else y[:, :0]
-        yield G(z, c).float().clamp(-1, 1)
+        x = G(z, c).float()
+        if not torch.isfinite(x).all():  # argmax and eigh over NaN give believable nonsense or a crash
+            raise NonFiniteFakes("the generator draws NaN or infinite pixels (its training diverged)")
+        yield x.clamp(-1, 1)
+
+
+class NonFiniteFakes(UserError):
+    pass
 
 
 def evaluate(G, cfg_train, schema: Schema, judge, data: Packed, k: int, device,
@@ -83,7 +90,9 @@ def evaluate(G, cfg_train, schema: Schema, judge, data: Packed, k: int, device,
                 out["accuracy"] = _accuracy(G, cfg_train, schema, judge, conditions.float(), k, device,
                                             generator, batch)
             if {"judge-fid", "intra-fid", "fid"} & set(metrics):
-                out.update(_fids(G, cfg_train, schema, judge, data, device, generator, metrics,
+                # its own stream, like diversity's: FID stays the same number whether accuracy ran first
+                fid_generator = torch.Generator(generator.device).manual_seed(generator.initial_seed() + 2)
+                out.update(_fids(G, cfg_train, schema, judge, data, device, fid_generator, metrics,
                                  fid_samples, min_class, inception, batch))
             if "diversity" in metrics:  # last, so adding it leaves the other numbers as they were
                 # (and it draws from its own streams, so the others do not change it either)
@@ -205,8 +214,11 @@ def evaluate_during_training(G, cfg: TrainConfig, schema: Schema, judge, data: P
     metrics.png."""
     # Its own generator: evaluating must not change the training trajectory.
     gen = torch.Generator(device).manual_seed(cfg.seed + 99991)
-    m = evaluate(G, cfg, schema, judge, data, 5, device, gen, metrics=("accuracy", "judge-fid", "diversity"),
-                 fid_samples=500)
+    try:
+        m = evaluate(G, cfg, schema, judge, data, 5, device, gen, metrics=("accuracy", "judge-fid", "diversity"),
+                     fid_samples=500)
+    except NonFiniteFakes as e:
+        raise UserError(f"training diverged by step {step}: {e}; try a lower --lr, or --precision fp32") from None
     flat = {"step": step, "judge_fid": m["judge_fid"],
             **{f"acc_{k}": v for k, v in m["accuracy"].items() if isinstance(v, float)}}
     if m["diversity"]["ratio"] is not None:  # None: no two real images share a label
@@ -260,9 +272,12 @@ def run_eval(cfg: EvalConfig, log=lambda msg: None) -> dict:
     generator = torch.Generator(device).manual_seed(cfg.seed)
     log(f"evaluating {path} (step {step}) on {root} ({len(data)} images): {', '.join(cfg.metrics)}")
     start = time.perf_counter()
-    metrics = evaluate(G, tcfg, schema, judge, data, cfg.k, device, generator, metrics=cfg.metrics,
-                       conditions=conditions, fid_samples=cfg.fid_samples, min_class=cfg.min_class,
-                       inception=inception, batch=cfg.batch_size)
+    try:
+        metrics = evaluate(G, tcfg, schema, judge, data, cfg.k, device, generator, metrics=cfg.metrics,
+                           conditions=conditions, fid_samples=cfg.fid_samples, min_class=cfg.min_class,
+                           inception=inception, batch=cfg.batch_size)
+    except NonFiniteFakes as e:
+        raise UserError(f"{path}: {e}; evaluate an earlier checkpoint of the run") from None
     record = {"step": step, "checkpoint": str(path), "data": str(root),
               "judge": str(judge_path) if judge_path else None, "metrics": metrics,
               "settings": {"k": cfg.k, "fid_samples": cfg.fid_samples, "seed": cfg.seed, "ema": cfg.ema,

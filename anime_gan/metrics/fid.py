@@ -70,17 +70,20 @@ def frechet_distance(a: Stats, b: Stats) -> float:
     return max(float(d), 0.0)  # round-off can leave -1e-12 for identical sets
 
 
-@torch.no_grad()
 def extract(extractor, images, batch: int = 100, device="cpu") -> torch.Tensor:
-    """Features (N, F) on the CPU of `images`: a uint8 (N, 3, S, S) array or a float tensor in
-    [-1, 1]; batches are converted and moved to `device` one at a time."""
-    out = []
+    """Features (N, F) on the CPU of `images`: a uint8 (N, 3, S, S) array or a float tensor in [-1, 1]."""
+    return torch.cat(list(features_in_batches(extractor, images, batch, device)))
+
+
+@torch.no_grad()
+def features_in_batches(extractor, images, batch: int = 100, device="cpu"):
+    """Yield features (B, F) on the CPU of `images`, `batch` at a time; batches are converted and
+    moved to `device` one at a time."""
     for i in range(0, len(images), batch):
         x = images[i:i + batch]
         if not torch.is_tensor(x) or x.dtype == torch.uint8:
             x = torch.as_tensor(np.asarray(x)).float().div_(127.5).sub_(1.0)
-        out.append(extractor(x.to(device)).float().cpu())
-    return torch.cat(out)
+        yield extractor(x.to(device)).float().cpu()
 
 
 def real_stats(data: Packed, extractor, name: str, key: str, per_class: bool = False,
@@ -97,14 +100,20 @@ def real_stats(data: Packed, extractor, name: str, key: str, per_class: bool = F
     cached = _read(path, full_key)
     if cached is not None:
         return cached
-    feats = extract(extractor, data.images, batch, device)
-    out = {"all": stats_of(feats)}
-    for g in (data.schema.one_of_groups if per_class and data.schema is not None else ()):
-        idx = data.labels[:, data.schema.span(g.name)].argmax(1)
-        for ci, c in enumerate(g.classes):
-            rows = np.flatnonzero(idx == ci)
-            if len(rows) >= 2:
-                out[f"{g.name}/{c}"] = stats_of(feats[torch.from_numpy(rows)])
+    groups = data.schema.one_of_groups if per_class and data.schema is not None else ()
+    # each image's class per group, so every batch's features go straight into its classes' sums
+    classes = {g.name: data.labels[:, data.schema.span(g.name)].argmax(1) for g in groups}
+    total, per = StatsAccumulator(), {}
+    for start, feats in zip(range(0, len(data), batch), features_in_batches(extractor, data.images, batch, device)):
+        total.add(feats)
+        for g in groups:
+            idx = torch.from_numpy(classes[g.name][start:start + len(feats)])
+            for ci in idx.unique().tolist():
+                per.setdefault(f"{g.name}/{g.classes[ci]}", StatsAccumulator()).add(feats[idx == ci])
+    out = {"all": total.stats()}
+    for g in groups:  # in the schema's order, as before
+        out.update({f"{g.name}/{c}": per[f"{g.name}/{c}"].stats() for c in g.classes
+                    if f"{g.name}/{c}" in per and per[f"{g.name}/{c}"].n >= 2})
     with suppress(OSError):  # e.g. a read-only data folder: the cache only saves time next run
         _write(path, full_key, out)
     return out

@@ -17,6 +17,7 @@ from torch.nn import functional as F
 
 from ..checkpoint import load_failure
 from ..errors import UserError
+from .fid import file_key
 
 WEIGHTS_FILE = "inception_v3_google-0cc3c7bd.pth"
 WEIGHTS_URL = f"https://download.pytorch.org/models/{WEIGHTS_FILE}"
@@ -76,4 +77,4 @@ class InceptionFeatures(nn.Module):
 def load_inception(path: str | None, device) -> tuple[InceptionFeatures, str]:
     """(extractor on `device`, cache key): the key changes when the weights file does."""
     p = find_weights(path)
-    return InceptionFeatures(p).to(device), f"{p.name}|{p.stat().st_size}"
+    return InceptionFeatures(p).to(device), file_key(p)  # by content: another file of that name and size too

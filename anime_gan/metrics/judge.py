@@ -198,13 +198,24 @@ def save_judge(judge: Judge, path: Path, report: dict) -> None:
 def load_judge(path, device="cpu") -> tuple[Judge, dict]:
     """(judge in eval mode on `device`, the saved dict without weights)."""
     ckpt = checkpoint.load(path, "judge")
-    schema = Schema.from_dict(ckpt["schema"], str(path), "retrain it with `anime-gan train-judge`")
+    fix = "retrain it with `anime-gan train-judge`"
+    try:
+        schema = Schema.from_dict(ckpt["schema"], str(path), fix)
+        accuracy = ckpt["heldout_accuracy"]
+        if not isinstance(ckpt["image_size"], int) or not isinstance(accuracy, dict) or not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) for v in accuracy.values()):
+            raise ValueError("its image size or held-out accuracy is not what a judge saves")
+    except (KeyError, ValueError) as e:
+        what = f"no {e}" if isinstance(e, KeyError) else e
+        raise UserError(f"{path}: damaged judge ({what}); {fix}") from None
     try:
         judge = Judge(schema, JudgeArch(**ckpt["arch"]))
         judge.load_state_dict(ckpt["state_dict"])
     except (RuntimeError, TypeError, KeyError) as e:
         raise UserError(f"{path}: judge weights do not fit its architecture "
-                        f"({str(e).splitlines()[0][:160]}); retrain it with `anime-gan train-judge`") from None
+                        f"({str(e).splitlines()[0][:160]}); {fix}") from None
+    if not all(torch.isfinite(t).all() for t in judge.state_dict().values() if t.is_floating_point()):
+        raise UserError(f"{path}: the judge's weights hold NaN or infinite values; {fix}")
     info = {k: v for k, v in ckpt.items() if k != "state_dict"}
     return judge.to(device).eval(), info
 

@@ -276,6 +276,12 @@ def batch_stream_seed(seed: int, rank: int = 0, step: int = 0) -> int:
     return seed * 1000 + rank + 7919 * step
 
 
+def global_stream_seed(seed: int, rank: int, step: int = 0) -> int:
+    """torch's global stream on rank `rank` of a multi-process run (gradient penalties, the VAE's
+    noise): a seed no rank's batch stream uses (ranks stay below 500)."""
+    return batch_stream_seed(seed, rank, step) + 500
+
+
 def check_architecture(path: Path, saved: TrainConfig, cfg: TrainConfig) -> None:
     for key in ARCHITECTURE:
         if getattr(saved, key) != getattr(cfg, key):

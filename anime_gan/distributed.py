@@ -46,6 +46,14 @@ class Dist:
             g.copy_(flat[offset:offset + g.numel()].view_as(g))
             offset += g.numel()
 
+    def average(self, t: torch.Tensor) -> torch.Tensor:
+        """`t` averaged over every process (itself on one)."""
+        if self.world_size == 1:
+            return t
+        t = t.clone()
+        tdist.all_reduce(t)
+        return t / self.world_size
+
     def any(self, flag: bool, device) -> bool:
         """True on every process when `flag` is True on any. A Ctrl-C reaches the ranks at
         different steps; a rank that stopped alone would leave the others waiting in an all-reduce."""

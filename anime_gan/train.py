@@ -199,7 +199,8 @@ def train(cfg: TrainConfig) -> Path | None:
         lock = checkpoint.lock_run(ckpt_dir)  # released however the run ends; kill -9 leaves a stale one
         checkpoint.remove_partial(ckpt_dir)
     try:
-        gen = torch.Generator(device).manual_seed(checkpoint.batch_stream_seed(cfg.seed, dist.rank))
+        gen = torch.Generator(device)
+        seed_rank_streams(gen, cfg.seed, dist)  # (only now: G and D were built from one stream on every rank)
         batches = Batches(data, cfg.batch_size, device, gen, cfg.data_on_device, cfg.flip)
         fake_labels = LabelSampler(data, device)
 
@@ -212,7 +213,7 @@ def train(cfg: TrainConfig) -> Path | None:
         fixed_z, fixed_c = fixed_z.to(device), cond(fixed_labels.to(device))
 
         # ---- init: scratch or resume ----------------------------------------------------------------
-        acc = _Accumulator(device)
+        acc = _Accumulator(device, dist)
         state = checkpoint.TrainState(G, D, G_ema, opt_G, opt_D, scaler, gen, acc)  # what snapshots save and restore
         start, records = 0, []
         if resume_path is not None:
@@ -225,8 +226,8 @@ def train(cfg: TrainConfig) -> Path | None:
             if opt_D is not opt_G:
                 _set_hyper(opt_D, hyper.dlr, hyper.betas)
             if dist.world_size > 1:
-                # The snapshot holds rank 0's stream; give every rank its own again (deterministically).
-                gen.manual_seed(checkpoint.batch_stream_seed(cfg.seed, dist.rank, start))
+                # The snapshot holds rank 0's streams; give every rank its own again (deterministically).
+                seed_rank_streams(gen, cfg.seed, dist, start)
             log(f"resumed {run} from step {start} ({resume_path})")
             changed = _changed_settings(saved, cfg, penalty=hyper.loss in ("wgan-gp", "dragan"))
             if changed:  # allowed (a lower --lr to finish, say), but never silently
@@ -336,10 +337,11 @@ def train(cfg: TrainConfig) -> Path | None:
                                     else "no checkpoint yet: the same command starts the run afresh"))
             elif stop.requested and step > start:
                 if step > saved_step:  # (the loop may have just saved this step: a --check or the last one)
-                    _check_finite(acc.peek(), step, ckpt_dir, dist, device)
+                    since_logged = acc.peek()
+                    _check_finite(since_logged, step, ckpt_dir, dist, device)
                     checkpoint.save_snapshot(ckpt_dir, step, state, cfg, mcfg, schema, dist)
                     if dist.is_main:  # the curves up to here, with the steps since the last logged line
-                        _plot(records + [{"step": step, **acc.peek()}], ckpt_dir, aux is not None)
+                        _plot(records + [{"step": step, **since_logged}], ckpt_dir, aux is not None)
                 log(f"stopped at step {step}: saved {ckpt_dir / f'G_{step}.ckpt'}; continue with --resume")
             if tb is not None:
                 tb.close()
@@ -408,7 +410,8 @@ def _changed_settings(saved: TrainConfig, cfg: TrainConfig, penalty: bool) -> st
     old_h["betas"], new_h["betas"] = old_h["betas"][0], new_h["betas"][0]  # beta2 is never a flag
     flag = {"betas": "beta", "n_critic": "n-critic"}
     changed = [(flag.get(k, k), old_h[k], new_h[k]) for k in old_h if old_h[k] != new_h[k]]
-    skip = (set(SESSION_SETTINGS) - {"precision"}) | set(checkpoint.ARCHITECTURE) | {
+    # precision and sync-bn are this session's, but they change the numbers: a resume that drops them says so
+    skip = (set(SESSION_SETTINGS) - {"precision", "sync_bn"}) | set(checkpoint.ARCHITECTURE) | {
         "iterations", "sample_dir", "lr", "glr", "dlr", "beta", "n_critic", "loss"}
     for k in (f.name for f in fields(TrainConfig) if f.name not in skip):
         old, new = getattr(saved, k), getattr(cfg, k)
@@ -591,11 +594,19 @@ def _ema_update(ema, model, decay: float) -> None:
     torch._foreach_copy_(list(ema.buffers()), list(model.buffers()))
 
 
+def seed_rank_streams(gen: torch.Generator, seed: int, dist, step: int = 0) -> None:
+    """Seed `gen` (batches, noise, fake labels) and, with several processes, torch's global stream
+    (the penalties' and the VAE's noise): each rank draws its own, the same for the same seed."""
+    gen.manual_seed(checkpoint.batch_stream_seed(seed, dist.rank, step))
+    if dist.world_size > 1:  # (one process keeps the stream --seed gave it, as a resume restores it)
+        torch.manual_seed(checkpoint.global_stream_seed(seed, dist.rank, step))
+
+
 class _Accumulator:
     """Sums losses on the device; values are read back only when a line is logged."""
 
-    def __init__(self, device):
-        self.device, self.sums, self.counts = device, {}, {}
+    def __init__(self, device, dist):
+        self.device, self.dist, self.sums, self.counts = device, dist, {}, {}
 
     def add(self, key, value):
         v = value.detach().float()
@@ -603,7 +614,11 @@ class _Accumulator:
         self.counts[key] = self.counts.get(key, 0) + 1
 
     def peek(self) -> dict:
-        return {k: (self.sums[k] / self.counts[k]).item() for k in self.sums}
+        """The mean of each loss since the last flush, over every process (a collective: all ranks call it)."""
+        if not self.sums:
+            return {}
+        means = self.dist.average(torch.stack([self.sums[k] / self.counts[k] for k in self.sums]))
+        return dict(zip(self.sums, means.tolist()))
 
     def flush(self, step: int) -> dict:
         rec = {"step": step, **{k: round(v, 6) if math.isfinite(v) else v for k, v in self.peek().items()}}

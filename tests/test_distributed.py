@@ -243,7 +243,7 @@ def _full_disk_worker(rank, world, store, ckpt_dir, results):
     net = torch.nn.Linear(2, 2)
     opt = torch.optim.Adam(net.parameters())
     state = checkpoint.TrainState(net, net, None, opt, opt, torch.amp.GradScaler("cuda", enabled=False),
-                                  torch.Generator(), _Accumulator("cpu"))
+                                  torch.Generator(), _Accumulator("cpu", Dist(rank, rank, world)))
     try:
         checkpoint.save_snapshot(ckpt_dir, 5, state, TrainConfig(), ModelConfig(cond_dim=0), None,
                                  Dist(rank, rank, world))
@@ -273,3 +273,46 @@ def test_a_numbered_gpu_becomes_the_current_one(monkeypatch):
     assert pick_device("cuda:1") == torch.device("cuda", 1) and current == ["cuda:1"]
     assert pick_device("cuda", local_rank=0) == torch.device("cuda", 0) and current == ["cuda:1", "cuda:0"]
     assert pick_device("cuda") == torch.device("cuda") and len(current) == 2  # the default GPU: left as it is
+
+
+def _accumulator_worker(rank, world, store, results):
+    import torch.distributed as tdist
+
+    from anime_gan.distributed import Dist
+    from anime_gan.train import _Accumulator
+    tdist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
+    acc = _Accumulator("cpu", Dist(rank, rank, world))
+    for value in (rank + 1.0, rank + 3.0):  # rank 0 saw losses 1 and 3, rank 1 saw 2 and 4
+        acc.add("d_loss", torch.tensor(value))
+    acc.add("g_loss", torch.tensor(10.0 * rank))
+    results[rank] = acc.flush(7)
+    tdist.destroy_process_group()
+
+
+def test_logged_losses_are_the_mean_over_every_rank(tmp_path):
+    """stats.jsonl and loss.png speak for the global batch, not for rank 0's share of it."""
+    import torch.multiprocessing as mp
+    results = mp.Manager().dict()
+    mp.spawn(_accumulator_worker, args=(2, tmp_path / "store", results), nprocs=2)
+    assert results[0] == results[1] == {"step": 7, "d_loss": 2.5, "g_loss": 5.0}
+
+
+def test_every_rank_draws_its_own_penalty_noise_deterministically():
+    """torch's global stream (gradient penalties, the VAE's noise) is seeded per rank with several
+    processes, like the batch stream; one process keeps the stream --seed gave it."""
+    from anime_gan.distributed import Dist
+    from anime_gan.train import seed_rank_streams
+
+    def draws(rank, world, step=0):
+        torch.manual_seed(5)  # what every rank did before building G and D
+        gen = torch.Generator()
+        seed_rank_streams(gen, 5, Dist(rank, rank, world), step)
+        return torch.rand(4), torch.rand(4, generator=gen)
+
+    (g0, b0), (g1, b1) = draws(0, 2), draws(1, 2)
+    assert not torch.equal(g0, g1) and not torch.equal(b0, b1) and not torch.equal(g0, b0)
+    assert all(torch.equal(a, b) for a, b in zip(draws(1, 2), (g1, b1)))  # the same for the same seed
+    assert not torch.equal(draws(1, 2, step=10)[0], g1)  # a resume at step 10 does not replay step 0's draws
+    torch.manual_seed(5)
+    untouched = torch.rand(4)
+    assert torch.equal(draws(0, 1)[0], untouched)  # one process: the stream --seed gave it

@@ -504,12 +504,13 @@ def _trainer_state(run: Path, scaler):
     """A TrainState shaped like `run`'s cgan, for restore_snapshot, with the given GradScaler."""
     from anime_gan.config import TrainConfig
     from anime_gan.models import ModelConfig, build
+    from anime_gan.distributed import Dist
     from anime_gan.train import _Accumulator
     g = torch.load(run / "G_2.ckpt", weights_only=True)
     m = dict(g["model"], class_sizes=tuple(g["model"]["class_sizes"]))
     G, D = build("cgan", ModelConfig(**m))
     opts = [torch.optim.Adam(n.parameters(), lr=2e-4, betas=(0.5, 0.999)) for n in (G, D)]
-    state = checkpoint.TrainState(G, D, None, *opts, scaler, torch.Generator().manual_seed(0), _Accumulator("cpu"))
+    state = checkpoint.TrainState(G, D, None, *opts, scaler, torch.Generator().manual_seed(0), _Accumulator("cpu", Dist()))
     return state, TrainConfig.from_dict(g["config"]), g["schema"]
 
 
@@ -689,6 +690,15 @@ def test_changed_settings_show_resolved_rates_and_every_training_flag(tmp_path, 
                  "--check", "1"]) == 0
     assert ("note: continuing with changed settings: --glr 0.0003 -> 0.0005, --check 2 -> 1, --ema-decay 0.999 -> 0.9"
             in capsys.readouterr().err)
+
+
+def test_a_resume_that_drops_sync_bn_says_so():
+    """--sync-bn is this session's to choose (CPU ranks cannot have it), but BatchNorm's statistics
+    change with it: a resume without it is told."""
+    from anime_gan.config import TrainConfig
+    from anime_gan.train import _changed_settings
+    assert _changed_settings(TrainConfig(sync_bn=True), TrainConfig(), penalty=False) == "--sync-bn True -> False"
+    assert _changed_settings(TrainConfig(device="cuda"), TrainConfig(), penalty=False) == ""
 
 
 def test_resume_of_a_run_name_suggests_its_folder(tmp_path, monkeypatch, cli):

@@ -15,7 +15,7 @@ import os
 import signal
 import sys
 import time
-from contextlib import nullcontext
+from contextlib import nullcontext, suppress
 from dataclasses import asdict, fields, replace
 from pathlib import Path
 
@@ -115,6 +115,8 @@ def train(cfg: TrainConfig) -> Path | None:
         raise UserError("--precision fp16 needs a CUDA GPU; use --precision bf16 on the CPU")
     if cfg.sync_bn and dist.world_size > 1 and device.type != "cuda":
         raise UserError("--sync-bn needs CUDA GPUs (PyTorch's SyncBatchNorm has no CPU version); drop it with -d cpu")
+    if cfg.sync_bn and dist.world_size == 1:  # (a resume may run alone what torchrun started)
+        log("note: --sync-bn shares BatchNorm statistics between torchrun's processes; one process: ignored")
     if cfg.cuda_graph and device.type != "cuda":
         raise UserError("--cuda-graph records the training step on a CUDA GPU; drop it on the CPU")
     if cfg.cuda_graph and dist.world_size > 1:
@@ -357,7 +359,10 @@ def train(cfg: TrainConfig) -> Path | None:
         raise
     finally:
         if lock is not None:
-            lock.unlink(missing_ok=True)
+            # A disk that turned read-only keeps the lock (the next run takes a dead pid's lock
+            # over); this error must not replace the one that says which file could not be written.
+            with suppress(OSError):
+                lock.unlink(missing_ok=True)
 
 
 # ---- helpers -------------------------------------------------------------------------------------

@@ -473,6 +473,7 @@ def test_train_judge_writes_over_a_judge_only(cli, data_dir, run_dir, tmp_path):
                                            (["--seed", "-1"], "--seed must be between"),
                                            (["--seed", str(10**20)], "--seed must be between"),
                                            (["-k", "100000000"], "-k 100000000 is more than 10,000"),
+                                           (["-k", "0"], "-k must be at least 1, got 0"),
                                            (["--fid-samples", str(10**9)], "is more than 200,000")])
 def test_unknown_device_bad_seed_or_huge_count_is_one_line(cli, run_dir, data_dir, tmp_path, flags, needle, dry_run):
     """Also with --dry-run, which checks values like a real run."""
@@ -550,3 +551,23 @@ def test_fid_does_not_depend_on_which_other_metrics_ran(cli, run_dir, data_dir, 
         assert rc == 0, err
         return json.loads(out)["metrics"]["judge_fid"]
     assert judge_fid() == judge_fid("accuracy") == judge_fid("accuracy", "diversity")
+
+
+def test_eval_of_an_unconditional_model_refuses_label_scores(cli, data_dir, judge_file, run_dir, tmp_path):
+    """dcgan ignores the labels of its (labelled) data: accuracy and intra-class FID would score
+    labels it never saw, and diversity compares its fakes with any two real faces."""
+    assert main(["train", "-t", str(data_dir), "--model", "dcgan", "--nf", "8", "-i", "1", "-b", "8", "-d", "cpu",
+                 "-q", "--name", "u", "-c", str(tmp_path / "c"), "-s", str(tmp_path / "s")]) == 0
+    run = tmp_path / "c" / "u"
+    for metric in ("accuracy", "intra-fid"):
+        one_line_error(cli("eval", "-d", run, "--judge", judge_file[0], "--metrics", metric, "--device", "cpu", "-q"),
+                       f"--model dcgan draws without labels, so {metric} has nothing to score")
+    rc, out, err = cli("eval", "-d", run, "--judge", judge_file[0], "--metrics", "judge-fid", "diversity",
+                       "--fid-samples", "50", "--device", "cpu", "--json", "-q")
+    assert rc == 0, err
+    metrics = json.loads(out)["metrics"]
+    assert metrics["judge_fid"] > 0 and metrics["diversity"]["pairs"] == 500
+    # any two real faces differ more than two that share hair and eyes
+    same_label = json.loads(cli("eval", "-d", run_dir, "--metrics", "diversity", "--device", "cpu",
+                                "--json", "-q")[1])["metrics"]["diversity"]["real"]
+    assert metrics["diversity"]["real"] > same_label

@@ -328,6 +328,31 @@ def test_full_disk_is_refused_before_training(tmp_path, data, monkeypatch, capsy
     assert not list((tmp_path / "c").rglob("*.ckpt"))
 
 
+def test_a_disk_turning_read_only_names_the_file_not_the_lock(tmp_path, data, monkeypatch, capsys):
+    """The lock cannot be removed either then; that second error must not replace the first."""
+    import errno
+    real_open, real_unlink = open, Path.unlink
+
+    def read_only_after_step_2(path, mode="r", *args, **kwargs):
+        if str(path).endswith("stats.jsonl") and "a" in mode and _logged_steps(tmp_path / "c" / "r") >= 2:
+            raise OSError(errno.EROFS, "Read-only file system", str(path))
+        return real_open(path, mode, *args, **kwargs)
+
+    def unlink(self, missing_ok=False):
+        if self.name == ".train.lock":
+            raise OSError(errno.EROFS, "Read-only file system", str(self))
+        return real_unlink(self, missing_ok=missing_ok)
+
+    monkeypatch.setattr("builtins.open", read_only_after_step_2)
+    monkeypatch.setattr(Path, "unlink", unlink)
+    code = main([*TRAIN, "-t", str(data), "-s", str(tmp_path / "s"), "-c", str(tmp_path / "c"), "-i", "6",
+                 "--check", "2", "--log-every", "1"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert "stats.jsonl" in err and "Read-only file system" in err and ".train.lock" not in err, err
+    assert checkpoint.resumable_steps(tmp_path / "c" / "r") == [2]
+
+
 def test_disk_full_during_a_checkpoint_is_one_line_and_keeps_the_previous_one(tmp_path, data, monkeypatch, capsys):
     """torch's zip writer reports a full disk as a RuntimeError; no D file is left without its G."""
     real_save = checkpoint.save

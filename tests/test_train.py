@@ -701,6 +701,13 @@ def test_a_resume_that_drops_sync_bn_says_so():
     assert _changed_settings(TrainConfig(device="cuda"), TrainConfig(), penalty=False) == ""
 
 
+def test_sync_bn_in_a_single_process_is_noted_not_silently_accepted(tmp_path, data, capsys):
+    assert main(["train", "-t", str(data), "-s", str(tmp_path / "s"), "-c", str(tmp_path / "c"), "--nf", "8",
+                 "-b", "8", "--model", "cgan", "--image-size", "32", "-i", "1", "--sync-bn"]) == 0
+    assert "note: --sync-bn shares BatchNorm statistics between torchrun's processes; one process: ignored" \
+        in capsys.readouterr().err
+
+
 def test_resume_of_a_run_name_suggests_its_folder(tmp_path, monkeypatch, cli):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "checkpoints" / "r1").mkdir(parents=True)

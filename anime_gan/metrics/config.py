@@ -73,9 +73,9 @@ def validate_eval(cfg: EvalConfig) -> None:
     if unknown or not cfg.metrics:
         raise UserError(f"--metrics: unknown {', '.join(unknown) or '(none given)'}; "
                         f"choose from {', '.join(METRICS)}")
-    for name in ("k", "batch_size"):
-        if getattr(cfg, name) < 1:
-            raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(cfg, name)}")
+    for flag, value in (("-k", cfg.k), ("--batch-size", cfg.batch_size)):
+        if value < 1:
+            raise UserError(f"{flag} must be at least 1, got {value}")
     for name in ("fid_samples", "min_class"):  # a covariance needs two samples
         if getattr(cfg, name) < 2:
             raise UserError(f"--{name.replace('_', '-')} must be at least 2, got {getattr(cfg, name)}")

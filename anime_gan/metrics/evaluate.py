@@ -174,7 +174,9 @@ def _diversity(G, cfg_train, schema, data: Packed, device, generator, batch, pai
     seed = generator.initial_seed()
     rng = np.random.default_rng(seed)
     generator = torch.Generator(generator.device).manual_seed(seed + 1)
-    labels = data.labels if data.labels is not None else np.zeros((len(data), 0), np.float32)
+    # a G without labels is compared with any two real faces, not two that share a label
+    conditional = data.labels is not None and PRESETS[cfg_train.model].conditional
+    labels = data.labels if conditional else np.zeros((len(data), 0), np.float32)
     label_id = np.unique(labels, axis=0, return_inverse=True)[1].reshape(-1)
     members = [m for m in np.split(np.argsort(label_id, kind="stable"), np.cumsum(np.bincount(label_id))[:-1])
                if len(m) >= 2]
@@ -253,6 +255,10 @@ def run_eval(cfg: EvalConfig, log=lambda msg: None) -> dict:
     if not root.is_dir():
         raise UserError(f"{root}: no such data folder; check -t" if cfg.train_dir else
                         f"{root}: the data folder {path} was trained on is not here; pass it with -t DATA")
+    scored = [m for m in ("accuracy", "intra-fid") if m in cfg.metrics]
+    if scored and schema is not None and not PRESETS[tcfg.model].conditional:
+        raise UserError(f"{path}: --model {tcfg.model} draws without labels, so {' and '.join(scored)} "
+                        f"has nothing to score; use --metrics judge-fid, fid or diversity")
     if cfg.conditions and schema is None:
         raise UserError(f"{path}: this model has no labels, so --conditions has nothing to choose; drop it")
     if cfg.conditions and "accuracy" not in cfg.metrics:

@@ -480,6 +480,10 @@ def test_non_finite_priors_are_refused(cli, tmp_path, prior):
     np.save(data / "hair_prob.npy", np.array(prior))
     one_line_error(train_on(cli, tmp_path, data), data / "hair_prob.npy", "finite", "NaN or infinite",
                    "delete it")
+    # prepare keeps a folder's own priors: it says so too, rather than pass a set train refuses
+    one_line_error(cli("prepare", data, "-q"), data / "hair_prob.npy", "finite", "delete it")
+    (data / "hair_prob.npy").unlink()
+    assert cli("prepare", data, "-q")[0] == 0 and train_on(cli, tmp_path, data)[0] == 0  # the advice works
 
 
 @pytest.mark.parametrize("out_name", ["prepared", "more/prepared", "images"])

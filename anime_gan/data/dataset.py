@@ -60,7 +60,7 @@ def open_packed(root, size: int) -> Packed:
             raise UserError(f"{labels_path}: labels of shape {list(labels.shape)}, expected [{len(images)}, "
                             f"{schema.dim}] ({images_path.name} holds {len(images)} images, {meta_path.name} "
                             f"names {schema.dim} classes); {repack}")
-    priors = _priors(root, schema, labels)
+    priors = class_priors(root, schema, labels)
     return Packed(root, images, labels, schema, priors)
 
 
@@ -78,7 +78,7 @@ def _load_npy(path: Path, fix: str, dtype=None, mmap_mode=None) -> np.ndarray:
     return array
 
 
-def _priors(root: Path, schema: Schema | None, labels) -> dict:
+def class_priors(root: Path, schema: Schema | None, labels) -> dict:
     """Class priors for sampling fake labels: <group>_prob.npy when valid, else frequencies."""
     priors = {}
     for g in schema.one_of_groups if schema else ():

@@ -71,6 +71,9 @@ def _prepare(cfg: PrepareConfig, out: Path) -> dict:
             raise UserError(f"{out}: already holds a data set from elsewhere; choose an empty folder with "
                             f"-o, or delete it first (nothing was changed). To add a size to it: "
                             f"anime-gan prepare {out} --image-size N")
+    if _same(src.root, out) and src.labels is not None:
+        from .dataset import class_priors  # (dataset imports this module)
+        class_priors(out, src.schema, src.labels)  # kept as they are below: a bad one would stop train instead
     if not src.files:  # before -o is made: a refused SOURCE leaves no empty folder
         first = f", first {src.skipped[0][0]} ({src.skipped[0][1]})" if src.skipped else ""
         raise UserError(f"{src.root}: no usable images found ({len(src.skipped)} skipped{first}); "

@@ -350,11 +350,12 @@ def _run(args, argv=None) -> int:
         return 0
     if args.command == "train":
         from .config import resolve_hyper, validate_train
-        from .train import resolve_resume, train
+        from .train import check_data_folder, resolve_resume, train
         cfg = dataclasses.replace(_config(TrainConfig, args), typed=_typed(argv, "train"))
         validate_train(cfg)
         if args.dry_run:  # with --resume: the snapshot's settings, as training would take them
             cfg, run, resume_path, _ = resolve_resume(cfg)
+            check_data_folder(cfg)
             return _print({"train": dataclasses.asdict(cfg), "resolved": dataclasses.asdict(resolve_hyper(cfg)),
                            "run": run, "resumes": str(resume_path) if resume_path else None})
         out = train(cfg)
@@ -362,11 +363,10 @@ def _run(args, argv=None) -> int:
             print(out)
         return 0
     if args.command == "test":
-        from .sampling import run_test, validate_test, with_sample_dir
-        cfg = with_sample_dir(_config(TestConfig, args))
-        if args.dry_run:
-            validate_test(cfg)
-            return _print(cfg)
+        from .sampling import check_test, run_test
+        cfg = _config(TestConfig, args)
+        if args.dry_run:  # the checkpoint is loaded and the colours checked, as the real command does
+            return _print(check_test(cfg)[0])
         for path in run_test(cfg):
             print(path)
         return 0

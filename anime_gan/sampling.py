@@ -95,20 +95,29 @@ def with_sample_dir(cfg: TestConfig) -> TestConfig:
     return replace(cfg, sample_dir=str(root / run))
 
 
-def run_test(cfg: TestConfig) -> list[Path]:
-    """Draw `cfg.type` into `cfg.sample_dir`; returns the paths written (--conditions alone implies
-    -t conditions).  Every problem with the input is a UserError."""
+def check_test(cfg: TestConfig) -> tuple[TestConfig, str, Model | None]:
+    """Every check of `cfg` against its checkpoint (also run by --dry-run): (cfg with its sample
+    folder, the test type, the loaded model; None for -t progress, which reads snapshots)."""
     cfg = with_sample_dir(cfg)
     kind = validate_test(cfg)
     used = USES.get(kind, set())
-    if kind != "progress":
-        model = _load(cfg)
-        colours = [f for f in COLOUR_FLAGS if getattr(cfg, f) and f in used]
-        if kind not in ANY_MODEL or colours:
-            _require_anime(model, f"-t {kind}" if kind not in ANY_MODEL else "--" + colours[0].replace("_", "-"))
-            for flag in ("hair", "eye", "to_hair", "to_eye"):
-                if getattr(cfg, flag) and flag in used:  # all colours checked before anything is said
-                    model.schema.class_index(flag.removeprefix("to_"), getattr(cfg, flag))
+    if kind == "progress":
+        return cfg, kind, None
+    model = _load(cfg)
+    colours = [f for f in COLOUR_FLAGS if getattr(cfg, f) and f in used]
+    if kind not in ANY_MODEL or colours:
+        _require_anime(model, f"-t {kind}" if kind not in ANY_MODEL else "--" + colours[0].replace("_", "-"))
+        for flag in ("hair", "eye", "to_hair", "to_eye"):
+            if getattr(cfg, flag) and flag in used:  # all colours checked before anything is said
+                model.schema.class_index(flag.removeprefix("to_"), getattr(cfg, flag))
+    return cfg, kind, model
+
+
+def run_test(cfg: TestConfig) -> list[Path]:
+    """Draw `cfg.type` into `cfg.sample_dir`; returns the paths written (--conditions alone implies
+    -t conditions).  Every problem with the input is a UserError."""
+    cfg, kind, model = check_test(cfg)
+    used = USES.get(kind, set())
     if kind == "progress":
         paths = progress(cfg)
     else:

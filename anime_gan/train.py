@@ -48,18 +48,24 @@ class Diverged(UserError):
     """A loss became NaN/inf; the message names the step and the last good checkpoint."""
 
 
-def load_training_data(cfg: TrainConfig, log):
-    """Open the packed cache; draw the built-in faces first when the data folder is empty (or is
-    the default one and missing)."""
+def check_data_folder(cfg: TrainConfig) -> None:
+    """-t names a folder, or none at all only where it is the default (also run by --dry-run)."""
     root = Path(cfg.train_dir)
-    if cache_paths(root, cfg.image_size)[0].exists():
-        return open_packed(root, cfg.image_size)
     if not root.exists() and root != Path(TrainConfig.train_dir):
         # a typo in -t must not quietly become hours of training on procedural faces
         raise UserError(f"{root}: no such data folder; check the path, or create it empty (mkdir) "
                         f"to have the built-in faces drawn there")
     if root.exists() and not root.is_dir():
         raise UserError(f"{root}: is a file; -t takes the data folder that holds it ({root.parent})")
+
+
+def load_training_data(cfg: TrainConfig, log):
+    """Open the packed cache; draw the built-in faces first when the data folder is empty (or is
+    the default one and missing)."""
+    root = Path(cfg.train_dir)
+    if cache_paths(root, cfg.image_size)[0].exists():
+        return open_packed(root, cfg.image_size)
+    check_data_folder(cfg)
     with removed_on_failure(root):  # a Ctrl-C while drawing leaves no empty or half data folder
         writable_folder(root, "choose another folder with -t")  # the set or its cache is written there
         if not visible_entries(root):

@@ -277,7 +277,7 @@ def test_flags_a_type_does_not_use_are_noted(models, tmp_path, capsys):
     assert rc == 0 and "note" not in err
 
 
-def test_dry_run_checks_values_without_a_checkpoint(tmp_path, capsys):
+def test_dry_run_checks_values_then_the_checkpoint_and_colours(models, tmp_path, capsys):
     for args, message in ((["-t", "samples", "-n", "0"], "-n must be 1 to 64"),
                           (["-t", "interpolate", "--steps", "1"], "--steps must be 2 to 256"),
                           (["-t", "change_hair", "-n", "1000000"], "got 1000000"),
@@ -285,9 +285,15 @@ def test_dry_run_checks_values_without_a_checkpoint(tmp_path, capsys):
         rc, out, err = _test(capsys, tmp_path / "no-run", tmp_path / "out", *args, "--dry-run")
         assert rc == 2 and out == [] and message in err and err.count("\n") == 1
     assert list(tmp_path.iterdir()) == []
+    # then what the real command would refuse: no checkpoint, an unknown colour
+    rc, out, err = _test(capsys, tmp_path / "no-run", tmp_path / "out", "-t", "samples", "--dry-run")
+    assert rc == 2 and out == [] and f"{tmp_path / 'no-run'}: no such" in err and err.count("\n") == 1
+    rc, out, err = _test(capsys, models["onehot"], tmp_path / "out", "-t", "fix_hair_eye", "--hair", "blu", "--dry-run")
+    assert rc == 2 and out == [] and "blu" in err and err.count("\n") == 1
     # a flag the type does not use is noted after it draws, not checked
-    rc, out, err = _test(capsys, tmp_path / "no-run", tmp_path / "out", "-t", "samples", "--steps", "1", "--dry-run")
-    assert rc == 0
+    rc, out, err = _test(capsys, models["onehot"], tmp_path / "out", "-t", "samples", "--steps", "1", "--dry-run")
+    assert rc == 0 and json.loads("\n".join(out))["sample_dir"] == str(tmp_path / "out")
+    assert list(tmp_path.iterdir()) == []  # a dry run writes nothing
 
 
 def test_conditions_file_errors_name_the_file_and_entry(models, tmp_path, capsys):

@@ -708,6 +708,13 @@ def test_sync_bn_in_a_single_process_is_noted_not_silently_accepted(tmp_path, da
         in capsys.readouterr().err
 
 
+def test_dry_run_refuses_a_data_folder_the_real_run_would_refuse(tmp_path, cli):
+    one_line_error(cli("train", "-t", tmp_path / "typo", "--dry-run"), f"{tmp_path / 'typo'}: no such data folder")
+    (tmp_path / "a_file").write_text("")
+    one_line_error(cli("train", "-t", tmp_path / "a_file", "--dry-run"), "is a file; -t takes the data folder")
+    assert cli("train", "-t", tmp_path, "--dry-run")[0] == 0
+
+
 def test_resume_of_a_run_name_suggests_its_folder(tmp_path, monkeypatch, cli):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "checkpoints" / "r1").mkdir(parents=True)

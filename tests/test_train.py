@@ -715,6 +715,29 @@ def test_dry_run_refuses_a_data_folder_the_real_run_would_refuse(tmp_path, cli):
     assert cli("train", "-t", tmp_path, "--dry-run")[0] == 0
 
 
+def test_tensorboard_hides_the_steps_a_resume_trains_again(tmp_path, data, monkeypatch):
+    """TensorBoard itself is optional (not a test dependency): a stand-in SummaryWriter records how
+    each session opens the log. A resume from step 2 purges the old events from step 3 on."""
+    import sys
+    import types
+    opened = []
+
+    class Writer:
+        def __init__(self, log_dir, purge_step=None):
+            opened.append(purge_step)
+
+        def __getattr__(self, name):  # add_scalar, add_images, close, ...
+            return lambda *args, **kwargs: None
+
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", types.SimpleNamespace(SummaryWriter=Writer))
+    common = ["--model", "cgan", "--image-size", "32", "--check", "2", "--name", "r", "--tensorboard"]
+    assert _train(tmp_path, data, *common, "-i", "4") == 0
+    for later in ("G_4.ckpt", "D_4.ckpt"):
+        (tmp_path / "ckpt" / "r" / later).unlink()
+    assert _train(tmp_path, data, *common, "-i", "4", "--resume") == 0
+    assert opened == [None, 3]
+
+
 def test_resume_of_a_run_name_suggests_its_folder(tmp_path, monkeypatch, cli):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "checkpoints" / "r1").mkdir(parents=True)

@@ -14,6 +14,7 @@ import json
 import os
 import signal
 import sys
+from pathlib import Path
 
 from . import __version__
 from .config import PrepareConfig, TestConfig, TrainConfig
@@ -340,21 +341,23 @@ def console() -> None:
 
 def _run(args, argv=None) -> int:
     if args.command == "prepare":
-        from .data.prepare import format_report, prepare, validate_prepare
+        from .data.prepare import check_folders, format_report, prepare, validate_prepare
         cfg = _config(PrepareConfig, args)
         cfg.out = args.out or (args.source if args.source and not args.synthetic else "data")
         if args.dry_run:
             validate_prepare(cfg)
+            check_folders(cfg)
             return _print(cfg)
         print(format_report(prepare(cfg)))
         return 0
     if args.command == "train":
         from .config import resolve_hyper, validate_train
-        from .train import check_data_folder, resolve_resume, train
+        from .train import check_data_folder, check_run_folder, resolve_resume, train
         cfg = dataclasses.replace(_config(TrainConfig, args), typed=_typed(argv, "train"))
         validate_train(cfg)
         if args.dry_run:  # with --resume: the snapshot's settings, as training would take them
-            cfg, run, resume_path, _ = resolve_resume(cfg)
+            cfg, run, resume_path, snapshot = resolve_resume(cfg)
+            check_run_folder(cfg, Path(cfg.checkpoint_dir) / run, resume_path, snapshot)
             check_data_folder(cfg)
             return _print({"train": dataclasses.asdict(cfg), "resolved": dataclasses.asdict(resolve_hyper(cfg)),
                            "run": run, "resumes": str(resume_path) if resume_path else None})

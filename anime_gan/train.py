@@ -59,6 +59,27 @@ def check_data_folder(cfg: TrainConfig) -> None:
         raise UserError(f"{root}: is a file; -t takes the data folder that holds it ({root.parent})")
 
 
+def check_run_folder(cfg: TrainConfig, ckpt_dir: Path, resume_path: Path | None, snapshot: dict | None) -> bool:
+    """The run folder takes this run without writing over another's steps (also run by --dry-run);
+    True when the run starts it afresh rather than continuing in it."""
+    # A run continued elsewhere (--resume OTHER_RUN) starts this folder afresh, like a new run.
+    fresh_folder = resume_path is None or resume_path.parent.resolve() != ckpt_dir.resolve()
+    existing = checkpoint.steps(ckpt_dir)  # any G_<N>.ckpt: a fresh start would write over it
+    later = [s for s in existing if resume_path is not None and s > int(snapshot["step"])]
+    if not fresh_folder and later:
+        raise UserError(f"{ckpt_dir}: holds steps after {resume_path.name} (up to {later[-1]}), which resuming "
+                        f"from it would write over; branch with --name NEW, or delete G_/D_ files after it "
+                        f"(nothing was changed)")
+    if resume_path is not None and not Path(cfg.train_dir).is_dir():
+        raise UserError(f"{cfg.train_dir}: the data folder this run was trained on is not here; "
+                        f"pass its new place with -t")
+    if fresh_folder and existing:
+        raise UserError(f"{ckpt_dir}: already holds a run (step {existing[-1]}); continue it with "
+                        f"--resume latest, or pick another --name"
+                        + (" for the run continued from --resume" if cfg.resume else "") + " (nothing was changed)")
+    return fresh_folder
+
+
 def load_training_data(cfg: TrainConfig, log):
     """Open the packed cache; draw the built-in faces first when the data folder is empty (or is
     the default one and missing)."""
@@ -142,21 +163,7 @@ def train(cfg: TrainConfig) -> Path | None:
             log(f"step {snapshot['step']} already reaches -i {cfg.iterations}: nothing to train; raise -i to continue")
             distributed.cleanup()
             return resume_path.parent if dist.is_main else None
-    # A run continued elsewhere (--resume OTHER_RUN) starts this folder afresh, like a new run.
-    fresh_folder = resume_path is None or resume_path.parent.resolve() != ckpt_dir.resolve()
-    existing = checkpoint.steps(ckpt_dir)  # any G_<N>.ckpt: a fresh start would write over it
-    later = [s for s in existing if resume_path is not None and s > int(snapshot["step"])]
-    if not fresh_folder and later:
-        raise UserError(f"{ckpt_dir}: holds steps after {resume_path.name} (up to {later[-1]}), which resuming "
-                        f"from it would write over; branch with --name NEW, or delete G_/D_ files after it "
-                        f"(nothing was changed)")
-    if resume_path is not None and not Path(cfg.train_dir).is_dir():
-        raise UserError(f"{cfg.train_dir}: the data folder this run was trained on is not here; "
-                        f"pass its new place with -t")
-    if fresh_folder and existing:
-        raise UserError(f"{ckpt_dir}: already holds a run (step {existing[-1]}); continue it with "
-                        f"--resume latest, or pick another --name"
-                        + (" for the run continued from --resume" if cfg.resume else "") + " (nothing was changed)")
+    fresh_folder = check_run_folder(cfg, ckpt_dir, resume_path, snapshot)
 
     # ---- data ---------------------------------------------------------------------------------
     if dist.is_main:  # the main process prepares the cache; the others wait, then open it

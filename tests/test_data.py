@@ -217,12 +217,26 @@ def test_prepare_tags_csv_in_place_keeps_labels_in_the_cache(tmp_path):
 
 
 def test_prepare_dry_run_prints_json_and_writes_nothing(cli, tmp_path):
+    write_folder(tmp_path / "src")
+    before = snapshot(tmp_path)
     rc, out, _ = cli("prepare", tmp_path / "src", "-o", tmp_path / "out", "--image-size", 32, "--strict",
                      "--dry-run")
     cfg = json.loads(out)
     assert rc == 0 and cfg["source"] == str(tmp_path / "src") and cfg["out"] == str(tmp_path / "out")
     assert cfg["image_size"] == 32 and cfg["strict"] is True and cfg["synthetic"] == 0
-    assert list(tmp_path.iterdir()) == []
+    assert snapshot(tmp_path) == before
+
+
+def test_prepare_dry_run_refuses_the_folders_a_real_run_refuses(cli, tmp_path):
+    for dry_run in ([], ["--dry-run"]):
+        one_line_error(cli("prepare", tmp_path / "typo", "-o", tmp_path / "out", *dry_run),
+                       f"{tmp_path / 'typo'}: data folder not found")
+        write_folder(tmp_path / "src")
+        write_folder(tmp_path / "other")  # -o naming another data set
+        before = snapshot(tmp_path)
+        one_line_error(cli("prepare", tmp_path / "src", "-o", tmp_path / "other", *dry_run),
+                       f"{tmp_path / 'other'}: already holds a data set from elsewhere")
+        assert snapshot(tmp_path) == before
 
 
 @pytest.mark.parametrize("args, message", [

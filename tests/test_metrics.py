@@ -28,7 +28,7 @@ from anime_gan.metrics.config import JudgeConfig
 from anime_gan.metrics.evaluate import evaluate
 from anime_gan.metrics.inception import WEIGHTS_FILE, InceptionFeatures
 from anime_gan.metrics.judge import Judge, JudgeArch, group_hits, load_judge, save_judge, train_judge
-from conftest import draw, one_line_error
+from conftest import draw, one_line_error, snapshot
 
 
 # Small enough for ~5 s on two CPU cores, and measured to reach >= 0.95 per group on 600 faces.
@@ -367,12 +367,28 @@ def test_eval_needs_a_judge_of_the_same_labels(run_dir, data_dir, judge_file, tm
     assert str(other) in err and "G_2.ckpt" in err
 
 
-def test_dry_runs_print_configs(capsys):
-    assert main(["train-judge", "--dry-run", "--epochs", "3"]) == 0
+def test_dry_runs_print_configs(capsys, run_dir, data_dir):
+    assert main(["train-judge", "--dry-run", "-t", str(data_dir), "--epochs", "3"]) == 0
     assert json.loads(capsys.readouterr().out)["epochs"] == 3
-    assert main(["eval", "--dry-run", "-d", "RUN", "--metrics", "accuracy", "-k", "4"]) == 0
+    assert main(["eval", "--dry-run", "-d", str(run_dir), "--metrics", "diversity", "-k", "4"]) == 0
     cfg = json.loads(capsys.readouterr().out)
-    assert cfg["model_dir"] == "RUN" and cfg["metrics"] == ["accuracy"] and cfg["k"] == 4
+    assert cfg["model_dir"] == str(run_dir) and cfg["metrics"] == ["diversity"] and cfg["k"] == 4
+
+
+def test_dry_runs_refuse_what_the_real_commands_refuse(cli, run_dir, data_dir, tmp_path):
+    """The paths too, not only the values: a missing run, judge or data folder is one line, exit 2."""
+    before = snapshot(run_dir)
+    for dry_run in ([], ["--dry-run"]):
+        one_line_error(cli("eval", "-d", tmp_path / "no-run", "--metrics", "diversity", *dry_run),
+                       f"{tmp_path / 'no-run'}: no such run folder")
+        one_line_error(cli("eval", "-d", run_dir, "--metrics", "accuracy", "--judge", tmp_path / "no.pt", *dry_run),
+                       f"--judge {tmp_path / 'no.pt'}: no such file")
+        one_line_error(cli("eval", "-d", run_dir, "--metrics", "diversity", "-t", tmp_path / "no-data", *dry_run),
+                       f"{tmp_path / 'no-data'}: no such data folder")
+        one_line_error(cli("train-judge", "-t", tmp_path / "no-data", *dry_run), f"{tmp_path / 'no-data'}: no such")
+        one_line_error(cli("train-judge", "-t", data_dir, "-o", run_dir / "G_2.ckpt", *dry_run),
+                       "G_2.ckpt: exists and is not a judge")
+    assert list(tmp_path.iterdir()) == [] and snapshot(run_dir) == before
 
 
 # ---- bad output paths and devices: one line, exit 2, before the slow work -----------------------

@@ -183,6 +183,10 @@ def test_dry_run_prints_resolved_config(tmp_path, data, capsys, monkeypatch):
     assert snapshot(tmp_path / "ckpt" / "r") == before
     monkeypatch.chdir(tmp_path)
     assert main(["train", "--model", "sagan", "--resume", "--dry-run"]) == 2  # nothing there to resume
+    # a fresh start into a folder holding a run: refused, as the real run would
+    assert main(["train", "-t", str(data), "-c", str(tmp_path / "ckpt"), "--name", "r", "--dry-run"]) == 2
+    assert "ckpt/r: already holds a run (step 2)" in capsys.readouterr().err
+    assert snapshot(tmp_path / "ckpt" / "r") == before
 
 
 @pytest.mark.parametrize("args, message", [

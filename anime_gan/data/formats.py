@@ -39,14 +39,20 @@ class Source:
     skipped: list[tuple[str, str]] = field(default_factory=list)   # (file, reason)
 
 
-def scan(root, skip=None) -> Source:
-    """`skip`: a folder inside `root` to leave out, such as `prepare`'s own output."""
+def check_source_folder(root) -> Path:
+    """`root` is a folder to read a data set from (also run by `prepare --dry-run`)."""
     root = Path(root)
     if root.is_file():
         raise UserError(f"{root}: is a file; give the data folder that holds it ({root.parent})")
     if not root.is_dir():
         raise UserError(f"{root}: data folder not found; check the path, "
                         f"or run `anime-gan prepare --synthetic 2000 -o {root}` to make one")
+    return root
+
+
+def scan(root, skip=None) -> Source:
+    """`skip`: a folder inside `root` to leave out, such as `prepare`'s own output."""
+    root = check_source_folder(root)
     if (root / "tags.pickle").exists():
         return _scan_tag_pickle(root)
     for name in ("objects.json", "object.json"):

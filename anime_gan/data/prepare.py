@@ -22,7 +22,7 @@ from ..config import MAX_SYNTHETIC, PrepareConfig, check_seed
 from ..errors import UserError
 from ..files import removed_on_failure, replace_atomically, writable_folder
 from ..labels import Schema, anime_schema
-from .formats import IMAGE_SUFFIXES, Source, read_image, scan
+from .formats import IMAGE_SUFFIXES, Source, check_source_folder, read_image, scan
 
 CACHE_DIR = "cache"
 
@@ -52,6 +52,19 @@ def validate_prepare(cfg: PrepareConfig) -> None:
         raise UserError("prepare needs a SOURCE folder, or --synthetic N (1 or more) for the built-in faces")
 
 
+def check_folders(cfg: PrepareConfig) -> None:
+    """SOURCE is a data folder and -o holds no other set (before anything is read, and by --dry-run)."""
+    if cfg.synthetic:
+        return
+    source, out = check_source_folder(cfg.source), Path(cfg.out)
+    if not _same(source, out) and _holds_data(out) and not _prepared_from(out, source):
+        # Writing over another set would mix them: its images/{i} beyond the new count, or of
+        # another extension, would stay and be read as the new set's.
+        raise UserError(f"{out}: already holds a data set from elsewhere; choose an empty folder with "
+                        f"-o, or delete it first (nothing was changed). To add a size to it: "
+                        f"anime-gan prepare {out} --image-size N")
+
+
 def prepare(cfg: PrepareConfig) -> dict:
     validate_prepare(cfg)
     with removed_on_failure(cfg.out):
@@ -64,13 +77,8 @@ def _prepare(cfg: PrepareConfig, out: Path) -> dict:
         write_synthetic(out, cfg.synthetic, cfg.seed, size=max(64, cfg.image_size), quiet=cfg.quiet)
         src = scan(out)
     else:
-        src = scan(cfg.source, skip=out)  # before touching `out`: a wrong SOURCE must not create folders
-        if not _same(src.root, out) and _holds_data(out) and not _prepared_from(out, src.root):
-            # Writing over another set would mix them: its images/{i} beyond the new count, or of
-            # another extension, would stay and be read as the new set's.
-            raise UserError(f"{out}: already holds a data set from elsewhere; choose an empty folder with "
-                            f"-o, or delete it first (nothing was changed). To add a size to it: "
-                            f"anime-gan prepare {out} --image-size N")
+        check_folders(cfg)  # before touching `out`: a wrong SOURCE must not create folders
+        src = scan(cfg.source, skip=out)
     if _same(src.root, out) and src.labels is not None:
         from .dataset import class_priors  # (dataset imports this module)
         class_priors(out, src.schema, src.labels)  # kept as they are below: a bad one would stop train instead

@@ -7,7 +7,7 @@ import dataclasses
 import json
 import sys
 
-from .config import METRICS, EvalConfig, JudgeConfig, validate_eval, validate_judge
+from .config import METRICS, EvalConfig, JudgeConfig
 
 
 def add_eval_parsers(sub, make, dry_run) -> None:
@@ -97,19 +97,20 @@ def _config(cls, args):
 def run_eval_command(args) -> int:
     log = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr))
     if args.command == "train-judge":
-        from .judge import format_report, train_judge
+        from .judge import check_judge, format_report, train_judge
         cfg = _config(JudgeConfig, args)
         if args.dry_run:
-            validate_judge(cfg)
+            check_judge(cfg)
             return _print(dataclasses.asdict(cfg))
         _, report = train_judge(cfg, log)
         print(format_report(report))
         return 0
     if args.command == "eval":
-        from .evaluate import run_eval
+        from .evaluate import check_eval, run_eval
         cfg = _config(EvalConfig, args)
-        if args.dry_run:
-            validate_eval(cfg)
+        if args.dry_run:  # the checkpoint is loaded on the CPU, as `test --dry-run` does
+            import torch
+            check_eval(cfg, torch.device("cpu"))
             return _print(dataclasses.asdict(cfg))
         record = run_eval(cfg, log)
         print(json.dumps(record) if cfg.json else format_table(record))

@@ -32,7 +32,7 @@ from ..models import PRESETS
 from .accuracy import attribute_accuracy, default_conditions
 from .config import JUDGED_METRICS, OFFLINE_METRICS, EvalConfig, validate_eval
 from .fid import StatsAccumulator, frechet_distance, real_stats, stats_of
-from .inception import load_inception
+from .inception import find_weights, load_inception
 from .judge import WEAK_JUDGE, load_judge
 
 
@@ -241,26 +241,10 @@ def evaluate_during_training(G, cfg: TrainConfig, schema: Schema, judge, data: P
 
 def run_eval(cfg: EvalConfig, log=lambda msg: None) -> dict:
     """`anime-gan eval`: load G, data and judge, evaluate, append to <run>/metrics.jsonl."""
-    validate_eval(cfg)
     device = distributed.pick_device(cfg.device)
-    path = checkpoint.generator_path(cfg.model_dir)
+    path, G, tcfg, schema, step, root = check_eval(cfg, device)
     results = path.parent / "metrics.jsonl"
-    fix = (f"eval appends its results there and has no option to write them elsewhere; copy {path.name} "
-           f"into a writable folder and pass that copy with -d")
-    writable_file(results, fix, append=True)
-    # Inception first: a missing weights file should stop us before any slow work.
     inception = load_inception(cfg.inception_weights, device) if "fid" in cfg.metrics else None
-    G, tcfg, schema, step = checkpoint.load_generator(path, device, ema=cfg.ema)
-    root = Path(cfg.train_dir or tcfg.train_dir)
-    if not root.is_dir():
-        raise UserError(f"{root}: no such data folder; check -t" if cfg.train_dir else
-                        f"{root}: the data folder {path} was trained on is not here; pass it with -t DATA")
-    scored = [m for m in ("accuracy", "intra-fid") if m in cfg.metrics]
-    if scored and schema is not None and not PRESETS[tcfg.model].conditional:
-        raise UserError(f"{path}: --model {tcfg.model} draws without labels, so {' and '.join(scored)} "
-                        f"has nothing to score; use --metrics judge-fid, fid or diversity")
-    if cfg.conditions and schema is None:
-        raise UserError(f"{path}: this model has no labels, so --conditions has nothing to choose; drop it")
     if cfg.conditions and "accuracy" not in cfg.metrics:
         log("note: --conditions picks the labels the accuracy metric scores; without it, ignored")
     data = open_packed(root, tcfg.image_size)
@@ -290,12 +274,55 @@ def run_eval(cfg: EvalConfig, log=lambda msg: None) -> dict:
                            "conditions": cfg.conditions},
               "seconds": round(time.perf_counter() - start, 1),
               "time": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-    with writing(results, fix), open(results, "a") as f:
+    with writing(results, _results_fix(path)), open(results, "a") as f:
         f.write(json.dumps(record) + "\n")
     return record
 
 
+def check_eval(cfg: EvalConfig, device) -> tuple:
+    """The checks that read no images, run first by `eval` and alone by `eval --dry-run`:
+    (G_<N>.ckpt, G on `device`, its TrainConfig, schema, step, the data folder)."""
+    validate_eval(cfg)
+    path = checkpoint.generator_path(cfg.model_dir)
+    writable_file(path.parent / "metrics.jsonl", _results_fix(path), append=True)
+    if "fid" in cfg.metrics:  # a missing weights file should stop us before any slow work
+        find_weights(cfg.inception_weights)
+    G, tcfg, schema, step = checkpoint.load_generator(path, device, ema=cfg.ema)
+    root = Path(cfg.train_dir or tcfg.train_dir)
+    if not root.is_dir():
+        raise UserError(f"{root}: no such data folder; check -t" if cfg.train_dir else
+                        f"{root}: the data folder {path} was trained on is not here; pass it with -t DATA")
+    scored = [m for m in ("accuracy", "intra-fid") if m in cfg.metrics]
+    if scored and schema is not None and not PRESETS[tcfg.model].conditional:
+        raise UserError(f"{path}: --model {tcfg.model} draws without labels, so {' and '.join(scored)} "
+                        f"has nothing to score; use --metrics judge-fid, fid or diversity")
+    if cfg.conditions and schema is None:
+        raise UserError(f"{path}: this model has no labels, so --conditions has nothing to choose; drop it")
+    if cfg.conditions:
+        read_conditions(cfg.conditions, schema)
+    if set(cfg.metrics) & JUDGED_METRICS:
+        _judge_path(cfg, root, path, schema, tcfg.image_size)
+    return path, G, tcfg, schema, step, root
+
+
+def _results_fix(path: Path) -> str:
+    return (f"eval appends its results there and has no option to write them elsewhere; copy {path.name} "
+            f"into a writable folder and pass that copy with -d")
+
+
 def _load_checked_judge(cfg: EvalConfig, root: Path, g_path: Path, schema, size: int, device):
+    judge_path = _judge_path(cfg, root, g_path, schema, size)
+    judge, info = load_judge(judge_path, device)
+    if judge.schema != schema:
+        raise UserError(f"{judge_path} was trained on other labels than {g_path} "
+                        f"({_names(judge.schema)} vs {_names(schema)}); retrain it on the generator's data")
+    if info["image_size"] != size:
+        raise UserError(f"{judge_path} judges {info['image_size']}px images but {g_path} draws {size}px; "
+                        f"train a judge with --image-size {size}")
+    return judge_path, judge, info
+
+
+def _judge_path(cfg: EvalConfig, root: Path, g_path: Path, schema, size: int) -> Path:
     if schema is None:
         raise UserError(f"{g_path}: trained without labels, so only --metrics fid and diversity apply")
     judge_path = Path(cfg.judge) if cfg.judge else root / f"judge_{size}.pt"
@@ -305,14 +332,7 @@ def _load_checked_judge(cfg: EvalConfig, root: Path, g_path: Path, schema, size:
     if not judge_path.is_file():
         raise UserError(f"{judge_path}: no judge for this data set; train one with "
                         f"`anime-gan train-judge -t {root} --image-size {size}` or pass --judge PATH")
-    judge, info = load_judge(judge_path, device)
-    if judge.schema != schema:
-        raise UserError(f"{judge_path} was trained on other labels than {g_path} "
-                        f"({_names(judge.schema)} vs {_names(schema)}); retrain it on the generator's data")
-    if info["image_size"] != size:
-        raise UserError(f"{judge_path} judges {info['image_size']}px images but {g_path} draws {size}px; "
-                        f"train a judge with --image-size {size}")
-    return judge_path, judge, info
+    return judge_path
 
 
 def _names(schema) -> str:

@@ -115,6 +115,29 @@ def split(n: int, heldout: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return np.sort(order[n_out:]), np.sort(order[:n_out])
 
 
+_OUT_FIX = "pick another file with -o"
+
+
+def check_judge(cfg: JudgeConfig) -> None:
+    """What `train-judge --dry-run` can check without reading the data."""
+    from ..config import TrainConfig
+    from ..train import check_data_folder
+    validate_judge(cfg)
+    check_data_folder(TrainConfig(train_dir=cfg.train_dir))
+    judge_file(cfg)
+
+
+def judge_file(cfg: JudgeConfig) -> Path:
+    """Where the judge is written; refused if a file that is not a judge is there."""
+    out = Path(cfg.out) if cfg.out else Path(cfg.train_dir) / f"judge_{cfg.image_size}.pt"
+    if out.is_file():  # only a judge is replaced: -o pointing at a checkpoint or tags file is a slip
+        try:
+            checkpoint.load(out, "judge")
+        except UserError:
+            raise UserError(f"{out}: exists and is not a judge, so it is not written over; {_OUT_FIX}") from None
+    return out
+
+
 def train_judge(cfg: JudgeConfig, log=print) -> tuple[Path, dict]:
     """Train a judge on cfg.train_dir's real images; returns (path written, report)."""
     from ..config import TrainConfig
@@ -125,14 +148,9 @@ def train_judge(cfg: JudgeConfig, log=print) -> tuple[Path, dict]:
     if data.schema is None:
         raise UserError(f"{cfg.train_dir}: has no labels, so a judge cannot be trained; "
                         f"label the data (tags.pickle, train.json or tags.csv) and re-run prepare")
-    out = Path(cfg.out) if cfg.out else Path(cfg.train_dir) / f"judge_{cfg.image_size}.pt"
-    fix = "pick another file with -o"
-    writable_file(out, fix)
-    if out.exists():  # only a judge is replaced: -o pointing at a checkpoint or tags file is a slip
-        try:
-            checkpoint.load(out, "judge")
-        except UserError:
-            raise UserError(f"{out}: exists and is not a judge, so it is not written over; {fix}") from None
+    out = judge_file(cfg)
+    writable_file(out, _OUT_FIX)
+    if out.exists():
         log(f"note: {out} holds a judge already; it will be replaced, and metrics scored with it "
             f"will not compare with the new one's")
     device = distributed.pick_device(cfg.device)
@@ -177,7 +195,7 @@ def train_judge(cfg: JudgeConfig, log=print) -> tuple[Path, dict]:
     report = {"judge": str(out), "data": str(cfg.train_dir), "images": len(data), "train": len(train_idx),
               "heldout": len(held_idx), "heldout_accuracy": held, "epochs": cfg.epochs,
               "seconds": round(seconds, 1), "device": str(device)}
-    with writing(out, fix):
+    with writing(out, _OUT_FIX):
         save_judge(judge.cpu(), out, report)
     return out, report
 

@@ -200,6 +200,10 @@ def load_generator(model_dir, device="cpu", ema: bool = True):
     except (RuntimeError, ValueError, TypeError) as e:
         raise UserError(f"{path}: weights do not fit model '{cfg.model}' "
                         f"({str(e).splitlines()[0][:160]})") from None
+    if not all(torch.isfinite(t).all() for t in G.state_dict().values() if t.is_floating_point()):
+        # it would draw black images, or score believable nonsense
+        raise UserError(f"{path}: its weights hold NaN or infinite values (the run diverged); "
+                        f"use an earlier G_<step>.ckpt of the run")
     schema = Schema.from_dict(ckpt["schema"], str(path)) if ckpt.get("schema") else None
     return G.to(device).eval(), cfg, schema, int(ckpt["step"])
 

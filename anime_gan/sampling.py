@@ -50,6 +50,7 @@ class Model:
     train: TrainConfig
     schema: Schema | None
     device: torch.device
+    path: Path  # the G_<N>.ckpt it was loaded from
 
 
 @dataclass
@@ -141,9 +142,10 @@ def _say(text: str) -> None:
 
 def _load(cfg: TestConfig) -> Model:
     device = pick_device(cfg.device)
-    G, train, schema, _ = load_generator(cfg.model_dir, device, ema=cfg.ema)
+    path = generator_path(cfg.model_dir)
+    G, train, schema, _ = load_generator(path, device, ema=cfg.ema)
     # An unconditional G (dcgan) trained on labelled data ignores them: sample it as unlabelled.
-    return Model(G, train, schema if G.cond_dim else None, device)
+    return Model(G, train, schema if G.cond_dim else None, device, path)
 
 
 def _hair_and_eye(model: Model) -> bool:
@@ -226,8 +228,12 @@ def _conds(model: Model, colour_lists: list[list[Colour]]) -> torch.Tensor:
 
 def _draw(model: Model, z: torch.Tensor, c: torch.Tensor, chunk: int = 256) -> torch.Tensor:
     """G(z, c) on the model's device, in chunks; images [B, 3, S, S] in [-1, 1] on the CPU."""
-    return torch.cat([model.G(z[i:i + chunk].to(model.device), c[i:i + chunk].to(model.device)).float().cpu()
-                      for i in range(0, len(z), chunk)])
+    x = torch.cat([model.G(z[i:i + chunk].to(model.device), c[i:i + chunk].to(model.device)).float().cpu()
+                   for i in range(0, len(z), chunk)])
+    if not torch.isfinite(x).all():  # finite weights can still overflow: a black grid would look like a result
+        raise UserError(f"{model.path}: the generator draws NaN or infinite pixels (the run diverged); "
+                        f"use an earlier G_<step>.ckpt of the run")
+    return x
 
 
 def _noise(model: Model, gen: torch.Generator, n: int) -> torch.Tensor:

@@ -524,19 +524,21 @@ def test_eval_says_when_its_judge_is_too_weak_to_trust(run_dir, judge_file, tmp_
         in capsys.readouterr().err
 
 
-def test_eval_of_a_diverged_generator_is_one_line_and_appends_nothing(cli, run_copy, data_dir, judge_file):
-    """NaN weights: argmax over NaN would score class 0 as if drawn, eigh would crash, diversity would
-    write NaN into the JSON log. Each metric refuses in one line instead."""
+@pytest.mark.parametrize("value, needle", [(float("nan"), "its weights hold NaN or infinite values"),
+                                           (3e38, "the generator draws NaN or infinite pixels")])  # overflows
+def test_eval_of_a_diverged_generator_is_one_line_and_appends_nothing(cli, run_copy, data_dir, judge_file,
+                                                                      value, needle):
+    """Argmax over NaN would score class 0 as if drawn, eigh would crash, diversity would write NaN
+    into the JSON log. Each metric refuses in one line instead."""
     g_path = run_copy / "G_2.ckpt"
     g = torch.load(g_path, weights_only=True)
     for weights in (g["G"], g["G_ema"] or {}):
         first = next(k for k, v in weights.items() if v.is_floating_point() and v.dim() > 1)
-        weights[first].fill_(float("nan"))
+        weights[first].fill_(value)
     torch.save(g, g_path)
     for metric in ("accuracy", "judge-fid", "diversity"):
         one_line_error(cli("eval", "-d", run_copy, "-t", data_dir, "--judge", judge_file[0], "--metrics", metric,
-                           "-k", "1", "--fid-samples", "50", "--device", "cpu", "-q"),
-                       "the generator draws NaN or infinite pixels")
+                           "-k", "1", "--fid-samples", "50", "--device", "cpu", "-q"), needle)
     assert not (run_copy / "metrics.jsonl").exists() or not (run_copy / "metrics.jsonl").read_text()
 
 

@@ -329,3 +329,17 @@ def test_a_run_name_without_its_folder_suggests_the_path(tmp_path, monkeypatch, 
     (tmp_path / "checkpoints" / "myrun").mkdir(parents=True)
     one_line_error(cli("test", "-t", "fix_noise", "-d", "myrun"),
                    "myrun: no such run folder or checkpoint; did you mean checkpoints/myrun?")
+
+
+@pytest.mark.parametrize("value, needle", [(float("nan"), "its weights hold NaN or infinite values"),
+                                           (3e38, "the generator draws NaN or infinite pixels")])  # overflows
+def test_a_diverged_generator_is_refused_not_drawn_black(models, tmp_path, capsys, value, needle):
+    g = torch.load(models["rgb"] / "G_2.ckpt", weights_only=True)
+    for weights in (g["G"], g["G_ema"] or {}):
+        first = next(k for k, v in weights.items() if v.is_floating_point() and v.dim() > 1)
+        weights[first].fill_(value)
+    torch.save(g, tmp_path / "G_2.ckpt")
+    for args in (["-t", "fix_noise"], ["-t", "samples", "--no-ema"]):
+        rc, out, err = _test(capsys, tmp_path / "G_2.ckpt", tmp_path / "out", *args)
+        assert rc == 2 and out == [] and needle in err and err.count("\n") == 1, err
+    assert not (tmp_path / "out").exists() or list((tmp_path / "out").iterdir()) == []

@@ -236,6 +236,8 @@ def test_prepare_dry_run_refuses_the_folders_a_real_run_refuses(cli, tmp_path):
         before = snapshot(tmp_path)
         one_line_error(cli("prepare", tmp_path / "src", "-o", tmp_path / "other", *dry_run),
                        f"{tmp_path / 'other'}: already holds a data set from elsewhere")
+        one_line_error(cli("prepare", "--synthetic", 4, "-o", tmp_path / "other", *dry_run),
+                       f"{tmp_path / 'other'}: already holds a data set; choose an empty folder")
         assert snapshot(tmp_path) == before
 
 

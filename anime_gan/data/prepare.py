@@ -55,7 +55,7 @@ def validate_prepare(cfg: PrepareConfig) -> None:
 def check_folders(cfg: PrepareConfig) -> None:
     """SOURCE is a data folder and -o holds no other set (before anything is read, and by --dry-run)."""
     if cfg.synthetic:
-        return
+        return check_empty_for_synthetic(Path(cfg.out))
     source, out = check_source_folder(cfg.source), Path(cfg.out)
     if not _same(source, out) and _holds_data(out) and not _prepared_from(out, source):
         # Writing over another set would mix them: its images/{i} beyond the new count, or of
@@ -72,12 +72,12 @@ def prepare(cfg: PrepareConfig) -> dict:
 
 
 def _prepare(cfg: PrepareConfig, out: Path) -> dict:
+    check_folders(cfg)  # before touching `out`: a wrong SOURCE must not create folders
     if cfg.synthetic:
         writable_folder(out, "choose another folder with -o")
         write_synthetic(out, cfg.synthetic, cfg.seed, size=max(64, cfg.image_size), quiet=cfg.quiet)
         src = scan(out)
     else:
-        check_folders(cfg)  # before touching `out`: a wrong SOURCE must not create folders
         src = scan(cfg.source, skip=out)
     if _same(src.root, out) and src.labels is not None:
         from .dataset import class_priors  # (dataset imports this module)
@@ -231,12 +231,16 @@ def write_labels(out: Path, files, labels, schema: Schema, overwrite_priors: boo
         schema.save(out)
 
 
-def write_synthetic(out: Path, n: int, seed: int, size: int = 64, quiet: bool = False) -> None:
-    """The built-in data set: n procedurally drawn faces in the tag-pickle layout."""
-    from .synthetic import generate
+def check_empty_for_synthetic(out: Path) -> None:
     if _holds_data(out):
         raise UserError(f"{out}: already holds a data set; choose an empty folder with -o, or delete "
                         f"this one to draw the built-in faces again (nothing was changed)")
+
+
+def write_synthetic(out: Path, n: int, seed: int, size: int = 64, quiet: bool = False) -> None:
+    """The built-in data set: n procedurally drawn faces in the tag-pickle layout."""
+    from .synthetic import generate
+    check_empty_for_synthetic(out)
     schema = anime_schema()
     image_dir = out / "images"
     image_dir.mkdir(parents=True, exist_ok=True)

@@ -231,6 +231,9 @@ def save_snapshot(ckpt_dir: Path, step: int, state: TrainState, cfg: TrainConfig
         raise UserError(f"step {step}: the {dist.world_size} processes no longer hold the same weights; "
                         f"this is a bug, please report it with the command you ran")
     device = state.gen.device  # the collective below runs there (NCCL needs a GPU tensor)
+    # Every rank's draws (rank 0's at the top level, as a single process saves them): a resume on
+    # as many processes then continues each rank's streams exactly.
+    ranks = dist.gather({"rng": _streams(state), "acc": state.acc.state()})
     if not dist.is_main:
         # Instead of a barrier: a main process that failed to write says so, and every rank stops
         # (a barrier would leave the others waiting for it until the backend's timeout).
@@ -245,11 +248,7 @@ def save_snapshot(ckpt_dir: Path, step: int, state: TrainState, cfg: TrainConfig
               "sample_path": str(Path(cfg.sample_dir).resolve())}
     trainer = {**common, "kind": "trainer", "D": state.D.state_dict(), "opt_G": state.opt_G.state_dict(),
                "opt_D": state.opt_D.state_dict(), "scaler": state.scaler.state_dict(),
-               # only the training device's CUDA stream: a resume may see fewer or other GPUs
-               "rng": {"torch": torch.get_rng_state(), "gen": state.gen.get_state(),
-                       "gen_device": state.gen.device.type,
-                       "cuda": torch.cuda.get_rng_state(state.gen.device) if state.gen.device.type == "cuda" else []},
-               "acc": state.acc.state(), "world_size": dist.world_size}
+               **ranks[0], "world_size": dist.world_size, "other_ranks": ranks[1:]}
     generator = {**common, "kind": "generator", "G": state.G.state_dict(),
                  "G_ema": state.G_ema.state_dict() if state.G_ema is not None else None}
     d_path, g_path = ckpt_dir / f"D_{step}.ckpt", ckpt_dir / f"G_{step}.ckpt"
@@ -269,6 +268,20 @@ def save_snapshot(ckpt_dir: Path, step: int, state: TrainState, cfg: TrainConfig
             (ckpt_dir / f"D_{old}.ckpt").unlink(missing_ok=True)
     if dist.any(failed is not None, device):  # the other ranks wait for this answer
         raise failed
+
+
+def _streams(state: TrainState) -> dict:
+    # only the training device's CUDA stream: a resume may see fewer or other GPUs
+    return {"torch": torch.get_rng_state(), "gen": state.gen.get_state(), "gen_device": state.gen.device.type,
+            "cuda": torch.cuda.get_rng_state(state.gen.device) if state.gen.device.type == "cuda" else []}
+
+
+def seed_rank_streams(gen: torch.Generator, seed: int, dist, step: int = 0) -> None:
+    """Seed `gen` (batches, noise, fake labels) and, with several processes, torch's global stream
+    (the penalties' and the VAE's noise): each rank draws its own, the same for the same seed."""
+    gen.manual_seed(batch_stream_seed(seed, dist.rank, step))
+    if dist.world_size > 1:  # (one process keeps the stream --seed gave it, as a resume restores it)
+        torch.manual_seed(global_stream_seed(seed, dist.rank, step))
 
 
 ARCHITECTURE = ("model", "embed", "nf", "d_nf", "z_dim", "image_size")  # what a resume cannot change
@@ -304,13 +317,14 @@ def check_labels(path: Path, g: dict, schema_dict: dict | None, data: str) -> No
 
 def restore_snapshot(path: Path, state: TrainState, cfg: TrainConfig,
                      schema_dict: dict | None = None, log=lambda msg: None,
-                     g: dict | None = None) -> tuple[int, list[dict], TrainConfig]:
+                     g: dict | None = None, dist=None) -> tuple[int, list[dict], TrainConfig]:
     """Load G_<N>.ckpt at `path` and its D_<N>.ckpt into `state`; returns (N, the stats records up to N,
     the config the snapshot was trained with). What cannot carry over to this session (the fp16 loss
     scale of a run trained in another precision, a batch stream drawn on another kind of device) is
     started afresh, deterministically, with a note through `log`.
 
-    `g`: the G file's contents, when the caller has loaded it already."""
+    `g`: the G file's contents, when the caller has loaded it already. `dist`: this process's place
+    under torchrun (None: a single process)."""
     g = g if g is not None else load(path, "generator")
     d_path = path.with_name(path.name.replace("G_", "D_", 1))
     if not d_path.exists():
@@ -338,7 +352,7 @@ def restore_snapshot(path: Path, state: TrainState, cfg: TrainConfig,
     restore(d_path, lambda: state.D.load_state_dict(d["D"]), lambda: state.opt_G.load_state_dict(d["opt_G"]),
             lambda: state.opt_D.load_state_dict(d["opt_D"]))
     step = int(g["step"])
-    restore(d_path, lambda: _restore_streams(path, d, state, saved, cfg, step, log),
+    restore(d_path, lambda: _restore_streams(path, d, state, saved, cfg, step, log, dist),
             problem="damaged checkpoint; resume from another step")
     # Logs continue where the snapshot was taken: lines written after it are dropped (the main
     # process rewrites stats.jsonl with these).
@@ -347,13 +361,21 @@ def restore_snapshot(path: Path, state: TrainState, cfg: TrainConfig,
 
 
 def _restore_streams(path: Path, d: dict, state: TrainState, saved: TrainConfig, cfg: TrainConfig, step: int,
-                     log) -> None:
+                     log, dist) -> None:
     """The D file's loss scale, random streams and loss sums, back into `state`."""
     if state.scaler.is_enabled():
         if d["scaler"]:
             state.scaler.load_state_dict(d["scaler"])
         else:
             log(f"note: {path.name} was trained in {saved.precision}, so fp16 starts with a fresh loss scale")
+    if dist is not None and dist.world_size > 1:
+        if d.get("world_size") != dist.world_size or "other_ranks" not in d:
+            # other ranks' draws were not saved for this many processes: each draws anew, deterministically
+            seed_rank_streams(state.gen, cfg.seed, dist, step)
+            state.acc.load(d["acc"])
+            return
+        if dist.rank > 0:
+            d = d["other_ranks"][dist.rank - 1]
     rng = d["rng"]
     torch.set_rng_state(rng["torch"])
     if rng["gen"].numel() == state.gen.get_state().numel():

@@ -54,6 +54,14 @@ class Dist:
         tdist.all_reduce(t)
         return t / self.world_size
 
+    def gather(self, obj) -> list:
+        """`obj` of every process, in rank order ([obj] on one); `obj` holds CPU tensors only."""
+        if self.world_size == 1:
+            return [obj]
+        out = [None] * self.world_size
+        tdist.all_gather_object(out, obj)
+        return out
+
     def any(self, flag: bool, device) -> bool:
         """True on every process when `flag` is True on any. A Ctrl-C reaches the ranks at
         different steps; a rank that stopped alone would leave the others waiting in an all-reduce."""

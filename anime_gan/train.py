@@ -215,7 +215,7 @@ def train(cfg: TrainConfig) -> Path | None:
         checkpoint.remove_partial(ckpt_dir)
     try:
         gen = torch.Generator(device)
-        seed_rank_streams(gen, cfg.seed, dist)  # (only now: G and D were built from one stream on every rank)
+        checkpoint.seed_rank_streams(gen, cfg.seed, dist)  # (only now: G and D were built from one stream on every rank)
         batches = Batches(data, cfg.batch_size, device, gen, cfg.data_on_device, cfg.flip)
         fake_labels = LabelSampler(data, device)
 
@@ -233,16 +233,14 @@ def train(cfg: TrainConfig) -> Path | None:
         start, records = 0, []
         if resume_path is not None:
             start, records, saved = checkpoint.restore_snapshot(resume_path, state, cfg,
-                                                                schema.to_dict() if schema else None, log, snapshot)
+                                                                schema.to_dict() if schema else None, log, snapshot,
+                                                                dist)
             for opt in (opt_G, opt_D):
                 _match_device(opt, device, cfg.cuda_graph)
             # The snapshot's groups also carry its lr and betas; this session's flags win (noted below).
             _set_hyper(opt_G, hyper.glr, hyper.betas)
             if opt_D is not opt_G:
                 _set_hyper(opt_D, hyper.dlr, hyper.betas)
-            if dist.world_size > 1:
-                # The snapshot holds rank 0's streams; give every rank its own again (deterministically).
-                seed_rank_streams(gen, cfg.seed, dist, start)
             log(f"resumed {run} from step {start} ({resume_path})")
             changed = _changed_settings(saved, cfg, penalty=hyper.loss in ("wgan-gp", "dragan"))
             if changed:  # allowed (a lower --lr to finish, say), but never silently
@@ -610,14 +608,6 @@ def _ema_update(ema, model, decay: float) -> None:
     # foreach: a handful of kernels for all tensors instead of one per tensor (matters on GPU)
     torch._foreach_lerp_(list(ema.parameters()), list(model.parameters()), 1.0 - decay)
     torch._foreach_copy_(list(ema.buffers()), list(model.buffers()))
-
-
-def seed_rank_streams(gen: torch.Generator, seed: int, dist, step: int = 0) -> None:
-    """Seed `gen` (batches, noise, fake labels) and, with several processes, torch's global stream
-    (the penalties' and the VAE's noise): each rank draws its own, the same for the same seed."""
-    gen.manual_seed(checkpoint.batch_stream_seed(seed, dist.rank, step))
-    if dist.world_size > 1:  # (one process keeps the stream --seed gave it, as a resume restores it)
-        torch.manual_seed(checkpoint.global_stream_seed(seed, dist.rank, step))
 
 
 class _Accumulator:

@@ -20,44 +20,54 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _two_cpu_ranks(tmp_path, model: str, steps: int) -> tuple[list[str], dict, Path]:
+def _two_cpu_ranks(tmp_path, model: str, steps: int, check: int | None = None) -> tuple[list[str], dict, Path]:
     """torchrun's command for 2 gloo ranks training `model` on 32 tiny faces into <tmp>/c/r, its env, its data."""
     data = tmp_path / "data"
     assert main(["prepare", "--synthetic", "32", "-o", str(data), "--image-size", "32", "-q"]) == 0
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr",
            "127.0.0.1", "--master_port", str(_free_port()), "-m", "anime_gan", "train", "-t", str(data),
            "-s", str(tmp_path / "s"), "-c", str(tmp_path / "c"), "--name", "r", "--model", model,
-           "--nf", "8", "-b", "4", "--image-size", "32", "-i", str(steps), "--check", str(steps),
+           "--nf", "8", "-b", "4", "--image-size", "32", "-i", str(steps), "--check", str(check or steps),
            "--sample", str(steps), "--log-every", "1", "-d", "cpu"]
     return cmd, {**os.environ, "OMP_NUM_THREADS": "1"}, data
 
 
 def test_torchrun_two_cpu_ranks(tmp_path):
-    cmd, env, data = _two_cpu_ranks(tmp_path, "wgan-gp", 3)
+    cmd, env, data = _two_cpu_ranks(tmp_path, "wgan-gp", 4, check=2)
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     run = tmp_path / "c" / "r"
-    # Rank 0 alone wrote: one G/D pair and one stats line per step (not two).
-    assert checkpoint.resumable_steps(run) == [3]
-    assert len((run / "stats.jsonl").read_text().splitlines()) == 3
-    trainer = checkpoint.load(run / "D_3.ckpt", "trainer")
+    # Rank 0 alone wrote: one G/D pair per snapshot and one stats line per step (not two).
+    assert checkpoint.resumable_steps(run) == [2, 4]
+    assert len((run / "stats.jsonl").read_text().splitlines()) == 4
+    trainer = checkpoint.load(run / "D_4.ckpt", "trainer")
     assert trainer["world_size"] == 2  # the in-sync check ran across both ranks before saving
     assert "batch 4 x 2 = 8 global" in done.stderr
     assert done.stdout.split() == [str(run)]  # the run's folder, named once, not once per rank
+    # Both ranks resume step 2 into a branch in a new folder (only the main rank writes there, after
+    # making it). Each rank continues its own saved draws (batches, noise, the penalty's points), so
+    # the branch's step 4 is the uninterrupted run's, bit for bit.
+    new = {"r": "branch", str(tmp_path / "c"): str(tmp_path / "c2")}
+    branch_cmd = [new.get(a, a) for a in cmd] + ["--resume", str(run / "G_2.ckpt")]
+    done = subprocess.run(branch_cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    branch = tmp_path / "c2" / "branch"
+    assert checkpoint.resumable_steps(branch) == [4]
+    for name, key, kind in (("G_4.ckpt", "G", "generator"), ("D_4.ckpt", "D", "trainer")):
+        resumed, straight = (checkpoint.load(folder / name, kind)[key] for folder in (branch, run))
+        assert all(torch.equal(resumed[k], straight[k]) for k in straight), name
+
+    def losses(folder):  # (the mean over both ranks; img_per_s is a timing)
+        return [{k: v for k, v in json.loads(l).items() if k != "img_per_s"}
+                for l in (folder / "stats.jsonl").read_text().splitlines()]
+    assert losses(branch) == losses(run)
     # Unwrapped state_dicts: the checkpoint loads and resumes in a single process.
     G, *_ = checkpoint.load_generator(run)
     assert G(torch.randn(1, 100), torch.zeros(1, 22)).shape == (1, 3, 32, 32)
     assert main(["train", "-t", str(data), "-s", str(tmp_path / "s"), "-c", str(tmp_path / "c"), "--name", "r",
-                 "--model", "wgan-gp", "--nf", "8", "-b", "4", "--image-size", "32", "-i", "4", "--check", "4",
+                 "--model", "wgan-gp", "--nf", "8", "-b", "4", "--image-size", "32", "-i", "5", "--check", "5",
                  "--resume", "-q"]) == 0
-    # Both ranks resume it into a branch in a new folder: only the main rank writes there, after making it.
-    new = {"r": "branch", "3": "5", str(tmp_path / "c"): str(tmp_path / "c2")}
-    branch_cmd = [new.get(a, a) for a in cmd] + ["--resume", str(run / "G_4.ckpt")]
-    done = subprocess.run(branch_cmd, capture_output=True, text=True, env=env, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
-    branch = tmp_path / "c2" / "branch"
-    assert checkpoint.resumable_steps(branch) == [5]
-    assert [json.loads(l)["step"] for l in (branch / "stats.jsonl").read_text().splitlines()] == [1, 2, 3, 4, 5]
+    assert checkpoint.resumable_steps(run) == [4, 5]
 
 
 def _sync_worker(rank, world, store, same, results):
@@ -300,8 +310,8 @@ def test_logged_losses_are_the_mean_over_every_rank(tmp_path):
 def test_every_rank_draws_its_own_penalty_noise_deterministically():
     """torch's global stream (gradient penalties, the VAE's noise) is seeded per rank with several
     processes, like the batch stream; one process keeps the stream --seed gave it."""
+    from anime_gan.checkpoint import seed_rank_streams
     from anime_gan.distributed import Dist
-    from anime_gan.train import seed_rank_streams
 
     def draws(rank, world, step=0):
         torch.manual_seed(5)  # what every rank did before building G and D

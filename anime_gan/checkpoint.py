@@ -424,7 +424,7 @@ def read_jsonl(path: Path) -> list[dict]:
     for line in path.read_text().splitlines() if path.exists() else []:
         try:
             record = json.loads(line)
-        except ValueError:
+        except (ValueError, RecursionError):
             continue
         if isinstance(record, dict):  # a stray `5` or `null` line is not a record
             records.append(record)

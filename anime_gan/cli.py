@@ -263,10 +263,14 @@ def main(argv=None) -> int:
             prog = f"anime-gan {args.command}"
             importlib.import_module(_COMMAND_MODULES[args.command], __package__)
         _expand_home(args)
-        return _run(args, argv)
+        with _termination_unwinds():
+            return _run(args, argv)
     except UserError as e:
         print(f"{prog}: error: {_one_line(str(e))}", file=sys.stderr)
         return 2
+    except Terminated as e:
+        print(f"{prog}: stopped by {signal.Signals(e.signum).name}", file=sys.stderr)
+        return 128 + e.signum
     except KeyboardInterrupt:  # outside training's own handler (e.g. while preparing data)
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
@@ -316,6 +320,36 @@ def _interrupt_after_imports():
         raise KeyboardInterrupt
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP outside training's own handler: unwinds like a Ctrl-C."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def _termination_unwinds():
+    """A job scheduler's SIGTERM or a closed terminal's SIGHUP would kill us on the spot, leaving
+    a half-drawn data set or an empty run folder; raised instead, they unwind through the same
+    cleanup as a Ctrl-C. (The training loop installs its own handler: it saves a checkpoint.)"""
+    def handle(signum, frame):
+        raise Terminated(signum)
+
+    previous = {}
+    try:
+        for sig in (signal.SIGTERM, getattr(signal, "SIGHUP", None)):
+            if sig is not None and signal.getsignal(sig) is not signal.SIG_IGN:  # nohup's stays ignored
+                previous[sig] = signal.signal(sig, handle)
+    except ValueError:  # not the main thread: signals are not ours to handle
+        pass
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
 def _expand_home(args) -> None:
     """`--train-dir=~/data` and quoted paths reach us with the `~` the shell did not expand; read as
     a folder named `~` it would train on a fresh built-in set instead of the user's data."""
@@ -332,6 +366,11 @@ _OS_FIX = {errno.ENOSPC: "free space on that disk or choose another folder",
 
 def console() -> None:
     """The `anime-gan` program: main(), then an exit that a late Ctrl-C cannot turn into a crash."""
+    for stream in (sys.stdout, sys.stderr):
+        # A file name that is not valid UTF-8 (read off the disk as surrogates) must not crash a
+        # report under a strict locale: it is shown with \x escapes instead.
+        with contextlib.suppress(AttributeError, ValueError):
+            stream.reconfigure(errors="backslashreplace")
     code = main()
     # Only interpreter teardown is left (torch's can take a while): a Ctrl-C that arrives now,
     # say the second of two after a saved stop, must not change the exit status.

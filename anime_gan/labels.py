@@ -98,10 +98,17 @@ class Schema:
     def from_dict(cls, d: dict, source: str = "schema", fix: str = "re-run `anime-gan prepare`") -> "Schema":
         """`fix`: what to do about `source` when it is not a valid schema."""
         try:
-            groups = tuple(Group(str(g["name"]), tuple(str(c) for c in g["classes"]),
-                                 bool(g.get("multi", False)),
-                                 tuple(str(s) for s in g.get("suffixes", ())))
-                           for g in d["groups"])
+            raw = d["groups"]
+            if not isinstance(raw, list) or not all(isinstance(g, dict) for g in raw):
+                raise TypeError("'groups' must be a list of objects")
+            for g in raw:  # a string where a list belongs would be read letter by letter
+                lists = (g["classes"], g.get("suffixes", []))
+                if not (isinstance(g["name"], str) and isinstance(g.get("multi", False), bool)
+                        and all(isinstance(v, list) and all(isinstance(x, str) for x in v) for v in lists)):
+                    raise TypeError(f"group {g['name']!r}: the name must be text, classes and suffixes lists "
+                                    f"of text, multi true or false")
+            groups = tuple(Group(g["name"], tuple(g["classes"]), g.get("multi", False), tuple(g.get("suffixes", [])))
+                           for g in raw)
         except (KeyError, TypeError) as e:
             raise UserError(f"{source}: not a valid label schema ({e}); {fix}") from None
         if not groups or any(not g.classes for g in groups):
@@ -125,28 +132,35 @@ class Schema:
         fix = "fix the file or replace it with a good copy"  # a data set's own: prepare reads it, not writes it
         try:
             return cls.from_dict(json.loads(path.read_text()), str(path), fix)
-        except (OSError, ValueError) as e:
+        except (OSError, ValueError, RecursionError) as e:  # RecursionError: nested thousands deep
             raise UserError(f"{path}: cannot read the label schema ({e}); {fix}") from None
 
     # ---- human tags --------------------------------------------------------------------------
     def phrases(self) -> dict[tuple[str, ...], tuple[int, int]]:
-        """Every accepted phrase (as a token tuple) -> (group index, class index)."""
+        """Every accepted phrase (as a token tuple) -> (group index, class index): a class with one
+        of its group's suffixes ("red hair"); in a group without suffixes, the class alone ("red
+        cube") where no other group has that class, else with the group's name ("red eyes")."""
         out = {}
+        ambiguous = self._ambiguous()
         for gi, g in enumerate(self.groups):
             for ci, c in enumerate(g.classes):
-                words = tuple(c.lower().split())  # parse() lowercases what the user typed
-                if g.suffixes:
-                    for s in g.suffixes:
-                        out[words + (s.lower(),)] = (gi, ci)
-                else:
+                words = _words(c)
+                for s in g.suffixes or (g.name,):
+                    out[words + _words(s)] = (gi, ci)
+                if not g.suffixes and words not in ambiguous:
                     out[words] = (gi, ci)
         return out
+
+    def _ambiguous(self) -> set[tuple[str, ...]]:
+        """Class names that two groups without suffixes share (hair: red and eyes: red)."""
+        bare = [_words(c) for g in self.groups if not g.suffixes for c in g.classes]
+        return {w for w in bare if bare.count(w) > 1}
 
     def parse(self, text: str, require_all: bool = True) -> np.ndarray:
         """"blue hair red eyes" -> multi-hot float32 vector of size `dim`.
 
         With require_all=False a one-of group may be left out (its slice stays all zero)."""
-        tokens = text.lower().replace(",", " ").replace("_", " ").split()
+        tokens = list(_words(text))
         phrases = self.phrases()
         longest = max(len(p) for p in phrases)
         vec = np.zeros(self.dim, np.float32)
@@ -180,6 +194,12 @@ class Schema:
             if i + 1 < len(tokens) and tokens[i + 1] in g.suffixes:
                 return (f"unknown {g.name} colour '{tokens[i]}' in '{text}'; valid {g.name} colours: "
                         + ", ".join(g.classes))
+        shared = next((w for w in self._ambiguous() if tuple(tokens[i:i + len(w)]) == w), None)
+        if shared is not None:
+            named = [f"'{' '.join(shared)} {g.name}'" for g in self.groups
+                     if not g.suffixes and shared in map(_words, g.classes)]
+            return (f"'{' '.join(shared)}' in '{text}' is a class of several groups; "
+                    f"write {' or '.join(named)}")
         valid = "; ".join(f"{g.name}: " + ", ".join(g.classes) for g in self.groups)
         return f"cannot read '{tokens[i]}' in '{text}'; valid names are {valid}"
 
@@ -195,11 +215,13 @@ class Schema:
     def describe(self, vec) -> str:
         """Multi-hot vector -> "blue hair red eyes" (inverse of parse)."""
         vec = np.asarray(vec)
-        words = []
+        words, ambiguous = [], self._ambiguous()
         for gi, g in enumerate(self.groups):
             part = vec[self.offsets[gi]:self.offsets[gi + 1]]
             for ci in np.flatnonzero(part > 0.5):
-                words.append(" ".join((g.classes[ci],) + g.suffixes[:1]))
+                c = g.classes[ci]
+                suffix = g.suffixes[:1] or ((g.name,) if _words(c) in ambiguous else ())
+                words.append(" ".join((c,) + suffix))
         return " ".join(words)
 
     def example(self) -> np.ndarray:
@@ -233,6 +255,11 @@ class Schema:
         return out
 
 
+def _words(text: str) -> tuple[str, ...]:
+    """How a label phrase is read: case, commas and underscores aside ("Red_cube," is "red cube")."""
+    return tuple(text.lower().replace(",", " ").replace("_", " ").split())
+
+
 def anime_schema() -> Schema:
     return Schema((Group("hair", HAIR_COLORS, suffixes=("hair",)),
                    Group("eye", EYE_COLORS, suffixes=("eyes", "eye"))))
@@ -254,7 +281,7 @@ def read_conditions(path, schema: Schema) -> tuple[list[list[str]], np.ndarray]:
         entries = json.loads(path.read_text(encoding="utf-8-sig"))
     except OSError as e:
         raise UserError(f"{path}: cannot read ({e.strerror})") from None
-    except ValueError as e:
+    except (ValueError, RecursionError) as e:  # RecursionError: nested thousands deep
         raise UserError(f"{path}: not valid JSON ({e})") from None
     if isinstance(entries, list):
         entries = [[e] if isinstance(e, str) else e for e in entries]

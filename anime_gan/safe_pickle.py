@@ -38,6 +38,17 @@ def _storage_from_bytes(data):
         raise pickle.UnpicklingError("refused a tensor storage that is not plain data") from None
 
 
+def _tensor_within_storage(*args):
+    # A view with zero strides can claim 2**33 numbers over a storage of 22: a few hundred bytes of
+    # file that would fill the memory of whatever reads it (the view itself costs nothing). A real
+    # tensor never holds more numbers than its storage has bytes.
+    t = torch._utils._rebuild_tensor_v2(*args)
+    if t.numel() > t.untyped_storage().nbytes():
+        raise pickle.UnpicklingError(f"a tensor of shape {tuple(t.shape)} over a storage of "
+                                     f"{t.untyped_storage().nbytes()} bytes")
+    return t
+
+
 _ALLOWED = {
     ("collections", "OrderedDict"): collections.OrderedDict,
     ("builtins", "set"): set,
@@ -46,7 +57,7 @@ _ALLOWED = {
     ("_codecs", "encode"): _bytes_from_latin1,
     ("numpy", "ndarray"): np.ndarray,
     ("numpy", "dtype"): np.dtype,
-    ("torch._utils", "_rebuild_tensor_v2"): torch._utils._rebuild_tensor_v2,
+    ("torch._utils", "_rebuild_tensor_v2"): _tensor_within_storage,
     ("torch.storage", "_load_from_bytes"): _storage_from_bytes,
 }
 # Resolve numpy internals through the public module that exists in this numpy version.

@@ -447,7 +447,7 @@ def _run_config(run_dir: Path) -> TrainConfig | None:
     """The run's TrainConfig from config.json, else from its latest G checkpoint; None if neither."""
     try:
         return TrainConfig.from_dict(json.loads((run_dir / "config.json").read_text())["train"])
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, RecursionError):
         pass
     if steps(run_dir):
         return TrainConfig.from_dict(load(generator_path(run_dir), "generator")["config"])

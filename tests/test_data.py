@@ -549,3 +549,129 @@ def test_corrupt_source_label_file_says_to_fix_it_not_to_rerun_prepare(cli, tmp_
         err = one_line_error(cli("prepare", src, *args, "-q"), src / name, needle,
                              "fix the file or replace it with a good copy")
         assert "re-run" not in err.lower() and "re-create" not in err.lower()
+
+
+DEEP = "[" * 100000 + "]" * 100000  # valid-looking JSON too deep for Python's reader (RecursionError)
+
+
+@pytest.mark.parametrize("name", ["objects.json", "train.json"])
+def test_json_nested_too_deep_is_one_line(cli, tmp_path, name):
+    src = write_json_layout(tmp_path / "src")
+    (src / name).write_text(DEEP)
+    one_line_error(cli("prepare", src, "-o", tmp_path / "out", "-q"), src / name, "not valid JSON")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_cache_meta_file_nested_too_deep_is_one_line(cli, builtin_set, tmp_path):
+    import shutil
+    data = tmp_path / "data"
+    shutil.copytree(builtin_set, data)
+    (data / "cache" / "meta_64.json").write_text(DEEP)
+    one_line_error(cli("train", "-t", data, "-c", tmp_path / "c", "-s", tmp_path / "s", "-i", "1"),
+                   data / "cache" / "meta_64.json")
+
+
+# A TIFF named .png on which PIL's decoder raises TypeError (not an OSError) while loading
+BAD_TIFF = ("SUkqAAgAAAAIAAABBAABAAAAGAAAAAEBBAABAAAAFAAAAAMBAwABAAAAAQAAAAYBAwABAAAAAQAAABEBBwABAAAAbgAAABYBBAAB"
+            "AAAAFAAAABcBBAABAAAAPAAAABwBAwABAAAAAQAAAAAAAAD/////Vv/bVbb/AP/cADf0tR24EB/4bo/Rva36qlezvc75vs+s/5v4"
+            "9263f7vvvu+627rv/nG6lhXdDUI=")
+
+
+def test_an_image_whose_decoder_raises_anything_is_skipped(cli, tmp_path, monkeypatch):
+    import base64
+    src = write_folder(tmp_path / "src", 3)
+    (src / "bad.png").write_bytes(base64.b64decode(BAD_TIFF))
+    rc, out, _ = cli("prepare", src, "-o", tmp_path / "out", "-q")
+    assert rc == 0 and "bad.png: unreadable image" in out and len(open_packed(tmp_path / "out", 64)) == 3
+    # whatever a decoder raises (this PIL's TIFF raised TypeError; another version may differ)
+    monkeypatch.setattr(Image.Image, "load", lambda self: (_ for _ in ()).throw(IndexError("bad strip")))
+    with pytest.raises(ValueError, match=r"unreadable image \(IndexError\)"):
+        read_image(src / "bad.png", 64)
+
+
+def test_transparent_images_are_on_white_in_the_copies_too(cli, tmp_path):
+    """The cache flattens transparency onto white; the copies prepare makes (from which a later
+    size is packed) must too, or two sizes of one set would disagree."""
+    (tmp_path / "src").mkdir()
+    for i in range(3):
+        im = Image.new("RGBA", (64, 64), (0, 0, 0, 0))
+        im.paste((200, 30, 30, 255), (20, 20, 44, 44))
+        im.save(tmp_path / "src" / f"{i}.webp", lossless=True)
+    assert cli("prepare", tmp_path / "src", "-o", tmp_path / "out", "-q")[0] == 0
+    assert cli("prepare", tmp_path / "out", "--image-size", 32, "-q")[0] == 0
+    for size in (64, 32):
+        assert tuple(np.load(cache_paths(tmp_path / "out", size)[0])[0, :, 0, 0]) == (255, 255, 255)
+
+
+def test_images_in_a_subfolder_named_cache_are_read_and_in_the_top_one_listed(cli, tmp_path):
+    src = write_folder(tmp_path / "src", 2)
+    draw(src / "cats" / "cache" / "x.png", (255, 0, 0))
+    draw(src / "cache" / "y.png", (255, 0, 0))  # where prepare keeps its own files: not read, but said
+    rc, out, _ = cli("prepare", src, "-o", tmp_path / "out", "-q")
+    assert rc == 0 and len(open_packed(tmp_path / "out", 64)) == 3
+    assert f"{src / 'cache' / 'y.png'}: in cache/, the folder prepare writes its cache to" in out
+
+
+def test_a_refused_prepare_into_a_folder_leaves_no_cache_that_blocks_the_rerun(cli, tmp_path):
+    src = write_folder(tmp_path / "src", 3)
+    (src / "bad.png").write_bytes(b"junk")
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "notes.txt").write_text("mine")
+    one_line_error(cli("prepare", src, "-o", tmp_path / "out", "--strict", "-q"), "--strict: 1 file(s) skipped")
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["notes.txt"]
+    assert cli("prepare", src, "-o", tmp_path / "out", "-q")[0] == 0
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGHUP"])
+def test_sigterm_while_drawing_the_builtin_faces_leaves_nothing(cli, tmp_path, monkeypatch, sig):
+    """A job scheduler's SIGTERM, or a closed terminal's SIGHUP, unwinds like a Ctrl-C."""
+    import os
+    import signal
+    from anime_gan.data import synthetic
+    real = synthetic.generate
+
+    def generate(*args, **kwargs):
+        for i, item in enumerate(real(*args, **kwargs)):
+            if i == 5:
+                os.kill(os.getpid(), getattr(signal, sig))
+            yield item
+    monkeypatch.setattr(synthetic, "generate", generate)
+    rc, out, err = cli("prepare", "--synthetic", 40, "-o", tmp_path / "out", "-q")
+    assert rc == 128 + getattr(signal, sig) and err == f"anime-gan prepare: stopped by {sig}\n"
+    assert not (tmp_path / "out").exists()
+    # train drawing them into an empty -t: the folder is left as it was, empty
+    (tmp_path / "empty").mkdir()
+    rc, _, _ = cli("train", "-t", tmp_path / "empty", "-c", tmp_path / "c", "-s", tmp_path / "s", "-i", "1")
+    assert rc == 128 + getattr(signal, sig) and list((tmp_path / "empty").iterdir()) == []
+    assert not (tmp_path / "c").exists() and not (tmp_path / "s").exists()
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
+def test_a_fifo_named_like_an_image_is_missing_not_a_hang(cli, tmp_path):
+    import os
+    src = write_tag_pickle(tmp_path / "src", PAIRS[:3])
+    victim = next((src / "images").glob("1.*"))
+    victim.unlink()
+    os.mkfifo(src / "images" / "1.png")
+    rc, out, _ = cli("prepare", src, "-o", tmp_path / "out", "-q")
+    assert rc == 0 and "missing image" in out and len(open_packed(tmp_path / "out", 64)) == 2
+
+
+def test_a_file_name_that_is_not_utf8_is_reported_under_a_strict_locale(tmp_path):
+    import os
+    import subprocess
+    import sys
+    src = write_folder(tmp_path / "src", 2)
+    (src / os.fsdecode(b"bad\xff.png")).write_bytes(b"junk")
+    done = subprocess.run([sys.executable, "-m", "anime_gan", "prepare", str(src), "-o", str(tmp_path / "out")],
+                          capture_output=True, env={**os.environ, "PYTHONIOENCODING": "utf-8:strict"}, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert b"bad\\udcff.png: unreadable image" in done.stdout
+
+
+def test_json_label_files_may_start_with_a_bom(cli, tmp_path):
+    src = write_json_layout(tmp_path / "src")
+    for name in ("objects.json", "train.json"):
+        (src / name).write_bytes(b"\xef\xbb\xbf" + (src / name).read_bytes())
+    assert cli("prepare", src, "-o", tmp_path / "out", "-q")[0] == 0
+    assert len(open_packed(tmp_path / "out", 64)) == 8

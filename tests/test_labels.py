@@ -57,7 +57,12 @@ def test_schema_json_round_trip(schema, tmp_path):
     assert [g.suffixes for g in loaded.groups] == [g.suffixes for g in schema.groups]
 
 
-@pytest.mark.parametrize("text", ["not json", '{"groups": 3}', '{"groups": []}', '{"nothing": 1}'])
+@pytest.mark.parametrize("text", ["not json", '{"groups": 3}', '{"groups": []}', '{"nothing": 1}',
+                                  "[" * 100000 + "]" * 100000,  # too deep for Python's JSON reader
+                                  # a string where a list belongs would be read letter by letter
+                                  '{"groups": [{"name": "eyes", "classes": "rg"}]}',
+                                  '{"groups": [{"name": "hair", "classes": ["red"], "multi": "false"}]}',
+                                  '{"groups": [{"name": "hair", "classes": ["red"], "suffixes": "hair"}]}'])
 def test_bad_schema_file_is_a_user_error_naming_it(tmp_path, text):
     (tmp_path / "schema.json").write_text(text)
     with pytest.raises(UserError, match="schema.json"):
@@ -143,6 +148,26 @@ def test_describe_inverts_parse_for_multi_label_sets(objects):
     text = CLEVR.describe(v)
     assert text == " ".join(CLEVR_OBJECTS[i] for i in sorted(objects))
     assert np.array_equal(CLEVR.parse(text), v)
+
+
+def test_class_names_with_underscores_and_commas_can_be_written():
+    schema = multi_label_schema(["red_cube", "blue, sphere"])
+    assert schema.parse("red_cube").tolist() == schema.parse("Red cube").tolist() == [1, 0]
+    assert schema.parse("red cube, blue sphere").tolist() == [1, 1]
+    assert np.array_equal(schema.parse(schema.describe(np.ones(2))), np.ones(2))
+
+
+def test_a_class_two_groups_share_is_written_with_the_group_name():
+    """README's schema.json: groups without suffixes, hair: red and eyes: red."""
+    schema = Schema.from_dict({"groups": [{"name": "hair", "classes": ["red", "blue"]},
+                                          {"name": "eyes", "classes": ["red", "green"]}]})
+    assert schema.parse("red hair, green").tolist() == [1, 0, 0, 1]
+    assert schema.parse("blue red eyes").tolist() == [0, 1, 1, 0]
+    for vec in schema.combinations():
+        assert np.array_equal(schema.parse(schema.describe(vec)), vec)
+    with pytest.raises(UserError, match="'red' in 'red green' is a class of several groups; "
+                                        "write 'red hair' or 'red eyes'"):
+        schema.parse("red green")
 
 
 # ---- checking stored labels ----------------------------------------------------------------------

@@ -1,11 +1,13 @@
 """The restricted unpickler: tags.pickle payloads that would run code are refused before they run
 (directly, through `prepare` and through `train`), while plain tag pickles of every protocol load."""
 import builtins
+import collections
 import io
 import os
 import pathlib
 import pickle
 import subprocess
+import warnings
 
 import numpy as np
 import pytest
@@ -109,6 +111,22 @@ def test_codecs_encode_only_rebuilds_latin1_bytes(tmp_path):
     path = tmp_path / "tags.pickle"
     path.write_bytes(pickle.dumps({0: Encode()}, protocol=2))
     with pytest.raises(UserError, match="unexpected encoding"):
+        safe_pickle.load(path)
+
+
+def test_a_tensor_claiming_more_numbers_than_its_storage_holds_is_refused(tmp_path):
+    """Zero strides: 2**33 numbers over a storage of 22, in a file of a few hundred bytes, would
+    fill the memory of whatever converts it to an array."""
+    class Broadcast:
+        def __reduce__(self):
+            return torch._utils._rebuild_tensor_v2, (torch.zeros(22).storage(), 0, (2 ** 33,), (0,),
+                                                     False, collections.OrderedDict())
+    path = tmp_path / "tags.pickle"
+    with warnings.catch_warnings():  # (TypedStorage is deprecated: how torch pickles a tensor's storage)
+        warnings.simplefilter("ignore")
+        path.write_bytes(pickle.dumps({0: Broadcast()}, protocol=4))
+    assert path.stat().st_size < 1000
+    with pytest.raises(UserError, match=r"a tensor of shape \(8589934592,\) over a storage of 88 bytes"):
         safe_pickle.load(path)
 
 

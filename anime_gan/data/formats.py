@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from .. import safe_pickle
 from ..errors import UserError
@@ -117,8 +117,9 @@ def _add_numbered(src: Source, images: Path, stem) -> bool:
     if not _plain_name(str(stem)):
         src.skipped.append((str(stem)[:80], "unsafe file name (a path, not a name)"))
         return False
-    # os.path.exists: a key that cannot be a file name (too long, NUL) is a missing image, not a crash
-    file = next((images / f"{stem}{s}" for s in _NUMBERED_SUFFIXES if os.path.exists(images / f"{stem}{s}")),
+    # os.path.isfile: a key that cannot be a file name (too long, NUL) is a missing image, not a
+    # crash; a folder or a FIFO of that name is not an image (reading a FIFO would wait forever)
+    file = next((images / f"{stem}{s}" for s in _NUMBERED_SUFFIXES if os.path.isfile(images / f"{stem}{s}")),
                 None)
     if file is None:
         src.skipped.append((f"{images / str(stem)}.{_NUMBERED_SHOWN}", "missing image"))
@@ -185,8 +186,8 @@ def _scan_json(root: Path, objects_path: Path) -> Source:
 
 def read_json(path: Path, kind: type, fix: str = "fix or re-export the file"):
     try:
-        value = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
+        value = json.loads(path.read_text(encoding="utf-8-sig"))  # (a BOM, as Windows editors write)
+    except (OSError, ValueError, RecursionError) as e:  # RecursionError: nested thousands deep
         raise UserError(f"{path}: not valid JSON ({e}); {fix}") from None
     if not isinstance(value, kind):
         raise UserError(f"{path}: expected a JSON {kind.__name__}, got {type(value).__name__}; {fix}")
@@ -230,10 +231,15 @@ def _scan_folder(root: Path, skip: Path | None) -> Source:
     images = _image_dir(root)
     if below and images != root and _parts_below(skip, images) == ():
         images = root  # -o pics/images: that folder is the output, not the pictures
-    files = sorted(f for f in images.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file()
-                   and "cache" not in f.relative_to(root).parts
+    found = sorted(f for f in images.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file()
                    and not (below and f.relative_to(root).parts[:len(below)] == below))
-    return Source(root, "folder", None, files=files)
+    src = Source(root, "folder", None)
+    for f in found:  # the top cache/ is where prepare keeps its own files: said, not read
+        if f.relative_to(root).parts[0] == "cache":
+            src.skipped.append((str(f), "in cache/, the folder prepare writes its cache to"))
+        else:
+            src.files.append(f)
+    return src
 
 
 def _parts_below(path: Path | None, folder: Path) -> tuple | None:
@@ -252,12 +258,14 @@ def read_image(path: Path, size: int) -> np.ndarray:
     Raises ValueError with a short reason for an unreadable file or an unsupported mode."""
     try:
         with Image.open(path) as im:
-            if im.mode not in READABLE_MODES:
-                raise ValueError(f"unsupported image mode {im.mode}")
-            im.load()
-            rgb = _flatten_alpha(im)
-    except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as e:
+            mode = im.mode
+            if mode in READABLE_MODES:
+                im.load()
+                rgb = flatten_alpha(im)
+    except Exception as e:  # a damaged file can make a decoder raise anything (a TypeError in TIFF's)
         raise ValueError(f"unreadable image ({type(e).__name__})") from None
+    if mode not in READABLE_MODES:
+        raise ValueError(f"unsupported image mode {mode}")
     w, h = rgb.size
     side = min(w, h)
     left, top = (w - side) // 2, (h - side) // 2
@@ -267,7 +275,7 @@ def read_image(path: Path, size: int) -> np.ndarray:
     return np.asarray(rgb, dtype=np.uint8).transpose(2, 0, 1).copy()
 
 
-def _flatten_alpha(im: Image.Image) -> Image.Image:
+def flatten_alpha(im: Image.Image) -> Image.Image:
     # Transparent pixels go on white, the way a viewer shows them, not on black.
     if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
         im = im.convert("RGBA")

@@ -22,7 +22,7 @@ from ..config import MAX_SYNTHETIC, PrepareConfig, check_seed
 from ..errors import UserError
 from ..files import removed_on_failure, replace_atomically, writable_folder
 from ..labels import Schema, anime_schema
-from .formats import IMAGE_SUFFIXES, Source, check_source_folder, read_image, scan
+from .formats import IMAGE_SUFFIXES, Source, check_source_folder, flatten_alpha, read_image, scan
 
 CACHE_DIR = "cache"
 
@@ -125,6 +125,7 @@ def pack(src: Source, out: Path, size: int, workers: int = 0, quiet: bool = Fals
 
     An existing cache is only replaced once decoding succeeded (and, with strict, skipped nothing)."""
     images_path, labels_path, _ = cache_paths(out, size)
+    made = not images_path.parent.exists()
     images_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = images_path.with_suffix(".tmp.npy")
     try:  # Ctrl-C, a full disk or a bad file: no half-written cache is left behind
@@ -132,6 +133,8 @@ def pack(src: Source, out: Path, size: int, workers: int = 0, quiet: bool = Fals
     finally:
         tmp.unlink(missing_ok=True)
         tmp.with_name("shrink." + tmp.name).unlink(missing_ok=True)
+        if made and not any(images_path.parent.iterdir()):
+            images_path.parent.rmdir()  # nor an empty cache/, which would mark -o as holding a data set
 
 
 def _pack_into(tmp: Path, src: Source, images_path: Path, labels_path: Path, size: int, workers: int,
@@ -213,7 +216,7 @@ def write_tag_pickle_layout(out: Path, files: list[Path], labels, schema: Schema
         else:
             from PIL import Image
             with Image.open(f) as im:
-                im.convert("RGB").save(target)
+                flatten_alpha(im).save(target)  # on white, as the cache has it
     if schema is not None:
         write_labels(out, files, labels, schema, overwrite_priors=True)
 
@@ -303,7 +306,7 @@ def _prepared_from(out: Path, source: Path) -> bool:
             report = json.loads(meta.read_text())
             if _same(report.get("source_path", report["source"]), source):
                 return True
-        except (OSError, ValueError, KeyError, TypeError):
+        except (OSError, ValueError, KeyError, TypeError, RecursionError):
             continue
     return False
 

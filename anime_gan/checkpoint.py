@@ -98,7 +98,7 @@ def load(path, kind: str) -> dict:
             warnings.simplefilter("ignore")
             ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # weights-only refusals, truncation and zip errors all land here
-        raise UserError(f"{path}: {load_failure(str(e))}; use a checkpoint written by anime-gan") from None
+        raise UserError(f"{path}: {load_failure(str(e))}; {_damaged_fix(path)}") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT or ckpt.get("kind") != kind:
         expected = {"generator": "G_<step>.ckpt", "trainer": "D_<step>.ckpt", "judge": "judge_<size>.pt"}
         raise UserError(f"{path}: not an anime-gan {kind} checkpoint "
@@ -131,7 +131,20 @@ def _check_generator_body(path: Path, ckpt: dict) -> None:
             raise ValueError(f"its label schema does not give the {model.cond_dim} condition inputs G takes")
     except (KeyError, TypeError, ValueError) as e:
         what = f"no {e}" if isinstance(e, KeyError) else str(e)[:160]
-        raise UserError(f"{path}: damaged generator checkpoint ({what}); use one written by anime-gan") from None
+        raise UserError(f"{path}: damaged generator checkpoint ({what}); {_damaged_fix(path)}") from None
+
+
+def _damaged_fix(path: Path) -> str:
+    """What to do about a step's file that cannot be used: its run's last good step, where there is one."""
+    m = re.fullmatch(r"[GD]_(\d+)\.ckpt", path.name)
+    if m is None:
+        return "use a checkpoint written by anime-gan"
+    step, folder = int(m.group(1)), path.parent
+    earlier = [s for s in (resumable_steps(folder) if path.name[0] == "D" else steps(folder)) if s < step]
+    if not earlier:
+        return "use a checkpoint written by anime-gan"
+    return (f"if it was cut short, delete G_{step}.ckpt and D_{step}.ckpt and use step {earlier[-1]} "
+            f"({folder / f'G_{earlier[-1]}.ckpt'}), the latest before it")
 
 
 def load_failure(text: str) -> str:
@@ -245,7 +258,7 @@ def save_snapshot(ckpt_dir: Path, step: int, state: TrainState, cfg: TrainConfig
     # from another folder, must still find them
     common = {"format": FORMAT, "step": step, "config": cfg.to_dict(), "model": plain(asdict(mcfg)),
               "schema": schema.to_dict() if schema else None, "data_path": str(Path(cfg.train_dir).resolve()),
-              "sample_path": str(Path(cfg.sample_dir).resolve())}
+              "sample_path": str(Path(cfg.sample_dir).resolve()), "run_path": str(ckpt_dir.resolve())}
     trainer = {**common, "kind": "trainer", "D": state.D.state_dict(), "opt_G": state.opt_G.state_dict(),
                "opt_D": state.opt_D.state_dict(), "scaler": state.scaler.state_dict(),
                **ranks[0], "world_size": dist.world_size, "other_ranks": ranks[1:]}
@@ -315,6 +328,27 @@ def check_labels(path: Path, g: dict, schema_dict: dict | None, data: str) -> No
                         f"{groups(schema_dict)}; resume on the data set it was trained on")
 
 
+def check_sample_folder(g: dict, run_dir: Path, sample_folder: Path) -> None:
+    """Refuse to write a copied run's images into the sample folder of the run it was copied from
+    (the snapshot names both), where they would mix with the original's."""
+    origin = Path(g.get("run_path") or "/nonexistent")
+    if not origin.is_dir() or origin.resolve() == Path(run_dir).resolve():
+        return
+    theirs = Path(g.get("sample_path") or "/nonexistent") / origin.name
+    if sample_folder.resolve() == theirs.resolve():
+        raise UserError(f"{run_dir}: a copy of the run {origin}, whose images are in {theirs}; pass -s FOLDER "
+                        f"for this copy's, so that the two do not mix")
+
+
+def trainer_path(path: Path) -> Path:
+    """The D_<N>.ckpt that resuming from G_<N>.ckpt `path` needs."""
+    d_path = path.with_name(path.name.replace("G_", "D_", 1))
+    if not d_path.exists():
+        raise UserError(f"{d_path}: missing, so {path.name} can be sampled from but not resumed; "
+                        f"resume from a step that has both files")
+    return d_path
+
+
 def restore_snapshot(path: Path, state: TrainState, cfg: TrainConfig,
                      schema_dict: dict | None = None, log=lambda msg: None,
                      g: dict | None = None, dist=None) -> tuple[int, list[dict], TrainConfig]:
@@ -326,10 +360,7 @@ def restore_snapshot(path: Path, state: TrainState, cfg: TrainConfig,
     `g`: the G file's contents, when the caller has loaded it already. `dist`: this process's place
     under torchrun (None: a single process)."""
     g = g if g is not None else load(path, "generator")
-    d_path = path.with_name(path.name.replace("G_", "D_", 1))
-    if not d_path.exists():
-        raise UserError(f"{d_path}: missing, so {path.name} can be sampled from but not resumed; "
-                        f"resume from a step that has both files")
+    d_path = trainer_path(path)
     d = load(d_path, "trainer")
     saved = TrainConfig.from_dict(g["config"])
     if g.get("data_path"):  # absolute: a relative -t of the saving run may mean another folder here

@@ -21,7 +21,7 @@ import torch
 from PIL import Image
 
 from . import render
-from .checkpoint import generator_path, load, load_generator, steps
+from .checkpoint import check_sample_folder, generator_path, load, load_generator, steps
 from .config import TestConfig, TrainConfig, check_device, check_seed
 from .distributed import pick_device
 from .errors import UserError
@@ -89,10 +89,12 @@ def with_sample_dir(cfg: TestConfig) -> TestConfig:
     run = model.parent.name if model.is_file() else model.name
     root = Path(TrainConfig.sample_dir)
     try:
-        saved = load(generator_path(model), "generator").get("sample_path")  # absolute, since 2026-11-29
-        root = Path(saved) if saved and Path(saved).is_dir() else root
+        g = load(generator_path(model), "generator")
     except UserError:  # no checkpoint there (yet): said when it is loaded, or checked by --dry-run
-        pass
+        return replace(cfg, sample_dir=str(root / run))
+    saved = g.get("sample_path")  # absolute, since 2026-11-29
+    root = Path(saved) if saved and Path(saved).is_dir() else root
+    check_sample_folder(g, model if model.is_dir() else model.parent, root / run)
     return replace(cfg, sample_dir=str(root / run))
 
 

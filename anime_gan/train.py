@@ -62,6 +62,10 @@ def check_data_folder(cfg: TrainConfig) -> None:
 def check_run_folder(cfg: TrainConfig, ckpt_dir: Path, resume_path: Path | None, snapshot: dict | None) -> bool:
     """The run folder takes this run without writing over another's steps (also run by --dry-run);
     True when the run starts it afresh rather than continuing in it."""
+    if resume_path is not None:
+        checkpoint.trainer_path(resume_path)  # first: no other advice helps without it
+        if "sample_dir" not in (cfg.typed or ()):
+            checkpoint.check_sample_folder(snapshot, ckpt_dir, Path(cfg.sample_dir) / ckpt_dir.name)
     # A run continued elsewhere (--resume OTHER_RUN) starts this folder afresh, like a new run.
     fresh_folder = resume_path is None or resume_path.parent.resolve() != ckpt_dir.resolve()
     existing = checkpoint.steps(ckpt_dir)  # any G_<N>.ckpt: a fresh start would write over it
@@ -71,7 +75,8 @@ def check_run_folder(cfg: TrainConfig, ckpt_dir: Path, resume_path: Path | None,
                         f"from it would write over; branch with --name NEW, or delete G_/D_ files after it "
                         f"(nothing was changed)")
     if resume_path is not None and not Path(cfg.train_dir).is_dir():
-        raise UserError(f"{cfg.train_dir}: the data folder this run was trained on is not here; "
+        raise UserError(f"{cfg.train_dir}: no such data folder; check -t" if "train_dir" in (cfg.typed or ()) else
+                        f"{cfg.train_dir}: the data folder this run was trained on is not here; "
                         f"pass its new place with -t")
     if fresh_folder and existing:
         raise UserError(f"{ckpt_dir}: already holds a run (step {existing[-1]}); continue it with "

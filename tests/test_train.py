@@ -752,3 +752,50 @@ def test_a_batch_larger_than_the_data_set_is_noted(tmp_path, builtin_set, capsys
     assert main(["train", "-t", str(builtin_set), "-s", str(tmp_path / "s"), "-c", str(tmp_path / "c"), "--nf", "8",
                  "-b", "128", "--model", "cgan", "-i", "1", "--check", "1", "-d", "cpu"]) == 0
     assert "note: -b 128 is more than the 120 images in" in capsys.readouterr().err
+
+
+def test_a_copied_run_does_not_write_into_the_originals_sample_folder(tmp_path, data, cli):
+    import shutil
+    assert _train(tmp_path, data, "--model", "cgan", "--image-size", "32", "-i", "2", "--name", "r") == 0
+    shutil.copytree(tmp_path / "ckpt" / "r", tmp_path / "exp" / "r")
+    before = snapshot(tmp_path / "samples" / "r")
+    copy = tmp_path / "exp" / "r"
+    one_line_error(cli("test", "-d", copy, "-t", "fix_noise"), f"{copy}: a copy of the run",
+                   f"{tmp_path / 'samples' / 'r'}; pass -s FOLDER")
+    one_line_error(cli("train", "--resume", copy, "-i", "4"), f"{copy}: a copy of the run")
+    assert snapshot(tmp_path / "samples" / "r") == before
+    # with -s, or under another name, the copy's images go elsewhere
+    assert cli("test", "-d", copy, "-t", "fix_noise", "-s", tmp_path / "own")[0] == 0
+    assert cli("train", "--resume", copy, "-i", "4", "-s", tmp_path / "own_root")[0] == 0
+    assert (tmp_path / "own_root" / "r" / "fake_step_4.png").exists()
+    # a run moved away (the original gone) still writes beside its snapshots (G_4, written by the
+    # resume above, has its own)
+    shutil.rmtree(tmp_path / "ckpt" / "r")
+    assert cli("test", "-d", copy / "G_2.ckpt", "-t", "fix_noise")[0] == 0
+    assert (tmp_path / "samples" / "r" / "fix_noise.png").exists()
+    assert cli("test", "-d", copy, "-t", "fix_noise")[0] == 0
+    assert (tmp_path / "own_root" / "r" / "fix_noise.png").exists()
+
+
+def test_a_cut_short_checkpoint_names_the_step_to_use_instead(tmp_path, data, cli):
+    assert _train(tmp_path, data, "--model", "cgan", "--image-size", "32", "-i", "4", "--check", "2",
+                  "--name", "r") == 0
+    run = tmp_path / "ckpt" / "r"
+    for name in ("G_4.ckpt", "D_4.ckpt"):
+        shutil_copy = run / f"{name}.bak"
+        shutil_copy.write_bytes((run / name).read_bytes())
+        (run / name).write_bytes((run / name).read_bytes()[:3000])
+        one_line_error(cli("train", "--resume", run, "-i", "6"), f"{run / name}: corrupt or cut short",
+                       f"delete G_4.ckpt and D_4.ckpt and use step 2 ({run / 'G_2.ckpt'})")
+        (run / name).write_bytes(shutil_copy.read_bytes())
+        shutil_copy.unlink()
+
+
+def test_resume_checks_the_d_file_before_suggesting_a_branch_and_blames_a_typed_t(tmp_path, data, cli):
+    assert _train(tmp_path, data, "--model", "cgan", "--image-size", "32", "-i", "4", "--check", "2",
+                  "--name", "r") == 0
+    run = tmp_path / "ckpt" / "r"
+    (run / "D_2.ckpt").unlink()
+    one_line_error(cli("train", "--resume", run / "G_2.ckpt", "-i", "6"), "D_2.ckpt: missing")
+    one_line_error(cli("train", "--resume", run, "-i", "6", "-t", tmp_path / "typo", "--name", "b"),
+                   f"{tmp_path / 'typo'}: no such data folder; check -t")

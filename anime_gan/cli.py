@@ -398,6 +398,9 @@ def _run(args, argv=None) -> int:
             cfg, run, resume_path, snapshot = resolve_resume(cfg)
             check_run_folder(cfg, Path(cfg.checkpoint_dir) / run, resume_path, snapshot)
             check_data_folder(cfg)
+            if cfg.eval_every:
+                from .metrics.evaluate import training_judge_path
+                training_judge_path(cfg)
             return _print({"train": dataclasses.asdict(cfg), "resolved": dataclasses.asdict(resolve_hyper(cfg)),
                            "run": run, "resumes": str(resume_path) if resume_path else None})
         out = train(cfg)

@@ -31,6 +31,9 @@ class PrepareConfig:
 
 MAX_SEED = 2**31 - 1  # seeds are scaled and offset (seed * 1000 + rank, ...) inside 64-bit generators
 MAX_SYNTHETIC = 1_000_000  # built-in faces (~12 GB of PNGs); more is a typo, not a data set
+# Beyond these a run is a typo: the nets (--nf 1024 is ~1.5G parameters at 64 px), the noise or one
+# step's D batches (all drawn up front) would not fit in memory, and the error would blame -b.
+MAX_WIDTH, MAX_Z_DIM, MAX_N_CRITIC = 1024, 4096, 100
 
 
 def check_seed(seed: int) -> None:
@@ -173,6 +176,10 @@ def validate_train(cfg: TrainConfig) -> None:
             raise UserError(f"--{name} must be between 0 and 1, got {v}")
     if cfg.n_critic is not None and cfg.n_critic < 1:
         raise UserError(f"--n-critic must be at least 1, got {cfg.n_critic}")
+    for flag, value, most in (("--nf", cfg.nf, MAX_WIDTH), ("--d-nf", cfg.d_nf, MAX_WIDTH),
+                              ("--z-dim", cfg.z_dim, MAX_Z_DIM), ("--n-critic", cfg.n_critic or 0, MAX_N_CRITIC)):
+        if value > most:
+            raise UserError(f"{flag} {value} is more than {most}; ask for less")
     if cfg.cuda_graph and cfg.precision == "fp16":
         raise UserError("--cuda-graph cannot record fp16's loss scaling; use --precision bf16 or fp32")
     check_finite_weight("--mode-seeking", cfg.mode_seeking)

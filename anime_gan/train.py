@@ -187,6 +187,8 @@ def train(cfg: TrainConfig) -> Path | None:
     defaults = TrainConfig()
     if cfg.gp != defaults.gp and hyper.loss not in ("wgan-gp", "dragan"):
         log(f"note: --gp weights the wgan-gp and dragan penalties; --loss {hyper.loss} has none: ignored")
+    if cfg.embed != defaults.embed and not conditional:
+        log(f"note: --embed sets how labels condition the nets; --model {cfg.model} draws without labels: ignored")
     if cfg.aux != defaults.aux and aux is None:
         log(f"note: --aux weights the ACGAN class loss; --model {cfg.model} has no class head: ignored")
     if preset.loss == "vae":  # one optimizer for encoder and decoder, one update per batch

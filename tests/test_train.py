@@ -125,7 +125,9 @@ def test_weights_of_loss_terms_the_model_lacks_are_noted(tmp_path, data, capsys)
     assert "note: --aux weights the ACGAN class loss; --model cgan has no class head: ignored" in err
     for model, flags, notes in (("cvae", ["--dlr", "0.01", "--n-critic", "2"],
                                  ["--dlr sets D's side; --model cvae has no D", "--n-critic sets D's side"]),
-                                ("wgan", ["--beta", "0.3"], ["--beta sets Adam's beta1; --model wgan trains with RMSprop"])):
+                                ("wgan", ["--beta", "0.3"], ["--beta sets Adam's beta1; --model wgan trains with RMSprop"]),
+                                ("dcgan", ["--embed", "rgb"], ["--embed sets how labels condition the nets; "
+                                                               "--model dcgan draws without labels: ignored"])):
         assert main(["train", "-t", str(data), "-s", str(tmp_path / "s"), "-c", str(tmp_path / "c"), *TINY[:-1],
                      "--model", model, *flags, "--image-size", "32", "-i", "1"]) == 0
         err = capsys.readouterr().err
@@ -799,3 +801,20 @@ def test_resume_checks_the_d_file_before_suggesting_a_branch_and_blames_a_typed_
     one_line_error(cli("train", "--resume", run / "G_2.ckpt", "-i", "6"), "D_2.ckpt: missing")
     one_line_error(cli("train", "--resume", run, "-i", "6", "-t", tmp_path / "typo", "--name", "b"),
                    f"{tmp_path / 'typo'}: no such data folder; check -t")
+
+
+@pytest.mark.parametrize("flags, needle", [(["--n-critic", "20000"], "--n-critic 20000 is more than 100"),
+                                           (["--nf", "100000"], "--nf 100000 is more than 1024"),
+                                           (["--d-nf", "5000"], "--d-nf 5000 is more than 1024"),
+                                           (["--z-dim", "100000000"], "--z-dim 100000000 is more than 4096")])
+def test_sizes_that_cannot_fit_are_refused_before_anything_is_built(tmp_path, data, cli, flags, needle):
+    """(--n-critic 20000 drew 63 GB of D batches before the first update; the error blamed -b.)"""
+    for dry_run in ([], ["--dry-run"]):
+        one_line_error(cli("train", "-t", data, "-c", tmp_path / "c", "-s", tmp_path / "s", *flags, *dry_run), needle)
+    assert not (tmp_path / "c").exists()
+
+
+def test_dry_run_with_eval_every_needs_the_judge_the_real_run_needs(tmp_path, data, cli):
+    for dry_run in ([], ["--dry-run"]):
+        one_line_error(cli("train", "-t", data, "-c", tmp_path / "c", "-s", tmp_path / "s", *TINY, "-i", "1",
+                           "--eval-every", "1", *dry_run), f"{data / 'judge_64.pt'}: --eval-every needs a judge")

@@ -196,14 +196,20 @@ def _diversity(G, cfg_train, schema, data: Packed, device, generator, batch, pai
             "pairs": pairs}
 
 
-def load_training_judge(cfg: TrainConfig, schema: Schema | None, device):
-    """--eval-every needs a judge trained on this data (checked before anything is written)."""
+def training_judge_path(cfg: TrainConfig) -> Path:
+    """The judge --eval-every scores with (also checked by `train --dry-run`)."""
     path = Path(cfg.train_dir) / f"judge_{cfg.image_size}.pt"
-    if schema is None:
-        raise UserError("--eval-every measures label accuracy, but this data set has no labels")
     if not path.is_file():
         raise UserError(f"{path}: --eval-every needs a judge; run `anime-gan train-judge -t {cfg.train_dir} "
                         f"--image-size {cfg.image_size}` first")
+    return path
+
+
+def load_training_judge(cfg: TrainConfig, schema: Schema | None, device):
+    """--eval-every needs a judge trained on this data (checked before anything is written)."""
+    if schema is None:
+        raise UserError("--eval-every measures label accuracy, but this data set has no labels")
+    path = training_judge_path(cfg)
     judge, _ = load_judge(path, device)
     if judge.schema != schema:
         raise UserError(f"{path}: judge trained on other labels; retrain it with `anime-gan train-judge`")

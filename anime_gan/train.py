@@ -65,7 +65,7 @@ def check_run_folder(cfg: TrainConfig, ckpt_dir: Path, resume_path: Path | None,
     if resume_path is not None:
         checkpoint.trainer_path(resume_path)  # first: no other advice helps without it
         if "sample_dir" not in (cfg.typed or ()):
-            checkpoint.check_sample_folder(snapshot, ckpt_dir, Path(cfg.sample_dir) / ckpt_dir.name)
+            checkpoint.check_sample_folder(snapshot, resume_path.parent, Path(cfg.sample_dir) / ckpt_dir.name)
     # A run continued elsewhere (--resume OTHER_RUN) starts this folder afresh, like a new run.
     fresh_folder = resume_path is None or resume_path.parent.resolve() != ckpt_dir.resolve()
     existing = checkpoint.steps(ckpt_dir)  # any G_<N>.ckpt: a fresh start would write over it

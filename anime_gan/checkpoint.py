@@ -331,10 +331,13 @@ def check_labels(path: Path, g: dict, schema_dict: dict | None, data: str) -> No
 def check_sample_folder(g: dict, run_dir: Path, sample_folder: Path) -> None:
     """Refuse to write a copied run's images into the sample folder of the run it was copied from
     (the snapshot names both), where they would mix with the original's."""
-    origin = Path(g.get("run_path") or "/nonexistent")
+    origin, samples = g.get("run_path"), g.get("sample_path")
+    if not (isinstance(origin, str) and isinstance(samples, str)):  # (snapshots before 2026-11-29)
+        return
+    origin = Path(origin)
     if not origin.is_dir() or origin.resolve() == Path(run_dir).resolve():
         return
-    theirs = Path(g.get("sample_path") or "/nonexistent") / origin.name
+    theirs = Path(samples) / origin.name
     if sample_folder.resolve() == theirs.resolve():
         raise UserError(f"{run_dir}: a copy of the run {origin}, whose images are in {theirs}; pass -s FOLDER "
                         f"for this copy's, so that the two do not mix")

@@ -114,13 +114,18 @@ def fixed_grid(schema: Schema | None, z_dim: int, cols: int, seed: int):
         labels = torch.zeros(cols * cols, 0)
     else:
         if schema.multi_label:
+            multi = [i for gi, g in enumerate(schema.groups) if g.multi
+                     for i in range(schema.offsets[gi], schema.offsets[gi + 1])]
+            one_of = [gi for gi, g in enumerate(schema.groups) if not g.multi]
             vecs = []
             for i in range(8):  # four single objects, then four pairs: rows a person can check
-                v = torch.zeros(schema.dim)
-                v[(5 * i) % schema.dim] = 1
+                v = np.zeros(schema.dim, np.float32)
+                for k, gi in enumerate(one_of):  # and one class of each one-of group, cycling
+                    v[schema.offsets[gi] + (i + k) % len(schema.groups[gi].classes)] = 1
+                v[multi[(5 * i) % len(multi)]] = 1
                 if i >= 4:
-                    v[(5 * i + 3) % schema.dim] = 1
-                vecs.append(v.numpy())
+                    v[multi[(5 * i + 3) % len(multi)]] = 1
+                vecs.append(v)
         else:
             # Every hair colour once, eye colours cycling: all classes of the first two groups show.
             first = schema.one_of_groups[0]

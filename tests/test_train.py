@@ -818,3 +818,19 @@ def test_dry_run_with_eval_every_needs_the_judge_the_real_run_needs(tmp_path, da
     for dry_run in ([], ["--dry-run"]):
         one_line_error(cli("train", "-t", data, "-c", tmp_path / "c", "-s", tmp_path / "s", *TINY, "-i", "1",
                            "--eval-every", "1", *dry_run), f"{data / 'judge_64.pt'}: --eval-every needs a judge")
+
+
+def test_the_snapshot_grid_gives_every_row_a_valid_label():
+    """Also for a schema mixing one-of groups with a multi-label one: one class per one-of group."""
+    from anime_gan.labels import Group, Schema, multi_label_schema
+    from anime_gan.train import fixed_grid
+    objects = [f"thing {i}" for i in range(7)]
+    mixed = Schema((Group("hair", ("red", "blue", "green")), Group("objects", tuple(objects), multi=True)))
+    for schema in (mixed, multi_label_schema(objects)):
+        z, labels, rows = fixed_grid(schema, 16, 8, seed=0)
+        assert labels.shape == (64, schema.dim) and len(rows) == 8 and torch.equal(z[:8], z[8:16])
+        for v in labels[::8].numpy():
+            schema.check(v, "grid row")
+        assert {int(v.sum()) for v in labels[::8, schema.span("objects")]} == {1, 2}
+    assert fixed_grid(multi_label_schema(objects), 16, 8, 0)[2][:5] == [
+        "thing 0", "thing 5", "thing 3", "thing 1", "thing 2 thing 6"]  # as before for CLEVR-like sets

@@ -332,7 +332,7 @@ def check_sample_folder(g: dict, run_dir: Path, sample_folder: Path) -> None:
     """Refuse to write a copied run's images into the sample folder of the run it was copied from
     (the snapshot names both), where they would mix with the original's."""
     origin, samples = g.get("run_path"), g.get("sample_path")
-    if not (isinstance(origin, str) and isinstance(samples, str)):  # (snapshots before 2026-11-29)
+    if not (isinstance(origin, str) and isinstance(samples, str)) or "\0" in samples:  # (older snapshots)
         return
     origin = Path(origin)
     if not origin.is_dir() or origin.resolve() == Path(run_dir).resolve():

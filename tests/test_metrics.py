@@ -186,6 +186,9 @@ def test_read_conditions(tmp_path):
     f.write_text(json.dumps([["gray cube"], ["blue cone"]]))
     with pytest.raises(UserError, match=r'entry 2 \["blue cone"\]'):  # numbered from 1, as in `test`
         read_conditions(f, schema)
+    f.write_text("[" * 100000 + "]" * 100000)  # too deep for Python's JSON reader (RecursionError)
+    with pytest.raises(UserError, match="c.json: not valid JSON"):
+        read_conditions(f, schema)
 
 
 # ---- attribute accuracy with known generators --------------------------------------------------
@@ -385,6 +388,8 @@ def test_dry_runs_refuse_what_the_real_commands_refuse(cli, run_dir, data_dir, t
                        f"--judge {tmp_path / 'no.pt'}: no such file")
         one_line_error(cli("eval", "-d", run_dir, "--metrics", "diversity", "-t", tmp_path / "no-data", *dry_run),
                        f"{tmp_path / 'no-data'}: no such data folder")
+        one_line_error(cli("eval", "-d", run_dir, "--metrics", "diversity", "--conditions", tmp_path / "no.json",
+                           *dry_run), f"{tmp_path / 'no.json'}: cannot read")
         one_line_error(cli("train-judge", "-t", tmp_path / "no-data", *dry_run), f"{tmp_path / 'no-data'}: no such")
         one_line_error(cli("train-judge", "-t", data_dir, "-o", run_dir / "G_2.ckpt", *dry_run),
                        "G_2.ckpt: exists and is not a judge")

@@ -658,15 +658,34 @@ def test_a_fifo_named_like_an_image_is_missing_not_a_hang(cli, tmp_path):
 
 
 def test_a_file_name_that_is_not_utf8_is_reported_under_a_strict_locale(tmp_path):
+    # ... and PIL's warnings about damaged metadata of an image that decodes stay off stderr
     import os
     import subprocess
     import sys
     src = write_folder(tmp_path / "src", 2)
     (src / os.fsdecode(b"bad\xff.png")).write_bytes(b"junk")
+    bad_exif = b"Exif\x00\x00MM\x00\x2a\x00\x00\x00\x08\x00\x05\x01\x0f\x00\x02\x00\x00\xff\xff\x00\x00\x00\x00"
+    Image.new("RGB", (40, 40), (200, 0, 0)).save(src / "exif.jpg", exif=bad_exif)
     done = subprocess.run([sys.executable, "-m", "anime_gan", "prepare", str(src), "-o", str(tmp_path / "out")],
                           capture_output=True, env={**os.environ, "PYTHONIOENCODING": "utf-8:strict"}, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert b"bad\\udcff.png: unreadable image" in done.stdout
+    assert b"3 images from" in done.stdout and done.stderr == b""
+
+
+def test_a_repeated_image_id_is_skipped_not_added_twice(cli, tmp_path):
+    src = write_tags_csv(tmp_path / "csv", PAIRS[:3], extra_rows=["1,blue hair red eyes"])
+    assert len(scan(src).files) == 3
+    rc, out, _ = cli("prepare", src, "-o", tmp_path / "out", "-q")
+    assert rc == 0 and "tags.csv:4: repeated id '1' (first on line 2)" in out
+    assert len(open_packed(tmp_path / "out", 64)) == 3
+    src = write_tag_pickle(tmp_path / "pkl", PAIRS[:3])
+    tags = pickle.loads((src / "tags.pickle").read_bytes())
+    tags["0"] = tags[1]  # names images/0.jpg again
+    (src / "tags.pickle").write_bytes(pickle.dumps(tags))
+    found = scan(src)
+    assert len(found.files) == 3 and np.array_equal(found.labels, pair_labels(PAIRS[:3]))
+    assert dict(found.skipped)[f"{src / 'tags.pickle'} entry '0'"].startswith("repeated index")
 
 
 def test_json_label_files_may_start_with_a_bom(cli, tmp_path):

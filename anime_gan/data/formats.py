@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +28,9 @@ from ..labels import SCHEMA_FILE, Schema, anime_schema, multi_label_schema
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 # PIL modes that convert to RGB without losing meaning; anything else (16-bit, float) is skipped.
 READABLE_MODES = {"RGB", "RGBA", "L", "LA", "P", "PA", "CMYK", "YCbCr", "1"}
+# PIL warns on stderr about damaged metadata ("Corrupt EXIF data") of images whose pixels decode
+# fine; we read only the pixels, and a file whose pixels fail is skipped and listed in the report.
+warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.")
 
 
 @dataclass
@@ -76,9 +80,13 @@ def _scan_tag_pickle(root: Path) -> Source:
                         f"{type(tags).__name__}; fix the file or replace it with a good copy")
     src = Source(root, "tag-pickle", schema)
     images = _image_dir(root)
-    labels = []
+    labels, seen = [], set()
     # Integer keys in numeric order (0, 1, 2, ..., 10), so images/{i} keep their order when copied.
     for key in sorted(tags, key=lambda k: (0, k, "") if isinstance(k, int) else (1, 0, str(k))):
+        if str(key) in seen:  # 0 and "0" both name images/0.jpg: one image, not two copies of it
+            src.skipped.append((f"{path} entry {key!r}", "repeated index (the image has a label already)"))
+            continue
+        seen.add(str(key))
         vec = _tag_vector(tags[key], path, key)
         try:
             schema.check(vec, f"{path} entry {key!r}")
@@ -199,7 +207,7 @@ def _scan_tags_csv(root: Path) -> Source:
     schema = anime_schema()
     images = _image_dir(root)
     src = Source(root, "tags-csv", schema)
-    labels, named = [], set()
+    labels, named, first_line = [], set(), {}
     try:
         # utf-8-sig: Excel and Notepad start a CSV with a byte-order mark, which is not part of id 0
         rows = list(csv.reader(path.read_text(encoding="utf-8-sig", errors="replace").splitlines()))
@@ -209,6 +217,11 @@ def _scan_tags_csv(root: Path) -> Source:
         if not row or not "".join(row).strip():
             continue
         named.add(row[0].strip())  # a bad row is reported on its line, not again as a missing label
+        if row[0].strip() in first_line:  # a repeated id would put the image in twice
+            src.skipped.append((f"{path}:{lineno}", f"repeated id {row[0].strip()!r} (first on line "
+                                                    f"{first_line[row[0].strip()]})"))
+            continue
+        first_line[row[0].strip()] = lineno
         if len(row) < 2:
             src.skipped.append((f"{path}:{lineno}", "no tags after the id"))
             continue

@@ -207,7 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
               "anime-gan test -t samples -n 4 -d checkpoints/ANY_RUN      # also unconditional or CLEVR models",
               "anime-gan test -t progress -d checkpoints/RUN                # -> samples/RUN/progress.gif"])
     t = TestConfig()
-    p.add_argument("-t", "--type", default=t.type, choices=TEST_TYPES, metavar="TYPE", help="what to draw (listed above)")
+    p.add_argument("-t", "--type", default=t.type, choices=TEST_TYPES, metavar="TYPE", help="what to draw (listed above; default fix_noise, or conditions with --conditions)")
     p.add_argument("-d", "--model_dir", "--model-dir", default=t.model_dir,
                    help="run folder (latest G_<N>.ckpt) or a checkpoint file")
     p.add_argument("-s", "--sample_dir", "--sample-dir", default=t.sample_dir,
@@ -411,7 +411,8 @@ def _run(args, argv=None) -> int:
         from .sampling import check_test, run_test
         cfg = _config(TestConfig, args)
         if args.dry_run:  # the checkpoint is loaded and the colours checked, as the real command does
-            return _print(check_test(cfg)[0])
+            checked, kind, _ = check_test(cfg)
+            return _print(dataclasses.replace(checked, type=kind))
         for path in run_test(cfg):
             print(path)
         return 0

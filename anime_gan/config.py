@@ -230,7 +230,7 @@ def resolve_hyper(cfg: TrainConfig) -> Hyper:
 
 @dataclass
 class TestConfig:
-    type: str = "fix_noise"
+    type: str | None = None  # None: fix_noise, or conditions when --conditions is given
     model_dir: str = "checkpoints"
     sample_dir: str | None = None  # None: the run's own sample folder (sampling.with_sample_dir)
     hair: str | None = None

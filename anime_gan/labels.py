@@ -364,11 +364,15 @@ def parse_rgb(text: str) -> tuple[float, float, float]:
     """'#ff8800' or '255,136,0' -> (1.0, 0.53, 0.0)."""
     s = text.strip()
     try:
-        if s.startswith("#") and len(s) == 7:
+        # Digits only: int() alone would also take "+f", "-0" or "1_0"
+        if re.fullmatch(r"#[0-9a-fA-F]{6}", s):
             rgb = tuple(int(s[i:i + 2], 16) for i in (1, 3, 5))
         else:
-            rgb = tuple(int(v) for v in s.split(","))
-            if len(rgb) != 3 or not all(0 <= v <= 255 for v in rgb):
+            parts = [v.strip() for v in s.split(",")]
+            if len(parts) != 3 or not all(re.fullmatch(r"[0-9]{1,3}", v) for v in parts):
+                raise ValueError
+            rgb = tuple(int(v) for v in parts)
+            if not all(v <= 255 for v in rgb):
                 raise ValueError
     except ValueError:
         raise UserError(f"cannot read colour '{text}'; write it as '#rrggbb' or 'r,g,b' (0-255)") from None

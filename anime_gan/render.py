@@ -230,10 +230,12 @@ def caption_frame(img: Image.Image, text: str) -> Image.Image:
     """Return a copy with `text` written in a white band on top (e.g. 'step 2000')."""
     img = img.convert("RGB")
     font = _font(max(10, min(img.width // 24, 20)))
-    mask = _text_mask(_fit_lines(text, font, max(1, img.width - 2 * GAP), max_lines=2), font)
+    # A short caption may widen a narrow frame (32 px) rather than be cut to "t=0...."
+    room = max(img.width - 2 * GAP, min(_text_width(text, font), 160))
+    mask = _text_mask(_fit_lines(text, font, room, max_lines=2), font)
     band = mask.height + 2 * GAP
-    out = Image.new("RGB", (max(img.width, mask.width), img.height + band), MARGIN_COLOUR)
-    out.paste(img, (0, band))
+    out = Image.new("RGB", (max(img.width, mask.width + 2 * GAP), img.height + band), MARGIN_COLOUR)
+    out.paste(img, ((out.width - img.width) // 2, band))
     out.paste(TEXT_COLOUR, ((out.width - mask.width) // 2, GAP), mask)
     return out
 
@@ -249,6 +251,9 @@ def _atomic_write(path, write: Callable[[BinaryIO], object]) -> Path:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         replace_atomically(path, write)
+    except IsADirectoryError:
+        raise UserError(f"{path}: is a folder, so the file cannot be written; move or delete that "
+                        f"folder, or choose another output folder") from None
     except OSError as e:  # a full disk or a folder that turned read-only
         raise UserError(f"{path}: could not be written ({e.strerror or e}); free space on that disk "
                         f"or choose another output folder") from None
@@ -390,7 +395,9 @@ def _series(records: list[dict], xkey: str, key: str) -> tuple[list[float], list
 def _plot_series(ax, xs: list[float], ys: list[float], label: str, smooth: int) -> bool:
     if not xs:
         return False
-    if smooth > 1:
+    if len(xs) == 1:  # a line through one point draws nothing: a run checked once still shows it
+        ax.plot(xs, ys, marker="o", label=label)
+    elif smooth > 1:
         (raw,) = ax.plot(xs, ys, alpha=0.25, linewidth=1)
         ax.plot(xs, _moving_average(ys, smooth), color=raw.get_color(), label=label)
     else:

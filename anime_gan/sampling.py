@@ -25,7 +25,7 @@ from .checkpoint import check_sample_folder, generator_path, load, load_generato
 from .config import TestConfig, TrainConfig, check_device, check_seed
 from .distributed import pick_device
 from .errors import UserError
-from .files import writable_folder
+from .files import writable_folder, writing
 from .labels import Schema, encode, parse_rgb, read_conditions
 
 DEFAULT_PAIRS = ("pink hair black eyes", "black hair purple eyes", "red hair red eyes",
@@ -39,9 +39,10 @@ COLOUR_FLAGS = ("hair", "eye", "to_hair", "to_eye", "hair_rgb", "eye_rgb")
 # The types that draw from any model: unconditional, or labelled with other groups than hair and eye.
 ANY_MODEL = ("samples", "interpolate", "conditions", "progress")
 MAX_N, MAX_STEPS = 64, 256  # a grid of 64 rows or a 256-frame GIF is already more than a screen
+MAX_CONDITIONS = 1024  # captioned, one row each: a 1024-row PNG is already about 70k pixels tall
 FRAME_MS = 250
 _STEP_FILE = re.compile(r"^fake_step_(\d+)\.png$")
-_INDIVIDUAL_FILE = re.compile(r"^\d{3}( .*)?\.png$")  # what --individual writes: "007 blue hair red eyes.png"
+_INDIVIDUAL_FILE = re.compile(r"^\d{3,}( .*)?\.png$")  # what --individual writes: "007 blue hair red eyes.png"
 
 
 @dataclass
@@ -67,12 +68,17 @@ class Colour:
 
 def validate_test(cfg: TestConfig) -> str:
     """The checks that need no checkpoint (also run by --dry-run); returns the test type."""
-    kind = "conditions" if cfg.conditions and cfg.type == TestConfig.type else cfg.type
+    kind = cfg.type or ("conditions" if cfg.conditions else "fix_noise")
+    if cfg.sample_dir == "":
+        raise UserError("-s is empty; give a folder (it would write into the current one)")
     if kind not in TYPES:
         raise UserError(f"unknown test type '{kind}'; choose one of: {', '.join(TYPES)}")
     check_device(cfg.device)
     check_seed(cfg.seed)
     used = USES.get(kind, set())  # a flag the type ignores is noted, not checked
+    for flag in COLOUR_FLAGS:
+        if getattr(cfg, flag) == "" and flag in used:  # "" would read as "not given" and pick at random
+            raise UserError(f"--{flag.replace('_', '-')} is empty; give a colour, or leave the flag out")
     if "n" in used and not 1 <= cfg.n <= MAX_N:
         raise UserError(f"-n must be 1 to {MAX_N}, got {cfg.n}")
     if "steps" in used and not 2 <= cfg.steps <= MAX_STEPS:
@@ -107,13 +113,44 @@ def check_test(cfg: TestConfig) -> tuple[TestConfig, str, Model | None]:
     if kind == "progress":
         return cfg, kind, None
     model = _load(cfg)
+    _check_inputs(cfg, kind, model)
+    return cfg, kind, model
+
+
+def _check_inputs(cfg: TestConfig, kind: str, model: Model) -> None:
+    """Every colour, pair and --conditions entry against the model, before anything is drawn or said."""
+    used = USES.get(kind, set())
     colours = [f for f in COLOUR_FLAGS if getattr(cfg, f) and f in used]
     if kind not in ANY_MODEL or colours:
         _require_anime(model, f"-t {kind}" if kind not in ANY_MODEL else "--" + colours[0].replace("_", "-"))
-        for flag in ("hair", "eye", "to_hair", "to_eye"):
-            if getattr(cfg, flag) and flag in used:  # all colours checked before anything is said
-                model.schema.class_index(flag.removeprefix("to_"), getattr(cfg, flag))
-    return cfg, kind, model
+    for group in ("hair", "eye"):
+        if getattr(cfg, f"{group}_rgb") and f"{group}_rgb" in used:
+            if model.train.embed != "rgb":
+                raise UserError(f"--{group}-rgb needs a model trained with --embed rgb; this one uses "
+                                f"--embed {model.train.embed}, so give --{group} with one of its colours")
+            if getattr(cfg, group):
+                raise UserError(f"give --{group} or --{group}-rgb, not both")
+            parse_rgb(getattr(cfg, f"{group}_rgb"))
+    for flag in ("hair", "eye", "to_hair", "to_eye"):
+        if getattr(cfg, flag) and flag in used:
+            model.schema.class_index(flag.removeprefix("to_"), getattr(cfg, flag))
+    if kind == "pairs":
+        for text in cfg.pairs:
+            model.schema.parse(text)
+    if kind == "conditions":
+        _conditions(cfg, model)
+
+
+def _conditions(cfg: TestConfig, model: Model) -> tuple[list[list[str]], np.ndarray]:
+    if model.schema is None:
+        raise UserError(f"{cfg.model_dir}: this checkpoint has no labels; -t conditions needs a conditional model")
+    if not cfg.conditions:
+        raise UserError("-t conditions needs --conditions FILE.json (a list of label lists)")
+    entries, labels = read_conditions(cfg.conditions, model.schema)
+    if len(entries) > MAX_CONDITIONS:
+        raise UserError(f"{cfg.conditions}: {len(entries)} entries; `test` draws at most {MAX_CONDITIONS} "
+                        f"(one captioned row each): split the file, or score them all with `eval --conditions`")
+    return entries, labels
 
 
 def run_test(cfg: TestConfig) -> list[Path]:
@@ -187,12 +224,7 @@ def _colour(cfg: TestConfig, model: Model, rng: random.Random, group: str, flag:
     """--hair/--eye (or --to-*, or --*-rgb), else a seeded random class that we announce."""
     rgb = getattr(cfg, f"{group}_rgb") if not flag else None
     name = getattr(cfg, f"{flag}{group}")
-    if rgb:
-        if model.train.embed != "rgb":
-            raise UserError(f"--{group}-rgb needs a model trained with --embed rgb; this one uses "
-                            f"--embed {model.train.embed}, so give --{group} with one of its colours")
-        if name:
-            raise UserError(f"give --{group} or --{group}-rgb, not both")
+    if rgb:  # checked by _check_inputs
         return Colour(group, rgb=parse_rgb(rgb))
     if name:
         index = model.schema.class_index(group, name)  # raises, listing the valid colours
@@ -244,7 +276,9 @@ def _noise(model: Model, gen: torch.Generator, n: int) -> torch.Tensor:
 
 def _describe(model: Model, colours: list[Colour]) -> str:
     """"blue hair red eyes", "#ff8800 hair", "red eyes"."""
-    return " ".join(f"{c.text} {model.schema.group(c.group).suffixes[0]}" for c in colours)
+    # A schema.json may give a group no suffixes ("hair": blue, not "blue hair"): name the group then.
+    suffixes = {c.group: (model.schema.group(c.group).suffixes or (c.group,))[0] for c in colours}
+    return " ".join(f"{c.text} {suffixes[c.group]}" for c in colours)
 
 
 def _save(cfg: TestConfig, images: torch.Tensor, name: str, nrow: int, rows=None, cols=None,
@@ -252,15 +286,19 @@ def _save(cfg: TestConfig, images: torch.Tensor, name: str, nrow: int, rows=None
     """Write `<name>.png` (captioned unless --no-captions) and, with --individual, `<name>/`."""
     # -s is made only now, after every check on the input passed: a refused test leaves no folder.
     out, name = writable_folder(cfg.sample_dir, "choose another folder with -s"), _filename(name)
+    if cfg.individual:  # before the grid is replaced: a refused run changes nothing
+        writable_folder(out / name, "choose another folder with -s")
     captions = {"row_labels": rows, "col_labels": cols, "title": title} if cfg.captions else {}
     paths = [render.save_grid(images, out / f"{name}.png", nrow=nrow, **captions)]
     if cfg.individual:
-        for old in (out / name).glob("*.png"):  # an earlier, larger or other-seeded draw's images
-            if _INDIVIDUAL_FILE.match(old.name):
-                old.unlink()
+        with writing(out / name, "choose another folder with -s"):
+            for old in (out / name).glob("*.png"):  # an earlier, larger or other-seeded draw's images
+                if _INDIVIDUAL_FILE.match(old.name):
+                    old.unlink()
+        digits = max(3, len(str(len(images) - 1)))  # 0999 before 1000 in a file listing
         for i, image in enumerate(images):
             label = f" {_filename(names[i])}" if names else ""
-            render.save_grid(image[None], out / name / f"{i:03d}{label}.png", nrow=1, padding=0)
+            render.save_grid(image[None], out / name / f"{i:0{digits}d}{label}.png", nrow=1, padding=0)
         paths.append(out / name)
     return paths
 
@@ -391,11 +429,7 @@ def color_map(cfg, model, rng, gen, hues: int = 12) -> list[Path]:
 
 def conditions(cfg, model, rng, gen) -> list[Path]:
     """Seed 003's test.json: one image per label list; captioned, one labelled row per entry."""
-    if model.schema is None:
-        raise UserError(f"{cfg.model_dir}: this checkpoint has no labels; -t conditions needs a conditional model")
-    if not cfg.conditions:
-        raise UserError("-t conditions needs --conditions FILE.json (a list of label lists)")
-    entries, labels = read_conditions(cfg.conditions, model.schema)
+    entries, labels = _conditions(cfg, model)
     labels = torch.from_numpy(labels)
     images = _draw(model, _noise(model, gen, len(entries)), _cond(model, labels))
     texts = [", ".join(entry) for entry in entries]

@@ -254,6 +254,6 @@ def test_unknown_embed_lists_the_choices():
 def test_parse_rgb():
     assert parse_rgb("#ff0000") == (1.0, 0.0, 0.0)
     assert parse_rgb("0, 255, 0") == (0.0, 1.0, 0.0)
-    for bad in ("#ff00", "300,0,0", "red", "1,2"):
+    for bad in ("#ff00", "300,0,0", "red", "1,2", "#+f+f+f", "-0,1,2", "1_0,0,0", "#ff 000"):
         with pytest.raises(UserError, match="#rrggbb"):
             parse_rgb(bad)

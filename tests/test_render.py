@@ -124,6 +124,14 @@ def test_caption_frame_adds_band_and_keeps_original():
     assert img.size == (200, 100)  # input untouched
 
 
+def test_caption_frame_widens_a_narrow_frame_rather_than_cut_the_caption():
+    img = Image.new("RGB", (32, 32), (0, 200, 0))
+    a, b = render.caption_frame(img, "t=0.25"), render.caption_frame(img, "t=0.50")
+    assert a.width > 32 and a.size == b.size
+    band = a.height - 32
+    assert not np.array_equal(np.asarray(a)[:band], np.asarray(b)[:band])  # the steps read apart
+
+
 # ---------------------------------------------------------------------------------------------
 # GIFs
 # ---------------------------------------------------------------------------------------------
@@ -241,6 +249,16 @@ def test_plot_curves_writes_png_and_tolerates_missing_keys(tmp_path):
     with Image.open(path) as img:
         assert img.format == "PNG" and img.width > 100
         img.verify()
+
+
+def test_a_series_of_one_point_is_drawn_with_a_marker():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots()
+    assert render._plot_series(ax, [5.0], [1.0], "loss_G", smooth=5)
+    assert [line.get_marker() for line in ax.lines] == ["o"]  # a line through one point draws nothing
+    plt.close(fig)
 
 
 def test_plot_curves_with_no_data_still_writes(tmp_path):

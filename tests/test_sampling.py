@@ -343,3 +343,72 @@ def test_a_diverged_generator_is_refused_not_drawn_black(models, tmp_path, capsy
         rc, out, err = _test(capsys, tmp_path / "G_2.ckpt", tmp_path / "out", *args)
         assert rc == 2 and out == [] and needle in err and err.count("\n") == 1, err
     assert not (tmp_path / "out").exists() or list((tmp_path / "out").iterdir()) == []
+
+
+@pytest.mark.parametrize("model, args, message", [
+    ("rgb", ["-t", "fix_hair_eye", "--eye-rgb", "zzz"], "cannot read colour 'zzz'"),
+    ("rgb", ["-t", "fix_hair_eye", "--eye-rgb", "#+f+f+f"], "cannot read colour '#+f+f+f'"),
+    ("rgb", ["-t", "fix_hair_eye", "--eye-rgb", "#ff0000", "--eye", "red"], "give --eye or --eye-rgb, not both"),
+    ("onehot", ["-t", "interpolate", "--eye-rgb", "#ff0000"], "--eye-rgb needs a model trained with --embed rgb"),
+    ("onehot", ["-t", "pairs", "--pairs", "teal hair red eyes"], "unknown hair colour 'teal'"),
+    ("onehot", ["-t", "fix_hair_eye", "--hair", ""], "--hair is empty"),
+    ("multi", ["--conditions", "missing.json"], "missing.json: cannot read"),
+    ("multi", ["--conditions", "many.json"], "1025 entries; `test` draws at most 1024"),
+])
+def test_the_dry_run_refuses_what_the_real_run_refuses(models, tmp_path, capsys, monkeypatch, model, args, message):
+    # a bad --*-rgb, pair or conditions file is found before anything is drawn or announced
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "many.json").write_text(json.dumps([["red cube"]] * 1025))
+    for dry in ([], ["--dry-run"]):
+        rc, out, err = _test(capsys, models[model], tmp_path / "out", *args, *dry)
+        assert rc == 2 and out == [] and message in err and err.count("\n") == 1, err
+    assert not (tmp_path / "out").exists()
+    rc, _, err = _test(capsys, models[model], "", *args)
+    assert rc == 2 and "-s is empty" in err
+
+
+def test_an_explicit_type_is_drawn_even_with_conditions(models, tmp_path, capsys):
+    spec = tmp_path / "c.json"
+    spec.write_text(json.dumps([["blue hair", "red eyes"]]))
+    rc, paths, err = _test(capsys, models["onehot"], tmp_path / "out", "-t", "fix_noise", "--conditions", str(spec))
+    assert rc == 0 and paths == [str(tmp_path / "out" / "fix_noise.png")]
+    assert "note: -t fix_noise does not use --conditions; ignored" in err
+    rc, paths, _ = _test(capsys, models["onehot"], tmp_path / "out", "--conditions", str(spec))  # no -t: conditions
+    assert rc == 0 and paths == [str(tmp_path / "out" / "conditions.png")]
+
+
+def test_a_schema_without_suffixes_names_colours_by_group(models, tmp_path, capsys):
+    g = torch.load(models["onehot"] / "G_10.ckpt", weights_only=True)
+    for group in g["schema"]["groups"]:
+        group["suffixes"] = []  # as a hand-written schema.json may have it
+    torch.save(g, tmp_path / "G_10.ckpt")
+    rc, paths, err = _test(capsys, tmp_path / "G_10.ckpt", tmp_path / "out", "-t", "fix_hair_eye",
+                           "--hair", "blue", "--eye", "red")
+    assert rc == 0 and paths == [str(tmp_path / "out" / "blue_hair_red_eye.png")], err
+    rc, paths, err = _test(capsys, tmp_path / "G_10.ckpt", tmp_path / "out", "-t", "fix_noise")
+    assert rc == 0 and paths == [str(tmp_path / "out" / "fix_noise.png")], err
+
+
+def test_individual_names_sort_past_999_and_a_refused_run_keeps_the_grid(models, tmp_path, capsys):
+    spec = tmp_path / "c.json"
+    spec.write_text(json.dumps([["red cube"]] * 1001))
+    rc, _, _ = _test(capsys, models["multi"], tmp_path / "out", "--conditions", str(spec), "--individual", "--no-captions")
+    names = sorted(p.name for p in (tmp_path / "out" / "conditions").iterdir())
+    assert rc == 0 and len(names) == 1001 and names[0] == "0000 red cube.png" and names[-1] == "1000 red cube.png"
+    spec.write_text(json.dumps([["red cube"]] * 2))
+    rc, _, _ = _test(capsys, models["multi"], tmp_path / "out", "--conditions", str(spec), "--individual")
+    assert rc == 0 and sorted(p.name for p in (tmp_path / "out" / "conditions").iterdir()) == [
+        "000 red cube.png", "001 red cube.png"]  # every earlier image went, 1000 included
+    # a subfolder that cannot be written is refused before the grid beside it is replaced
+    (tmp_path / "w").mkdir()
+    (tmp_path / "w" / "fix_noise").write_text("not a folder")
+    (tmp_path / "w" / "fix_noise.png").write_bytes(b"earlier grid")
+    rc, out, err = _test(capsys, models["onehot"], tmp_path / "w", "-t", "fix_noise", "--individual")
+    assert rc == 2 and out == [] and "fix_noise" in err and err.count("\n") == 1
+    assert (tmp_path / "w" / "fix_noise.png").read_bytes() == b"earlier grid"
+
+
+def test_an_output_file_name_taken_by_a_folder_says_so(models, tmp_path, capsys):
+    (tmp_path / "out" / "fix_noise.png").mkdir(parents=True)
+    rc, _, err = _test(capsys, models["onehot"], tmp_path / "out", "-t", "fix_noise")
+    assert rc == 2 and "fix_noise.png: is a folder, so the file cannot be written" in err and err.count("\n") == 1

@@ -119,6 +119,10 @@ class Schema:
         if bad is not None:
             raise UserError(f"{source}: group name {bad!r} must be distinct, at most 32 letters, digits, "
                             f"spaces, '_', '-' or '.', and start with a letter or digit")
+        taken = next((n for n in names if n in RESERVED_GROUP_NAMES), None)
+        if taken is not None:  # eval's accuracy report keeps these keys beside one per group
+            raise UserError(f"{source}: group name {taken!r} is reserved (eval reports "
+                            f"{', '.join(sorted(RESERVED_GROUP_NAMES))}); rename the group")
         return cls(groups)
 
     def save(self, folder: Path) -> Path:
@@ -271,6 +275,9 @@ def multi_label_schema(classes: list[str], name: str = "objects") -> Schema:
 
 
 # ---- condition encodings -----------------------------------------------------------------------
+
+RESERVED_GROUP_NAMES = frozenset({"joint", "worst", "conditions", "k", "label"})
+
 
 def read_conditions(path, schema: Schema) -> tuple[list[list[str]], np.ndarray]:
     """Seed 003's test.json, for `test -t conditions` and `eval --conditions`: a JSON list of label

@@ -257,3 +257,9 @@ def test_parse_rgb():
     for bad in ("#ff00", "300,0,0", "red", "1,2", "#+f+f+f", "-0,1,2", "1_0,0,0", "#ff 000"):
         with pytest.raises(UserError, match="#rrggbb"):
             parse_rgb(bad)
+
+
+def test_group_names_the_accuracy_report_uses_are_reserved():
+    for name in ("joint", "k", "worst"):
+        with pytest.raises(UserError, match=f"group name '{name}' is reserved"):
+            Schema.from_dict({"groups": [{"name": name, "classes": ["a", "b"]}]}, "schema.json")

@@ -152,6 +152,15 @@ def test_real_statistics_are_cached_and_keyed(data):
     cache.write_bytes(cache.read_bytes()[:len(cache.read_bytes()) // 2])  # a truncated zip
     fid.real_stats(data, ext, "test", "k2", per_class=True)  # damaged: recomputed, not a traceback
     assert sum(calls) == 3 * len(data)
+    cache.write_bytes(b"")  # e.g. a full disk: np.load raises EOFError
+    fid.real_stats(data, ext, "test", "k2", per_class=True)
+    assert sum(calls) == 4 * len(data)
+
+
+def test_fid_against_a_single_real_image_is_one_line(tmp_path):
+    assert main(["prepare", "--synthetic", "1", "-o", str(tmp_path / "one"), "-q"]) == 0
+    with pytest.raises(UserError, match=r"one: FID needs at least 2 real images, this data set has 1"):
+        fid.real_stats(open_packed(tmp_path / "one", 64), lambda x: x.mean((2, 3)), "test", "k")
 
 
 # ---- judge ------------------------------------------------------------------------------------
@@ -174,6 +183,17 @@ def test_seed_003_multi_label_score():
     assert hits.tolist() == [2, 1, 0] and asked.tolist() == [2, 2, 1]
     out = attribute_accuracy(schema, logits, labels, k=1)
     assert out["objects"] == pytest.approx(3 / 5, abs=1e-4) and out["joint"] == pytest.approx(1 / 3, abs=1e-4)
+    # an empty scene asks nothing and misses nothing: right in its group as in the joint score
+    empty = attribute_accuracy(schema, logits[:1], torch.zeros(1, 4), k=1)
+    assert empty["objects"] == 1.0 and empty["joint"] == 1.0 and empty["worst"][0]["objects"] == 1.0
+
+
+def test_multi_label_conditions_are_distinct_real_sets():
+    from anime_gan.metrics.accuracy import default_conditions
+    schema = multi_label_schema(["a", "b", "c"])
+    real = np.array([[1, 0, 0], [1, 0, 0], [0, 1, 1], [1, 0, 0], [0, 0, 1]] * 50, np.float32)
+    conds = default_conditions(schema, real, torch.Generator().manual_seed(0))
+    assert sorted(map(tuple, conds.tolist())) == [(0, 0, 1), (0, 1, 1), (1, 0, 0)]
 
 
 def test_read_conditions(tmp_path):
@@ -276,6 +296,22 @@ def test_inception_features_from_a_local_file(tmp_path):
     (tmp_path / "cut.pth").write_bytes(path.read_bytes()[:4096])  # an interrupted download
     with pytest.raises(UserError, match=r"cut\.pth: corrupt or cut short .*; replace it with https://"):
         InceptionFeatures(tmp_path / "cut.pth")
+    state = torch.load(path, weights_only=True)
+    state["Mixed_7c.branch_pool.bn.running_var"].fill_(-1.0)  # finite, but every feature is NaN
+    torch.save(state, tmp_path / "bad_bn.pth")
+    with pytest.raises(UserError, match=r"bad_bn\.pth: these Inception weights compute NaN or infinite"):
+        InceptionFeatures(tmp_path / "bad_bn.pth")
+
+
+def test_a_plain_pickle_as_inception_weights_is_refused_without_torch_warnings(tmp_path):
+    import pickle
+    import warnings
+    (tmp_path / "plain.pt").write_bytes(pickle.dumps({"w": [1.0, 2.0]}))
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        with pytest.raises(UserError, match=r"plain\.pt: "):
+            InceptionFeatures(tmp_path / "plain.pt")
+    assert [str(w.message) for w in seen] == []
 
 
 def test_missing_inception_weights_exit_2_naming_the_file(run_dir, tmp_path, monkeypatch, capsys):
@@ -396,6 +432,34 @@ def test_dry_runs_refuse_what_the_real_commands_refuse(cli, run_dir, data_dir, t
     assert list(tmp_path.iterdir()) == [] and snapshot(run_dir) == before
 
 
+def test_dry_run_loads_the_judge_and_inception_weights_the_real_run_would(cli, run_dir, data_dir, judge_file,
+                                                                           tmp_path):
+    (tmp_path / "junk.pt").write_bytes(os.urandom(300))
+    other = tmp_path / "other_labels.pt"
+    j = torch.load(judge_file[0], weights_only=True)
+    j["schema"]["groups"][0]["classes"][0] = "teal"  # same shapes, other labels
+    torch.save(j, other)
+    before = snapshot(run_dir)
+    for dry_run in ([], ["--dry-run"]):
+        one_line_error(cli("eval", "-d", run_dir, "-t", data_dir, "--metrics", "accuracy", "--judge",
+                           tmp_path / "junk.pt", "--device", "cpu", *dry_run), "junk.pt: ")
+        one_line_error(cli("eval", "-d", run_dir, "-t", data_dir, "--metrics", "accuracy", "--judge", other,
+                           "--device", "cpu", *dry_run), "was trained on other labels")
+        one_line_error(cli("eval", "-d", run_dir, "-t", data_dir, "--metrics", "fid", "--inception-weights",
+                           tmp_path / "junk.pt", "--device", "cpu", *dry_run), "junk.pt: ")
+    assert snapshot(run_dir) == before
+
+
+def test_eval_scores_do_not_depend_on_the_batch_size(cli, run_copy, data_dir, judge_file):
+    def scores(batch):
+        rc, out, err = cli("eval", "-d", run_copy, "-t", data_dir, "--judge", judge_file[0], "--metrics",
+                           "accuracy", "diversity", "-k", "1", "-b", batch, "--device", "cpu", "--json", "-q")
+        assert rc == 0, err
+        return json.loads(out)
+    a, b = scores(100), scores(7)
+    assert a["metrics"] == b["metrics"] and a["settings"]["min_class"] == 50
+
+
 # ---- bad output paths and devices: one line, exit 2, before the slow work -----------------------
 
 def read_only(monkeypatch, folder: Path) -> None:
@@ -506,6 +570,18 @@ def test_unknown_device_bad_seed_or_huge_count_is_one_line(cli, run_dir, data_di
     assert not (tmp_path / "j.pt").exists()
 
 
+@pytest.mark.parametrize("flags, needle", [(["--width", "100000"], "--width must be at most 512"),
+                                           (["--features", "100000"], "--features must be at most 8192")])
+def test_a_judge_too_wide_to_build_is_refused_before_training(cli, data_dir, tmp_path, flags, needle):
+    one_line_error(cli("train-judge", "-t", data_dir, *flags, "-o", tmp_path / "j.pt", "-q"), needle)
+    assert not (tmp_path / "j.pt").exists()
+
+
+def test_non_finite_features_are_one_line_not_an_eigh_failure():
+    with pytest.raises(UserError, match="NaN or infinite features"):
+        fid.stats_of(torch.tensor([[float("nan"), 1.0], [0.0, 2.0], [1.0, 1.0]]))
+
+
 def test_judge_report_counts_its_epochs_in_english():
     from anime_gan.metrics.judge import format_report
     report = dict(judge="j.pt", heldout_accuracy={"hair": 0.5}, heldout=10, images=100, seconds=1.0, device="cpu")
@@ -553,6 +629,8 @@ def test_eval_of_a_diverged_generator_is_one_line_and_appends_nothing(cli, run_c
     (lambda j: j.update(heldout_accuracy=["high"]), "is not what a judge saves"),
     (lambda j: next(v for v in j["state_dict"].values() if v.is_floating_point()).fill_(float("inf")),
      "weights hold NaN or infinite values"),
+    (lambda j: j["state_dict"]["trunk.1.running_var"].fill_(-1.0), "damaged batch-norm statistics"),
+    (lambda j: j["arch"].update(width=10 ** 6), "its architecture is not one train-judge makes"),
 ])
 def test_a_damaged_judge_file_is_one_line(cli, run_dir, data_dir, judge_file, tmp_path, damage, needle):
     j = torch.load(judge_file[0], weights_only=True)

@@ -20,13 +20,14 @@ WORST = 5
 
 def default_conditions(schema: Schema, real_labels: np.ndarray | None,
                        generator: torch.Generator) -> torch.Tensor:
-    """Every one-of combination; for multi-label schemas, random real label sets instead."""
+    """Every one-of combination; for multi-label schemas, up to 128 distinct real label sets instead."""
     if schema.multi_label:
         if real_labels is None or not len(real_labels):
             raise UserError("multi-label accuracy needs real labels or a --conditions file")
-        rows = torch.randint(len(real_labels), (MULTI_LABEL_CONDITIONS,), generator=generator,
-                             device=generator.device).cpu()
-        return torch.from_numpy(real_labels[rows.numpy()]).float()
+        # distinct sets: a repeat would count twice and could fill the worst list with one label
+        distinct = np.unique(real_labels, axis=0)
+        rows = torch.randperm(len(distinct), generator=generator, device=generator.device)
+        return torch.from_numpy(distinct[rows[:MULTI_LABEL_CONDITIONS].cpu().numpy()]).float()
     return torch.from_numpy(np.stack(schema.combinations()))
 
 
@@ -39,7 +40,9 @@ def attribute_accuracy(schema: Schema, logits: torch.Tensor, conditions: torch.T
     out = dict(accuracy(hits))
     out["joint"] = round(right.mean().item(), 4)
     per_cond = right.view(len(conditions), k).mean(1)
-    per_group = {name: (h.view(-1, k).sum(1).float() / a.view(-1, k).sum(1).clamp(min=1))
+    # nothing asked of a group (an empty scene) is nothing missed: 1, as the joint score counts it
+    per_group = {name: torch.where(a.view(-1, k).sum(1) == 0, 1.0,
+                                   h.view(-1, k).sum(1).float() / a.view(-1, k).sum(1).clamp(min=1))
                  for name, (h, a) in hits.items()}
     worst = per_cond.argsort(stable=True)[:WORST]
     out["worst"] = [{"label": schema.describe(conditions[i].numpy()),

@@ -49,6 +49,7 @@ class EvalConfig:
 
 
 MAX_K, MAX_FID_SAMPLES = 10_000, 200_000
+MAX_JUDGE_WIDTH, MAX_JUDGE_FEATURES = 512, 8192  # a judge 16x the default width is already slow
 
 
 def validate_judge(cfg: JudgeConfig) -> None:
@@ -60,6 +61,9 @@ def validate_judge(cfg: JudgeConfig) -> None:
     for name in ("epochs", "batch_size", "width", "features"):
         if getattr(cfg, name) < 1:
             raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(cfg, name)}")
+    for name, most in (("width", MAX_JUDGE_WIDTH), ("features", MAX_JUDGE_FEATURES)):
+        if getattr(cfg, name) > most:
+            raise UserError(f"--{name} must be at most {most}, got {getattr(cfg, name)}")
     if not 0 < cfg.heldout < 0.5:
         raise UserError(f"--heldout must be between 0 and 0.5, got {cfg.heldout}")
     if not 0 < cfg.lr < 1:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -50,9 +51,11 @@ def generate(G, cfg_train, schema: Schema | None, labels: torch.Tensor, device,
              generator: torch.Generator, batch: int = 100):
     """Yield fakes in [-1, 1] for `labels` (N, dim), `batch` at a time, in order, on `device`."""
     conditional = schema is not None and PRESETS[cfg_train.model].conditional
+    # All noise in one draw: randn in chunks gives other numbers, and -b must not change a score.
+    z_all = torch.randn(len(labels), G.z_dim, generator=generator, device=generator.device)
     for i in range(0, len(labels), batch):
         y = labels[i:i + batch].to(device)
-        z = torch.randn(len(y), G.z_dim, generator=generator, device=generator.device).to(device)
+        z = z_all[i:i + batch].to(device)
         c = encode(schema, y, cfg_train.embed) if conditional else y[:, :0]
         x = G(z, c).float()
         if not torch.isfinite(x).all():  # argmax and eigh over NaN give believable nonsense or a crash
@@ -245,21 +248,36 @@ def evaluate_during_training(G, cfg: TrainConfig, schema: Schema, judge, data: P
                 tb.add_scalar(f"metrics/{k}", v, step)
 
 
+@dataclass
+class Checked:
+    """What `check_eval` loaded: everything `eval` needs but the images."""
+    path: Path  # G_<N>.ckpt
+    G: torch.nn.Module
+    train: TrainConfig
+    schema: Schema | None
+    step: int
+    root: Path  # the data folder
+    judge_path: Path | None = None
+    judge: torch.nn.Module | None = None
+    judge_info: dict | None = None
+    inception: tuple | None = None  # (extractor, cache key)
+
+
 def run_eval(cfg: EvalConfig, log=lambda msg: None) -> dict:
     """`anime-gan eval`: load G, data and judge, evaluate, append to <run>/metrics.jsonl."""
     device = distributed.pick_device(cfg.device)
-    path, G, tcfg, schema, step, root = check_eval(cfg, device)
+    checked = check_eval(cfg, device)
+    path, G, tcfg, schema, step, root = (checked.path, checked.G, checked.train, checked.schema, checked.step,
+                                         checked.root)
     results = path.parent / "metrics.jsonl"
-    inception = load_inception(cfg.inception_weights, device) if "fid" in cfg.metrics else None
     if cfg.conditions and "accuracy" not in cfg.metrics:
         log("note: --conditions picks the labels the accuracy metric scores; without it, ignored")
     data = open_packed(root, tcfg.image_size)
     if data.schema != schema:
         raise UserError(f"{root} has other labels than {path} was trained on; pass the right folder with -t")
-    judge, judge_path = None, None
-    if set(cfg.metrics) & JUDGED_METRICS:
-        judge_path, judge, info = _load_checked_judge(cfg, root, path, schema, tcfg.image_size, device)
-        weak = {g: a for g, a in info["heldout_accuracy"].items() if a < WEAK_JUDGE}
+    judge, judge_path, inception = checked.judge, checked.judge_path, checked.inception
+    if judge is not None:
+        weak = {g: a for g, a in checked.judge_info["heldout_accuracy"].items() if a < WEAK_JUDGE}
         if weak:  # its accuracy on fakes is bounded by what it manages on real images
             log(f"note: {judge_path} is a weak judge (held-out accuracy on real images: "
                 + ", ".join(f"{g} {a:.2f}" for g, a in weak.items())
@@ -276,8 +294,8 @@ def run_eval(cfg: EvalConfig, log=lambda msg: None) -> dict:
         raise UserError(f"{path}: {e}; evaluate an earlier checkpoint of the run") from None
     record = {"step": step, "checkpoint": str(path), "data": str(root),
               "judge": str(judge_path) if judge_path else None, "metrics": metrics,
-              "settings": {"k": cfg.k, "fid_samples": cfg.fid_samples, "seed": cfg.seed, "ema": cfg.ema,
-                           "conditions": cfg.conditions},
+              "settings": {"k": cfg.k, "fid_samples": cfg.fid_samples, "min_class": cfg.min_class,
+                           "seed": cfg.seed, "ema": cfg.ema, "conditions": cfg.conditions},
               "seconds": round(time.perf_counter() - start, 1),
               "time": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     with writing(results, _results_fix(path)), open(results, "a") as f:
@@ -285,9 +303,9 @@ def run_eval(cfg: EvalConfig, log=lambda msg: None) -> dict:
     return record
 
 
-def check_eval(cfg: EvalConfig, device) -> tuple:
-    """The checks that read no images, run first by `eval` and alone by `eval --dry-run`:
-    (G_<N>.ckpt, G on `device`, its TrainConfig, schema, step, the data folder)."""
+def check_eval(cfg: EvalConfig, device) -> Checked:
+    """The checks that read no images, run first by `eval` and alone by `eval --dry-run`: every
+    file is loaded (G, judge, Inception weights) and checked against the others."""
     validate_eval(cfg)
     path = checkpoint.generator_path(cfg.model_dir)
     writable_file(path.parent / "metrics.jsonl", _results_fix(path), append=True)
@@ -306,9 +324,13 @@ def check_eval(cfg: EvalConfig, device) -> tuple:
         raise UserError(f"{path}: this model has no labels, so --conditions has nothing to choose; drop it")
     if cfg.conditions:
         read_conditions(cfg.conditions, schema)
+    checked = Checked(path, G, tcfg, schema, step, root)
     if set(cfg.metrics) & JUDGED_METRICS:
-        _judge_path(cfg, root, path, schema, tcfg.image_size)
-    return path, G, tcfg, schema, step, root
+        checked.judge_path, checked.judge, checked.judge_info = _load_checked_judge(
+            cfg, root, path, schema, tcfg.image_size, device)
+    if "fid" in cfg.metrics:  # last: hashing and building Inception take seconds
+        checked.inception = load_inception(cfg.inception_weights, device)
+    return checked
 
 
 def _results_fix(path: Path) -> str:

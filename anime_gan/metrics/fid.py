@@ -8,7 +8,6 @@ outer products) so no feature matrix of the whole data set is ever held in memor
 from __future__ import annotations
 
 import hashlib
-import zipfile
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +17,7 @@ import torch
 
 from ..data.dataset import Packed
 from ..data.prepare import cache_paths
+from ..errors import UserError
 from ..files import replace_atomically
 
 
@@ -26,6 +26,10 @@ class Stats:
     mean: np.ndarray  # (F,) float64
     cov: np.ndarray   # (F, F) float64
     n: int
+
+
+class NonFiniteFeatures(UserError):
+    pass
 
 
 class StatsAccumulator:
@@ -44,6 +48,9 @@ class StatsAccumulator:
     def stats(self) -> Stats:
         if self.n < 2:
             raise ValueError(f"need at least 2 samples for a covariance, got {self.n}")
+        if not torch.isfinite(self.sum).all() or not torch.isfinite(self.outer).all():
+            # eigh would fail to converge, or give a believable number from NaN
+            raise NonFiniteFeatures("the feature network gives NaN or infinite features")
         mean, outer = self.sum.cpu() / self.n, self.outer.cpu()
         cov = (outer - self.n * torch.outer(mean, mean)) / (self.n - 1)
         return Stats(mean.numpy(), cov.numpy(), self.n)
@@ -110,6 +117,9 @@ def real_stats(data: Packed, extractor, name: str, key: str, per_class: bool = F
             idx = torch.from_numpy(classes[g.name][start:start + len(feats)])
             for ci in idx.unique().tolist():
                 per.setdefault(f"{g.name}/{g.classes[ci]}", StatsAccumulator()).add(feats[idx == ci])
+    if total.n < 2:
+        raise UserError(f"{data.root}: FID needs at least 2 real images, this data set has {total.n}; "
+                        f"add images and re-run prepare, or leave FID out with --metrics accuracy diversity")
     out = {"all": total.stats()}
     for g in groups:  # in the schema's order, as before
         out.update({f"{g.name}/{c}": per[f"{g.name}/{c}"].stats() for c in g.classes
@@ -137,8 +147,8 @@ def _read(path: Path, key: str) -> dict[str, Stats] | None:
                 return None
             names = [str(n) for n in z["names"]]
             return {n: Stats(z[f"mean{i}"], z[f"cov{i}"], int(z[f"n{i}"])) for i, n in enumerate(names)}
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile):
-        return None  # a damaged cache is recomputed, never trusted
+    except Exception:  # EOFError, BadZipFile, NotImplementedError...: a damaged cache is recomputed
+        return None
 
 
 def _write(path: Path, key: str, stats: dict[str, Stats]) -> None:

@@ -9,6 +9,7 @@ numbers use, so our FID compares our runs with each other, not with papers.
 """
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import torch
@@ -56,7 +57,9 @@ class InceptionFeatures(nn.Module):
         # were trained with (torchvision's transform_input maps ImageNet-normalised input there).
         net = inception_v3(weights=None, aux_logits=True, init_weights=False, transform_input=False)
         try:
-            state = torch.load(weights, map_location="cpu", weights_only=True)
+            with warnings.catch_warnings():  # torch warns before it refuses; our line says enough
+                warnings.simplefilter("ignore")
+                state = torch.load(weights, map_location="cpu", weights_only=True)
         except Exception as e:  # a truncated download, or not a weights file at all
             raise UserError(f"{weights}: {load_failure(str(e))}; replace it with {WEIGHTS_URL}") from None
         try:
@@ -67,6 +70,11 @@ class InceptionFeatures(nn.Module):
                             f"replace it with {WEIGHTS_URL}") from None
         net.fc = nn.Identity()  # keep the 2048-d average-pool output, the FID feature
         self.net = net.eval()
+        with torch.no_grad():  # finite weights can still hold a negative running variance
+            probe = torch.linspace(-1, 1, 3 * 299 * 299).view(1, 3, 299, 299)
+            if not torch.isfinite(self.net(probe)).all():
+                raise UserError(f"{weights}: these Inception weights compute NaN or infinite features; "
+                                f"replace the file with {WEIGHTS_URL}")
 
     @torch.no_grad()
     def forward(self, x: torch.Tensor) -> torch.Tensor:

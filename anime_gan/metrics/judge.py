@@ -20,7 +20,7 @@ from .. import checkpoint, distributed
 from ..errors import UserError
 from ..files import writable_file, writing
 from ..labels import Schema
-from .config import JudgeConfig, validate_judge
+from .config import MAX_JUDGE_FEATURES, MAX_JUDGE_WIDTH, JudgeConfig, validate_judge
 
 
 @dataclass(frozen=True)
@@ -92,7 +92,8 @@ def group_hits(schema: Schema, logits: torch.Tensor, labels: torch.Tensor) -> di
 
 
 def accuracy(hits: dict[str, tuple]) -> dict[str, float]:
-    return {name: round(h.sum().item() / max(a.sum().item(), 1), 4) for name, (h, a) in hits.items()}
+    # a group asked nothing (only empty scenes) missed nothing: 1.0, as the joint score counts it
+    return {name: round(h.sum().item() / a.sum().item(), 4) if a.sum() else 1.0 for name, (h, a) in hits.items()}
 
 
 @torch.no_grad()
@@ -226,16 +227,33 @@ def load_judge(path, device="cpu") -> tuple[Judge, dict]:
     except (KeyError, ValueError) as e:
         what = f"no {e}" if isinstance(e, KeyError) else e
         raise UserError(f"{path}: damaged judge ({what}); {fix}") from None
+    arch = ckpt.get("arch")
+    # Checked before the network is built from it: a width of 10**6 would take all the memory first.
+    if not (isinstance(arch, dict) and set(arch) == {"image_size", "width", "features"}
+            and all(isinstance(v, int) and not isinstance(v, bool) for v in arch.values())
+            and arch["image_size"] in (32, 64, 128) and 1 <= arch["width"] <= MAX_JUDGE_WIDTH
+            and 1 <= arch["features"] <= MAX_JUDGE_FEATURES):
+        raise UserError(f"{path}: damaged judge (its architecture is not one train-judge makes); {fix}")
     try:
-        judge = Judge(schema, JudgeArch(**ckpt["arch"]))
+        judge = Judge(schema, JudgeArch(**arch))
         judge.load_state_dict(ckpt["state_dict"])
     except (RuntimeError, TypeError, KeyError) as e:
         raise UserError(f"{path}: judge weights do not fit its architecture "
                         f"({str(e).splitlines()[0][:160]}); {fix}") from None
     if not all(torch.isfinite(t).all() for t in judge.state_dict().values() if t.is_floating_point()):
         raise UserError(f"{path}: the judge's weights hold NaN or infinite values; {fix}")
+    if not _finite_on_probe(judge.eval(), arch["image_size"]):  # e.g. a negative running variance
+        raise UserError(f"{path}: the judge computes NaN or infinite features from finite weights "
+                        f"(damaged batch-norm statistics); {fix}")
     info = {k: v for k, v in ckpt.items() if k != "state_dict"}
     return judge.to(device).eval(), info
+
+
+@torch.no_grad()
+def _finite_on_probe(net: nn.Module, size: int) -> bool:
+    """A fixed ramp image (no random numbers drawn, so seeded runs stay as they were) through `net`."""
+    probe = torch.linspace(-1, 1, 2 * 3 * size * size).view(2, 3, size, size)
+    return bool(torch.isfinite(net(probe)).all())
 
 
 WEAK_JUDGE = 0.8  # held-out accuracy on real images below which the judge's verdicts are noise

@@ -400,7 +400,7 @@ def test_eval_needs_a_judge_of_the_same_labels(run_dir, data_dir, judge_file, tm
     err = capsys.readouterr().err
     assert f"--judge {missing}: no such file; check the path" in err and "train-judge" in err
     other = tmp_path / "other_judge.pt"
-    save_judge(Judge(multi_label_schema(["a", "b"]), JudgeArch()), other, {"heldout_accuracy": {}})
+    save_judge(Judge(multi_label_schema(["a", "b"]), JudgeArch()), other, {"heldout_accuracy": {"objects": 0.9}})
     assert main(["eval", "-d", str(run_dir), "--judge", str(other), "--metrics", "accuracy"]) == 2
     err = capsys.readouterr().err
     assert str(other) in err and "G_2.ckpt" in err
@@ -627,6 +627,8 @@ def test_eval_of_a_diverged_generator_is_one_line_and_appends_nothing(cli, run_c
     (lambda j: j.pop("schema"), "damaged judge (no 'schema')"),
     (lambda j: j.pop("image_size"), "damaged judge (no 'image_size')"),
     (lambda j: j.update(heldout_accuracy=["high"]), "is not what a judge saves"),
+    (lambda j: j.update(heldout_accuracy={"hair": float("nan")}), "is not what a judge saves"),
+    (lambda j: j.update(heldout_accuracy={}), "is not what a judge saves"),
     (lambda j: next(v for v in j["state_dict"].values() if v.is_floating_point()).fill_(float("inf")),
      "weights hold NaN or infinite values"),
     (lambda j: j["state_dict"]["trunk.1.running_var"].fill_(-1.0), "damaged batch-norm statistics"),
@@ -672,3 +674,12 @@ def test_eval_of_an_unconditional_model_refuses_label_scores(cli, data_dir, judg
     same_label = json.loads(cli("eval", "-d", run_dir, "--metrics", "diversity", "--device", "cpu",
                                 "--json", "-q")[1])["metrics"]["diversity"]["real"]
     assert metrics["diversity"]["real"] > same_label
+
+
+def test_fakes_are_scored_on_the_8_bit_grid_of_the_real_images(run_dir, data):
+    from anime_gan.metrics.evaluate import generate
+    G, tcfg, schema, _ = checkpoint.load_generator(run_dir / "G_2.ckpt", "cpu")
+    labels = torch.from_numpy(data.labels[:10])
+    (x,) = generate(G, tcfg, schema, labels, "cpu", torch.Generator().manual_seed(0), batch=10)
+    levels = (x + 1) * 127.5
+    assert x.shape == (10, 3, 64, 64) and torch.allclose(levels, levels.round(), atol=1e-4)

@@ -60,7 +60,9 @@ def generate(G, cfg_train, schema: Schema | None, labels: torch.Tensor, device,
         x = G(z, c).float()
         if not torch.isfinite(x).all():  # argmax and eigh over NaN give believable nonsense or a crash
             raise NonFiniteFakes("the generator draws NaN or infinite pixels (its training diverged)")
-        yield x.clamp(-1, 1)
+        # On the 8-bit grid of the real images and of the PNGs a user sees: FID would otherwise
+        # also measure the difference between continuous and quantised pixels.
+        yield ((x.clamp(-1, 1) + 1) * 127.5).round() / 127.5 - 1
 
 
 class NonFiniteFakes(UserError):

@@ -221,8 +221,8 @@ def load_judge(path, device="cpu") -> tuple[Judge, dict]:
     try:
         schema = Schema.from_dict(ckpt["schema"], str(path), fix)
         accuracy = ckpt["heldout_accuracy"]
-        if not isinstance(ckpt["image_size"], int) or not isinstance(accuracy, dict) or not all(
-                isinstance(v, (int, float)) and not isinstance(v, bool) for v in accuracy.values()):
+        if not isinstance(ckpt["image_size"], int) or not isinstance(accuracy, dict) or not accuracy or not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 1 for v in accuracy.values()):
             raise ValueError("its image size or held-out accuracy is not what a judge saves")
     except (KeyError, ValueError) as e:
         what = f"no {e}" if isinstance(e, KeyError) else e

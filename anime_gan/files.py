@@ -78,9 +78,10 @@ def writable_folder(folder, fix: str):
         raise UserError(f"{folder}: cannot write here ({blocker} is a file, not a folder); {fix}")
     with writing(folder, fix):
         folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / ".write_test"
-        probe.write_bytes(b"")
-        probe.unlink()
+        # a name of its own: two runs probing one folder must not delete each other's probe
+        fd, probe = tempfile.mkstemp(prefix=".write_test.", suffix=".tmp", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
     return folder
 
 

@@ -223,7 +223,7 @@ def train(cfg: TrainConfig) -> Path | None:
     created, lock, done = [], None, None  # done: see the loop
     if dist.is_main:
         created = _make_run_folders(sample_dir, ckpt_dir, G, D)
-        lock = checkpoint.lock_run(ckpt_dir)  # released however the run ends; kill -9 leaves a stale one
+        lock = checkpoint.lock_run(ckpt_dir)  # released however the run ends, by the kernel after kill -9
         checkpoint.remove_partial(ckpt_dir)
     try:
         gen = torch.Generator(device)
@@ -297,6 +297,7 @@ def train(cfg: TrainConfig) -> Path | None:
         step, window_start, window_images = start, time.perf_counter(), 0
         done = start  # the last step whose updates all landed: only that state can be saved
         saved_step = start
+        alone = False  # stopped at once on this process only: the others cannot join a snapshot
         try:
             while step < cfg.iterations:
                 # Ranks agree to stop every few steps (one tiny all-reduce and host sync each time);
@@ -347,6 +348,9 @@ def train(cfg: TrainConfig) -> Path | None:
             stop.requested = dist.any(stop.requested, device)
         except KeyboardInterrupt:
             stop.requested = True  # a second Ctrl-C: stop now; saved below unless it cut a step short
+            # With other ranks, they are already in the next step's all-reduce: a snapshot's
+            # collectives from this rank alone would be matched against it and crash gloo/NCCL.
+            alone = dist.world_size > 1
         except BaseException:
             stop.restore()
             raise
@@ -354,12 +358,15 @@ def train(cfg: TrainConfig) -> Path | None:
             bar.close()
         try:
             stop.hold()  # from here on, more Ctrl-C's would only cut the final snapshot short
-            cut_short = stop.requested and done < step
+            cut_short = stop.requested and (done < step or alone)
             if cut_short:  # some of G, D, the optimizers and the EMA hold step `step`, some not
                 last = checkpoint.resumable_steps(ckpt_dir)
-                log(f"stopped in the middle of step {step}: not saved, as a step cut short cannot be continued "
-                    f"exactly; " + (f"continue from step {last[-1]} with --resume" if last
-                                    else "no checkpoint yet: the same command starts the run afresh"))
+                why = (f"stopped at once at step {done} on this process alone: not saved, as the other "
+                       f"processes cannot join a snapshot now" if done == step else
+                       f"stopped in the middle of step {step}: not saved, as a step cut short cannot be "
+                       f"continued exactly")
+                log(f"{why}; " + (f"continue from step {last[-1]} with --resume" if last
+                                  else "no checkpoint yet: the same command starts the run afresh"))
             elif stop.requested and step > start:
                 if step > saved_step:  # (the loop may have just saved this step: a --check or the last one)
                     since_logged = acc.peek()
@@ -370,7 +377,8 @@ def train(cfg: TrainConfig) -> Path | None:
                 log(f"stopped at step {step}: saved {ckpt_dir / f'G_{step}.ckpt'}; continue with --resume")
             if tb is not None:
                 tb.close()
-            distributed.cleanup()
+            if not alone:  # (its peers are mid-collective: leaving is enough, the OS closes the links)
+                distributed.cleanup()
         finally:
             stop.restore()
         if cut_short or (stop.requested and done == start):  # nothing, or not all of it, saved
@@ -385,7 +393,7 @@ def train(cfg: TrainConfig) -> Path | None:
             # A disk that turned read-only keeps the lock (the next run takes a dead pid's lock
             # over); this error must not replace the one that says which file could not be written.
             with suppress(OSError):
-                lock.unlink(missing_ok=True)
+                lock.release()
 
 
 # ---- helpers -------------------------------------------------------------------------------------

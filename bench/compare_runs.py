@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from anime_gan.cli import main as cli
+from _common import require, run_cli
 
 
 def train(args, data: Path, out: Path, name: str, flags: list[str]):
@@ -28,7 +28,7 @@ def train(args, data: Path, out: Path, name: str, flags: list[str]):
            "--model", args.model, "-b", str(args.batch_size), "-d", "cuda", "-i", str(args.iterations),
            "--log-every", "1", "--check", str(args.iterations), "--sample", str(args.iterations),
            "--precision", args.precision, "--seed", "3", "--no-ema", "-q"]
-    assert cli(cmd + flags) == 0
+    run_cli(cmd + flags)
     run = out / "c" / name
     stats = [json.loads(l) for l in (run / "stats.jsonl").read_text().splitlines()]
     weights = torch.load(run / f"G_{args.iterations}.ckpt", weights_only=True)["G"]
@@ -44,12 +44,13 @@ def main():
     p.add_argument("--first", default="", help="train flags of the first run (default: none)")
     p.add_argument("--second", default="--cuda-graph", help="train flags of the second run")
     args = p.parse_args()
+    require(p, args.iterations >= 1 and args.batch_size >= 1, "-i and -b must be at least 1")
     if not torch.cuda.is_available():
         print("compare_runs.py needs a CUDA GPU", file=sys.stderr)
         return 2
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "data"
-        assert cli(["prepare", "--synthetic", "500", "-o", str(data), "-q"]) == 0
+        run_cli(["prepare", "--synthetic", "500", "-o", str(data), "-q"])
         first, w_first = train(args, data, Path(tmp), "first", args.first.split())
         second, w_second = train(args, data, Path(tmp), "second", args.second.split())
     keys = [k for k in first[0] if k.endswith("loss")]

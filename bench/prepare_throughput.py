@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from _common import require
 from anime_gan.config import PrepareConfig
 from anime_gan.data.dataset import Batches, FileImages, open_packed
 from anime_gan.data.formats import scan
@@ -57,6 +58,11 @@ def main() -> None:
     parser.add_argument("--file-batches", type=int, default=10, help="batches timed per file loader (default 10)")
     parser.add_argument("--workers", type=int, default=0, help="prepare decoding threads (default: one per core)")
     args = parser.parse_args()
+    for flag, value in (("--n", args.n), ("--batch-size", args.batch_size), ("--batches", args.batches),
+                        ("--file-batches", args.file_batches)):
+        require(parser, value >= 1, f"{flag} must be at least 1")
+    require(parser, args.n >= args.batch_size, f"--n {args.n} is fewer than one batch of {args.batch_size}: "
+            f"the file loader (drop_last) would yield nothing")
 
     print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__} "
           f"({torch.get_num_threads()} threads), N={args.n}, {args.size}px, batch {args.batch_size}")

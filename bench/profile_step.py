@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from anime_gan.cli import main as cli
+from _common import require, run_cli
 
 
 def profiled_run(args, data: Path, out: Path, steps: int, name: str):
@@ -35,7 +35,7 @@ def profiled_run(args, data: Path, out: Path, steps: int, name: str):
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
     with profile(activities=activities) as prof:
         t0 = time.perf_counter()
-        assert cli(cmd) == 0
+        run_cli(cmd)
         if cuda:
             torch.cuda.synchronize()
         wall = time.perf_counter() - t0
@@ -64,9 +64,11 @@ def main():
     p.add_argument("--long", type=int, default=60, help="steps of the second run")
     p.add_argument("--images", type=int, default=2000)
     args = p.parse_args()
+    require(p, 1 <= args.short < args.long, "--long must be more steps than --short (at least 1)")
+    require(p, args.images >= 1 and args.batch_size >= 1, "--images and -b must be at least 1")
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "data"
-        assert cli(["prepare", "--synthetic", str(args.images), "-o", str(data), "-q"]) == 0
+        run_cli(["prepare", "--synthetic", str(args.images), "-o", str(data), "-q"])
         profiled_run(args, data, Path(tmp), args.short, "warm")  # warm caches (cuDNN, allocator, imports)
         w1, k1, b1 = profiled_run(args, data, Path(tmp), args.short, "short")
         w2, k2, b2 = profiled_run(args, data, Path(tmp), args.long, "long")
@@ -77,10 +79,14 @@ def main():
     unit = "kernels" if args.device.startswith("cuda") else "leaf aten ops"
     print(f"{args.model} b={args.batch_size} {args.device} {args.precision}"
           f"{' channels_last' if args.channels_last else ''}{' cuda_graph' if args.cuda_graph else ''}")
-    print(f"wall per step (profiled, so slower than unprofiled): {wall_ms:.2f} ms "
-          f"= {args.batch_size / wall_ms * 1e3:,.0f} img/s")
-    print(f"{unit} per step: {sum(per_step.values()):.0f}; busy per step: {sum(busy_ms.values()):.2f} ms "
-          f"({100 * sum(busy_ms.values()) / wall_ms:.0f}% of wall)")
+    if wall_ms <= 0:  # the two runs' noise exceeded LONG - SHORT steps of work
+        print(f"wall per step: not measurable ({wall_ms:.2f} ms); the machine is too noisy for "
+              f"--long {args.long}: use more steps")
+    else:
+        print(f"wall per step (profiled, so slower than unprofiled): {wall_ms:.2f} ms "
+              f"= {args.batch_size / wall_ms * 1e3:,.0f} img/s")
+    share = f" ({100 * sum(busy_ms.values()) / wall_ms:.0f}% of wall)" if wall_ms > 0 else ""
+    print(f"{unit} per step: {sum(per_step.values()):.0f}; busy per step: {sum(busy_ms.values()):.2f} ms{share}")
     print(f"top {unit} by time per step:")
     for name, ms in sorted(busy_ms.items(), key=lambda kv: -kv[1])[:12]:
         print(f"  {ms:8.3f} ms  {per_step[name]:6.1f}x  {name[:100]}")

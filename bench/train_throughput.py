@@ -26,11 +26,19 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from _common import require, run_cli
 from anime_gan import losses
-from anime_gan.cli import main as cli
 from anime_gan.data.formats import scan
+from anime_gan.distributed import pick_device
+from anime_gan.errors import UserError
 from anime_gan.labels import anime_schema
 from anime_gan.models import PRESETS, ModelConfig, aux_kind, build
+
+# The seed-001 loop below is one Adam D step and one G step of a conditional GAN with a plain
+# (BCE or hinge) loss: comparing it with WGAN critics, gradient penalties or a VAE would compare
+# different algorithms, not two implementations of one.
+COMPARABLE = [name for name, p in PRESETS.items()
+              if p.conditional and p.optimizer == "adam" and p.n_critic == 1 and p.loss in ("bce", "hinge")]
 
 
 def peak_memory_mb(device: torch.device) -> float:
@@ -49,7 +57,7 @@ def fast_path(args, data: Path, out: Path) -> list[float]:
     cmd += ["--channels-last"] if args.channels_last else []
     cmd += ["--compile"] if args.compile else []
     cmd += ["--cuda-graph"] if args.cuda_graph else []
-    assert cli(cmd) == 0
+    run_cli(cmd)
     stats = [json.loads(l) for l in (out / "c" / "bench" / "stats.jsonl").read_text().splitlines()]
     return [r["img_per_s"] for r in stats[args.warmup:args.warmup + args.windows]]
 
@@ -128,9 +136,9 @@ def seed001_loop(args, data: Path, device: torch.device) -> list[float]:
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="acgan-dcgan", choices=list(PRESETS))
+    p.add_argument("--model", default="acgan-dcgan", choices=COMPARABLE)
     p.add_argument("-b", "--batch-size", type=int, default=64)
-    p.add_argument("-d", "--device", default="cpu")
+    p.add_argument("-d", "--device", default="cpu", help="cpu, cuda, cuda:N or auto")
     p.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"))
     p.add_argument("--nf", type=int, default=64)
     p.add_argument("--channels-last", action="store_true")
@@ -143,10 +151,19 @@ def main():
     p.add_argument("--workers", type=int, default=2, help="DataLoader workers of the seed-001 loop")
     p.add_argument("--skip-seed", action="store_true", help="only measure the fast path")
     args = p.parse_args()
-    device = torch.device(args.device)
+    require(p, args.batch_size >= 1 and args.nf >= 1, "-b and --nf must be at least 1")
+    require(p, args.window >= 1 and args.windows >= 1 and args.warmup >= 0,
+            "--window and --windows must be at least 1, --warmup at least 0")
+    require(p, args.images >= args.batch_size, f"--images {args.images} is fewer than one batch of "
+            f"{args.batch_size}: the seed-001 loader (drop_last) would yield nothing")
+    try:
+        device = pick_device(args.device)
+    except UserError as e:
+        p.error(str(e))
+    args.device = str(device)
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "data"
-        assert cli(["prepare", "--synthetic", str(args.images), "-o", str(data), "-q"]) == 0
+        run_cli(["prepare", "--synthetic", str(args.images), "-o", str(data), "-q"])
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         fast = statistics.median(fast_path(args, data, Path(tmp)))
@@ -154,7 +171,8 @@ def main():
         print(f"anime-gan fast path: {args.model} b={args.batch_size} {args.device} {args.precision}"
               f"{' channels_last' if args.channels_last else ''}{' compile' if args.compile else ''}"
               f"{' cuda_graph' if args.cuda_graph else ''}: "
-              f"{fast:,.0f} img/s, peak memory {fast_mem:,.0f} MiB", flush=True)
+              f"{fast:,.0f} img/s, peak memory {fast_mem:,.0f} MiB"
+              f"{' (process peak so far)' if device.type == 'cpu' else ''}", flush=True)
         if args.skip_seed:
             return
         if device.type == "cuda":

@@ -40,3 +40,16 @@ def test_compare_runs_needs_a_gpu_and_says_so():
 
 def test_gpu_session_script_parses():
     assert subprocess.run(["bash", "-n", str(ROOT / "bench" / "gpu_session.sh")]).returncode == 0
+
+
+def test_flags_that_would_hang_or_compare_other_algorithms_are_refused_in_one_line():
+    for script, args, needle in [
+        ("train_throughput.py", ["--images", "20", "-b", "32"], "fewer than one batch"),
+        ("train_throughput.py", ["--model", "wgan-gp"], "invalid choice: 'wgan-gp'"),
+        ("train_throughput.py", ["--windows", "0"], "--windows must be at least 1"),
+        ("train_throughput.py", ["-d", "tpu"], "unknown --device 'tpu'"),
+        ("prepare_throughput.py", ["--n", "10", "--batch-size", "16"], "fewer than one batch"),
+        ("profile_step.py", ["--short", "2", "--long", "2"], "--long must be more steps than --short"),
+    ]:
+        r = _bench(script, *args, timeout=120)
+        assert r.returncode == 2 and needle in r.stderr and "Traceback" not in r.stderr, (script, args, r.stderr)

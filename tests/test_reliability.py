@@ -426,13 +426,22 @@ def test_quiet_compile_keeps_the_compilers_notes_off_stderr(monkeypatch):
     assert logger.level == logging.ERROR
 
 
+def _hold_run_lock(run: Path) -> subprocess.Popen:
+    """Another process that holds `run`'s lock until killed (it says so on stdout first)."""
+    other = subprocess.Popen([sys.executable, "-c", "import sys, time; from anime_gan import checkpoint; "
+                              "checkpoint.lock_run(sys.argv[1]); print('held', flush=True); time.sleep(120)",
+                              str(run)], stdout=subprocess.PIPE, text=True)
+    assert other.stdout.readline().strip() == "held"
+    return other
+
+
 def test_a_run_being_trained_by_another_process_is_refused(tmp_path, data, capsys):
-    """Two `train --name r` at once: the second stops; a lock left by a dead process is taken over."""
+    """Two `train --name r` at once: the second stops; a lock file left by a killed process is no lock."""
     run = tmp_path / "c" / "r"
     run.mkdir(parents=True)
-    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    other = _hold_run_lock(run)
     try:
-        (run / ".train.lock").write_text(str(other.pid))
+        assert checkpoint.lock_owner(run / ".train.lock") == other.pid
         args = [*TRAIN, "-t", str(data), "-s", str(tmp_path / "s"), "-c", str(tmp_path / "c"), "-i", "2"]
         assert main(args) == 2
         err = capsys.readouterr().err
@@ -445,9 +454,39 @@ def test_a_run_being_trained_by_another_process_is_refused(tmp_path, data, capsy
     finally:
         other.kill()
         other.wait()
-    assert main(args) == 0  # the lock's process is gone: stale, taken over
+    assert (run / ".train.lock").exists() and checkpoint.lock_owner(run / ".train.lock") is None
+    assert main(args) == 0  # the killed process's file is taken over
     assert checkpoint.resumable_steps(run) == [2] and not (run / ".train.lock").exists()
 
+
+def _race(folder: Path, loop_body: str, rounds: int = 3000) -> list[int]:
+    """Run `loop_body` `rounds` times in each of two processes started together on `folder` (`run`
+    in the body); each prints how many rounds counted `held += 1`. A body that raises fails the test."""
+    script = ("import os, sys, time; from pathlib import Path; from anime_gan import checkpoint, files; "
+              "from anime_gan.errors import UserError\nrun = Path(sys.argv[1]); held = 0\n"
+              "(run / f'ready_{os.getpid()}').touch()\n"  # start together: imports take seconds
+              "while len(list(run.glob('ready_*'))) < 2:\n    time.sleep(0.001)\n"
+              f"for _ in range({rounds}):\n" + "".join(f"    {line}\n" for line in loop_body.splitlines())
+              + "print(held)\n")
+    procs = [subprocess.Popen([sys.executable, "-c", script, str(folder)], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    results = [p.communicate(timeout=300) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [err[-500:] for _, err in results]
+    return [int(out) for out, _ in results]
+
+
+def test_the_run_lock_has_one_holder_when_two_processes_race_for_it(tmp_path):
+    """A marker made with O_EXCL while holding the lock would fail if both held it at once (the
+    earlier pid-file lock let that happen hundreds of times in 3000 rounds)."""
+    held = _race(tmp_path, "try:\n    lock = checkpoint.lock_run(run)\nexcept UserError:\n    continue\n"
+                           "os.close(os.open(run / 'marker', os.O_CREAT | os.O_EXCL))\n"
+                           "os.unlink(run / 'marker')\nlock.release()\nheld += 1")
+    assert sum(held) > 0 and not (tmp_path / ".train.lock").exists()
+
+
+def test_two_processes_checking_one_output_folder_both_pass(tmp_path):
+    """`test` runs writing into one -s folder: their write probes must not delete each other's."""
+    assert _race(tmp_path, "files.writable_folder(run / 'out', 'fix')\nheld += 1") == [3000, 3000]
 
 def test_a_run_that_fails_after_taking_the_lock_releases_it(tmp_path, data, capsys):
     """A refused --resume (the lock is taken before the snapshot is read) leaves no lock behind."""
@@ -461,23 +500,17 @@ def test_a_run_that_fails_after_taking_the_lock_releases_it(tmp_path, data, caps
     assert checkpoint.steps(run) == [2]
 
 
-def test_run_lock_owners(tmp_path, monkeypatch):
-    """Empty or 0 (a lock being written, or junk) is stale; a process of another user is alive."""
+def test_a_lock_file_nobody_holds_has_no_owner(tmp_path):
+    """Junk, a dead pid or even our own pid in a file nobody holds: not a lock."""
     lock = tmp_path / ".train.lock"
-    for text in ("", "0", "junk"):
+    assert checkpoint.lock_owner(lock) is None  # no file
+    for text in ("", "0", "junk", str(os.getpid()), "1"):
         lock.write_text(text)
-        assert checkpoint._lock_owner(lock) is None
-    # a pid is one process only with its start time: pid 1 since another start is a reused pid
-    lock.write_text(f"1 {checkpoint._started(1)}")
-    assert checkpoint._lock_owner(lock) == 1
-    lock.write_text("1 12345678901")
-    assert checkpoint._lock_owner(lock) is None
-    lock.write_text("1")
-
-    def not_yours(pid, sig):
-        raise PermissionError(1, "Operation not permitted")
-    monkeypatch.setattr(checkpoint.os, "kill", not_yours)
-    assert checkpoint._lock_owner(lock) == 1
+        assert checkpoint.lock_owner(lock) is None
+    held = checkpoint.lock_run(tmp_path)
+    assert checkpoint.lock_owner(lock) == os.getpid()
+    held.release()
+    assert not lock.exists()
 
 
 def test_compile_that_fails_falls_back_to_eager(tmp_path, data, monkeypatch, capsys):

@@ -22,7 +22,7 @@ import torch
 
 from .config import TrainConfig, fields_of
 from .errors import UserError
-from .files import replace_atomically
+from .files import FileLock, LockHeld, lock_holder, replace_atomically, take_lock
 
 FORMAT = "anime-gan/1"
 _STEP = re.compile(r"^G_(\d+)\.ckpt$")
@@ -33,78 +33,15 @@ def save(obj: dict, path: Path) -> None:
     replace_atomically(path, lambda f: torch.save(obj, f))
 
 
-class RunLock:
-    """`run_dir/.train.lock`, held with flock(2) for as long as this process trains the run.
-
-    The kernel drops the lock when the process ends however it ends (kill -9 included), so there is
-    no stale lock to guess about; the file holds the pid only to name the owner in messages."""
-
-    def __init__(self, path: Path, fd: int):
-        self.path, self.fd = path, fd
-
-    def release(self) -> None:
-        try:
-            # Unlinked while still held: whoever opened this file meanwhile sees, once the lock is
-            # theirs, that it is no longer the run's lock file, and takes a fresh one.
-            self.path.unlink(missing_ok=True)
-        finally:
-            os.close(self.fd)
-
-
-def lock_run(run_dir: Path) -> RunLock | None:
+def lock_run(run_dir: Path) -> FileLock | None:
     """Claim `run_dir` for this process, so that a second `train --name` of the same run, started
     before the first wrote a checkpoint, stops instead of interleaving its files with the first's.
     None where the platform has no flock (the run is then not guarded)."""
     try:
-        import fcntl
-    except ImportError:
-        return None
-    lock = Path(run_dir) / ".train.lock"
-    while True:
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            owner = _pid_in(fd)
-            os.close(fd)
-            raise UserError(f"{run_dir}: another `anime-gan train` (pid {owner or 'unknown'}) is writing this "
-                            f"run; wait for it to finish, or pick another --name") from None
-        try:
-            same = os.stat(lock).st_ino == os.fstat(fd).st_ino
-        except FileNotFoundError:
-            same = False
-        if not same:  # its holder released it between our open and our flock: try the new file
-            os.close(fd)
-            continue
-        os.ftruncate(fd, 0)
-        os.write(fd, str(os.getpid()).encode())
-        return RunLock(lock, fd)
-
-
-def _pid_in(fd: int) -> int | None:
-    try:
-        return int(os.pread(fd, 32, 0).split()[0])
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def lock_owner(lock: Path) -> int | None:
-    """The pid of the process holding `lock` (another open of it here counts too), or None when
-    nobody holds it: a file left by a killed run is no lock."""
-    try:
-        import fcntl
-        fd = os.open(lock, os.O_RDONLY)
-    except (ImportError, OSError):
-        return None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        return None
-    except BlockingIOError:
-        return _pid_in(fd) or -1
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
+        return take_lock(Path(run_dir) / ".train.lock")
+    except LockHeld as e:
+        raise UserError(f"{run_dir}: another `anime-gan train` (pid {e.pid or 'unknown'}) is writing this "
+                        f"run; wait for it to finish, or pick another --name") from None
 
 
 def remove_partial(run_dir: Path) -> None:
@@ -457,7 +394,7 @@ def resume_path(resume: str | None, ckpt_dir: Path) -> Path | None:
     if resume is None:
         return None
     folder = Path(resume) if resume != "latest" else ckpt_dir
-    owner = lock_owner(folder / ".train.lock") if folder.is_dir() else None
+    owner = lock_holder(folder / ".train.lock") if folder.is_dir() else None
     if owner is not None and owner != os.getpid() and not resumable_steps(folder):
         raise UserError(f"{folder}: another `anime-gan train` (pid {owner}) is starting this run and has "
                         f"written no checkpoint yet; wait for its first one, or for it to finish")

@@ -107,3 +107,82 @@ def removed_on_failure(folder):
             if not existed:
                 shutil.rmtree(folder, ignore_errors=True)
         raise
+
+
+# ---- locks ---------------------------------------------------------------------------------------
+# flock(2): the kernel drops a lock when its process ends however it ends (kill -9 included), so
+# there is no stale lock to guess about; the file holds the pid only to name the holder.
+
+class LockHeld(Exception):
+    def __init__(self, pid: int | None):
+        super().__init__(f"held by pid {pid}")
+        self.pid = pid
+
+
+class FileLock:
+    def __init__(self, path: Path, fd: int):
+        self.path, self.fd = path, fd
+
+    def release(self) -> None:
+        try:
+            # Unlinked while still held: whoever opened this file meanwhile sees, once the lock is
+            # theirs, that it is no longer the lock file, and takes a fresh one.
+            self.path.unlink(missing_ok=True)
+        finally:
+            os.close(self.fd)
+
+
+def take_lock(path: Path, wait: bool = False) -> FileLock | None:
+    """Hold an exclusive lock on `path` (made if missing) until release(); LockHeld when another
+    process holds it and `wait` is False. None where the platform has no flock."""
+    try:
+        import fcntl
+    except ImportError:
+        return None
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            holder = _pid_in(fd)
+            os.close(fd)
+            raise LockHeld(holder) from None
+        except BaseException:  # a Ctrl-C while waiting
+            os.close(fd)
+            raise
+        try:
+            same = os.stat(path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if not same:  # its holder released it between our open and our flock: try the new file
+            os.close(fd)
+            continue
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        return FileLock(path, fd)
+
+
+def lock_holder(path: Path) -> int | None:
+    """The pid of the process holding the lock on `path` (-1 if it wrote none yet; another open of
+    it in this process counts too), or None when nobody holds it: a file left by a killed run is no lock."""
+    try:
+        import fcntl
+        fd = os.open(path, os.O_RDONLY)
+    except (ImportError, OSError):
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return None
+    except BlockingIOError:
+        return _pid_in(fd) or -1
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+def _pid_in(fd: int) -> int | None:
+    try:
+        return int(os.pread(fd, 32, 0).split()[0])
+    except (OSError, ValueError, IndexError):
+        return None

@@ -15,7 +15,7 @@ import os
 import signal
 import sys
 import time
-from contextlib import nullcontext, suppress
+from contextlib import contextmanager, nullcontext, suppress
 from dataclasses import asdict, fields, replace
 from pathlib import Path
 
@@ -29,7 +29,8 @@ from .data.dataset import Batches, LabelSampler, open_packed
 from .data.formats import scan
 from .data.prepare import PrepareConfig, cache_paths, ensure_cache, format_report, prepare
 from .errors import UserError, out_of_memory
-from .files import removed_on_failure, visible_entries, writable_folder, write_text_atomically
+from .files import (LockHeld, removed_on_failure, take_lock, visible_entries, writable_folder,
+                    write_text_atomically)
 from .labels import Schema, cond_dim, condition_encoder
 from .metrics.evaluate import evaluate_during_training, load_training_judge
 from .models import PRESETS, ModelConfig, aux_kind, build
@@ -92,18 +93,45 @@ def load_training_data(cfg: TrainConfig, log):
     if cache_paths(root, cfg.image_size)[0].exists():
         return open_packed(root, cfg.image_size)
     check_data_folder(cfg)
-    with removed_on_failure(root):  # a Ctrl-C while drawing leaves no empty or half data folder
-        writable_folder(root, "choose another folder with -t")  # the set or its cache is written there
-        if not visible_entries(root):
-            log(f"{root} is empty: drawing the built-in data set "
-                f"({cfg.synthetic_size} procedural faces) there first")
-            report = prepare(PrepareConfig(out=str(root), synthetic=cfg.synthetic_size,
-                                           image_size=cfg.image_size, seed=0, quiet=cfg.quiet))
-            log(format_report(report))
-        else:
-            log(f"{root} has no {cfg.image_size}px cache yet: packing it once")
-            ensure_cache(root, cfg.image_size, quiet=cfg.quiet)
+    # The lock first: a run stopped while it waits must not remove the folder another one draws into.
+    with _preparing(root, log):
+        if cache_paths(root, cfg.image_size)[0].exists():  # made by the run we waited for
+            return open_packed(root, cfg.image_size)
+        with removed_on_failure(root):  # a Ctrl-C while drawing leaves no empty or half data folder
+            writable_folder(root, "choose another folder with -t")  # the set or its cache is written there
+            if not visible_entries(root):
+                log(f"{root} is empty: drawing the built-in data set "
+                    f"({cfg.synthetic_size} procedural faces) there first")
+                report = prepare(PrepareConfig(out=str(root), synthetic=cfg.synthetic_size,
+                                               image_size=cfg.image_size, seed=0, quiet=cfg.quiet))
+                log(format_report(report))
+            else:
+                log(f"{root} has no {cfg.image_size}px cache yet: packing it once")
+                ensure_cache(root, cfg.image_size, quiet=cfg.quiet)
     return open_packed(root, cfg.image_size)
+
+
+@contextmanager
+def _preparing(root: Path, log):
+    """One process at a time draws or packs a data folder: runs started together on an empty one
+    (a sweep from a shell script) would both draw into it, and one would read a half-made set. The
+    lock file sits beside the folder, which a failed first run removes while others wait."""
+    where = root.resolve()
+    path = where.parent / f".{where.name}.prepare.lock"
+    try:
+        try:
+            lock = take_lock(path)
+        except LockHeld as e:
+            log(f"waiting for another process (pid {e.pid or 'unknown'}) to finish preparing {root}")
+            lock = take_lock(path, wait=True)
+    except OSError:  # a parent folder we may not write: prepare unguarded, as before
+        lock = None
+    try:
+        yield
+    finally:
+        if lock is not None:
+            with suppress(OSError):
+                lock.release()
 
 
 def fixed_grid(schema: Schema | None, z_dim: int, cols: int, seed: int):

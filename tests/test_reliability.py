@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from anime_gan import checkpoint, losses
+from anime_gan import checkpoint, files, losses
 from anime_gan.cli import main
 
 TRAIN = ["train", "--model", "cgan", "--nf", "8", "-b", "8", "--image-size", "32", "--log-every", "1",
@@ -441,7 +441,7 @@ def test_a_run_being_trained_by_another_process_is_refused(tmp_path, data, capsy
     run.mkdir(parents=True)
     other = _hold_run_lock(run)
     try:
-        assert checkpoint.lock_owner(run / ".train.lock") == other.pid
+        assert files.lock_holder(run / ".train.lock") == other.pid
         args = [*TRAIN, "-t", str(data), "-s", str(tmp_path / "s"), "-c", str(tmp_path / "c"), "-i", "2"]
         assert main(args) == 2
         err = capsys.readouterr().err
@@ -454,7 +454,7 @@ def test_a_run_being_trained_by_another_process_is_refused(tmp_path, data, capsy
     finally:
         other.kill()
         other.wait()
-    assert (run / ".train.lock").exists() and checkpoint.lock_owner(run / ".train.lock") is None
+    assert (run / ".train.lock").exists() and files.lock_holder(run / ".train.lock") is None
     assert main(args) == 0  # the killed process's file is taken over
     assert checkpoint.resumable_steps(run) == [2] and not (run / ".train.lock").exists()
 
@@ -503,12 +503,12 @@ def test_a_run_that_fails_after_taking_the_lock_releases_it(tmp_path, data, caps
 def test_a_lock_file_nobody_holds_has_no_owner(tmp_path):
     """Junk, a dead pid or even our own pid in a file nobody holds: not a lock."""
     lock = tmp_path / ".train.lock"
-    assert checkpoint.lock_owner(lock) is None  # no file
+    assert files.lock_holder(lock) is None  # no file
     for text in ("", "0", "junk", str(os.getpid()), "1"):
         lock.write_text(text)
-        assert checkpoint.lock_owner(lock) is None
+        assert files.lock_holder(lock) is None
     held = checkpoint.lock_run(tmp_path)
-    assert checkpoint.lock_owner(lock) == os.getpid()
+    assert files.lock_holder(lock) == os.getpid()
     held.release()
     assert not lock.exists()
 
@@ -602,3 +602,19 @@ def test_files_written_atomically_get_the_usual_permissions(tmp_path, capsys):
         assert oct((run / "config.json").stat().st_mode & 0o777) == "0o640"
     finally:
         os.umask(old)
+
+
+def test_two_runs_started_together_on_an_empty_data_folder_both_train(tmp_path):
+    """A sweep script starting two runs on a fresh clone: one draws the built-in faces, the other
+    waits for it instead of reading a half-made set ("this folder has no labels")."""
+    (tmp_path / "data").mkdir()
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    procs = [subprocess.Popen([sys.executable, "-m", "anime_gan", "train", "-t", str(tmp_path / "data"),
+                               "--synthetic-size", "300", "--image-size", "32", "--nf", "8", "-b", "8", "-i", "2",
+                               "-d", "cpu", "-c", str(tmp_path / f"c{i}"), "-s", str(tmp_path / f"s{i}")],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) for i in range(2)]
+    results = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [err[-800:] for _, err in results]
+    assert [list((tmp_path / f"c{i}").iterdir())[0].name for i in range(2)] == ["acgan-dcgan_onehot_nf8_32px_seed0"] * 2
+    assert sum("drawing the built-in data set" in out + err for out, err in results) == 1
+    assert not list(tmp_path.glob(".*.lock"))

@@ -38,10 +38,33 @@ def replace_atomically(path, write) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    _fsync_folder(path.parent)
+
+
+def _fsync_folder(folder: Path) -> None:
+    # The rename is in the folder's entry list: without this, a power cut can still lose it.
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # file systems that cannot sync a folder
+        pass
+    finally:
+        os.close(fd)
 
 
 def _umask() -> int:
-    mask = os.umask(0)  # the only way to read it is to set it
+    try:  # Linux says it without changing it
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    # Elsewhere the only way to read it is to set it; a file another thread creates in between
+    # would be made world-writable, so this is the fallback only.
+    mask = os.umask(0)
     os.umask(mask)
     return mask
 

@@ -618,3 +618,23 @@ def test_two_runs_started_together_on_an_empty_data_folder_both_train(tmp_path):
     assert [list((tmp_path / f"c{i}").iterdir())[0].name for i in range(2)] == ["acgan-dcgan_onehot_nf8_32px_seed0"] * 2
     assert sum("drawing the built-in data set" in out + err for out, err in results) == 1
     assert not list(tmp_path.glob(".*.lock"))
+
+
+def test_the_umask_is_read_without_being_changed_and_renames_are_synced(tmp_path, monkeypatch):
+    """Setting the umask to read it would let another thread create a world-writable file meanwhile;
+    and a rename is only durable once its folder is synced too."""
+    import stat as stat_module
+    old = os.umask(0o027)
+    try:
+        def no_umask(mask):
+            raise AssertionError("os.umask called")
+        monkeypatch.setattr(files.os, "umask", no_umask)
+        assert files._umask() == 0o027
+        synced, real_fsync = [], os.fsync
+        monkeypatch.setattr(files.os, "fsync", lambda fd: (synced.append(os.fstat(fd).st_mode), real_fsync(fd)))
+        files.write_text_atomically(tmp_path / "a.txt", "x")
+        assert [stat_module.S_ISDIR(m) for m in synced] == [False, True]
+        assert oct((tmp_path / "a.txt").stat().st_mode & 0o777) == "0o640"
+    finally:
+        monkeypatch.undo()
+        os.umask(old)

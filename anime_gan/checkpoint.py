@@ -11,6 +11,7 @@ The trainer's side: `save_snapshot` / `restore_snapshot` move a `TrainState` to 
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import warnings
@@ -80,6 +81,9 @@ def _check_generator_body(path: Path, ckpt: dict) -> None:
             raise ValueError("its weights or step are missing")
         if not isinstance(ckpt.get("G_ema"), (dict, type(None))):
             raise ValueError("its averaged weights (G_ema) are not weights")
+        for key in ("data_path", "sample_path", "run_path"):
+            if not isinstance(ckpt.get(key), (str, type(None))):
+                raise ValueError(f"its {key} is not a path")
         cfg = TrainConfig.from_dict(ckpt["config"])
         model = ModelConfig(**fields_of(ModelConfig, ckpt["model"]))
         unknown = set(ckpt["model"]) - set(asdict(model))
@@ -327,6 +331,11 @@ def restore_snapshot(path: Path, state: TrainState, cfg: TrainConfig,
     g = g if g is not None else load(path, "generator")
     d_path = trainer_path(path)
     d = load(d_path, "trainer")
+    if d.get("step") != g["step"] or d.get("run_path", g.get("run_path")) != g.get("run_path", d.get("run_path")):
+        raise UserError(f"{d_path}: holds step {d.get('step')!r} of {d.get('run_path', 'a run')}, not the "
+                        f"step {g['step']} of {path.name}; the two files of a step must be saved together: "
+                        f"resume from another step")
+    _check_trainer_body(d_path, d)
     saved = TrainConfig.from_dict(g["config"])
     if g.get("data_path"):  # absolute: a relative -t of the saving run may mean another folder here
         saved.train_dir = g["data_path"]
@@ -350,10 +359,61 @@ def restore_snapshot(path: Path, state: TrainState, cfg: TrainConfig,
     step = int(g["step"])
     restore(d_path, lambda: _restore_streams(path, d, state, saved, cfg, step, log, dist),
             problem="damaged checkpoint; resume from another step")
+    _check_restored(path, d_path, state)
     # Logs continue where the snapshot was taken: lines written after it are dropped (the main
     # process rewrites stats.jsonl with these).
-    records = [r for r in read_jsonl(path.parent / "stats.jsonl") if r.get("step", 0) <= step]
+    # A "partial" line at the snapshot's own step shows how a run that stopped between log steps
+    # ended; its window goes on after the resume (the snapshot kept its sums), as in a straight run.
+    records = [r for r in read_jsonl(path.parent / "stats.jsonl")
+               if r.get("step", 0) < step or (r.get("step") == step and not r.get("partial"))]
     return step, records, saved
+
+
+def _check_trainer_body(d_path: Path, d: dict) -> None:
+    """Loss sums and optimizer settings that load but would fail (or mislead) only at the next step."""
+    def valid_acc(acc) -> bool:
+        return (isinstance(acc, dict) and isinstance(acc.get("sums"), dict) and isinstance(acc.get("counts"), dict)
+                and set(acc["sums"]) == set(acc["counts"])
+                and all(torch.is_tensor(v) and v.dim() == 0 and v.is_floating_point() for v in acc["sums"].values())
+                and all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in acc["counts"].values()))
+
+    def number(v) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+    def valid_groups(opt) -> bool:
+        return isinstance(opt, dict) and isinstance(opt.get("param_groups"), list) and all(
+            isinstance(g, dict) and all(number(g[k]) for k in ("lr", "eps", "weight_decay", "alpha") if k in g)
+            and all(number(b) for b in g.get("betas", ()))
+            for g in opt["param_groups"])
+
+    ranks = [d] + (d.get("other_ranks") or [])
+    if not all(isinstance(r, dict) and valid_acc(r.get("acc")) for r in ranks):
+        raise UserError(f"{d_path}: damaged checkpoint (its loss sums are not what training saves); "
+                        f"resume from another step")
+    if not all(valid_groups(d.get(k)) for k in ("opt_G", "opt_D")):
+        raise UserError(f"{d_path}: damaged checkpoint (an optimizer setting is not a finite number); "
+                        f"resume from another step")
+
+
+def _check_restored(path: Path, d_path: Path, state: TrainState) -> None:
+    """Weights and optimizer state as restored: of the right shapes, and finite (a run that diverged
+    just before it saved would otherwise diverge again at once, blaming this very file)."""
+    for file, nets in ((path, (state.G, state.G_ema)), (d_path, (state.D,))):
+        if not all(torch.isfinite(t).all() for net in nets if net is not None
+                   for t in net.state_dict().values() if t.is_floating_point()):
+            m = _STEP.match(path.name)
+            earlier = [s for s in resumable_steps(path.parent) if m and s < int(m.group(1))]
+            raise UserError(f"{file}: holds NaN or infinite weights (the run diverged before this step was "
+                            f"saved); resume from an earlier step" +
+                            (f", e.g. {path.parent / f'G_{earlier[-1]}.ckpt'}" if earlier else ""))
+    for opt in (state.opt_G, state.opt_D):
+        for group in opt.param_groups:
+            for p in group["params"]:
+                for v in opt.state.get(p, {}).values():
+                    if torch.is_tensor(v) and ((v.dim() > 0 and v.shape != p.shape)
+                                               or (v.is_floating_point() and not torch.isfinite(v).all())):
+                        raise UserError(f"{d_path}: damaged checkpoint (optimizer state of the wrong shape, "
+                                        f"or NaN); resume from another step")
 
 
 def _restore_streams(path: Path, d: dict, state: TrainState, saved: TrainConfig, cfg: TrainConfig, step: int,
@@ -422,7 +482,9 @@ def read_jsonl(path: Path) -> list[dict]:
             record = json.loads(line)
         except (ValueError, RecursionError):
             continue
-        if isinstance(record, dict):  # a stray `5` or `null` line is not a record
+        step = record.get("step", 0) if isinstance(record, dict) else None
+        # a stray `5` or `null` line is not a record, nor one whose step is not a whole number
+        if isinstance(step, int) and not isinstance(step, bool):
             records.append(record)
     return records
 

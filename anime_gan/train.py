@@ -264,7 +264,10 @@ def train(cfg: TrainConfig) -> Path | None:
         def cond(labels):
             return encode_labels(labels) if conditional else labels[:, :0]
 
-        fixed_z, fixed_labels, row_names = fixed_grid(schema if conditional else None, cfg.z_dim, 8, cfg.seed)
+        # The run's own seed on a resume: a --seed typed then changes nothing (as its note says), and
+        # fake_step_<N>.png keeps showing the same noise, so the progress GIF does not jump.
+        grid_seed = int(snapshot["config"]["seed"]) if snapshot is not None else cfg.seed
+        fixed_z, fixed_labels, row_names = fixed_grid(schema if conditional else None, cfg.z_dim, 8, grid_seed)
         fixed_z, fixed_c = fixed_z.to(device), cond(fixed_labels.to(device))
 
         # ---- init: scratch or resume ----------------------------------------------------------------
@@ -349,8 +352,11 @@ def train(cfg: TrainConfig) -> Path | None:
                 bar.update(1)
 
                 # (4) log, sample, checkpoint (the only places that read values back from the device)
-                if step % cfg.log_every == 0 or step % cfg.check == 0 or step == cfg.iterations:
-                    rec = acc.flush(step)
+                log_step = step % cfg.log_every == 0 or step % cfg.check == 0
+                if log_step or step == cfg.iterations:
+                    # A run that ends between log steps shows its last losses, but keeps their window
+                    # open in the snapshot: after --resume the next line averages what a straight run's does.
+                    rec = acc.flush(step) if log_step else {**acc.flush(step, keep=True), "partial": True}
                     elapsed = time.perf_counter() - window_start
                     rec["img_per_s"] = round(window_images / max(elapsed, 1e-9), 1)
                     window_start, window_images = time.perf_counter(), 0
@@ -676,9 +682,10 @@ class _Accumulator:
         means = self.dist.average(torch.stack([self.sums[k] / self.counts[k] for k in self.sums]))
         return dict(zip(self.sums, means.tolist()))
 
-    def flush(self, step: int) -> dict:
+    def flush(self, step: int, keep: bool = False) -> dict:
         rec = {"step": step, **{k: round(v, 6) if math.isfinite(v) else v for k, v in self.peek().items()}}
-        self.sums, self.counts = {}, {}
+        if not keep:
+            self.sums, self.counts = {}, {}
         return rec
 
     def state(self) -> dict:
@@ -705,7 +712,7 @@ def _append_stats(ckpt_dir: Path, rec: dict, tb) -> None:
         f.write(json.dumps(rec) + "\n")
     if tb is not None:
         for k, v in rec.items():
-            if k != "step":
+            if k != "step" and not isinstance(v, bool):  # ("partial": true)
                 tb.add_scalar(k, v, rec["step"])
 
 

@@ -276,6 +276,8 @@ def test_checkpoint_of_another_architecture_is_refused(tmp_path, data, capsys):
     (lambda g: g.update(G_ema=[1]), "(G_ema) are not weights"),
     (lambda g: g["config"].update(lr="fast"), "lr is 'fast', not a number"),
     (lambda g: g["config"].update(n_critic=[5]), "n_critic is [5], not a whole number"),
+    (lambda g: g.update(data_path=123), "its data_path is not a path"),
+    (lambda g: g.update(sample_path=["x"]), "its sample_path is not a path"),
 ])
 def test_a_damaged_generator_checkpoint_is_one_line_everywhere(tmp_path, data, capsys, damage, needle):
     """The header is right, the body was edited or damaged: test, eval and resume each say so in one
@@ -298,15 +300,24 @@ def test_a_damaged_generator_checkpoint_is_one_line_everywhere(tmp_path, data, c
 
 @pytest.mark.parametrize("damage, needle", [
     (lambda d: d.pop("rng"), "damaged checkpoint (no 'rng')"),
-    (lambda d: d.pop("acc"), "damaged checkpoint (no 'acc')"),
+    (lambda d: d.pop("acc"), "its loss sums are not what training saves"),
     (lambda d: d["rng"].update(torch=torch.zeros(3)), "damaged checkpoint; resume from another step"),
     (lambda d: d.update(D=[1, 2]), "does not match this model"),
+    (lambda d: d.update(step=1), "holds step 1 of"),
+    (lambda d: d["acc"].update(counts={"d_loss": "x"}), "its loss sums are not what training saves"),
+    (lambda d: d["acc"]["sums"].update(d_loss=torch.tensor([1.0, 2.0])), "its loss sums are not what"),
+    (lambda d: d["opt_G"]["param_groups"][0].update(weight_decay="x"), "optimizer setting is not a finite"),
+    (lambda d: d["opt_G"]["param_groups"][0].update(eps=float("nan")), "optimizer setting is not a finite"),
+    (lambda d: d["opt_G"]["state"][0].update(exp_avg=torch.zeros(3)), "optimizer state of the wrong shape"),
+    (lambda d: next(v for v in d["D"].values() if v.is_floating_point()).fill_(float("nan")),
+     "holds NaN or infinite weights"),
 ])
 def test_a_damaged_trainer_checkpoint_is_one_line_and_writes_nothing(tmp_path, data, capsys, damage, needle):
     """The D file's header is right but its body is not: the resume says which file, in one line."""
     base = [*TRAIN, "-t", str(data), "-s", str(tmp_path / "s"), "-c", str(tmp_path / "c"), "-i", "2", "--check", "2"]
     assert main(base) == 0
-    (tmp_path / "c" / "r" / "stats.jsonl").open("a").write("5\nnull\n")  # stray lines are not records
+    # stray lines are not records
+    (tmp_path / "c" / "r" / "stats.jsonl").open("a").write('5\nnull\n{"step": "x"}\n{"step": [2]}\n')
     d_path = tmp_path / "c" / "r" / "D_2.ckpt"
     d = torch.load(d_path, weights_only=True)
     damage(d)
@@ -638,3 +649,10 @@ def test_the_umask_is_read_without_being_changed_and_renames_are_synced(tmp_path
     finally:
         monkeypatch.undo()
         os.umask(old)
+
+
+def test_log_lines_whose_step_is_not_a_whole_number_are_not_records(tmp_path):
+    """A hand-edited {"step": "x"} would crash the resume that sorts and cuts the log by step."""
+    log = tmp_path / "stats.jsonl"
+    log.write_text('{"step": 1, "d_loss": 0.5}\n{"step": "x"}\n{"step": true}\n{"step": 2.5}\n{"d_loss": 1}\n')
+    assert checkpoint.read_jsonl(log) == [{"step": 1, "d_loss": 0.5}, {"d_loss": 1}]

@@ -99,6 +99,26 @@ def test_resume_continues_the_same_trajectory(tmp_path, data):
     assert losses(a) == losses(b) and len(losses(a)) == 6
 
 
+def test_a_run_stopped_between_log_steps_resumes_to_the_same_log_and_grids(tmp_path, data):
+    """-i 6 with --log-every 4 shows step 6's losses, but a resume to 8 logs what a straight run to 8
+    does (step 8 averages 5-8); a --seed typed on the resume changes no grid either."""
+    common = ["--model", "cgan", "--image-size", "32", "--check", "4", "--sample", "4", "--log-every", "4"]
+    assert _train(tmp_path / "a", data, *common, "-i", "8", "--name", "r") == 0
+    assert _train(tmp_path / "b", data, *common, "-i", "6", "--name", "r") == 0
+    stats = [json.loads(l) for l in (tmp_path / "b" / "ckpt" / "r" / "stats.jsonl").read_text().splitlines()]
+    assert [(r["step"], r.get("partial")) for r in stats] == [(4, None), (6, True)]
+    assert _train(tmp_path / "b", data, *common, "-i", "8", "--name", "r", "--resume", "--seed", "99") == 0
+
+    def losses(run):  # everything but the timing column
+        return [{k: v for k, v in json.loads(l).items() if k != "img_per_s"}
+                for l in (run / "stats.jsonl").read_text().splitlines()]
+    a, b = tmp_path / "a" / "ckpt" / "r", tmp_path / "b" / "ckpt" / "r"
+    assert losses(a) == losses(b) and [r["step"] for r in losses(a)] == [4, 8]
+    assert _states_equal(*(torch.load(p / "G_8.ckpt", weights_only=True)["G"] for p in (a, b)))
+    grids = [(tmp_path / x / "samples" / "r" / "fake_step_8.png").read_bytes() for x in "ab"]
+    assert grids[0] == grids[1]
+
+
 def test_mode_seeking_trains_and_logs_its_term(tmp_path, data):
     assert _train(tmp_path, data, "--model", "projection", "--image-size", "32", "-i", "2", "--check", "2",
                   "--name", "r", "--mode-seeking", "1") == 0

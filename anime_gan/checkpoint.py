@@ -79,6 +79,9 @@ def _check_generator_body(path: Path, ckpt: dict) -> None:
     try:
         if not isinstance(ckpt.get("G"), dict) or not isinstance(ckpt.get("step"), int):
             raise ValueError("its weights or step are missing")
+        named = _STEP.match(Path(path).name)  # resume goes by the step inside, run listings by the name
+        if ckpt["step"] < 0 or (named and int(named.group(1)) != ckpt["step"]):
+            raise ValueError(f"it holds step {ckpt['step']}" + (f", its name says {named.group(1)}" if named else ""))
         if not isinstance(ckpt.get("G_ema"), (dict, type(None))):
             raise ValueError("its averaged weights (G_ema) are not weights")
         for key in ("data_path", "sample_path", "run_path"):

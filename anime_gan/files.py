@@ -69,6 +69,16 @@ def _umask() -> int:
     return mask
 
 
+def append_line(path, line: str) -> None:
+    """Append one line to a log; an error names the log (a full disk reports none on close)."""
+    try:
+        with open(path, "a") as f:
+            f.write(line + "\n")
+    except OSError as e:
+        e.filename = e.filename or str(path)
+        raise
+
+
 def write_text_atomically(path, text: str) -> None:
     replace_atomically(path, lambda f: f.write(text.encode()))
 

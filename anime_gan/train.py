@@ -29,7 +29,7 @@ from .data.dataset import Batches, LabelSampler, open_packed
 from .data.formats import scan
 from .data.prepare import PrepareConfig, cache_paths, ensure_cache, format_report, prepare
 from .errors import UserError, out_of_memory
-from .files import (LockHeld, removed_on_failure, take_lock, visible_entries, writable_folder,
+from .files import (LockHeld, append_line, removed_on_failure, take_lock, visible_entries, writable_folder,
                     write_text_atomically)
 from .labels import Schema, cond_dim, condition_encoder
 from .metrics.evaluate import evaluate_during_training, load_training_judge
@@ -708,8 +708,7 @@ def _check_finite(rec: dict, step: int, ckpt_dir: Path, dist, device) -> None:
 
 
 def _append_stats(ckpt_dir: Path, rec: dict, tb) -> None:
-    with open(ckpt_dir / "stats.jsonl", "a") as f:
-        f.write(json.dumps(rec) + "\n")
+    append_line(ckpt_dir / "stats.jsonl", json.dumps(rec))
     if tb is not None:
         for k, v in rec.items():
             if k != "step" and not isinstance(v, bool):  # ("partial": true)

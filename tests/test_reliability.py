@@ -277,6 +277,8 @@ def test_checkpoint_of_another_architecture_is_refused(tmp_path, data, capsys):
     (lambda g: g["config"].update(lr="fast"), "lr is 'fast', not a number"),
     (lambda g: g["config"].update(n_critic=[5]), "n_critic is [5], not a whole number"),
     (lambda g: g.update(data_path=123), "its data_path is not a path"),
+    (lambda g: g.update(step=-5), "it holds step -5, its name says 2"),
+    (lambda g: g.update(step=15), "it holds step 15, its name says 2"),
     (lambda g: g.update(sample_path=["x"]), "its sample_path is not a path"),
 ])
 def test_a_damaged_generator_checkpoint_is_one_line_everywhere(tmp_path, data, capsys, damage, needle):
@@ -656,3 +658,24 @@ def test_log_lines_whose_step_is_not_a_whole_number_are_not_records(tmp_path):
     log = tmp_path / "stats.jsonl"
     log.write_text('{"step": 1, "d_loss": 0.5}\n{"step": "x"}\n{"step": true}\n{"step": 2.5}\n{"d_loss": 1}\n')
     assert checkpoint.read_jsonl(log) == [{"step": 1, "d_loss": 0.5}, {"d_loss": 1}]
+
+
+def test_a_full_disk_while_logging_names_the_log(tmp_path, data, monkeypatch, capsys):
+    """A full disk often surfaces when the file is closed, with no file name in the error."""
+    import errno
+    import io
+    real_open = open
+
+    class FullOnClose(io.StringIO):
+        def close(self):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    def open_(path, mode="r", *args, **kwargs):
+        if str(path).endswith("stats.jsonl") and "a" in mode:
+            return FullOnClose()
+        return real_open(path, mode, *args, **kwargs)
+    monkeypatch.setattr("builtins.open", open_)
+    code = main([*TRAIN, "-t", str(data), "-s", str(tmp_path / "s"), "-c", str(tmp_path / "c"), "-i", "2"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert f"{tmp_path / 'c' / 'r' / 'stats.jsonl'}: No space left on device; free space on that disk" in err, err

@@ -27,7 +27,7 @@ from .. import checkpoint, distributed, render
 from ..config import TrainConfig
 from ..data.dataset import Packed, open_packed
 from ..errors import UserError
-from ..files import writable_file, writing
+from ..files import append_line, writable_file, writing
 from ..labels import Schema, encode, read_conditions
 from ..models import PRESETS
 from .accuracy import attribute_accuracy, default_conditions
@@ -236,11 +236,10 @@ def evaluate_during_training(G, cfg: TrainConfig, schema: Schema, judge, data: P
             **{f"acc_{k}": v for k, v in m["accuracy"].items() if isinstance(v, float)}}
     if m["diversity"]["ratio"] is not None:  # None: no two real images share a label
         flat["diversity"] = m["diversity"]["ratio"]
-    with open(ckpt_dir / "metrics.jsonl", "a") as f:
-        f.write(json.dumps({"step": step, "checkpoint": None, "metrics": m, "during_training": True}) + "\n")
+    append_line(ckpt_dir / "metrics.jsonl",
+                json.dumps({"step": step, "checkpoint": None, "metrics": m, "during_training": True}))
     history = checkpoint.read_jsonl(ckpt_dir / "metrics_flat.jsonl") + [flat]
-    with open(ckpt_dir / "metrics_flat.jsonl", "a") as f:
-        f.write(json.dumps(flat) + "\n")
+    append_line(ckpt_dir / "metrics_flat.jsonl", json.dumps(flat))
     render.plot_curves(history, [k for k in flat if k.startswith("acc_") or k == "diversity"],
                        ckpt_dir / "metrics.png",
                        title="label accuracy (judge) and diversity in z (1 = as varied as the data)")

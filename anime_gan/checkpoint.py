@@ -383,17 +383,20 @@ def _check_trainer_body(d_path: Path, d: dict) -> None:
     def number(v) -> bool:
         return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
-    def valid_groups(opt) -> bool:
-        return isinstance(opt, dict) and isinstance(opt.get("param_groups"), list) and all(
+    def valid_optimizer(opt) -> bool:
+        return (isinstance(opt, dict) and isinstance(opt.get("param_groups"), list) and all(
             isinstance(g, dict) and all(number(g[k]) for k in ("lr", "eps", "weight_decay", "alpha") if k in g)
             and all(number(b) for b in g.get("betas", ()))
             for g in opt["param_groups"])
+            and isinstance(opt.get("state"), dict) and all(
+                isinstance(st, dict) and all(torch.is_tensor(v) or number(v) for v in st.values())
+                for st in opt["state"].values()))
 
     ranks = [d] + (d.get("other_ranks") or [])
     if not all(isinstance(r, dict) and valid_acc(r.get("acc")) for r in ranks):
         raise UserError(f"{d_path}: damaged checkpoint (its loss sums are not what training saves); "
                         f"resume from another step")
-    if not all(valid_groups(d.get(k)) for k in ("opt_G", "opt_D")):
+    if not all(valid_optimizer(d.get(k)) for k in ("opt_G", "opt_D")):
         raise UserError(f"{d_path}: damaged checkpoint (an optimizer setting is not a finite number); "
                         f"resume from another step")
 

@@ -311,6 +311,7 @@ def test_a_damaged_generator_checkpoint_is_one_line_everywhere(tmp_path, data, c
     (lambda d: d["opt_G"]["param_groups"][0].update(weight_decay="x"), "optimizer setting is not a finite"),
     (lambda d: d["opt_G"]["param_groups"][0].update(eps=float("nan")), "optimizer setting is not a finite"),
     (lambda d: d["opt_G"]["state"][0].update(exp_avg=torch.zeros(3)), "optimizer state of the wrong shape"),
+    (lambda d: d["opt_G"]["state"][0].update(step="x"), "optimizer setting is not a finite number"),
     (lambda d: next(v for v in d["D"].values() if v.is_floating_point()).fill_(float("nan")),
      "holds NaN or infinite weights"),
 ])

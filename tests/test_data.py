@@ -694,3 +694,25 @@ def test_json_label_files_may_start_with_a_bom(cli, tmp_path):
         (src / name).write_bytes(b"\xef\xbb\xbf" + (src / name).read_bytes())
     assert cli("prepare", src, "-o", tmp_path / "out", "-q")[0] == 0
     assert len(open_packed(tmp_path / "out", 64)) == 8
+
+
+def test_a_rerun_of_prepare_stopped_while_copying_leaves_the_earlier_images_whole(cli, tmp_path, monkeypatch):
+    import shutil
+    src = write_tag_pickle(tmp_path / "src", PAIRS[:6])
+    assert cli("prepare", src, "-o", tmp_path / "out", "-q")[0] == 0
+    before = snapshot(tmp_path / "out" / "images")
+    real_copy, copied = shutil.copyfile, []
+
+    def copy_then_ctrl_c(a, b, *args, **kwargs):
+        if len(copied) == 3:
+            raise KeyboardInterrupt
+        copied.append(b)
+        return real_copy(a, b, *args, **kwargs)
+    monkeypatch.setattr(shutil, "copyfile", copy_then_ctrl_c)
+    with pytest.raises(KeyboardInterrupt):
+        prepare(PrepareConfig(source=str(src), out=str(tmp_path / "out"), quiet=True))
+    assert snapshot(tmp_path / "out" / "images") == before and len(before) == 6
+    assert sorted(p.name for p in (tmp_path / "out").iterdir() if p.name.startswith(".")) == []
+    monkeypatch.undo()
+    assert cli("prepare", src, "-o", tmp_path / "out", "-q")[0] == 0  # and a later re-run completes
+    assert snapshot(tmp_path / "out" / "images") == before

@@ -92,8 +92,9 @@ def _prepare(cfg: PrepareConfig, out: Path) -> dict:
     skipped = src.skipped + skipped
     labels = src.labels[keep] if src.labels is not None else None
     if not _same(src.root, out):
-        _forget_previous(out, cfg.image_size)  # a re-run from the same SOURCE replaces what it wrote
+        # a re-run from the same SOURCE replaces what it wrote (images/ in one swap: see below)
         write_tag_pickle_layout(out, [src.files[i] for i in keep], labels, src.schema)
+        _forget_other_sizes(out, cfg.image_size)
     elif src.kind == "tag-pickle":
         write_labels(out, None, labels, src.schema, overwrite_priors=False)
     # else: prepared in place; the cache (and its meta) carry the labels and schema
@@ -205,18 +206,31 @@ def _shrink_npy(path: Path, n: int) -> None:
 
 
 def write_tag_pickle_layout(out: Path, files: list[Path], labels, schema: Schema | None) -> None:
-    """images/{i}.<ext> copies plus tags.pickle, <group>_prob.npy and schema.json."""
-    image_dir = out / "images"
-    image_dir.mkdir(parents=True, exist_ok=True)
-    for i, f in enumerate(files):
-        ext = f.suffix.lower() if f.suffix.lower() in (".jpg", ".png") else ".png"
-        target = image_dir / f"{i}{ext}"
-        if ext == f.suffix.lower():
-            shutil.copyfile(f, target)
-        else:
-            from PIL import Image
-            with Image.open(f) as im:
-                flatten_alpha(im).save(target)  # on white, as the cache has it
+    """images/{i}.<ext> copies plus tags.pickle, <group>_prob.npy and schema.json.
+
+    The copies go into a hidden folder that then replaces images/ in two renames: a re-run stopped
+    while copying (Ctrl-C, SIGTERM) leaves the earlier images/ whole, never a mix of two sets."""
+    image_dir, staging, old = out / "images", out / ".images.partial", out / ".images.old"
+    for leftover in (staging, old):  # of a run killed with -9
+        shutil.rmtree(leftover, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        for i, f in enumerate(files):
+            ext = f.suffix.lower() if f.suffix.lower() in (".jpg", ".png") else ".png"
+            target = staging / f"{i}{ext}"
+            if ext == f.suffix.lower():
+                shutil.copyfile(f, target)
+            else:
+                from PIL import Image
+                with Image.open(f) as im:
+                    flatten_alpha(im).save(target)  # on white, as the cache has it
+        if image_dir.exists():
+            os.replace(image_dir, old)
+        os.replace(staging, image_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
     if schema is not None:
         write_labels(out, files, labels, schema, overwrite_priors=True)
 
@@ -311,10 +325,9 @@ def _prepared_from(out: Path, source: Path) -> bool:
     return False
 
 
-def _forget_previous(out: Path, keep_size: int) -> None:
-    """Remove the image copies and other-size caches of an earlier run, which may describe an
-    older state of SOURCE; `keep_size`'s cache was just rewritten."""
-    shutil.rmtree(out / "images", ignore_errors=True)
+def _forget_other_sizes(out: Path, keep_size: int) -> None:
+    """Remove the other-size caches of an earlier run, which may describe an older state of SOURCE;
+    `keep_size`'s cache was just rewritten."""
     for path in (out / CACHE_DIR).glob("*_*.*"):
         if path.stem.rsplit("_", 1)[-1] != str(keep_size):
             path.unlink(missing_ok=True)

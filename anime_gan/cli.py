@@ -391,16 +391,13 @@ def _run(args, argv=None) -> int:
         return 0
     if args.command == "train":
         from .config import resolve_hyper, validate_train
-        from .train import check_data_folder, check_run_folder, resolve_resume, train
+        from .train import check_before_data, check_run_folder, resolve_resume, train
         cfg = dataclasses.replace(_config(TrainConfig, args), typed=_typed(argv, "train"))
         validate_train(cfg)
         if args.dry_run:  # with --resume: the snapshot's settings, as training would take them
             cfg, run, resume_path, snapshot = resolve_resume(cfg)
             check_run_folder(cfg, Path(cfg.checkpoint_dir) / run, resume_path, snapshot)
-            check_data_folder(cfg)
-            if cfg.eval_every:
-                from .metrics.evaluate import training_judge_path
-                training_judge_path(cfg)
+            check_before_data(cfg, resume_path, snapshot)
             return _print({"train": dataclasses.asdict(cfg), "resolved": dataclasses.asdict(resolve_hyper(cfg)),
                            "run": run, "resumes": str(resume_path) if resume_path else None})
         out = train(cfg)

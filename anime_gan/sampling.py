@@ -134,6 +134,9 @@ def _check_inputs(cfg: TestConfig, kind: str, model: Model) -> None:
     for flag in ("hair", "eye", "to_hair", "to_eye"):
         if getattr(cfg, flag) and flag in used:
             model.schema.class_index(flag.removeprefix("to_"), getattr(cfg, flag))
+    if kind == "color_map" and model.train.embed != "rgb":
+        raise UserError(f"-t color_map needs a model trained with --embed rgb; this one uses "
+                        f"--embed {model.train.embed}")
     if kind == "pairs":
         for text in cfg.pairs:
             model.schema.parse(text)
@@ -419,9 +422,6 @@ def grid(cfg, model, rng, gen) -> list[Path]:
 
 def color_map(cfg, model, rng, gen, hues: int = 12) -> list[Path]:
     """Seed 000's big colour map (--embed rgb): hair hue across, eye hue down, one noise vector."""
-    if model.train.embed != "rgb":
-        raise UserError(f"-t color_map needs a model trained with --embed rgb; this one uses "
-                        f"--embed {model.train.embed}")
     rgb = [colorsys.hsv_to_rgb(i / hues, 0.85, 0.95) for i in range(hues)]
     return _table(cfg, model, gen, [Colour("eye", rgb=c) for c in rgb], [Colour("hair", rgb=c) for c in rgb],
                   "color_map", shared_noise=True, title="hair hue across, eye hue down, one noise vector")

@@ -31,7 +31,7 @@ from .data.prepare import PrepareConfig, cache_paths, ensure_cache, format_repor
 from .errors import UserError, out_of_memory
 from .files import (LockHeld, append_line, removed_on_failure, take_lock, visible_entries, writable_folder,
                     write_text_atomically)
-from .labels import Schema, cond_dim, condition_encoder
+from .labels import Schema, anime_schema, cond_dim, condition_encoder
 from .metrics.evaluate import evaluate_during_training, load_training_judge
 from .models import PRESETS, ModelConfig, aux_kind, build
 from .step import CudaGraphStep, GanStep, VaeStep, draw as step_inputs, saved_bytes_per_image
@@ -134,6 +134,36 @@ def _preparing(root: Path, log):
                 lock.release()
 
 
+def labels_ahead(cfg: TrainConfig) -> Schema | None:
+    """The data folder's labels, without drawing or packing anything: read off its cache, its label
+    files, or (an empty folder) those of the built-in faces it will get."""
+    root = Path(cfg.train_dir)
+    if cache_paths(root, cfg.image_size)[0].exists():
+        return open_packed(root, cfg.image_size).schema
+    if not visible_entries(root):
+        return anime_schema()
+    return scan(root).schema
+
+
+def check_before_data(cfg: TrainConfig, resume_path: Path | None, snapshot: dict | None,
+                      log=lambda msg: None) -> None:
+    """What the data's labels and the other inputs decide, checked before any slow work (drawing the
+    built-in faces, packing a cache), which a refusal would waste; also run by `train --dry-run`."""
+    check_data_folder(cfg)
+    with _preparing(Path(cfg.train_dir), log):  # not a folder another run is drawing into right now
+        labels = labels_ahead(cfg)
+    if resume_path is not None:
+        checkpoint.check_labels(resume_path, snapshot, labels.to_dict() if labels else None, cfg.train_dir)
+    _model_config(cfg, PRESETS[cfg.model], labels)
+    if cfg.eval_every:
+        if labels is None:
+            raise UserError("--eval-every measures label accuracy, but this data set has no labels")
+        from .metrics.evaluate import training_judge_path
+        training_judge_path(cfg)
+    if cfg.tensorboard:
+        _tensorboard_writer()
+
+
 def fixed_grid(schema: Schema | None, z_dim: int, cols: int, seed: int):
     """Fixed z and labels for fake_step_<N>.png: one row per label, same noise in every row."""
     g = torch.Generator().manual_seed(seed + 12345)
@@ -191,17 +221,13 @@ def train(cfg: TrainConfig) -> Path | None:
 
     cfg, run, resume_path, snapshot = resolve_resume(cfg)
     sample_dir, ckpt_dir = Path(cfg.sample_dir) / run, Path(cfg.checkpoint_dir) / run
-    if resume_path is not None:
-        hyper, preset = resolve_hyper(cfg), PRESETS[cfg.model]
-        if not cache_paths(cfg.train_dir, cfg.image_size)[0].exists() and visible_entries(Path(cfg.train_dir)):
-            # labels read off the files, before a cache of another data set is packed for nothing
-            labels = scan(cfg.train_dir).schema
-            checkpoint.check_labels(resume_path, snapshot, labels.to_dict() if labels else None, cfg.train_dir)
-        if int(snapshot["step"]) >= cfg.iterations:  # said before any folder, data or model is touched
-            log(f"step {snapshot['step']} already reaches -i {cfg.iterations}: nothing to train; raise -i to continue")
-            distributed.cleanup()
-            return resume_path.parent if dist.is_main else None
+    hyper, preset = resolve_hyper(cfg), PRESETS[cfg.model]
+    if resume_path is not None and int(snapshot["step"]) >= cfg.iterations:  # before anything is touched
+        log(f"step {snapshot['step']} already reaches -i {cfg.iterations}: nothing to train; raise -i to continue")
+        distributed.cleanup()
+        return resume_path.parent if dist.is_main else None
     fresh_folder = check_run_folder(cfg, ckpt_dir, resume_path, snapshot)
+    check_before_data(cfg, resume_path, snapshot, log)
 
     # ---- data ---------------------------------------------------------------------------------
     if dist.is_main:  # the main process prepares the cache; the others wait, then open it
@@ -210,9 +236,6 @@ def train(cfg: TrainConfig) -> Path | None:
     if not dist.is_main:
         data = open_packed(cfg.train_dir, cfg.image_size)
     schema = data.schema
-    if cfg.batch_size > len(data):
-        log(f"note: -b {cfg.batch_size} is more than the {len(data)} images in {cfg.train_dir}: every batch "
-            f"repeats images; a larger data set (or a smaller -b) trains better")
     mcfg = _model_config(cfg, preset, schema)
     conditional = preset.conditional  # _model_config refused a conditional preset without labels
     aux = aux_kind(cfg.model, mcfg) if conditional else None
@@ -242,6 +265,9 @@ def train(cfg: TrainConfig) -> Path | None:
     # D runs on real and fake; a gradient penalty adds a pass and its double backward: about two more.
     d_passes = 1 if preset.loss == "vae" else 4 if hyper.loss in ("wgan-gp", "dragan") else 2
     _check_batch_fits(cfg, G, D, mcfg, device, d_passes)
+    if cfg.batch_size > len(data):  # (after every refusal: a refused run prints its one line only)
+        log(f"note: -b {cfg.batch_size} is more than the {len(data)} images in {cfg.train_dir}: every batch "
+            f"repeats images; a larger data set (or a smaller -b) trains better")
     G_ema = copy.deepcopy(G).eval().requires_grad_(False) if cfg.ema else None
     opt_G, opt_D = _optimizers(G, D, preset, hyper, device, capturable=cfg.cuda_graph)
     scaler = torch.amp.GradScaler("cuda", enabled=cfg.precision == "fp16")
@@ -738,13 +764,18 @@ def _plot(records, ckpt_dir: Path, has_classifier: bool) -> None:
 def _tensorboard(ckpt_dir: Path, cfg: TrainConfig, start: int):
     if not cfg.tensorboard:
         return None
+    SummaryWriter = _tensorboard_writer()
+    # purge_step: TensorBoard hides the old files' events from this step on, so the steps a resume
+    # trains again are not drawn twice (the same trim as stats.jsonl and metrics.jsonl)
+    return SummaryWriter(str(ckpt_dir / "tensorboard"), purge_step=start + 1 if start else None)
+
+
+def _tensorboard_writer():
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
         raise UserError("--tensorboard needs the tensorboard package: pip install tensorboard") from None
-    # purge_step: TensorBoard hides the old files' events from this step on, so the steps a resume
-    # trains again are not drawn twice (the same trim as stats.jsonl and metrics.jsonl)
-    return SummaryWriter(str(ckpt_dir / "tensorboard"), purge_step=start + 1 if start else None)
+    return SummaryWriter
 
 
 class _Console:

@@ -432,6 +432,14 @@ def test_dry_runs_refuse_what_the_real_commands_refuse(cli, run_dir, data_dir, t
     assert list(tmp_path.iterdir()) == [] and snapshot(run_dir) == before
 
 
+def test_train_judge_dry_run_refuses_unlabelled_data(cli, tmp_path):
+    from conftest import write_folder
+    plain = write_folder(tmp_path / "plain", 3)
+    for dry_run in ([], ["--dry-run"]):
+        one_line_error(cli("train-judge", "-t", plain, "--epochs", "1", "-q", *dry_run),
+                       "has no labels, so a judge cannot be trained")
+
+
 def test_dry_run_loads_the_judge_and_inception_weights_the_real_run_would(cli, run_dir, data_dir, judge_file,
                                                                            tmp_path):
     (tmp_path / "junk.pt").write_bytes(os.urandom(300))

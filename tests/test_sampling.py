@@ -353,6 +353,7 @@ def test_a_diverged_generator_is_refused_not_drawn_black(models, tmp_path, capsy
     ("onehot", ["-t", "pairs", "--pairs", "teal hair red eyes"], "unknown hair colour 'teal'"),
     ("onehot", ["-t", "fix_hair_eye", "--hair", ""], "--hair is empty"),
     ("multi", ["--conditions", "missing.json"], "missing.json: cannot read"),
+    ("onehot", ["-t", "color_map"], "-t color_map needs a model trained with --embed rgb"),
     ("multi", ["--conditions", "many.json"], "1025 entries; `test` draws at most 1024"),
 ])
 def test_the_dry_run_refuses_what_the_real_run_refuses(models, tmp_path, capsys, monkeypatch, model, args, message):

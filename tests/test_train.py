@@ -318,8 +318,14 @@ def test_resume_with_a_d_file_of_another_model_names_that_file(tmp_path, data, c
     capsys.readouterr()
     assert _train(tmp_path / "a", data, "--model", "cgan", "--image-size", "32", "-i", "3", "--name", "r",
                   "--resume") == 2
-    err = capsys.readouterr().err
-    assert f"{run / 'D_2.ckpt'}: does not match this model" in err
+    err = capsys.readouterr().err  # (the files' run_path says first that they are of two runs)
+    assert f"{run / 'D_2.ckpt'}: holds step 2 of {tmp_path / 'b' / 'ckpt' / 'r'}, not the step 2 of G_2.ckpt" in err
+    d = torch.load(run / "D_2.ckpt", weights_only=True)
+    del d["run_path"]  # a snapshot written before run_path was: the weights still do not fit
+    torch.save(d, run / "D_2.ckpt")
+    assert _train(tmp_path / "a", data, "--model", "cgan", "--image-size", "32", "-i", "3", "--name", "r",
+                  "--resume") == 2
+    assert f"{run / 'D_2.ckpt'}: does not match this model" in capsys.readouterr().err
 
 
 def _unlabelled_folder(folder: Path) -> Path:
@@ -738,7 +744,10 @@ def test_dry_run_refuses_a_data_folder_the_real_run_would_refuse(tmp_path, cli):
     one_line_error(cli("train", "-t", tmp_path / "typo", "--dry-run"), f"{tmp_path / 'typo'}: no such data folder")
     (tmp_path / "a_file").write_text("")
     one_line_error(cli("train", "-t", tmp_path / "a_file", "--dry-run"), "is a file; -t takes the data folder")
-    assert cli("train", "-t", tmp_path, "--dry-run")[0] == 0
+    # a folder holding only that file has no labelled images, as the real run finds too
+    one_line_error(cli("train", "-t", tmp_path, "--dry-run"), "is conditional but this folder has no labels")
+    (tmp_path / "a_file").unlink()
+    assert cli("train", "-t", tmp_path, "--dry-run")[0] == 0  # empty: the built-in faces would be drawn
 
 
 def test_tensorboard_hides_the_steps_a_resume_trains_again(tmp_path, data, monkeypatch):
@@ -854,3 +863,29 @@ def test_the_snapshot_grid_gives_every_row_a_valid_label():
         assert {int(v.sum()) for v in labels[::8, schema.span("objects")]} == {1, 2}
     assert fixed_grid(multi_label_schema(objects), 16, 8, 0)[2][:5] == [
         "thing 0", "thing 5", "thing 3", "thing 1", "thing 2 thing 6"]  # as before for CLEVR-like sets
+
+
+def test_what_the_labels_decide_is_refused_before_any_slow_work_and_by_the_dry_run(tmp_path, data, cli):
+    """Before: an empty folder got the built-in faces drawn (or a folder its cache packed), and only
+    then was the run refused; --dry-run said 0 for all of these."""
+    from conftest import write_folder, write_json_layout
+    plain, clevr, empty = write_folder(tmp_path / "plain", 3), write_json_layout(tmp_path / "clevr"), tmp_path / "e"
+    empty.mkdir()
+    out = ["-c", tmp_path / "c", "-s", tmp_path / "s", *TINY, "-i", "1", "--image-size", "32"]
+    before = {p: snapshot(p) for p in (plain, clevr, empty)}
+    cases = [(["-t", plain, "--model", "cgan"], "--model cgan is conditional but this folder has no labels"),
+             (["-t", clevr, "--model", "cgan", "--embed", "rgb"], "--embed rgb needs one-of-N attributes only"),
+             (["-t", empty, "--eval-every", "1"], "--eval-every needs a judge"),
+             (["-t", plain, "--model", "dcgan", "--eval-every", "1"], "this data set has no labels"),
+             (["-t", empty, "--tensorboard"], "--tensorboard needs the tensorboard package")]
+    for args, needle in cases:
+        for dry_run in ([], ["--dry-run"]):
+            rc, _, err = cli("train", *args, *out, *dry_run)
+            assert rc == 2 and needle in err and err.count("\n") == 1, (args, dry_run, err)
+    assert {p: snapshot(p) for p in (plain, clevr, empty)} == before  # nothing drawn, packed or cached
+    assert not (tmp_path / "c").exists()
+    # a resume onto data with other labels: refused by the dry run too
+    assert cli("train", "-t", data, *out, "--model", "cgan", "--name", "r")[0] == 0
+    for dry_run in ([], ["--dry-run"]):
+        one_line_error(cli("train", "-t", clevr, *out, "-i", "2", "--resume", tmp_path / "c" / "r", *dry_run),
+                       "was trained on labels hair (12) + eye (10)")

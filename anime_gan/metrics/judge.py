@@ -122,10 +122,18 @@ _OUT_FIX = "pick another file with -o"
 def check_judge(cfg: JudgeConfig) -> None:
     """What `train-judge --dry-run` can check without reading the data."""
     from ..config import TrainConfig
-    from ..train import check_data_folder
+    from ..train import check_data_folder, labels_ahead
     validate_judge(cfg)
-    check_data_folder(TrainConfig(train_dir=cfg.train_dir))
+    train_cfg = TrainConfig(train_dir=cfg.train_dir, image_size=cfg.image_size)
+    check_data_folder(train_cfg)
+    if labels_ahead(train_cfg) is None:
+        _no_labels(cfg)
     judge_file(cfg)
+
+
+def _no_labels(cfg: JudgeConfig):
+    raise UserError(f"{cfg.train_dir}: has no labels, so a judge cannot be trained; "
+                    f"label the data (tags.pickle, train.json or tags.csv) and re-run prepare")
 
 
 def judge_file(cfg: JudgeConfig) -> Path:
@@ -143,12 +151,11 @@ def train_judge(cfg: JudgeConfig, log=print) -> tuple[Path, dict]:
     """Train a judge on cfg.train_dir's real images; returns (path written, report)."""
     from ..config import TrainConfig
     from ..train import load_training_data
-    validate_judge(cfg)
+    check_judge(cfg)  # before the data is drawn or packed, as the dry run checks it
     data = load_training_data(TrainConfig(train_dir=cfg.train_dir, image_size=cfg.image_size,
                                           synthetic_size=cfg.synthetic_size, quiet=cfg.quiet), log)
     if data.schema is None:
-        raise UserError(f"{cfg.train_dir}: has no labels, so a judge cannot be trained; "
-                        f"label the data (tags.pickle, train.json or tags.csv) and re-run prepare")
+        _no_labels(cfg)
     out = judge_file(cfg)
     writable_file(out, _OUT_FIX)
     if out.exists():

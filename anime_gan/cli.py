@@ -380,12 +380,12 @@ def console() -> None:
 
 def _run(args, argv=None) -> int:
     if args.command == "prepare":
-        from .data.prepare import check_folders, format_report, prepare, validate_prepare
+        from .data.prepare import check_source, format_report, prepare, validate_prepare
         cfg = _config(PrepareConfig, args)
         cfg.out = args.out or (args.source if args.source and not args.synthetic else "data")
         if args.dry_run:
             validate_prepare(cfg)
-            check_folders(cfg)
+            check_source(cfg)
             return _print(cfg)
         print(format_report(prepare(cfg)))
         return 0

@@ -238,6 +238,11 @@ def test_prepare_dry_run_refuses_the_folders_a_real_run_refuses(cli, tmp_path):
                        f"{tmp_path / 'other'}: already holds a data set from elsewhere")
         one_line_error(cli("prepare", "--synthetic", 4, "-o", tmp_path / "other", *dry_run),
                        f"{tmp_path / 'other'}: already holds a data set; choose an empty folder")
+        (tmp_path / "no_images").mkdir(exist_ok=True)
+        (tmp_path / "no_images" / "readme.txt").write_text("not an image")
+        before = snapshot(tmp_path)
+        one_line_error(cli("prepare", tmp_path / "no_images", "-o", tmp_path / "out", *dry_run),
+                       f"{tmp_path / 'no_images'}: no usable images found")
         assert snapshot(tmp_path) == before
 
 

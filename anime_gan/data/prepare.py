@@ -65,6 +65,20 @@ def check_folders(cfg: PrepareConfig) -> None:
                         f"anime-gan prepare {out} --image-size N")
 
 
+def check_has_images(src: Source) -> None:
+    if not src.files:
+        first = f", first {src.skipped[0][0]} ({src.skipped[0][1]})" if src.skipped else ""
+        raise UserError(f"{src.root}: no usable images found ({len(src.skipped)} skipped{first}); "
+                        f"see the formats in README.md")
+
+
+def check_source(cfg: PrepareConfig) -> None:
+    """--dry-run: SOURCE's labels read and its image files listed (none decoded), as the real run does first."""
+    check_folders(cfg)
+    if not cfg.synthetic:
+        check_has_images(scan(cfg.source, skip=cfg.out))
+
+
 def prepare(cfg: PrepareConfig) -> dict:
     validate_prepare(cfg)
     with removed_on_failure(cfg.out):
@@ -82,10 +96,7 @@ def _prepare(cfg: PrepareConfig, out: Path) -> dict:
     if _same(src.root, out) and src.labels is not None:
         from .dataset import class_priors  # (dataset imports this module)
         class_priors(out, src.schema, src.labels)  # kept as they are below: a bad one would stop train instead
-    if not src.files:  # before -o is made: a refused SOURCE leaves no empty folder
-        first = f", first {src.skipped[0][0]} ({src.skipped[0][1]})" if src.skipped else ""
-        raise UserError(f"{src.root}: no usable images found ({len(src.skipped)} skipped{first}); "
-                        f"see the formats in README.md")
+    check_has_images(src)  # before -o is made: a refused SOURCE leaves no empty folder
     if not cfg.synthetic:
         writable_folder(out, "choose another folder with -o")
     images, keep, skipped = pack(src, out, cfg.image_size, cfg.workers, cfg.quiet, strict=cfg.strict)

@@ -326,7 +326,8 @@ def train(cfg: TrainConfig) -> Path | None:
             write_text_atomically(ckpt_dir / "config.json", json.dumps(
                 {"train": cfg.to_dict(), "hyper": asdict(hyper), "model": checkpoint.plain(asdict(mcfg)),
                  "schema": schema.to_dict() if schema else None, "world_size": dist.world_size}, indent=2))
-        if fresh_folder and dist.is_main:
+        # also a resume told to sample into another folder (-s): its grids sit beside the real ones too
+        if dist.is_main and (fresh_folder or not (sample_dir / "real.png").exists()):
             real = torch.from_numpy(data.images[:64].copy()).float().div(127.5).sub(1)
             render.save_grid(real, sample_dir / "real.png", nrow=8)
         tb = _tensorboard(ckpt_dir, cfg, start) if dist.is_main else None

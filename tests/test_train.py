@@ -277,6 +277,16 @@ def test_resume_from_another_run_starts_its_own_folder_but_never_writes_over_one
     assert snapshot(branch) == before
 
 
+def test_resume_into_another_sample_folder_writes_the_real_grid_there(tmp_path, data):
+    common = ["--model", "cgan", "--image-size", "32", "--check", "2", "--name", "r"]
+    assert _train(tmp_path, data, *common, "-i", "2") == 0
+    real = (tmp_path / "samples" / "r" / "real.png").read_bytes()
+    assert main(["train", "-t", str(data), "-s", str(tmp_path / "other"), "-c", str(tmp_path / "ckpt"), "--nf", "8",
+                 "-b", "8", *common, "-i", "4", "--resume", "-q"]) == 0
+    assert (tmp_path / "other" / "r" / "real.png").read_bytes() == real
+    assert (tmp_path / "other" / "r" / "fake_step_4.png").exists()
+
+
 def test_resume_with_changed_settings_says_which(tmp_path, data, capsys):
     common = ["train", "-t", str(data), "-s", str(tmp_path / "s"), "-c", str(tmp_path / "c"), "--nf", "8",
               "-b", "8", "--model", "cgan", "--image-size", "32", "--name", "r"]

@@ -27,7 +27,7 @@ from . import checkpoint, distributed, render
 from .config import TrainConfig, resolve_hyper, validate_train
 from .data.dataset import Batches, LabelSampler, open_packed
 from .data.formats import scan
-from .data.prepare import PrepareConfig, cache_paths, ensure_cache, format_report, prepare
+from .data.prepare import PrepareConfig, cache_changes, cache_paths, ensure_cache, format_report, prepare
 from .errors import UserError, out_of_memory
 from .files import (LockHeld, append_line, removed_on_failure, take_lock, visible_entries, writable_folder,
                     write_text_atomically)
@@ -90,12 +90,18 @@ def load_training_data(cfg: TrainConfig, log):
     """Open the packed cache; draw the built-in faces first when the data folder is empty (or is
     the default one and missing)."""
     root = Path(cfg.train_dir)
-    if cache_paths(root, cfg.image_size)[0].exists():
+    if _current_cache(root, cfg.image_size):
         return open_packed(root, cfg.image_size)
     check_data_folder(cfg)
     # The lock first: a run stopped while it waits must not remove the folder another one draws into.
     with _preparing(root, log):
-        if cache_paths(root, cfg.image_size)[0].exists():  # made by the run we waited for
+        if _current_cache(root, cfg.image_size):  # made (or packed again) by the run we waited for
+            return open_packed(root, cfg.image_size)
+        changed = cache_changes(root, cfg.image_size)
+        if changed:  # images added or removed, labels edited: training on the old cache would hide it
+            log(f"{root} changed since its {cfg.image_size}px cache was packed ({changed}): packing it again")
+            log(format_report(prepare(PrepareConfig(source=str(root), out=str(root), image_size=cfg.image_size,
+                                                    quiet=cfg.quiet))))
             return open_packed(root, cfg.image_size)
         with removed_on_failure(root):  # a Ctrl-C while drawing leaves no empty or half data folder
             writable_folder(root, "choose another folder with -t")  # the set or its cache is written there
@@ -109,6 +115,10 @@ def load_training_data(cfg: TrainConfig, log):
                 log(f"{root} has no {cfg.image_size}px cache yet: packing it once")
                 ensure_cache(root, cfg.image_size, quiet=cfg.quiet)
     return open_packed(root, cfg.image_size)
+
+
+def _current_cache(root: Path, size: int) -> bool:
+    return cache_paths(root, size)[0].exists() and not cache_changes(root, size)
 
 
 @contextmanager
@@ -138,7 +148,7 @@ def labels_ahead(cfg: TrainConfig) -> Schema | None:
     """The data folder's labels, without drawing or packing anything: read off its cache, its label
     files, or (an empty folder) those of the built-in faces it will get."""
     root = Path(cfg.train_dir)
-    if cache_paths(root, cfg.image_size)[0].exists():
+    if _current_cache(root, cfg.image_size):
         return open_packed(root, cfg.image_size).schema
     if not visible_entries(root):
         return anime_schema()

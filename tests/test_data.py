@@ -721,3 +721,41 @@ def test_a_rerun_of_prepare_stopped_while_copying_leaves_the_earlier_images_whol
     monkeypatch.undo()
     assert cli("prepare", src, "-o", tmp_path / "out", "-q")[0] == 0  # and a later re-run completes
     assert snapshot(tmp_path / "out" / "images") == before
+
+
+def _loaded(root, lines):
+    from anime_gan.config import TrainConfig
+    from anime_gan.train import load_training_data
+    return load_training_data(TrainConfig(train_dir=str(root), image_size=32, quiet=True), lines.append)
+
+
+def test_a_data_folder_changed_since_packing_is_packed_again_by_train(tmp_path):
+    root = write_tag_pickle(tmp_path / "d")
+    prepare(PrepareConfig(source=str(root), out=str(root), image_size=32, quiet=True))
+    lines = []
+    assert len(_loaded(root, lines)) == len(PAIRS) and lines == []
+    (root / "judge_32.pt").write_bytes(b"saved beside the set")  # not part of it: no repack
+    (root / "images" / "notes.txt").write_text("not an image")
+    assert len(_loaded(root, lines)) == len(PAIRS) and lines == []
+    (root / "images" / "0.jpg").unlink()  # an image removed
+    assert len(_loaded(root, lines)) == len(PAIRS) - 1
+    assert lines[0] == f"{root} changed since its 32px cache was packed (images/: {len(PAIRS)} -> " \
+                       f"{len(PAIRS) - 1} images): packing it again"
+    lines.clear()
+    assert len(_loaded(root, lines)) == len(PAIRS) - 1 and lines == []  # packed once, not every time
+    tags = safe_pickle.load(root / "tags.pickle")
+    tags[1] = torch.zeros_like(tags[1]).index_fill_(0, torch.tensor([0, 12]), 1.0)
+    (root / "tags.pickle").write_bytes(pickle.dumps(tags))  # a label edited
+    data = _loaded(root, lines)
+    assert "(tags.pickle edited)" in lines[0] and data.labels[0].nonzero()[0].tolist() == [0, 12]
+
+
+def test_a_folder_copied_elsewhere_is_not_packed_again(tmp_path):
+    import shutil
+    root = write_folder(tmp_path / "pics")
+    prepare(PrepareConfig(source=str(root), out=str(root), image_size=32, quiet=True))
+    shutil.copytree(root, tmp_path / "copy")  # new times, same files
+    lines = []
+    assert len(_loaded(tmp_path / "copy", lines)) == 5 and lines == []
+    draw(tmp_path / "copy" / "more" / "img_9.png", (1, 2, 3))  # in a subfolder images came from
+    assert len(_loaded(tmp_path / "copy", lines)) == 6 and "(more/: 2 -> 3 images)" in lines[0]

@@ -6,12 +6,14 @@ trainer can memory-map it: opening a 33k-image set costs nothing until pages are
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
 import pickle
 import shutil
 import sys
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import suppress
 from pathlib import Path
 
 import numpy as np
@@ -110,11 +112,68 @@ def _prepare(cfg: PrepareConfig, out: Path) -> dict:
         write_labels(out, None, labels, src.schema, overwrite_priors=False)
     # else: prepared in place; the cache (and its meta) carry the labels and schema
     report = _report(src, out, cfg.image_size, len(keep), skipped, labels)
+    folders = {f.parent for f in src.files} if _same(src.root, out) else {out / "images"}
+    report["folder_state"] = folder_state(out, sorted(_relative(f, out) for f in folders))
     if cfg.synthetic:  # drawn into `out`, which is then read as a tag-pickle set: say which it is
         report.update(source="built-in faces", layout="built-in", seed=cfg.seed)
     _, _, meta = cache_paths(out, cfg.image_size)
     _atomic_write_bytes(meta, json.dumps(report, indent=1).encode())
     return report
+
+
+# What scan() reads labels from; a change to any of them, or one appearing, changes the set.
+LABEL_FILES = ("tags.pickle", "tags.csv", "objects.json", "object.json", "train.json", "schema.json")
+
+
+def folder_state(root: Path, image_folders) -> dict:
+    """A cheap fingerprint of a data folder, kept in the cache's meta file: the hash of each label
+    file, and the image file names in each folder images were read from (a judge or other file saved
+    beside them changes nothing). An image edited in place under the same name is not seen."""
+    state = {}
+    for name in LABEL_FILES:  # by content, not time: a copied or checked-out folder is the same set
+        with suppress(OSError), open(root / name, "rb") as f:
+            digest = hashlib.sha256()
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                digest.update(chunk)
+            state[name] = digest.hexdigest()
+    for rel in image_folders:
+        try:
+            names = sorted(e.name for e in os.scandir(root / rel) if Path(e.name).suffix.lower() in IMAGE_SUFFIXES)
+        except OSError:
+            names = []
+        state[f"{rel}/"] = [len(names), hashlib.sha256("\0".join(names).encode(errors="surrogateescape")).hexdigest()]
+    return state
+
+
+def cache_changes(root, size: int) -> str | None:
+    """What changed in `root` since its cache at `size` was packed (None: nothing seen, or a cache too
+    old to say, or unreadable meta, which open_packed reports)."""
+    try:
+        saved = json.loads(cache_paths(root, size)[2].read_text()).get("folder_state")
+    except (OSError, ValueError, AttributeError, RecursionError):
+        return None
+    if not isinstance(saved, dict):
+        return None
+    now = folder_state(Path(root), [k[:-1] for k in saved if k.endswith("/")])
+    changed = []
+    for k in sorted(set(saved) | set(now)):
+        before, after = saved.get(k), now.get(k)
+        if before == after:
+            continue
+        if not k.endswith("/"):
+            changed.append(f"{k} {'added' if before is None else 'removed' if after is None else 'edited'}")
+        elif isinstance(before, list) and before and before[0] != after[0]:
+            changed.append(f"{k}: {before[0]} -> {after[0]} images")
+        else:
+            changed.append(f"{k}: images renamed")
+    return ", ".join(changed) or None
+
+
+def _relative(path: Path, root: Path) -> str:
+    try:
+        return str(path.relative_to(root))
+    except ValueError:
+        return os.path.relpath(path, root)
 
 
 def ensure_cache(root, size: int, quiet: bool = False) -> bool:

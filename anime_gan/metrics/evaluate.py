@@ -26,6 +26,7 @@ import torch
 from .. import checkpoint, distributed, render
 from ..config import TrainConfig
 from ..data.dataset import Packed, open_packed
+from ..data.prepare import cache_changes
 from ..errors import UserError
 from ..files import append_line, writable_file, writing
 from ..labels import Schema, encode, read_conditions
@@ -274,6 +275,10 @@ def run_eval(cfg: EvalConfig, log=lambda msg: None) -> dict:
     if cfg.conditions and "accuracy" not in cfg.metrics:
         log("note: --conditions picks the labels the accuracy metric scores; without it, ignored")
     data = open_packed(root, tcfg.image_size)
+    changed = cache_changes(root, tcfg.image_size)
+    if changed:  # eval only reads the data folder; `train` would pack it again
+        log(f"note: {root} changed since its {tcfg.image_size}px cache was packed ({changed}); scores use "
+            f"the cache: run `anime-gan prepare {root}` to pack it again")
     if data.schema != schema:
         raise UserError(f"{root} has other labels than {path} was trained on; pass the right folder with -t")
     judge, judge_path, inception = checked.judge, checked.judge_path, checked.inception

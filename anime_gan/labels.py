@@ -119,6 +119,14 @@ class Schema:
         if bad is not None:
             raise UserError(f"{source}: group name {bad!r} must be distinct, at most 32 letters, digits, "
                             f"spaces, '_', '-' or '.', and start with a letter or digit")
+        for g in groups:  # `--hair Red` and the reports name classes as read: two that read alike are one
+            seen = {}
+            for c in g.classes:
+                if not _words(c) or _words(c) in seen:
+                    raise UserError(f"{source}: group {g.name!r} has class {c!r}"
+                                    + (f" and {seen[_words(c)]!r}, which read the same" if _words(c) else "")
+                                    + "; give every class a distinct, non-empty name")
+                seen[_words(c)] = c
         taken = next((n for n in names if n in RESERVED_GROUP_NAMES), None)
         if taken is not None:  # eval's accuracy report keeps these keys beside one per group
             raise UserError(f"{source}: group name {taken!r} is reserved (eval reports "
@@ -135,7 +143,7 @@ class Schema:
         path = Path(folder) / SCHEMA_FILE
         fix = "fix the file or replace it with a good copy"  # a data set's own: prepare reads it, not writes it
         try:
-            return cls.from_dict(json.loads(path.read_text()), str(path), fix)
+            return cls.from_dict(json.loads(path.read_text(encoding="utf-8-sig")), str(path), fix)  # (a BOM)
         except (OSError, ValueError, RecursionError) as e:  # RecursionError: nested thousands deep
             raise UserError(f"{path}: cannot read the label schema ({e}); {fix}") from None
 

@@ -21,10 +21,11 @@ _WASSERSTEIN = ("wgan", "wgan-gp")
 def d_loss(kind, real_adv, fake_adv):
     """Discriminator / critic loss on raw outputs of shape (B,)."""
     if kind in _BCE:
-        # averaged over real and fake, as seed 001 does, so it reads on the same scale as g_loss
         real = F.binary_cross_entropy_with_logits(real_adv, torch.ones_like(real_adv))
         fake = F.binary_cross_entropy_with_logits(fake_adv, torch.zeros_like(fake_adv))
-        return (real + fake) / 2
+        # bce: averaged, as seed 001 does, so it reads on the same scale as g_loss. dragan: summed, as
+        # its reference does, so that --gp weighs the penalty against the same term
+        return (real + fake) / 2 if kind == "bce" else real + fake
     if kind in _WASSERSTEIN:
         return fake_adv.mean() - real_adv.mean()
     if kind == "hinge":

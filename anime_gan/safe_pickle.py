@@ -11,7 +11,9 @@ import _compat_pickle
 import codecs
 import collections
 import io
+import os
 import pickle
+import pickletools
 import sys
 import warnings
 
@@ -30,12 +32,17 @@ def _bytes_from_latin1(text, encoding="latin1"):
 
 def _storage_from_bytes(data):
     # torch pickles a tensor's storage as a nested torch.save blob: load it the safe way too.
-    try:
-        with warnings.catch_warnings():  # e.g. "Detected pickle protocol 3": the error below says enough
-            warnings.simplefilter("ignore")
-            return torch.load(io.BytesIO(data), weights_only=True)
-    except Exception:  # torch's message is many lines long and suggests weights_only=False
-        raise pickle.UnpicklingError("refused a tensor storage that is not plain data") from None
+    with warnings.catch_warnings():  # "Detected pickle protocol 3", "TypedStorage is deprecated"
+        warnings.simplefilter("ignore")
+        try:
+            storage = torch.load(io.BytesIO(data), weights_only=True)
+        except Exception:  # torch's message is many lines long and suggests weights_only=False
+            raise pickle.UnpicklingError("refused a tensor storage that is not plain data") from None
+        # Only a storage in host memory: a ready-made tensor here would skip the size check below.
+        plain = isinstance(storage, (torch.UntypedStorage, torch.TypedStorage)) and storage.device.type == "cpu"
+    if not plain:
+        raise pickle.UnpicklingError(f"refused a {type(storage).__name__} where a tensor storage belongs")
+    return storage
 
 
 def _tensor_within_storage(*args):
@@ -49,23 +56,48 @@ def _tensor_within_storage(*args):
     return t
 
 
+def plain_dtype(dtype):
+    """Numbers only: an object dtype would read pointers out of the file's bytes."""
+    if (not isinstance(dtype, np.dtype) or dtype.kind not in "biuf" or dtype.hasobject or dtype.fields is not None
+            or dtype.subdtype is not None):
+        raise pickle.UnpicklingError(f"refused numpy dtype {dtype!r}")
+    return dtype
+
+
+# numpy.ndarray itself is never called: ndarray(shape, dtype, buffer, offset, strides) builds a view
+# of any shape over a few bytes. numpy's own pickles only pass the class to _reconstruct.
+class _Ndarray:
+    def __call__(self, *args):
+        raise pickle.UnpicklingError("refused to call numpy.ndarray")
+
+
+_NDARRAY = _Ndarray()
+_mm = getattr(np, "_core", None) or np.core  # the numpy internals' module in this numpy version
+
+
+def _reconstruct(cls, shape, typecode):
+    # numpy pickles an array as an empty placeholder (ndarray, (0,), b'b') whose state then follows
+    if cls is not _NDARRAY or tuple(shape) != (0,) or typecode not in (b"b", "b"):
+        raise pickle.UnpicklingError("refused to reconstruct anything but an empty numpy array")
+    return _mm.multiarray._reconstruct(np.ndarray, (0,), typecode)
+
+
 _ALLOWED = {
     ("collections", "OrderedDict"): collections.OrderedDict,
     ("builtins", "set"): set,
     ("builtins", "frozenset"): frozenset,
     ("builtins", "complex"): complex,
     ("_codecs", "encode"): _bytes_from_latin1,
-    ("numpy", "ndarray"): np.ndarray,
-    ("numpy", "dtype"): np.dtype,
+    ("numpy", "ndarray"): _NDARRAY,
+    ("numpy", "dtype"): lambda *args: plain_dtype(np.dtype(*args)),
     ("torch._utils", "_rebuild_tensor_v2"): _tensor_within_storage,
     ("torch.storage", "_load_from_bytes"): _storage_from_bytes,
 }
-# Resolve numpy internals through the public module that exists in this numpy version.
-_mm = getattr(np, "_core", None) or np.core
 for _prefix in ("numpy.core", "numpy._core"):
-    _ALLOWED[(_prefix + ".multiarray", "_reconstruct")] = _mm.multiarray._reconstruct
-    _ALLOWED[(_prefix + ".multiarray", "scalar")] = _mm.multiarray.scalar
-    _ALLOWED[(_prefix + ".numeric", "_frombuffer")] = _mm.numeric._frombuffer
+    _ALLOWED[(_prefix + ".multiarray", "_reconstruct")] = _reconstruct
+    _ALLOWED[(_prefix + ".multiarray", "scalar")] = lambda dtype, *a: _mm.multiarray.scalar(plain_dtype(dtype), *a)
+    _ALLOWED[(_prefix + ".numeric", "_frombuffer")] = (
+        lambda buf, dtype, *a: _mm.numeric._frombuffer(buf, plain_dtype(dtype), *a))
 for _name in ("float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8", "bool_"):
     _ALLOWED[("numpy", _name)] = getattr(np, _name)
 
@@ -84,6 +116,49 @@ class _RestrictedUnpickler(pickle.Unpickler):
         raise pickle.UnpicklingError("refused a persistent id")
 
 
+MAX_DEPTH = 32  # a tag file nests about 8 deep (dict, tensor, its arguments); the C code recurses on more
+_PUT = ("PUT", "BINPUT", "LONG_BINPUT")
+_GET = ("GET", "BINGET", "LONG_BINGET")
+_FILLS = ("APPEND", "APPENDS", "SETITEM", "SETITEMS", "ADDITEMS", "BUILD")  # change the object below
+
+
+def check_opcodes(f) -> None:
+    """Walk the opcodes, building nothing, and refuse the two shapes that hurt before any check of
+    ours could run: objects nested thousands deep (hashing or freeing them recurses in C until the
+    stack overflows) and memo indices far past those used so far (the memo grows to fit them)."""
+    depths, marks, memo = [], [], {}
+    for op, arg, _ in pickletools.genops(f):
+        if op.name in _PUT or op.name == "MEMOIZE":
+            index = len(memo) if op.name == "MEMOIZE" else arg
+            if index > len(memo):  # picklers number memo entries 0, 1, 2, ...
+                raise pickle.UnpicklingError(f"memo index {index} out of order")
+            memo[index] = depths[-1] if depths else 0
+            continue
+        if op.name in _GET:
+            depths.append(memo.get(arg, 0))
+            continue
+        if op.name == "MARK":
+            marks.append(len(depths))
+            continue
+        if op.name == "DUP":
+            depths.append(depths[-1] if depths else 0)
+            continue
+        popped, below = [], len(op.stack_before)
+        if pickletools.markobject in op.stack_before:  # what lies above the mark, then what lies below it
+            start = marks.pop() if marks else 0
+            popped, depths[start:] = depths[start:], []
+            below = op.stack_before.index(pickletools.markobject)
+        popped = depths[len(depths) - below:] + popped if below else popped
+        del depths[len(depths) - below:]
+        if op.name in _FILLS and popped:
+            depth = max([popped[0]] + [d + 1 for d in popped[1:]])
+        else:
+            depth = max(popped, default=0) + 1
+        if depth > MAX_DEPTH:
+            raise pickle.UnpicklingError(f"objects nested more than {MAX_DEPTH} deep")
+        depths += [depth] * len(op.stack_after)
+
+
 def load(path) -> object:
     """Unpickle `path` admitting only containers, numbers, strings, numpy arrays and tensors."""
     hook = sys.excepthook
@@ -96,9 +171,18 @@ def load(path) -> object:
         # what no writer of ours produces: reject it like any other malformed pickle.
         with open(path, "rb") as f, warnings.catch_warnings():
             warnings.simplefilter("error")
+            if f.read(4) == b"PK\x03\x04":
+                raise UserError(f"{path}: written with torch.save (a zip archive), not a plain pickle; save the "
+                                f"tags with pickle.dump(tags, f) instead")
+            f.seek(0)
+            check_opcodes(f)
+            f.seek(0)
             return _RestrictedUnpickler(f).load()
     except FileNotFoundError:
-        raise UserError(f"{path}: file not found") from None
+        broken = " (a link to a file that is not there)" if os.path.islink(path) else ""
+        raise UserError(f"{path}: file not found{broken}") from None
+    except IsADirectoryError:
+        raise UserError(f"{path}: a folder, not a tags file; remove it or put the tags file there") from None
     except OSError as e:
         raise UserError(f"{path}: cannot read ({e.strerror}); check the file's permissions") from None
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, RuntimeError,

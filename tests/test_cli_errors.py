@@ -122,7 +122,7 @@ def test_unknown_colour_in_tags_csv_is_listed_and_strict_fails(cli, tmp_path):
 
 @pytest.mark.parametrize("bad, needle", [
     (lambda: torch.zeros(21), "21 numbers"),
-    (lambda: (torch.eye(12)[0], torch.eye(9)[0]), "21 numbers"),
+    (lambda: (torch.eye(12)[0], torch.eye(9)[0]), "a tuple of parts with [12, 9] numbers"),
     (lambda: torch.cat([torch.eye(12)[0] + torch.eye(12)[1], torch.eye(10)[0]]), "exactly one hair"),
     (lambda: "blue hair", "not a vector of numbers"),
 ])

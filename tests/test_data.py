@@ -477,9 +477,11 @@ def npz(path, array):
     ("labels_64.npy", lambda p: np.save(p, np.zeros((3, 22), np.complex64)), "complex"),
     ("images_64.npy", lambda p: npz(p, np.zeros((3, 3, 64, 64), np.uint8)), ".npz archive"),
     ("images_64.npy", lambda p: p.write_bytes(b""), "unreadable"),
+    ("images_64.npy", lambda p: p.write_bytes(p.read_bytes()[:10] + b"\xff" * 10 + p.read_bytes()[20:]),
+     "unreadable"),  # numpy's header parser raises tokenize.TokenError
     ("meta_64.json", lambda p: p.unlink(), "missing, so the labels in labels_64.npy cannot be read"),
 ], ids=["meta-list", "meta-garbage", "meta-no-groups", "labels-0d", "labels-width", "labels-complex",
-        "images-npz", "images-empty", "meta-missing"])
+        "images-npz", "images-empty", "images-header", "meta-missing"])
 def test_malformed_cache_is_one_line_naming_the_file_and_prepare_rebuilds_it(cli, tmp_path, name, write,
                                                                                 needle):
     data = write_tags_csv(tmp_path / "d", PAIRS[:3])
@@ -564,6 +566,20 @@ def test_json_nested_too_deep_is_one_line(cli, tmp_path, name):
     src = write_json_layout(tmp_path / "src")
     (src / name).write_text(DEEP)
     one_line_error(cli("prepare", src, "-o", tmp_path / "out", "-q"), src / name, "not valid JSON")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("name, text, needle", [
+    ("train.json", '{"scene_0.png": ["gray cube"], "scene_0.png": ["red cube"]}',
+     "not valid JSON (the key 'scene_0.png' appears twice)"),
+    ("objects.json", '{"gray cube": 1.7, "red cube": 1.2}', "distinct whole-number indices"),
+    ("objects.json", '{"gray cube": true, "red cube": 0}', "distinct whole-number indices"),
+    ("objects.json", '{"gray cube": 0, "red cube": "0"}', "distinct whole-number indices"),
+], ids=["repeated-image", "fractional", "bool", "repeated-index"])
+def test_json_labels_that_would_be_read_wrongly_are_refused(cli, tmp_path, name, text, needle):
+    src = write_json_layout(tmp_path / "src")
+    (src / name).write_text(text)
+    one_line_error(cli("prepare", src, "-o", tmp_path / "out", "-q"), src / name, needle)
     assert not (tmp_path / "out").exists()
 
 
@@ -705,7 +721,9 @@ def test_a_rerun_of_prepare_stopped_while_copying_leaves_the_earlier_images_whol
     import shutil
     src = write_tag_pickle(tmp_path / "src", PAIRS[:6])
     assert cli("prepare", src, "-o", tmp_path / "out", "-q")[0] == 0
-    before = snapshot(tmp_path / "out" / "images")
+    before, whole = snapshot(tmp_path / "out" / "images"), snapshot(tmp_path / "out")
+    shutil.rmtree(src)
+    src = write_tag_pickle(tmp_path / "src", PAIRS[2:7])  # the source changed since
     real_copy, copied = shutil.copyfile, []
 
     def copy_then_ctrl_c(a, b, *args, **kwargs):
@@ -717,10 +735,26 @@ def test_a_rerun_of_prepare_stopped_while_copying_leaves_the_earlier_images_whol
     with pytest.raises(KeyboardInterrupt):
         prepare(PrepareConfig(source=str(src), out=str(tmp_path / "out"), quiet=True))
     assert snapshot(tmp_path / "out" / "images") == before and len(before) == 6
+    assert snapshot(tmp_path / "out") == whole  # the cache too: not the new set's beside the old images
     assert sorted(p.name for p in (tmp_path / "out").iterdir() if p.name.startswith(".")) == []
     monkeypatch.undo()
     assert cli("prepare", src, "-o", tmp_path / "out", "-q")[0] == 0  # and a later re-run completes
-    assert snapshot(tmp_path / "out" / "images") == before
+    assert len(snapshot(tmp_path / "out" / "images")) == 5 and len(open_packed(tmp_path / "out", 64)) == 5
+
+
+def test_a_rerun_of_prepare_stopped_after_the_cache_was_replaced_leaves_a_set_train_refuses(tmp_path, monkeypatch):
+    from anime_gan.data import prepare as prepare_module
+    src = write_tag_pickle(tmp_path / "src", PAIRS[:6])
+    prepare(PrepareConfig(source=str(src), out=str(tmp_path / "out"), quiet=True))
+
+    def stopped(*args):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(prepare_module, "commit_tag_pickle_layout", stopped)
+    with pytest.raises(KeyboardInterrupt):  # the new cache is in place; images/ and tags.pickle are not yet
+        prepare(PrepareConfig(source=str(src), out=str(tmp_path / "out"), quiet=True))
+    with pytest.raises(UserError, match=r"meta_64.json: missing, so the labels in labels_64.npy cannot be read; "
+                                        r"re-run `anime-gan prepare"):
+        open_packed(tmp_path / "out", 64)
 
 
 def _loaded(root, lines):
@@ -759,3 +793,15 @@ def test_a_folder_copied_elsewhere_is_not_packed_again(tmp_path):
     assert len(_loaded(tmp_path / "copy", lines)) == 5 and lines == []
     draw(tmp_path / "copy" / "more" / "img_9.png", (1, 2, 3))  # in a subfolder images came from
     assert len(_loaded(tmp_path / "copy", lines)) == 6 and "(more/: 2 -> 3 images)" in lines[0]
+
+
+def test_images_past_the_pixel_limit_are_skipped_not_decoded(tmp_path, monkeypatch):
+    from PIL import Image as PILImage
+    monkeypatch.setattr(PILImage, "MAX_IMAGE_PIXELS", 1000)  # PIL's is 89M: 270 MB decoded, per worker
+    draw(tmp_path / "ok.png", (1, 2, 3), size=(31, 31))
+    draw(tmp_path / "over.png", (1, 2, 3), size=(40, 40))  # 1600 pixels: PIL warns
+    draw(tmp_path / "far_over.png", (1, 2, 3), size=(80, 80))  # past twice the limit: PIL raises
+    assert read_image(tmp_path / "ok.png", 32).shape == (3, 32, 32)
+    for name in ("over.png", "far_over.png"):
+        with pytest.raises(ValueError, match=r"too large \(over 1,000 pixels\); scale it down first"):
+            read_image(tmp_path / name, 32)

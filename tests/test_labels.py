@@ -2,6 +2,7 @@
 human tags, the three condition encodings and `describe` as the inverse of `parse`."""
 import itertools
 import json
+import re
 
 import numpy as np
 import pytest
@@ -67,6 +68,22 @@ def test_bad_schema_file_is_a_user_error_naming_it(tmp_path, text):
     (tmp_path / "schema.json").write_text(text)
     with pytest.raises(UserError, match="schema.json"):
         Schema.load(tmp_path)
+
+
+@pytest.mark.parametrize("classes, needle", [
+    (["red", "Red", "blue"], "class 'Red' and 'red', which read the same"),
+    (["a b", "a_b"], "class 'a_b' and 'a b', which read the same"),
+    (["red", " "], "class ' '; give every class a distinct, non-empty name"),
+])
+def test_classes_that_read_alike_are_refused(tmp_path, classes, needle):
+    (tmp_path / "schema.json").write_text(json.dumps({"groups": [{"name": "hair", "classes": classes}]}))
+    with pytest.raises(UserError, match=re.escape(f"{tmp_path / 'schema.json'}: group 'hair' has {needle}")):
+        Schema.load(tmp_path)
+
+
+def test_a_schema_file_may_start_with_a_byte_order_mark(tmp_path):
+    (tmp_path / "schema.json").write_bytes(b"\xef\xbb\xbf" + json.dumps(ANIME.to_dict()).encode())
+    assert Schema.load(tmp_path) == ANIME
 
 
 def test_group_lookup_of_unknown_attribute_lists_the_real_ones():

@@ -227,9 +227,12 @@ def test_adversarial_losses_by_hand():
     zero = torch.zeros(3)
     assert losses.d_loss("bce", zero, zero).item() == pytest.approx(math.log(2))
     assert losses.g_loss("bce", zero).item() == pytest.approx(math.log(2))
-    # a confident, correct D: real logit 10, fake logit -10 -> softplus(-10) each
-    d = losses.d_loss("dragan", torch.full((2,), 10.0), torch.full((2,), -10.0))
-    assert d.item() == pytest.approx(math.log1p(math.exp(-10)), rel=1e-2)  # float32 softplus
+    # a confident, correct D: real logit 10, fake logit -10 -> softplus(-10) each, averaged for bce
+    confident = torch.full((2,), 10.0), torch.full((2,), -10.0)
+    assert losses.d_loss("bce", *confident).item() == pytest.approx(math.log1p(math.exp(-10)), rel=1e-2)
+    # and summed for dragan, as its reference does, so the penalty weighs --gp (10) against the sum
+    assert losses.d_loss("dragan", *confident).item() == pytest.approx(2 * math.log1p(math.exp(-10)), rel=1e-2)
+    assert losses.d_loss("dragan", zero, zero).item() == pytest.approx(2 * math.log(2))
     with pytest.raises(ValueError):
         losses.d_loss("vae", zero, zero)
 

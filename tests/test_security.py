@@ -143,8 +143,15 @@ def test_missing_and_unreadable_pickles_are_user_errors(tmp_path):
     with pytest.raises(UserError, match="not found"):
         safe_pickle.load(tmp_path / "tags.pickle")
     (tmp_path / "tags.pickle").mkdir()
-    with pytest.raises(UserError, match="tags.pickle"):
+    with pytest.raises(UserError, match="tags.pickle: a folder, not a tags file"):
         safe_pickle.load(tmp_path / "tags.pickle")
+
+
+def test_a_broken_link_to_the_tags_file_is_a_missing_file_not_an_unlabelled_folder(tmp_path):
+    draw(tmp_path / "d" / "images" / "0.jpg", (0, 0, 0))
+    (tmp_path / "d" / "tags.pickle").symlink_to(tmp_path / "elsewhere" / "tags.pickle")
+    with pytest.raises(UserError, match=r"tags.pickle: file not found \(a link to a file that is not there\)"):
+        scan(tmp_path / "d")
 
 
 # ---- legitimate pickles load ---------------------------------------------------------------------
@@ -188,7 +195,8 @@ def test_torch_save_of_tags_is_also_refused_as_a_plain_pickle(tmp_path):
     torch.save({0: torch.zeros(22)}, buf)
     path = draw(tmp_path / "x.png", (0, 0, 0)).with_name("tags.pickle")
     path.write_bytes(buf.getvalue())
-    with pytest.raises(UserError, match="not a plain tags pickle"):
+    with pytest.raises(UserError, match=r"tags.pickle: written with torch.save \(a zip archive\), not a plain "
+                                        r"pickle; save the tags with pickle.dump\(tags, f\) instead"):
         safe_pickle.load(path)
 
 
@@ -215,3 +223,87 @@ def test_label_files_cannot_point_outside_the_data_folder(tmp_path, cli):
         _pickle.dump({"../../secret": label}, f)
     code, _, err = cli("prepare", str(tags), "-o", str(tmp_path / "out2"), "--image-size", "32", "-q")
     assert code == 2 and "no usable images" in err
+
+
+# ---- small files that would crash the process or fill its memory -------------------------------
+
+def _refused(tmp_path, content: bytes, why: str):
+    path = tmp_path / "tags.pickle"
+    path.write_bytes(content)
+    with pytest.raises(UserError, match=why):
+        safe_pickle.load(path)
+
+
+def test_numpy_arrays_come_only_from_numpy_pickles_of_numbers(tmp_path):
+    # ndarray(shape, dtype, buffer, offset, strides): 2**28 numbers over one byte of file
+    view = Payload(np.ndarray, (2 ** 28,), np.dtype("u1"), b"\0", 0, (0,))
+    _refused(tmp_path, pickle.dumps({0: view}, protocol=4), "refused to call numpy.ndarray")
+    # an object dtype reads pointers out of the file's bytes (a segfault, or worse)
+    pointers = Payload(np.ndarray, (22,), np.dtype("O"), b"A" * 176)
+    _refused(tmp_path, pickle.dumps({0: pointers}, protocol=2), r"refused numpy dtype dtype\('O'\)")
+    scalar = Payload(np.float32(0).__reduce__()[0], np.dtype("O"), b"A" * 8)
+    _refused(tmp_path, pickle.dumps({0: scalar}, protocol=4), r"refused numpy dtype")
+
+
+def test_objects_nested_thousands_deep_are_refused_before_they_are_built(tmp_path, cli):
+    # a dict key () wrapped in 200,000 one-tuples: hashing it recursed in C until a segfault
+    deep_key = b"\x80\x04}" + b")" + b"\x85" * 200_000 + b"K\x01s."
+    _refused(tmp_path, deep_key, "nested more than 32 deep")
+    # 20 deep, memoized, popped, fetched back and wrapped 20 more times
+    deep_through_memo = b"\x80\x04}" + b")" + b"\x85" * 20 + b"\x940h\x00" + b"\x85" * 20 + b"K\x01s."
+    _refused(tmp_path, deep_through_memo, "nested more than 32 deep")
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "tags.pickle").write_bytes(deep_key)
+    rc, out, err = cli("prepare", tmp_path / "data", "-o", tmp_path / "out")
+    assert rc == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert "tags.pickle: not a plain tags pickle (objects nested more than 32 deep)" in err
+
+
+def test_a_memo_index_far_past_those_used_is_refused(tmp_path):
+    # nine bytes asking the unpickler to grow its memo to 2**26 entries (1.5 GB)
+    import struct
+    _refused(tmp_path, b"\x80\x04}r" + struct.pack("<I", 2 ** 26) + b".", "memo index 67108864 out of order")
+
+
+def test_a_tensor_where_a_storage_belongs_is_refused(tmp_path):
+    blob = io.BytesIO()
+    torch.save(torch.zeros(1).expand(2 ** 28), blob)  # loads as a view of 2**28 numbers over 4 bytes
+    _refused(tmp_path, pickle.dumps({0: Payload(torch.storage._load_from_bytes, blob.getvalue())}, protocol=4),
+             "refused a Tensor where a tensor storage belongs")
+
+
+def test_a_tensor_rebuilt_by_its_state_into_a_huge_view_is_refused_before_it_is_copied(tmp_path):
+    import pickletools
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        content = pickle.dumps({0: torch.zeros(22)}, protocol=4)
+    # the storage is the result of the first REDUCE; BUILD then calls Tensor.__setstate__((storage,
+    # 0, size, stride)), which sets a zero-stride view of 2**40 numbers over it
+    memo, storage = 0, None
+    for op, _, _ in pickletools.genops(content):
+        if op.name == "REDUCE" and storage is None:
+            storage = memo
+        memo += op.name == "MEMOIZE"
+    # 2**40 numbers: copied, as before this check, that was a MemoryError traceback (or 4 TB of swap)
+    build = (b"(h" + bytes([storage]) + b"K\x00\x8a\x06" + (2 ** 40).to_bytes(6, "little") + b"\x85K\x00\x85tb")
+    assert content.endswith(b"s.")
+    root = tmp_path / "d"
+    draw(root / "images" / "0.jpg", (255, 0, 0))
+    (root / "tags.pickle").write_bytes(content[:-2] + build + b"s.")
+    with pytest.raises(UserError, match="entry 0: label has 1099511627776 numbers but the schema has 22 classes"):
+        scan(root)
+
+
+def test_label_tuples_must_follow_the_groups_and_huge_keys_are_not_indices(tmp_path):
+    from anime_gan.data.formats import MAX_INDEX
+    root = tmp_path / "d"
+    draw(root / "images" / "0.jpg", (255, 0, 0))
+    eye_then_hair = (torch.eye(10)[0], torch.eye(12)[0])  # would concatenate to a plausible but wrong 22
+    (root / "tags.pickle").write_bytes(pickle.dumps({0: eye_then_hair}))
+    with pytest.raises(UserError, match=r"entry 0: a tuple of parts with \[10, 12\] numbers; expected one per "
+                                        r"group in order, hair 12, eye 10"):
+        scan(root)
+    label = torch.cat([torch.eye(12)[0], torch.eye(10)[0]])
+    (root / "tags.pickle").write_bytes(pickle.dumps({0: label, 10 ** 5000: label, -MAX_INDEX: label}))
+    src = scan(root)  # str() of a 5000-digit number raises ValueError
+    assert len(src.files) == 1 and [why for _, why in src.skipped] == ["not an image index"] * 2

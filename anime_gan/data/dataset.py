@@ -69,7 +69,7 @@ def _load_npy(path: Path, fix: str, dtype=None, mmap_mode=None) -> np.ndarray:
         array = np.load(path, mmap_mode=mmap_mode, allow_pickle=False)
         if isinstance(array, np.ndarray) and dtype is not None:
             array = array.astype(dtype, casting="same_kind")  # complex or text: an error, not a warning
-    except (OSError, EOFError, ValueError, TypeError) as e:
+    except Exception as e:  # numpy's header parser also raises SyntaxError and tokenize.TokenError
         reason = e.strerror if isinstance(e, OSError) and e.strerror else e  # without the path again
         raise UserError(f"{path}: unreadable ({reason}); {fix}") from None
     if not isinstance(array, np.ndarray):

@@ -31,6 +31,9 @@ READABLE_MODES = {"RGB", "RGBA", "L", "LA", "P", "PA", "CMYK", "YCbCr", "1"}
 # PIL warns on stderr about damaged metadata ("Corrupt EXIF data") of images whose pixels decode
 # fine; we read only the pixels, and a file whose pixels fail is skipped and listed in the report.
 warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.")
+# Images past PIL's pixel limit are skipped by read_image (decoded, each would take gigabytes): its
+# warning would be two more lines on stderr for each.
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 
 @dataclass
@@ -57,14 +60,19 @@ def check_source_folder(root) -> Path:
 def scan(root, skip=None) -> Source:
     """`skip`: a folder inside `root` to leave out, such as `prepare`'s own output."""
     root = check_source_folder(root)
-    if (root / "tags.pickle").exists():
+    if _present(root / "tags.pickle"):
         return _scan_tag_pickle(root)
     for name in ("objects.json", "object.json"):
-        if (root / name).exists():
+        if _present(root / name):
             return _scan_json(root, root / name)
-    if (root / "tags.csv").exists():
+    if _present(root / "tags.csv"):
         return _scan_tags_csv(root)
     return _scan_folder(root, Path(skip) if skip is not None else None)
+
+
+def _present(path: Path) -> bool:
+    # a broken link to a label file is that file missing, said as such: not an unlabelled folder
+    return path.exists() or path.is_symlink()
 
 
 def _image_dir(root: Path) -> Path:
@@ -83,11 +91,14 @@ def _scan_tag_pickle(root: Path) -> Source:
     labels, seen = [], set()
     # Integer keys in numeric order (0, 1, 2, ..., 10), so images/{i} keep their order when copied.
     for key in sorted(tags, key=lambda k: (0, k, "") if isinstance(k, int) else (1, 0, str(k))):
+        if isinstance(key, int) and not -MAX_INDEX < key < MAX_INDEX:  # (str() of 5000 digits raises)
+            src.skipped.append((f"{path} entry of {key.bit_length()} bits", "not an image index"))
+            continue
         if str(key) in seen:  # 0 and "0" both name images/0.jpg: one image, not two copies of it
             src.skipped.append((f"{path} entry {key!r}", "repeated index (the image has a label already)"))
             continue
         seen.add(str(key))
-        vec = _tag_vector(tags[key], path, key)
+        vec = _tag_vector(tags[key], path, key, schema)
         try:
             schema.check(vec, f"{path} entry {key!r}")
         except UserError as e:
@@ -95,7 +106,7 @@ def _scan_tag_pickle(root: Path) -> Source:
                             f"for these classes beside it") from None
         if _add_numbered(src, images, key):
             labels.append(vec)
-    _skip_unlabelled(src, [images], {str(k) for k in tags}, by_stem=True)
+    _skip_unlabelled(src, [images], seen, by_stem=True)
     src.labels = np.stack(labels) if labels else np.zeros((0, schema.dim), np.float32)
     return src
 
@@ -136,9 +147,32 @@ def _add_numbered(src: Source, images: Path, stem) -> bool:
     return True
 
 
-def _tag_vector(value, path: Path, key) -> np.ndarray:
+MAX_INDEX = 10 ** 18  # past this an integer key names no image file
+
+
+def _tag_vector(value, path: Path, key, schema: Schema) -> np.ndarray:
     """A 22-dim tensor, or the (hair_onehot, eye_onehot) tuple seed 001's own code stores."""
     parts = value if isinstance(value, (tuple, list)) and len(value) and not np.isscalar(value[0]) else [value]
+    where = f"{path} entry {key!r}"
+    for p in parts:  # checked before any copy: a view can claim 2**30 numbers over a few bytes of file
+        if isinstance(p, torch.Tensor):
+            if p.layout != torch.strided or p.device.type != "cpu":
+                raise UserError(f"{where}: a {p.layout} tensor on {p.device}; labels are dense CPU tensors")
+            n = p.numel()
+        elif isinstance(p, np.ndarray):
+            if p.dtype.kind not in "biuf" or p.dtype.hasobject:  # b: bool
+                raise UserError(f"{where}: a numpy array of {p.dtype}; labels are arrays of numbers")
+            n = p.size
+        else:
+            continue
+        if n > schema.dim:
+            raise UserError(f"{where}: label has {n} numbers but the schema has {schema.dim} classes")
+    if len(parts) > 1:  # one part per group, in order: (eye, hair) would concatenate to a wrong 22
+        sizes = [p.numel() if isinstance(p, torch.Tensor) else int(np.size(p)) for p in parts]
+        want = [len(g.classes) for g in schema.groups]
+        if sizes != want:
+            raise UserError(f"{where}: a tuple of parts with {sizes} numbers; expected one per group in order, "
+                            f"{', '.join(f'{g.name} {len(g.classes)}' for g in schema.groups)}; re-export it so")
     try:
         flat = [p.detach().cpu().numpy() if isinstance(p, torch.Tensor) else np.asarray(p) for p in parts]
         if any(np.iscomplexobj(f) for f in flat):
@@ -152,10 +186,12 @@ def _tag_vector(value, path: Path, key) -> np.ndarray:
 
 def _scan_json(root: Path, objects_path: Path) -> Source:
     objects = read_json(objects_path, dict)
-    try:
-        names = [n for n, _ in sorted(objects.items(), key=lambda kv: int(kv[1]))]
-    except (TypeError, ValueError, OverflowError):
-        raise UserError(f"{objects_path}: expected {{name: index}} with integer indices") from None
+    # whole numbers, or their digits as text: 1.7 and 1.2 would both be read as 1, and true as 1
+    indices = [int(i) if type(i) is int or isinstance(i, str) and i.isascii() and i.isdigit() else None
+               for i in objects.values()]
+    if None in indices or len(set(indices)) < len(indices):
+        raise UserError(f"{objects_path}: expected {{name: index}} with distinct whole-number indices")
+    names = [n for n, _ in sorted(zip(objects, indices), key=lambda kv: kv[1])]
     if not names:
         raise UserError(f"{objects_path}: lists no objects; expected {{name: index}} with at least one name")
     schema = multi_label_schema(names)
@@ -192,9 +228,18 @@ def _scan_json(root: Path, objects_path: Path) -> Source:
     return src
 
 
+def _no_repeats(pairs):
+    # json keeps the last of two equal keys: a train.json naming one image twice would lose a label
+    keys = [k for k, _ in pairs]
+    repeated = next((k for k in keys if keys.count(k) > 1), None) if len(set(keys)) < len(keys) else None
+    if repeated is not None:
+        raise ValueError(f"the key {repeated[:80]!r} appears twice")
+    return dict(pairs)
+
+
 def read_json(path: Path, kind: type, fix: str = "fix or re-export the file"):
-    try:
-        value = json.loads(path.read_text(encoding="utf-8-sig"))  # (a BOM, as Windows editors write)
+    try:  # (utf-8-sig: a BOM, as Windows editors write)
+        value = json.loads(path.read_text(encoding="utf-8-sig"), object_pairs_hook=_no_repeats)
     except (OSError, ValueError, RecursionError) as e:  # RecursionError: nested thousands deep
         raise UserError(f"{path}: not valid JSON ({e}); {fix}") from None
     if not isinstance(value, kind):
@@ -269,14 +314,19 @@ def read_image(path: Path, size: int) -> np.ndarray:
     """Decode, centre-crop to a square and resize with an antialiased filter: [3, size, size] uint8.
 
     Raises ValueError with a short reason for an unreadable file or an unsupported mode."""
+    limit = Image.MAX_IMAGE_PIXELS or float("inf")
     try:
         with Image.open(path) as im:
-            mode = im.mode
-            if mode in READABLE_MODES:
+            mode, too_large = im.mode, im.width * im.height > limit
+            if mode in READABLE_MODES and not too_large:
                 im.load()
                 rgb = flatten_alpha(im)
+    except Image.DecompressionBombError:  # (past twice the limit PIL refuses to open it)
+        too_large = True
     except Exception as e:  # a damaged file can make a decoder raise anything (a TypeError in TIFF's)
         raise ValueError(f"unreadable image ({type(e).__name__})") from None
+    if too_large:
+        raise ValueError(f"too large (over {limit:,} pixels); scale it down first")
     if mode not in READABLE_MODES:
         raise ValueError(f"unsupported image mode {mode}")
     w, h = rgb.size

@@ -101,12 +101,30 @@ def _prepare(cfg: PrepareConfig, out: Path) -> dict:
     check_has_images(src)  # before -o is made: a refused SOURCE leaves no empty folder
     if not cfg.synthetic:
         writable_folder(out, "choose another folder with -o")
-    images, keep, skipped = pack(src, out, cfg.image_size, cfg.workers, cfg.quiet, strict=cfg.strict)
+    _, _, meta = cache_paths(out, cfg.image_size)
+    copy = not _same(src.root, out)
+    staged = None
+
+    def before_replace(keep):
+        # The slow copies first, while the earlier set stays whole; then only short steps. Until its
+        # meta file is written again at the end, a labelled cache is refused (re-run prepare), never
+        # read with the other set's labels or beside the other set's images.
+        nonlocal staged
+        if copy:
+            staged = stage_images(out, [src.files[i] for i in keep])
+        meta.unlink(missing_ok=True)
+
+    try:
+        images, keep, skipped = pack(src, out, cfg.image_size, cfg.workers, cfg.quiet, strict=cfg.strict,
+                                     before_replace=before_replace)
+    except BaseException:
+        if staged is not None:
+            shutil.rmtree(staged, ignore_errors=True)
+        raise
     skipped = src.skipped + skipped
     labels = src.labels[keep] if src.labels is not None else None
-    if not _same(src.root, out):
-        # a re-run from the same SOURCE replaces what it wrote (images/ in one swap: see below)
-        write_tag_pickle_layout(out, [src.files[i] for i in keep], labels, src.schema)
+    if copy:  # a re-run from the same SOURCE replaces what it wrote
+        commit_tag_pickle_layout(out, staged, [src.files[i] for i in keep], labels, src.schema)
         _forget_other_sizes(out, cfg.image_size)
     elif src.kind == "tag-pickle":
         write_labels(out, None, labels, src.schema, overwrite_priors=False)
@@ -116,7 +134,6 @@ def _prepare(cfg: PrepareConfig, out: Path) -> dict:
     report["folder_state"] = folder_state(out, sorted(_relative(f, out) for f in folders))
     if cfg.synthetic:  # drawn into `out`, which is then read as a tag-pickle set: say which it is
         report.update(source="built-in faces", layout="built-in", seed=cfg.seed)
-    _, _, meta = cache_paths(out, cfg.image_size)
     _atomic_write_bytes(meta, json.dumps(report, indent=1).encode())
     return report
 
@@ -191,16 +208,18 @@ def _strict_error(skipped) -> UserError:
                      f"({skipped[0][1]}); fix them or drop --strict (nothing was changed)")
 
 
-def pack(src: Source, out: Path, size: int, workers: int = 0, quiet: bool = False, strict: bool = False):
+def pack(src: Source, out: Path, size: int, workers: int = 0, quiet: bool = False, strict: bool = False,
+         before_replace=lambda keep: None):
     """Decode every file once into cache/images_<size>.npy; return (path, kept indices, skipped).
 
-    An existing cache is only replaced once decoding succeeded (and, with strict, skipped nothing)."""
+    An existing cache is only replaced once decoding succeeded (and, with strict, skipped nothing),
+    and after `before_replace(kept indices)` returned."""
     images_path, labels_path, _ = cache_paths(out, size)
     made = not images_path.parent.exists()
     images_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = images_path.with_suffix(".tmp.npy")
     try:  # Ctrl-C, a full disk or a bad file: no half-written cache is left behind
-        return _pack_into(tmp, src, images_path, labels_path, size, workers, quiet, strict)
+        return _pack_into(tmp, src, images_path, labels_path, size, workers, quiet, strict, before_replace)
     finally:
         tmp.unlink(missing_ok=True)
         tmp.with_name("shrink." + tmp.name).unlink(missing_ok=True)
@@ -209,7 +228,7 @@ def pack(src: Source, out: Path, size: int, workers: int = 0, quiet: bool = Fals
 
 
 def _pack_into(tmp: Path, src: Source, images_path: Path, labels_path: Path, size: int, workers: int,
-               quiet: bool, strict: bool):
+               quiet: bool, strict: bool, before_replace):
     arr = _reserved_memmap(tmp, np.uint8, (len(src.files), 3, size, size))
     keep, skipped = [], []
 
@@ -237,6 +256,7 @@ def _pack_into(tmp: Path, src: Source, images_path: Path, labels_path: Path, siz
                             f"{skipped[0][0]} ({skipped[0][1]}); check the files (nothing was changed)")
         raise _strict_error(src.skipped + skipped)
     _shrink_npy(tmp, len(keep))
+    before_replace(keep)
     os.replace(tmp, images_path)
     if src.labels is not None:
         _atomic_save_npy(labels_path, src.labels[keep].astype(np.uint8))
@@ -275,12 +295,10 @@ def _shrink_npy(path: Path, n: int) -> None:
     os.replace(tmp, path)
 
 
-def write_tag_pickle_layout(out: Path, files: list[Path], labels, schema: Schema | None) -> None:
-    """images/{i}.<ext> copies plus tags.pickle, <group>_prob.npy and schema.json.
-
-    The copies go into a hidden folder that then replaces images/ in two renames: a re-run stopped
-    while copying (Ctrl-C, SIGTERM) leaves the earlier images/ whole, never a mix of two sets."""
-    image_dir, staging, old = out / "images", out / ".images.partial", out / ".images.old"
+def stage_images(out: Path, files: list[Path]) -> Path:
+    """Copy `files` to a hidden folder as {i}.<ext>, which commit_tag_pickle_layout then makes images/:
+    a re-run stopped while copying (Ctrl-C, SIGTERM) leaves the earlier images/ whole."""
+    staging, old = out / ".images.partial", out / ".images.old"
     for leftover in (staging, old):  # of a run killed with -9
         shutil.rmtree(leftover, ignore_errors=True)
     staging.mkdir(parents=True)
@@ -294,12 +312,18 @@ def write_tag_pickle_layout(out: Path, files: list[Path], labels, schema: Schema
                 from PIL import Image
                 with Image.open(f) as im:
                     flatten_alpha(im).save(target)  # on white, as the cache has it
-        if image_dir.exists():
-            os.replace(image_dir, old)
-        os.replace(staging, image_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+    return staging
+
+
+def commit_tag_pickle_layout(out: Path, staged: Path, files: list[Path], labels, schema: Schema | None) -> None:
+    """The staged copies become images/ (two renames), then tags.pickle, <group>_prob.npy, schema.json."""
+    image_dir, old = out / "images", out / ".images.old"
+    if image_dir.exists():
+        os.replace(image_dir, old)
+    os.replace(staged, image_dir)
     shutil.rmtree(old, ignore_errors=True)
     if schema is not None:
         write_labels(out, files, labels, schema, overwrite_priors=True)

@@ -14,6 +14,7 @@ import json
 import math
 import os
 import re
+import sys
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -141,6 +142,19 @@ def resumable_steps(run_dir) -> list[int]:
 def _did_you_mean(p: Path, otherwise: str) -> str:
     guess = Path(TrainConfig.checkpoint_dir) / p  # a run's name given without its folder
     return f"did you mean {guess}?" if not p.is_absolute() and guess.is_dir() else otherwise
+
+
+def only_run(model_dir) -> str:
+    """`model_dir`, or the one run inside it when it is a folder of runs holding exactly one (so
+    `anime-gan test` after a single `anime-gan train` needs no -d); said on stderr."""
+    p = Path(model_dir)
+    if not p.is_dir() or steps(p):
+        return str(model_dir)
+    runs = [d for d in p.iterdir() if d.is_dir() and steps(d)]
+    if len(runs) != 1:
+        return str(model_dir)  # none or several: generator_path says which there are
+    print(f"note: using {runs[0]}, the only run in {p} (-d picks another)", file=sys.stderr)
+    return str(runs[0])
 
 
 def generator_path(model_dir) -> Path:

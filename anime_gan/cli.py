@@ -33,6 +33,16 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message):  # one line, not usage + error
         self.exit(2, f"{self.prog}: error: {_one_line(message)} (see {self.prog} --help)\n")
 
+    def _get_option_tuples(self, option_string):
+        # `--batch` prefixes both --batch_size and --batch-size, which are one option spelled two ways
+        # (seed 001's and ours): one match, not "ambiguous option"
+        seen, unique = set(), []
+        for match in super()._get_option_tuples(option_string):
+            if id(match[0]) not in seen:
+                seen.add(id(match[0]))
+                unique.append(match)
+        return unique
+
     def parse_args(self, args=None, namespace=None):
         # argparse reports a flag the subcommand does not know from the top parser: name the subcommand
         ns, extras = self.parse_known_args(args, namespace)
@@ -209,14 +219,16 @@ def build_parser() -> argparse.ArgumentParser:
     t = TestConfig()
     p.add_argument("-t", "--type", default=t.type, choices=TEST_TYPES, metavar="TYPE", help="what to draw (listed above; default fix_noise, or conditions with --conditions)")
     p.add_argument("-d", "--model_dir", "--model-dir", default=t.model_dir,
-                   help="run folder (latest G_<N>.ckpt) or a checkpoint file")
+                   help="run folder (latest G_<N>.ckpt) or a checkpoint file (default: the only run in "
+                        "checkpoints/)")
     p.add_argument("-s", "--sample_dir", "--sample-dir", default=t.sample_dir,
                    help="where to write (default: the run's own sample folder, beside its training "
                         "snapshots, e.g. samples/<run>; so runs do not overwrite each other's grids)")
     p.add_argument("--hair", help="hair colour (one of the checkpoint's; random when omitted)")
     p.add_argument("--eye", help="eye colour (one of the checkpoint's; random when omitted)")
-    p.add_argument("--to-hair", help="interpolate: end hair colour")
-    p.add_argument("--to-eye", help="interpolate: end eye colour")
+    p.add_argument("--to-hair", help="interpolate: end hair colour (default: the start's, or random when no "
+                                     "colour flag is given)")
+    p.add_argument("--to-eye", help="interpolate: end eye colour (default: as --to-hair)")
     p.add_argument("--hair-rgb", help="any hair colour as '#rrggbb' (--embed rgb models)")
     p.add_argument("--eye-rgb", help="any eye colour as '#rrggbb' (--embed rgb models)")
     p.add_argument("--pairs", nargs="+", default=[], metavar="TAGS", help="pairs: rows such as 'blue hair red eyes'")
@@ -383,6 +395,9 @@ def _run(args, argv=None) -> int:
         from .data.prepare import check_source, format_report, prepare, validate_prepare
         cfg = _config(PrepareConfig, args)
         cfg.out = args.out or (args.source if args.source and not args.synthetic else "data")
+        if cfg.source is not None and not cfg.synthetic and cfg.seed != PrepareConfig().seed:
+            print("note: --seed picks the built-in faces --synthetic draws; a SOURCE is read as it is: ignored",
+                  file=sys.stderr)
         if args.dry_run:
             validate_prepare(cfg)
             check_source(cfg)
@@ -391,11 +406,16 @@ def _run(args, argv=None) -> int:
         return 0
     if args.command == "train":
         from .config import resolve_hyper, validate_train
-        from .train import check_before_data, check_run_folder, resolve_resume, train
+        from .distributed import pick_device
+        from .files import no_file_in_the_way
+        from .train import check_before_data, check_device_options, check_run_folder, resolve_resume, train
         cfg = dataclasses.replace(_config(TrainConfig, args), typed=_typed(argv, "train"))
         validate_train(cfg)
         if args.dry_run:  # with --resume: the snapshot's settings, as training would take them
+            check_device_options(cfg, pick_device(cfg.device))
             cfg, run, resume_path, snapshot = resolve_resume(cfg)
+            for folder in (cfg.checkpoint_dir, cfg.sample_dir):
+                no_file_in_the_way(Path(folder) / run, "choose another folder with -s/-c")
             check_run_folder(cfg, Path(cfg.checkpoint_dir) / run, resume_path, snapshot)
             check_before_data(cfg, resume_path, snapshot)
             return _print({"train": dataclasses.asdict(cfg), "resolved": dataclasses.asdict(resolve_hyper(cfg)),

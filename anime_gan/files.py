@@ -102,13 +102,19 @@ def writable_file(path, fix: str, append: bool = False) -> None:
             os.unlink(probe)
 
 
-def writable_folder(folder, fix: str):
-    """Create `folder` if needed and prove a file can be written there, before any long work;
-    otherwise a UserError that names the folder and ends with `fix`."""
+def no_file_in_the_way(folder, fix: str) -> Path:
+    """`folder`, unless it or a parent is a file (checked without writing: also by --dry-run)."""
     folder = Path(folder)
     blocker = next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), None)
     if blocker is not None:
         raise UserError(f"{folder}: cannot write here ({blocker} is a file, not a folder); {fix}")
+    return folder
+
+
+def writable_folder(folder, fix: str):
+    """Create `folder` if needed and prove a file can be written there, before any long work;
+    otherwise a UserError that names the folder and ends with `fix`."""
+    folder = no_file_in_the_way(folder, fix)
     with writing(folder, fix):
         folder.mkdir(parents=True, exist_ok=True)
         # a name of its own: two runs probing one folder must not delete each other's probe

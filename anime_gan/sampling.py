@@ -21,11 +21,11 @@ import torch
 from PIL import Image
 
 from . import render
-from .checkpoint import check_sample_folder, generator_path, load, load_generator, steps
+from .checkpoint import check_sample_folder, generator_path, load, load_generator, only_run, steps
 from .config import TestConfig, TrainConfig, check_device, check_seed
 from .distributed import pick_device
 from .errors import UserError
-from .files import writable_folder, writing
+from .files import no_file_in_the_way, writable_folder, writing
 from .labels import Schema, encode, parse_rgb, read_conditions
 
 DEFAULT_PAIRS = ("pink hair black eyes", "black hair purple eyes", "red hair red eyes",
@@ -107,7 +107,8 @@ def with_sample_dir(cfg: TestConfig) -> TestConfig:
 def check_test(cfg: TestConfig) -> tuple[TestConfig, str, Model | None]:
     """Every check of `cfg` against its checkpoint (also run by --dry-run): (cfg with its sample
     folder, the test type, the loaded model; None for -t progress, which reads snapshots)."""
-    cfg = with_sample_dir(cfg)
+    cfg = with_sample_dir(replace(cfg, model_dir=only_run(cfg.model_dir)))
+    no_file_in_the_way(cfg.sample_dir, "choose another folder with -s")
     kind = validate_test(cfg)
     used = USES.get(kind, set())
     if kind == "progress":
@@ -378,8 +379,13 @@ def interpolate(cfg, model, rng, gen) -> list[Path]:
     """From (z0, hair/eye) to (z1, to-hair/to-eye) in --steps steps: a strip and a GIF.  Models with
     other labels go between two random labels; unconditional ones between two noise vectors."""
     if _hair_and_eye(model):
-        start = [_colour(cfg, model, rng, "hair"), _colour(cfg, model, rng, "eye")]
-        end = [_colour(cfg, model, rng, "hair", "to_"), _colour(cfg, model, rng, "eye", "to_")]
+        groups = ("hair", "eye")
+        start = [_colour(cfg, model, rng, g) for g in groups]
+        # A colour without its --to-* stays as it starts (`--hair red --to-hair blue` keeps the eyes);
+        # with no colour flags at all, both ends are drawn at random.
+        chosen = any(getattr(cfg, f) for g in groups for f in (g, f"{g}_rgb", f"to_{g}"))
+        end = [_colour(cfg, model, rng, g, "to_") if getattr(cfg, f"to_{g}") or not chosen else first
+               for g, first in zip(groups, start)]
         c0, c1 = _conds(model, [start, end])
         title = f"{_describe(model, start)} -> {_describe(model, end)}"
     else:

@@ -69,6 +69,12 @@ def check_run_folder(cfg: TrainConfig, ckpt_dir: Path, resume_path: Path | None,
             checkpoint.check_sample_folder(snapshot, resume_path.parent, Path(cfg.sample_dir) / ckpt_dir.name)
     # A run continued elsewhere (--resume OTHER_RUN) starts this folder afresh, like a new run.
     fresh_folder = resume_path is None or resume_path.parent.resolve() != ckpt_dir.resolve()
+    if resume_path is not None and fresh_folder:  # a branch under another -c, keeping the run's name
+        origin = resume_path.parent
+        theirs = Path(snapshot.get("sample_path") or cfg.sample_dir) / origin.name
+        if (Path(cfg.sample_dir) / ckpt_dir.name).resolve() == theirs.resolve():
+            raise UserError(f"{ckpt_dir}: a branch of {origin} would write its images into {theirs}, among "
+                            f"the original's; give it its own with --name NEW or -s FOLDER (nothing was changed)")
     existing = checkpoint.steps(ckpt_dir)  # any G_<N>.ckpt: a fresh start would write over it
     later = [s for s in existing if resume_path is not None and s > int(snapshot["step"])]
     if not fresh_folder and later:
@@ -207,6 +213,18 @@ def fixed_grid(schema: Schema | None, z_dim: int, cols: int, seed: int):
     return z, labels, rows
 
 
+def check_device_options(cfg: TrainConfig, device: torch.device, world_size: int = 1) -> None:
+    """What the device refuses (also run by --dry-run, as one process)."""
+    if cfg.precision == "fp16" and device.type != "cuda":
+        raise UserError("--precision fp16 needs a CUDA GPU; use --precision bf16 on the CPU")
+    if cfg.sync_bn and world_size > 1 and device.type != "cuda":
+        raise UserError("--sync-bn needs CUDA GPUs (PyTorch's SyncBatchNorm has no CPU version); drop it with -d cpu")
+    if cfg.cuda_graph and device.type != "cuda":
+        raise UserError("--cuda-graph records the training step on a CUDA GPU; drop it on the CPU")
+    if cfg.cuda_graph and world_size > 1:
+        raise UserError("--cuda-graph works in a single process; drop it under torchrun")
+
+
 def train(cfg: TrainConfig) -> Path | None:
     validate_train(cfg)
     hyper = resolve_hyper(cfg)
@@ -216,16 +234,9 @@ def train(cfg: TrainConfig) -> Path | None:
     console = _Console(sys.stderr)
     log = (lambda msg: print(msg, file=console)) if dist.is_main and not cfg.quiet else (lambda msg: None)
     device = distributed.pick_device(cfg.device, dist.local_rank if dist.world_size > 1 else None)
-    if cfg.precision == "fp16" and device.type != "cuda":
-        raise UserError("--precision fp16 needs a CUDA GPU; use --precision bf16 on the CPU")
-    if cfg.sync_bn and dist.world_size > 1 and device.type != "cuda":
-        raise UserError("--sync-bn needs CUDA GPUs (PyTorch's SyncBatchNorm has no CPU version); drop it with -d cpu")
+    check_device_options(cfg, device, dist.world_size)
     if cfg.sync_bn and dist.world_size == 1:  # (a resume may run alone what torchrun started)
         log("note: --sync-bn shares BatchNorm statistics between torchrun's processes; one process: ignored")
-    if cfg.cuda_graph and device.type != "cuda":
-        raise UserError("--cuda-graph records the training step on a CUDA GPU; drop it on the CPU")
-    if cfg.cuda_graph and dist.world_size > 1:
-        raise UserError("--cuda-graph works in a single process; drop it under torchrun")
     if device.type == "cuda":
         _configure_cuda(cfg.deterministic)
 
@@ -257,6 +268,8 @@ def train(cfg: TrainConfig) -> Path | None:
         log(f"note: --embed sets how labels condition the nets; --model {cfg.model} draws without labels: ignored")
     if cfg.aux != defaults.aux and aux is None:
         log(f"note: --aux weights the ACGAN class loss; --model {cfg.model} has no class head: ignored")
+    if cfg.ema_decay != defaults.ema_decay and not cfg.ema:
+        log("note: --ema-decay sets the decay of G's moving-average copy; --no-ema keeps none: ignored")
     if preset.loss == "vae":  # one optimizer for encoder and decoder, one update per batch
         for flag in ("dlr", "n_critic"):
             if getattr(cfg, flag) is not None:
@@ -403,7 +416,7 @@ def train(cfg: TrainConfig) -> Path | None:
                         _append_stats(ckpt_dir, rec, tb)
                         bar.set_postfix({k: f"{v:.3f}" for k, v in rec.items() if k.endswith("loss")}
                                         | {"img/s": rec["img_per_s"]})
-                        if bar.disable and step % cfg.sample == 0:  # a log file gets a line, not a bar
+                        if bar.disable:  # a log file gets a line every --log-every steps, not a bar
                             log(" ".join(f"{k} {v}" for k, v in rec.items()))
                 if dist.is_main and (step % cfg.sample == 0 or step == cfg.iterations):
                     _write_samples(G_ema or G, fixed_z, fixed_c, row_names,

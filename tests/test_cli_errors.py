@@ -1,6 +1,7 @@
 """Bad input through the CLI: exit status 2, one line on stderr naming the file and the fix, no
 traceback, and nothing already on disk damaged. Plus --version, --help and usage errors."""
 import argparse
+import json
 import pickle
 
 import pytest
@@ -303,3 +304,9 @@ def test_a_reader_that_leaves_early_ends_the_command_quietly(tmp_path):
     err = proc.stderr.read()
     assert proc.wait(timeout=120) == 1 and "Traceback" not in err and "Broken pipe" not in err
     assert len(list((tmp_path / "d" / "images").iterdir())) == 8 and (tmp_path / "d" / "tags.pickle").is_file()
+
+
+def test_a_prefix_of_one_option_spelled_two_ways_is_that_option(cli, tmp_path):
+    rc, out, _ = cli("train", "--batch", 4, "-t", tmp_path, "--dry-run")  # --batch_size and --batch-size
+    assert rc == 0 and json.loads(out)["train"]["batch_size"] == 4
+    one_line_error(cli("train", "--n", 4, "-t", tmp_path, "--dry-run"), "ambiguous option: --n could match --nf")

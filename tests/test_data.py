@@ -227,6 +227,13 @@ def test_prepare_dry_run_prints_json_and_writes_nothing(cli, tmp_path):
     assert snapshot(tmp_path) == before
 
 
+def test_prepare_notes_a_seed_that_only_the_builtin_faces_use(cli, tmp_path):
+    write_folder(tmp_path / "src")
+    rc, _, err = cli("prepare", tmp_path / "src", "-o", tmp_path / "out", "--seed", 5, "-q")
+    assert rc == 0 and err == "note: --seed picks the built-in faces --synthetic draws; a SOURCE is read as it " \
+                              "is: ignored\n"
+
+
 def test_prepare_dry_run_refuses_the_folders_a_real_run_refuses(cli, tmp_path):
     for dry_run in ([], ["--dry-run"]):
         one_line_error(cli("prepare", tmp_path / "typo", "-o", tmp_path / "out", *dry_run),
@@ -238,6 +245,13 @@ def test_prepare_dry_run_refuses_the_folders_a_real_run_refuses(cli, tmp_path):
                        f"{tmp_path / 'other'}: already holds a data set from elsewhere")
         one_line_error(cli("prepare", "--synthetic", 4, "-o", tmp_path / "other", *dry_run),
                        f"{tmp_path / 'other'}: already holds a data set; choose an empty folder")
+        (tmp_path / "run").mkdir(exist_ok=True)
+        (tmp_path / "run" / "G_2.ckpt").write_text("a checkpoint")  # -o naming a folder of other things
+        before = snapshot(tmp_path)
+        for source in (["--synthetic", 4], [tmp_path / "src"]):
+            one_line_error(cli("prepare", *source, "-o", tmp_path / "run", *dry_run),
+                           f"{tmp_path / 'run'}: holds other files (G_2.ckpt); choose an empty or new folder")
+        assert snapshot(tmp_path) == before
         (tmp_path / "no_images").mkdir(exist_ok=True)
         (tmp_path / "no_images" / "readme.txt").write_text("not an image")
         before = snapshot(tmp_path)
@@ -637,9 +651,9 @@ def test_a_refused_prepare_into_a_folder_leaves_no_cache_that_blocks_the_rerun(c
     src = write_folder(tmp_path / "src", 3)
     (src / "bad.png").write_bytes(b"junk")
     (tmp_path / "out").mkdir()
-    (tmp_path / "out" / "notes.txt").write_text("mine")
+    (tmp_path / "out" / ".gitignore").write_text("*")  # a clone's data/ holds just this
     one_line_error(cli("prepare", src, "-o", tmp_path / "out", "--strict", "-q"), "--strict: 1 file(s) skipped")
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["notes.txt"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [".gitignore"]
     assert cli("prepare", src, "-o", tmp_path / "out", "-q")[0] == 0
 
 

@@ -434,6 +434,8 @@ def test_dry_runs_refuse_what_the_real_commands_refuse(cli, run_dir, data_dir, t
         one_line_error(cli("train-judge", "-t", tmp_path / "no-data", *dry_run), f"{tmp_path / 'no-data'}: no such")
         one_line_error(cli("train-judge", "-t", data_dir, "-o", run_dir / "G_2.ckpt", *dry_run),
                        "G_2.ckpt: exists and is not a judge")
+        one_line_error(cli("train-judge", "-t", data_dir, "-o", run_dir, "--epochs", "1", *dry_run),
+                       f"{run_dir}: is a folder; -o takes the judge's file name")
     assert list(tmp_path.iterdir()) == [] and snapshot(run_dir) == before
 
 

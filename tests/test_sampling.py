@@ -108,7 +108,36 @@ def test_interpolate_writes_a_gif_of_each_step(models, tmp_path, capsys):
     assert rc == 0 and paths == [str(tmp_path / "interpolate.png"), str(tmp_path / "interpolate.gif")]
     gif = Image.open(paths[1])
     assert gif.n_frames == 4 and gif.size == (S, S)
-    assert "--to-hair not given; picked" in err and "--hair not given" not in err
+    assert "picked" not in err  # a colour without its --to-* stays as it starts
+
+
+@pytest.mark.parametrize("seed", ["0", "1", "2"])
+def test_interpolate_changes_only_the_colours_it_is_given_ends_for(models, tmp_path, capsys, seed):
+    rc, _, err = _test(capsys, models["onehot"], tmp_path, "-t", "interpolate", "--steps", "2",
+                       "--hair", "red", "--to-hair", "blue", "--seed", seed)
+    picked = [line for line in err.splitlines() if "picked" in line]
+    assert rc == 0 and len(picked) == 1 and picked[0].startswith("--eye not given; picked")
+    rc, _, err = _test(capsys, models["onehot"], tmp_path, "-t", "interpolate", "--steps", "2", "--seed", seed)
+    assert rc == 0 and all(f"--{flag} not given; picked" in err for flag in ("hair", "eye", "to-hair", "to-eye"))
+
+
+def test_a_folder_holding_one_run_names_it_and_one_holding_two_lists_them(models, tmp_path, capsys):
+    import shutil
+    runs = tmp_path / "checkpoints"
+    shutil.copytree(models["onehot"], runs / "only")
+    rc, paths, err = _test(capsys, runs, tmp_path / "out", "-t", "fix_noise")
+    assert rc == 0 and paths == [str(tmp_path / "out" / "fix_noise.png")]
+    assert f"note: using {runs / 'only'}, the only run in {runs} (-d picks another)" in err
+    shutil.copytree(models["onehot"], runs / "second")
+    rc, _, err = _test(capsys, runs, tmp_path / "out", "-t", "fix_noise")
+    assert rc == 2 and "no G_<step>.ckpt in this folder (runs inside: only, second)" in err
+
+
+def test_a_sample_folder_that_is_a_file_is_refused_by_the_dry_run_too(models, tmp_path, capsys):
+    (tmp_path / "a_file").write_text("")
+    for dry_run in (["--dry-run"], []):
+        rc, _, err = _test(capsys, models["onehot"], tmp_path / "a_file", "-t", "fix_noise", *dry_run)
+        assert rc == 2 and "a_file is a file, not a folder); choose another folder with -s" in err
 
 
 def test_a_colour_in_capitals_names_its_file_in_lower_case(models, tmp_path, capsys):

@@ -139,9 +139,11 @@ def test_seed_002_acgan_with_a_gradient_penalty_of_5(tmp_path, data):
 
 def test_weights_of_loss_terms_the_model_lacks_are_noted(tmp_path, data, capsys):
     assert main(["train", "-t", str(data), "-s", str(tmp_path / "s"), "-c", str(tmp_path / "c"), *TINY[:-1],
-                 "--model", "cgan", "--gp", "5", "--aux", "2", "--image-size", "32", "-i", "1"]) == 0
+                 "--model", "cgan", "--gp", "5", "--aux", "2", "--image-size", "32", "-i", "1", "--no-ema",
+                 "--ema-decay", "0.5"]) == 0
     err = capsys.readouterr().err
     assert "note: --gp weights the wgan-gp and dragan penalties; --loss bce has none: ignored" in err
+    assert "note: --ema-decay sets the decay of G's moving-average copy; --no-ema keeps none: ignored" in err
     assert "note: --aux weights the ACGAN class loss; --model cgan has no class head: ignored" in err
     for model, flags, notes in (("cvae", ["--dlr", "0.01", "--n-critic", "2"],
                                  ["--dlr sets D's side; --model cvae has no D", "--n-critic sets D's side"]),
@@ -285,6 +287,31 @@ def test_resume_into_another_sample_folder_writes_the_real_grid_there(tmp_path, 
                  "-b", "8", *common, "-i", "4", "--resume", "-q"]) == 0
     assert (tmp_path / "other" / "r" / "real.png").read_bytes() == real
     assert (tmp_path / "other" / "r" / "fake_step_4.png").exists()
+
+
+def test_a_branch_under_another_checkpoint_folder_never_samples_among_the_original(tmp_path, data, capsys):
+    common = ["--model", "cgan", "--image-size", "32", "--check", "2", "--name", "r"]
+    assert _train(tmp_path, data, *common, "-i", "2") == 0
+    original = tmp_path / "ckpt" / "r"
+    before = snapshot(tmp_path / "samples")
+    capsys.readouterr()
+    branch = ["train", "-t", str(data), "-c", str(tmp_path / "other"), *TINY, "-i", "4", "--resume", str(original)]
+    assert main([*branch, "-s", str(tmp_path / "samples")]) == 2
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'other' / 'r'}: a branch of {original} would write its images into " \
+           f"{tmp_path / 'samples' / 'r'}, among the original's" in err
+    assert main(branch) == 2  # the snapshot's -s, taken as it is on a resume: the same folder
+    assert snapshot(tmp_path / "samples") == before and not (tmp_path / "other").exists()
+    assert main([*branch, "-s", str(tmp_path / "mine")]) == 0 and (tmp_path / "mine" / "r" / "fake_step_4.png").exists()
+
+
+def test_a_log_file_gets_a_stats_line_every_log_every_steps(tmp_path, data, capsys):
+    args = ["train", "-t", str(data), "-s", str(tmp_path / "s"), "-c", str(tmp_path / "c"), "--nf", "8", "-b", "8",
+            "--model", "cgan", "--image-size", "32", "-i", "5", "--log-every", "2", "--sample", "100"]
+    capsys.readouterr()
+    assert main(args) == 0  # stderr is not a terminal here: no bar, lines
+    steps = [line.split()[1] for line in capsys.readouterr().err.splitlines() if line.startswith("step ")]
+    assert steps == ["2", "4", "5"]  # and the last, partial one
 
 
 def test_resume_with_changed_settings_says_which(tmp_path, data, capsys):
@@ -719,7 +746,8 @@ def test_resume_where_the_data_moved_asks_for_its_new_place(tmp_path, data, cli)
 
 def test_resume_with_a_typed_c_continues_the_run_there(tmp_path, data):
     assert _train(tmp_path, data, "--model", "cgan", "--image-size", "32", "-i", "2", "--check", "2", "--name", "r") == 0
-    assert main(["train", "--resume", str(tmp_path / "ckpt" / "r"), "-i", "3", "-c", str(tmp_path / "c2"), "-q"]) == 0
+    assert main(["train", "--resume", str(tmp_path / "ckpt" / "r"), "-i", "3", "-c", str(tmp_path / "c2"),
+                 "-s", str(tmp_path / "s2"), "-q"]) == 0  # (its own -s: see the test of branches above)
     assert checkpoint.resumable_steps(tmp_path / "c2" / "r") == [3]
     assert checkpoint.resumable_steps(tmp_path / "ckpt" / "r") == [2]
 
@@ -899,3 +927,22 @@ def test_what_the_labels_decide_is_refused_before_any_slow_work_and_by_the_dry_r
     for dry_run in ([], ["--dry-run"]):
         one_line_error(cli("train", "-t", clevr, *out, "-i", "2", "--resume", tmp_path / "c" / "r", *dry_run),
                        "was trained on labels hair (12) + eye (10)")
+
+
+@pytest.mark.parametrize("flags, needle", [
+    (["--precision", "fp16"], "--precision fp16 needs a CUDA GPU"),
+    (["--cuda-graph"], "--cuda-graph records the training step on a CUDA GPU"),
+])
+def test_dry_run_refuses_what_the_cpu_cannot_run(tmp_path, cli, flags, needle):
+    for dry_run in (["--dry-run"], []):
+        one_line_error(cli("train", "-t", tmp_path, "-d", "cpu", *flags, "-c", tmp_path / "c", "-s", tmp_path / "s",
+                           *dry_run), needle)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_dry_runs_refuse_output_folders_that_are_files(tmp_path, cli, data):
+    (tmp_path / "a_file").write_text("")
+    for dry_run in (["--dry-run"], []):
+        one_line_error(cli("train", "-t", data, "-c", tmp_path / "a_file", "-s", tmp_path / "s", *TINY, "-i", "1",
+                           *dry_run), "a_file is a file, not a folder); choose another folder with -s/-c")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]

@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from ..config import MAX_SYNTHETIC, PrepareConfig, check_seed
 from ..errors import UserError
-from ..files import removed_on_failure, replace_atomically, writable_folder
+from ..files import removed_on_failure, replace_atomically, visible_entries, writable_folder
 from ..labels import Schema, anime_schema
 from .formats import IMAGE_SUFFIXES, Source, check_source_folder, flatten_alpha, read_image, scan
 
@@ -59,6 +59,8 @@ def check_folders(cfg: PrepareConfig) -> None:
     if cfg.synthetic:
         return check_empty_for_synthetic(Path(cfg.out))
     source, out = check_source_folder(cfg.source), Path(cfg.out)
+    if not _same(source, out):
+        _check_no_other_files(out)
     if not _same(source, out) and _holds_data(out) and not _prepared_from(out, source):
         # Writing over another set would mix them: its images/{i} beyond the new count, or of
         # another extension, would stay and be read as the new set's.
@@ -346,6 +348,16 @@ def check_empty_for_synthetic(out: Path) -> None:
     if _holds_data(out):
         raise UserError(f"{out}: already holds a data set; choose an empty folder with -o, or delete "
                         f"this one to draw the built-in faces again (nothing was changed)")
+    _check_no_other_files(out)
+
+
+def _check_no_other_files(out: Path) -> None:
+    # -o naming a run folder, or a home directory, would scatter images/, cache/, tags.pickle there
+    others = visible_entries(out) if not _holds_data(out) else []
+    if others:
+        names = ", ".join(sorted(p.name for p in others)[:3]) + (", ..." if len(others) > 3 else "")
+        raise UserError(f"{out}: holds other files ({names}); choose an empty or new folder with -o "
+                        f"(nothing was changed)")
 
 
 def write_synthetic(out: Path, n: int, seed: int, size: int = 64, quiet: bool = False) -> None:

@@ -63,7 +63,8 @@ def add_eval_parsers(sub, make, dry_run) -> None:
               "anime-gan eval -d checkpoints/clevr --conditions new_test.json -k 4"])
     e = EvalConfig()
     p.add_argument("-d", "--model_dir", "--model-dir", default=e.model_dir, metavar="RUN_OR_CKPT",
-                   help="run folder (latest G_<N>.ckpt) or a checkpoint file")
+                   help="run folder (latest G_<N>.ckpt) or a checkpoint file (default: the only run in "
+                        "checkpoints/)")
     p.add_argument("-t", "--train_dir", "--train-dir", default=None,
                    help="data folder (default: the one the checkpoint was trained on)")
     p.add_argument("--judge", default=None, help="judge file (default <data>/judge_<size>.pt)")

@@ -313,7 +313,7 @@ def check_eval(cfg: EvalConfig, device) -> Checked:
     """The checks that read no images, run first by `eval` and alone by `eval --dry-run`: every
     file is loaded (G, judge, Inception weights) and checked against the others."""
     validate_eval(cfg)
-    path = checkpoint.generator_path(cfg.model_dir)
+    path = checkpoint.generator_path(checkpoint.only_run(cfg.model_dir))
     writable_file(path.parent / "metrics.jsonl", _results_fix(path), append=True)
     if "fid" in cfg.metrics:  # a missing weights file should stop us before any slow work
         find_weights(cfg.inception_weights)

@@ -139,6 +139,8 @@ def _no_labels(cfg: JudgeConfig):
 def judge_file(cfg: JudgeConfig) -> Path:
     """Where the judge is written; refused if a file that is not a judge is there."""
     out = Path(cfg.out) if cfg.out else Path(cfg.train_dir) / f"judge_{cfg.image_size}.pt"
+    if out.is_dir():
+        raise UserError(f"{out}: is a folder; -o takes the judge's file name, such as {out / 'judge.pt'}")
     if out.is_file():  # only a judge is replaced: -o pointing at a checkpoint or tags file is a slip
         try:
             checkpoint.load(out, "judge")

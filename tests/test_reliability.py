@@ -67,7 +67,8 @@ def test_interrupt_writes_a_final_checkpoint_and_exits_0(tmp_path, data, sig):
 def test_a_closed_log_pipe_stops_with_a_checkpoint_instead_of_losing_the_steps(tmp_path, data):
     """`anime-gan train 2>&1 | head -3`: once the reader is gone, the next log line cannot be written;
     the run stops after that step and saves it, as for SIGTERM."""
-    proc = _spawn(tmp_path, data, "-i", "100000", "--check", "100000", "--sample", "4", quiet=False)
+    proc = _spawn(tmp_path, data, "-i", "100000", "--check", "100000", "--sample", "4", "--log-every", "4",
+                  quiet=False)
     run = tmp_path / "c" / "r"
     _wait_for_steps(proc, run, 3)
     proc.stderr.close()  # the reader leaves; the log line at the next multiple of 4 meets EPIPE

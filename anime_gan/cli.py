@@ -395,14 +395,16 @@ def _run(args, argv=None) -> int:
         from .data.prepare import check_source, format_report, prepare, validate_prepare
         cfg = _config(PrepareConfig, args)
         cfg.out = args.out or (args.source if args.source and not args.synthetic else "data")
-        if cfg.source is not None and not cfg.synthetic and cfg.seed != PrepareConfig().seed:
-            print("note: --seed picks the built-in faces --synthetic draws; a SOURCE is read as it is: ignored",
-                  file=sys.stderr)
         if args.dry_run:
             validate_prepare(cfg)
             check_source(cfg)
+        report = None if args.dry_run else prepare(cfg)
+        if cfg.source is not None and not cfg.synthetic and cfg.seed != PrepareConfig().seed:  # (once it passed)
+            print("note: --seed picks the built-in faces --synthetic draws; a SOURCE is read as it is: ignored",
+                  file=sys.stderr)
+        if args.dry_run:
             return _print(cfg)
-        print(format_report(prepare(cfg)))
+        print(format_report(report))
         return 0
     if args.command == "train":
         from .config import resolve_hyper, validate_train

@@ -23,6 +23,28 @@ import torch
 from .errors import UserError
 
 
+class _Budget:
+    """What one load may build, in items and bytes, beyond what it reads: the file's own size. The
+    memo lets a file hand one big object to a callable again and again (set(L) a thousand times,
+    one compressed storage blob unpacked ten times) at a few bytes per call."""
+    left = 0
+    tensors: list = []
+
+    @classmethod
+    def charge(cls, n: int, what: str) -> None:
+        cls.left -= n
+        if cls.left < 0:
+            raise pickle.UnpicklingError(f"builds more {what} than a file of its size can hold")
+
+
+def _counted(build):
+    def counted(*args):
+        _Budget.charge(sum(len(a) for a in args if isinstance(a, (list, tuple, dict, set, frozenset, str, bytes))),
+                       "items")
+        return build(*args)
+    return counted
+
+
 def _bytes_from_latin1(text, encoding="latin1"):
     # Protocol-2 pickles spell `bytes` as _codecs.encode(str, 'latin1'); allow nothing else.
     if encoding not in ("latin1", "latin-1") or not isinstance(text, str):
@@ -40,9 +62,15 @@ def _storage_from_bytes(data):
             raise pickle.UnpicklingError("refused a tensor storage that is not plain data") from None
         # Only a storage in host memory: a ready-made tensor here would skip the size check below.
         plain = isinstance(storage, (torch.UntypedStorage, torch.TypedStorage)) and storage.device.type == "cpu"
+        if plain:
+            _Budget.charge(storage.nbytes(), "tensor bytes")
     if not plain:
         raise pickle.UnpicklingError(f"refused a {type(storage).__name__} where a tensor storage belongs")
     return storage
+
+
+def _refuse_state(*args):
+    raise pickle.UnpicklingError("refused to reset a tensor from the file's state")
 
 
 def _tensor_within_storage(*args):
@@ -53,6 +81,8 @@ def _tensor_within_storage(*args):
     if t.numel() > t.untyped_storage().nbytes():
         raise pickle.UnpicklingError(f"a tensor of shape {tuple(t.shape)} over a storage of "
                                      f"{t.untyped_storage().nbytes()} bytes")
+    t.__setstate__ = _refuse_state  # a BUILD after this would set_() any shape over the storage
+    _Budget.tensors.append(t)  # (removed once loaded: a tensor with attributes pickles another way)
     return t
 
 
@@ -82,14 +112,24 @@ def _reconstruct(cls, shape, typecode):
     return _mm.multiarray._reconstruct(np.ndarray, (0,), typecode)
 
 
+def _shared_dtype(*args):
+    # numpy's own dtype object of that kind, which ignores a BUILD: a fresh copy would take new
+    # flags or fields from the file after this check (and crash numpy, or read pointers)
+    dtype = plain_dtype(np.dtype(*args))
+    shared = np.dtype(dtype.char)
+    if dtype != shared:
+        raise pickle.UnpicklingError(f"refused numpy dtype {dtype!r} (only this machine's byte order)")
+    return shared
+
+
 _ALLOWED = {
-    ("collections", "OrderedDict"): collections.OrderedDict,
-    ("builtins", "set"): set,
-    ("builtins", "frozenset"): frozenset,
+    ("collections", "OrderedDict"): _counted(collections.OrderedDict),
+    ("builtins", "set"): _counted(set),
+    ("builtins", "frozenset"): _counted(frozenset),
     ("builtins", "complex"): complex,
     ("_codecs", "encode"): _bytes_from_latin1,
     ("numpy", "ndarray"): _NDARRAY,
-    ("numpy", "dtype"): lambda *args: plain_dtype(np.dtype(*args)),
+    ("numpy", "dtype"): _shared_dtype,
     ("torch._utils", "_rebuild_tensor_v2"): _tensor_within_storage,
     ("torch.storage", "_load_from_bytes"): _storage_from_bytes,
 }
@@ -98,8 +138,8 @@ for _prefix in ("numpy.core", "numpy._core"):
     _ALLOWED[(_prefix + ".multiarray", "scalar")] = lambda dtype, *a: _mm.multiarray.scalar(plain_dtype(dtype), *a)
     _ALLOWED[(_prefix + ".numeric", "_frombuffer")] = (
         lambda buf, dtype, *a: _mm.numeric._frombuffer(buf, plain_dtype(dtype), *a))
-for _name in ("float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8", "bool_"):
-    _ALLOWED[("numpy", _name)] = getattr(np, _name)
+# (numpy's scalar types are not here: its pickles build scalars with multiarray.scalar, and
+# numpy.float64(L) of a memo'd list would copy it as often as the file asks)
 
 
 class _RestrictedUnpickler(pickle.Unpickler):
@@ -177,7 +217,11 @@ def load(path) -> object:
             f.seek(0)
             check_opcodes(f)
             f.seek(0)
-            return _RestrictedUnpickler(f).load()
+            _Budget.left, _Budget.tensors = os.fstat(f.fileno()).st_size, []
+            loaded = _RestrictedUnpickler(f).load()
+            for t in _Budget.tensors:
+                del t.__setstate__
+            return loaded
     except FileNotFoundError:
         broken = " (a link to a file that is not there)" if os.path.islink(path) else ""
         raise UserError(f"{path}: file not found{broken}") from None
@@ -186,9 +230,11 @@ def load(path) -> object:
     except OSError as e:
         raise UserError(f"{path}: cannot read ({e.strerror}); check the file's permissions") from None
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, RuntimeError,
-            IndexError, KeyError, MemoryError, UnicodeDecodeError, OverflowError, Warning) as e:
+            IndexError, KeyError, MemoryError, UnicodeDecodeError, OverflowError, RecursionError, SystemError,
+            Warning) as e:  # (SystemError: numpy's, on a dtype state no writer makes)
         reason = (str(e).splitlines() or [type(e).__name__])[0][:200]
         raise UserError(f"{path}: not a plain tags pickle ({reason}); it may be corrupt or unsafe; "
                         f"fix the file or replace it with a good copy") from None
     finally:
         sys.excepthook = hook
+        _Budget.tensors = []

@@ -290,7 +290,7 @@ def test_a_tensor_rebuilt_by_its_state_into_a_huge_view_is_refused_before_it_is_
     root = tmp_path / "d"
     draw(root / "images" / "0.jpg", (255, 0, 0))
     (root / "tags.pickle").write_bytes(content[:-2] + build + b"s.")
-    with pytest.raises(UserError, match="entry 0: label has 1099511627776 numbers but the schema has 22 classes"):
+    with pytest.raises(UserError, match=r"not a plain tags pickle \(refused to reset a tensor from the file's state\)"):
         scan(root)
 
 
@@ -307,3 +307,46 @@ def test_label_tuples_must_follow_the_groups_and_huge_keys_are_not_indices(tmp_p
     (root / "tags.pickle").write_bytes(pickle.dumps({0: label, 10 ** 5000: label, -MAX_INDEX: label}))
     src = scan(root)  # str() of a 5000-digit number raises ValueError
     assert len(src.files) == 1 and [why for _, why in src.skipped] == ["not an image index"] * 2
+
+
+def test_a_file_cannot_build_far_more_than_its_own_size_through_repeated_references(tmp_path):
+    items = list(range(100_000))  # written once; every set(...) below refers back to it
+    _refused(tmp_path, pickle.dumps({0: [Payload(set, items) for _ in range(50)]}, protocol=2),
+             "builds more items than a file of its size can hold")
+    blob = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.save(torch.zeros(100_000).untyped_storage(), blob)  # one storage blob, unpacked ten times
+    data = blob.getvalue()  # one bytes object: the pickle writes it once and refers back to it
+    _refused(tmp_path, pickle.dumps({0: [Payload(torch.storage._load_from_bytes, data) for _ in range(10)]},
+                                    protocol=4), "builds more tensor bytes than a file of its size can hold")
+
+
+def test_a_numpy_dtype_cannot_be_changed_by_the_files_state(tmp_path):
+    # numpy.dtype('f8') then BUILD with flags 127: numpy failed with SystemError, or read pointers
+    dtype = b"cnumpy\ndtype\nX\x02\x00\x00\x00f8\x89\x88\x87R(K\x03X\x01\x00\x00\x00<NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x7ftb"
+    path = tmp_path / "tags.pickle"
+    path.write_bytes(b"\x80\x02}K\x00" + dtype + b"s.")
+    loaded = safe_pickle.load(path)[0]
+    assert loaded is np.dtype("f8") and loaded.flags == np.dtype("f8").flags
+
+
+def test_labels_nested_in_lists_are_refused_before_they_are_copied(tmp_path):
+    row = [np.zeros(22)] * 1000
+    root = tmp_path / "d"
+    draw(root / "images" / "0.jpg", (255, 0, 0))
+    (root / "tags.pickle").write_bytes(pickle.dumps({0: [[row] * 1000]}))  # 22 million numbers from 4 KB
+    assert (root / "tags.pickle").stat().st_size < 10_000
+    with pytest.raises(UserError, match="entry 0: label is not a vector of numbers"):
+        scan(root)
+
+
+def test_keys_that_cannot_name_an_image_are_skipped(tmp_path):
+    root = tmp_path / "d"
+    draw(root / "images" / "0.jpg", (255, 0, 0))
+    label = torch.cat([torch.eye(12)[0], torch.eye(10)[0]])
+    (root / "tags.pickle").write_bytes(pickle.dumps({0: label, frozenset({1}): label, 2.5: label}))
+    src = scan(root)
+    assert len(src.files) == 1 and sorted(src.skipped) == [
+        (f"{root / 'tags.pickle'} entry of type float", "not an image index"),
+        (f"{root / 'tags.pickle'} entry of type frozenset", "not an image index")]

@@ -89,8 +89,12 @@ def _scan_tag_pickle(root: Path) -> Source:
     src = Source(root, "tag-pickle", schema)
     images = _image_dir(root)
     labels, seen = [], set()
+    for key in tags:  # (str() of a frozenset key nested thousands deep recurses until it fails)
+        if not isinstance(key, (int, str, np.integer)):
+            src.skipped.append((f"{path} entry of type {type(key).__name__}", "not an image index"))
+    keys = [k for k in tags if isinstance(k, (int, str, np.integer))]
     # Integer keys in numeric order (0, 1, 2, ..., 10), so images/{i} keep their order when copied.
-    for key in sorted(tags, key=lambda k: (0, k, "") if isinstance(k, int) else (1, 0, str(k))):
+    for key in sorted(keys, key=lambda k: (0, k, "") if isinstance(k, int) else (1, 0, str(k))):
         if isinstance(key, int) and not -MAX_INDEX < key < MAX_INDEX:  # (str() of 5000 digits raises)
             src.skipped.append((f"{path} entry of {key.bit_length()} bits", "not an image index"))
             continue
@@ -148,12 +152,16 @@ def _add_numbered(src: Source, images: Path, stem) -> bool:
 
 
 MAX_INDEX = 10 ** 18  # past this an integer key names no image file
+_NUMBER = (int, float, np.number, str)  # (bool is an int; digits as text are read as numbers, as before)
 
 
 def _tag_vector(value, path: Path, key, schema: Schema) -> np.ndarray:
     """A 22-dim tensor, or the (hair_onehot, eye_onehot) tuple seed 001's own code stores."""
     parts = value if isinstance(value, (tuple, list)) and len(value) and not np.isscalar(value[0]) else [value]
     where = f"{path} entry {key!r}"
+    not_numbers = UserError(f"{where}: label is not a vector of numbers; re-export it with a 0/1 tensor or array "
+                            f"per image, or a (hair, eye) tuple of them")
+    sizes = []
     for p in parts:  # checked before any copy: a view can claim 2**30 numbers over a few bytes of file
         if isinstance(p, torch.Tensor):
             if p.layout != torch.strided or p.device.type != "cpu":
@@ -163,15 +171,20 @@ def _tag_vector(value, path: Path, key, schema: Schema) -> np.ndarray:
             if p.dtype.kind not in "biuf" or p.dtype.hasobject:  # b: bool
                 raise UserError(f"{where}: a numpy array of {p.dtype}; labels are arrays of numbers")
             n = p.size
+        elif isinstance(p, _NUMBER):
+            n = 1
+        elif isinstance(p, (list, tuple)) and all(isinstance(x, _NUMBER) for x in p):  # flat: no nested copies
+            n = len(p)
         else:
-            continue
+            raise not_numbers
         if n > schema.dim:
             raise UserError(f"{where}: label has {n} numbers but the schema has {schema.dim} classes")
+        sizes.append(n)
     if len(parts) > 1:  # one part per group, in order: (eye, hair) would concatenate to a wrong 22
-        sizes = [p.numel() if isinstance(p, torch.Tensor) else int(np.size(p)) for p in parts]
         want = [len(g.classes) for g in schema.groups]
         if sizes != want:
-            raise UserError(f"{where}: a tuple of parts with {sizes} numbers; expected one per group in order, "
+            shown = str(sizes[:5])[:-1] + (", ...]" if len(sizes) > 5 else "]")
+            raise UserError(f"{where}: a tuple of parts with {shown} numbers; expected one per group in order, "
                             f"{', '.join(f'{g.name} {len(g.classes)}' for g in schema.groups)}; re-export it so")
     try:
         flat = [p.detach().cpu().numpy() if isinstance(p, torch.Tensor) else np.asarray(p) for p in parts]

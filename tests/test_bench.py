@@ -29,6 +29,14 @@ def test_profile_step_prints_per_step_figures():
     assert "wall per step" in r.stdout and "leaf aten ops per step:" in r.stdout
 
 
+def test_tags_pickle_load_prints_both_times():
+    r = _bench("tags_pickle_load.py", "--n", "20")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.startswith("20 entries (") and "opcode pass" in r.stdout and "whole load" in r.stdout
+    r = _bench("tags_pickle_load.py", "--n", "0")
+    assert r.returncode == 2 and "--n must be 1 or more" in r.stderr
+
+
 def test_compare_runs_needs_a_gpu_and_says_so():
     import torch
     r = _bench("compare_runs.py", "-i", "4", "-b", "8", timeout=600)

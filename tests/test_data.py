@@ -798,6 +798,24 @@ def test_a_data_folder_changed_since_packing_is_packed_again_by_train(tmp_path):
     assert "(tags.pickle edited)" in lines[0] and data.labels[0].nonzero()[0].tolist() == [0, 12]
 
 
+def test_packing_a_changed_folder_again_keeps_where_its_set_came_from(tmp_path, cli):
+    src = write_tag_pickle(tmp_path / "src", PAIRS[:6])
+    out = tmp_path / "out"
+    prepare(PrepareConfig(source=str(src), out=str(out), image_size=32, quiet=True))
+    (out / "images" / "5.jpg").unlink()
+    lines = []
+    assert len(_loaded(out, lines)) == 5 and "packing it again" in lines[0]
+    assert json.loads((out / "cache" / "meta_32.json").read_text())["source"] == str(src)
+    assert cli("prepare", src, "-o", out, "--image-size", 32, "-q")[0] == 0  # still its own: a re-run
+    assert len(open_packed(out, 32)) == 6
+    builtin = tmp_path / "builtin"
+    prepare(PrepareConfig(out=str(builtin), synthetic=8, image_size=32, quiet=True))
+    (builtin / "images" / "0.png").unlink()
+    assert len(_loaded(builtin, lines)) == 7
+    meta = json.loads((builtin / "cache" / "meta_32.json").read_text())
+    assert meta["layout"] == "built-in" and meta["source"] == "built-in faces" and meta["seed"] == 0
+
+
 def test_a_folder_copied_elsewhere_is_not_packed_again(tmp_path):
     import shutil
     root = write_folder(tmp_path / "pics")

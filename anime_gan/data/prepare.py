@@ -105,6 +105,7 @@ def _prepare(cfg: PrepareConfig, out: Path) -> dict:
         writable_folder(out, "choose another folder with -o")
     _, _, meta = cache_paths(out, cfg.image_size)
     copy = not _same(src.root, out)
+    origin = {} if copy or cfg.synthetic else _origin(meta, out)
     staged = None
 
     def before_replace(keep):
@@ -136,8 +137,22 @@ def _prepare(cfg: PrepareConfig, out: Path) -> dict:
     report["folder_state"] = folder_state(out, sorted(_relative(f, out) for f in folders))
     if cfg.synthetic:  # drawn into `out`, which is then read as a tag-pickle set: say which it is
         report.update(source="built-in faces", layout="built-in", seed=cfg.seed)
+    report.update(origin)
     _atomic_write_bytes(meta, json.dumps(report, indent=1).encode())
     return report
+
+
+def _origin(meta: Path, out: Path) -> dict:
+    """Where the set packed before at this size came from, when not from `out` itself: packing it
+    again in place (train does, after the folder changed) keeps that, so `prepare SRC -o OUT` still
+    recognises OUT as its own, and built-in faces stay described as such."""
+    try:
+        old = json.loads(meta.read_text())
+        if old.get("layout") == "built-in" or not _same(old["source_path"], out):
+            return {k: old[k] for k in ("source", "source_path", "layout", "seed") if k in old}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
+        pass
+    return {}
 
 
 # What scan() reads labels from; a change to any of them, or one appearing, changes the set.

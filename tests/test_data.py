@@ -310,6 +310,21 @@ def test_centre_crop_and_transparency_on_white(tmp_path):
     assert tuple(x[:, 2, 16]) == (255, 255, 255)        # transparent -> white, not black
 
 
+def test_exif_orientation_is_applied(tmp_path):
+    """A photo stored sideways with EXIF orientation 6 ("rotate 90 clockwise to view") is read the
+    way viewers show it: the red top strip as stored becomes the right side."""
+    stored = np.zeros((40, 40, 3), np.uint8)
+    stored[:10] = (255, 0, 0)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(stored).save(tmp_path / "side.jpg", exif=exif, quality=95)
+    x = read_image(tmp_path / "side.jpg", 40)
+    assert x[0, 20, 36] > 200 and x[0, 2, 20] < 60     # red on the right, not on top
+    (tmp_path / "bad").mkdir()  # damaged EXIF over good pixels: the pixels as stored
+    Image.fromarray(stored).save(tmp_path / "bad" / "x.jpg", exif=b"Exif\x00\x00II*\x00garbage")
+    assert read_image(tmp_path / "bad" / "x.jpg", 40)[0, 2, 20] > 200
+
+
 @pytest.mark.parametrize("mode", ["L", "P", "CMYK", "1", "LA"])
 def test_other_8bit_modes_decode_to_rgb(tmp_path, mode):
     Image.new("RGB", (20, 20), (200, 200, 200)).convert(mode).save(tmp_path / ("x.png" if mode != "CMYK" else "x.jpg"))

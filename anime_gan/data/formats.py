@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 
 from .. import safe_pickle
 from ..errors import UserError
@@ -333,7 +333,7 @@ def read_image(path: Path, size: int) -> np.ndarray:
             mode, too_large = im.mode, im.width * im.height > limit
             if mode in READABLE_MODES and not too_large:
                 im.load()
-                rgb = flatten_alpha(im)
+                rgb = flatten_alpha(upright(im))
     except Image.DecompressionBombError:  # (past twice the limit PIL refuses to open it)
         too_large = True
     except Exception as e:  # a damaged file can make a decoder raise anything (a TypeError in TIFF's)
@@ -349,6 +349,14 @@ def read_image(path: Path, size: int) -> np.ndarray:
     if side != size:
         rgb = rgb.resize((size, size), Image.LANCZOS, reducing_gap=3.0 if side >= 3 * size else None)
     return np.asarray(rgb, dtype=np.uint8).transpose(2, 0, 1).copy()
+
+
+def upright(im: Image.Image) -> Image.Image:
+    """Turned the way its EXIF orientation says, as viewers show it (a phone photo saved sideways)."""
+    try:
+        return ImageOps.exif_transpose(im)
+    except Exception:  # damaged EXIF over readable pixels: the pixels as stored
+        return im
 
 
 def flatten_alpha(im: Image.Image) -> Image.Image:

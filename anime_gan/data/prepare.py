@@ -24,7 +24,7 @@ from ..config import MAX_SYNTHETIC, PrepareConfig, check_seed
 from ..errors import UserError
 from ..files import removed_on_failure, replace_atomically, visible_entries, writable_folder
 from ..labels import Schema, anime_schema
-from .formats import IMAGE_SUFFIXES, Source, check_source_folder, flatten_alpha, read_image, scan
+from .formats import IMAGE_SUFFIXES, Source, check_source_folder, flatten_alpha, read_image, scan, upright
 
 CACHE_DIR = "cache"
 
@@ -328,7 +328,7 @@ def stage_images(out: Path, files: list[Path]) -> Path:
             else:
                 from PIL import Image
                 with Image.open(f) as im:
-                    flatten_alpha(im).save(target)  # on white, as the cache has it
+                    flatten_alpha(upright(im)).save(target)  # upright and on white, as the cache has it
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

@@ -366,16 +366,22 @@ def test_eval_from_another_folder_uses_the_data_the_run_was_trained_on(tmp_path,
 def test_eval_diversity_needs_no_judge(run_dir, tmp_path, capsys):
     missing = str(tmp_path / "none.pt")
     assert main(["eval", "-d", str(run_dir), "--judge", missing, "--metrics", "diversity", "--device", "cpu",
-                 "--json", "-q"]) == 0
-    metrics = json.loads(capsys.readouterr().out)["metrics"]
+                 "--json"]) == 0
+    out, err = capsys.readouterr()
+    metrics = json.loads(out)["metrics"]
     assert set(metrics) == {"diversity"} and metrics["diversity"]["ratio"] >= 0
+    # typed flags that the chosen metrics do not read are said, not dropped silently
+    assert "note: --judge is read only by --metrics accuracy intra-fid judge-fid; without them" in err
+    assert main(["eval", "-d", str(run_dir), "--inception-weights", missing, "--metrics", "diversity", "--device",
+                 "cpu", "--json"]) == 0
+    assert "note: --inception-weights is read only by --metrics fid; without them, ignored" in capsys.readouterr().err
 
 
 def test_eval_conditions_and_data_folder_mistakes_are_said_plainly(cli, run_dir, data_dir, tmp_path):
     conditions = tmp_path / "c.json"
     conditions.write_text(json.dumps([["blue hair", "red eyes"]]))
     rc, _, err = cli("eval", "-d", run_dir, "--metrics", "diversity", "--conditions", conditions, "--device", "cpu")
-    assert rc == 0 and "--conditions picks the labels the accuracy metric scores" in err
+    assert rc == 0 and "note: --conditions is read only by --metrics accuracy; without them, ignored" in err
     one_line_error(cli("eval", "-d", run_dir, "--metrics", "diversity", "-t", tmp_path / "nope"),
                    tmp_path / "nope", "no such data folder; check -t")
     # a model without labels: --conditions is a mistake, said in one line
@@ -388,6 +394,9 @@ def test_eval_conditions_and_data_folder_mistakes_are_said_plainly(cli, run_dir,
                  "cpu", "-q", "-c", str(tmp_path / "c"), "-s", str(tmp_path / "s"), "--name", "u"]) == 0
     one_line_error(cli("eval", "-d", tmp_path / "c" / "u", "--metrics", "diversity", "--conditions", conditions),
                    "has no labels, so --conditions has nothing to choose")
+    for dry_run in ([], ["--dry-run"]):  # the dry run reads the data folder's labels too
+        one_line_error(cli("eval", "-d", run_dir, "--metrics", "diversity", "-t", tmp_path / "u", *dry_run),
+                       f"{tmp_path / 'u'} has other labels than", "pass the right folder with -t")
 
 
 def test_diversity_of_a_data_set_without_spread_is_not_a_number(data, tmp_path):
@@ -422,6 +431,8 @@ def test_dry_runs_print_configs(capsys, run_dir, data_dir):
 def test_dry_runs_refuse_what_the_real_commands_refuse(cli, run_dir, data_dir, tmp_path):
     """The paths too, not only the values: a missing run, judge or data folder is one line, exit 2."""
     before = snapshot(run_dir)
+    empty = tmp_path / "empty"
+    empty.mkdir()
     for dry_run in ([], ["--dry-run"]):
         one_line_error(cli("eval", "-d", tmp_path / "no-run", "--metrics", "diversity", *dry_run),
                        f"{tmp_path / 'no-run'}: no such run folder")
@@ -429,6 +440,10 @@ def test_dry_runs_refuse_what_the_real_commands_refuse(cli, run_dir, data_dir, t
                        f"--judge {tmp_path / 'no.pt'}: no such file")
         one_line_error(cli("eval", "-d", run_dir, "--metrics", "diversity", "-t", tmp_path / "no-data", *dry_run),
                        f"{tmp_path / 'no-data'}: no such data folder")
+        one_line_error(cli("eval", "-d", run_dir, "--metrics", "diversity", "-t", empty, *dry_run),
+                       "no 64px cache", "anime-gan prepare")
+        one_line_error(cli("eval", "-d", run_dir, "--metrics", "accuracy", "--judge", empty, *dry_run),
+                       f"--judge {empty}: a folder, not a judge file")
         one_line_error(cli("eval", "-d", run_dir, "--metrics", "diversity", "--conditions", tmp_path / "no.json",
                            *dry_run), f"{tmp_path / 'no.json'}: cannot read")
         one_line_error(cli("train-judge", "-t", tmp_path / "no-data", *dry_run), f"{tmp_path / 'no-data'}: no such")
@@ -436,7 +451,7 @@ def test_dry_runs_refuse_what_the_real_commands_refuse(cli, run_dir, data_dir, t
                        "G_2.ckpt: exists and is not a judge")
         one_line_error(cli("train-judge", "-t", data_dir, "-o", run_dir, "--epochs", "1", *dry_run),
                        f"{run_dir}: is a folder; -o takes the judge's file name")
-    assert list(tmp_path.iterdir()) == [] and snapshot(run_dir) == before
+    assert list(tmp_path.iterdir()) == [empty] and list(empty.iterdir()) == [] and snapshot(run_dir) == before
 
 
 def test_train_judge_dry_run_refuses_unlabelled_data(cli, tmp_path):
@@ -468,11 +483,33 @@ def test_dry_run_loads_the_judge_and_inception_weights_the_real_run_would(cli, r
 def test_eval_scores_do_not_depend_on_the_batch_size(cli, run_copy, data_dir, judge_file):
     def scores(batch):
         rc, out, err = cli("eval", "-d", run_copy, "-t", data_dir, "--judge", judge_file[0], "--metrics",
-                           "accuracy", "diversity", "-k", "1", "-b", batch, "--device", "cpu", "--json", "-q")
+                           "accuracy", "diversity", "judge-fid", "-k", "1", "--fid-samples", "100", "-b", batch,
+                           "--device", "cpu", "--json", "-q")
         assert rc == 0, err
         return json.loads(out)
     a, b = scores(100), scores(7)
+    fid_a, fid_b = a["metrics"].pop("judge_fid"), b["metrics"].pop("judge_fid")
     assert a["metrics"] == b["metrics"] and a["settings"]["min_class"] == 50
+    # convolutions sum in another order for another batch size: float rounding, as the README says
+    assert fid_a > 0 and abs(fid_a - fid_b) <= 1e-4 * fid_a
+    assert a["judge_sha256"] == fid.file_key(judge_file[0]) and a["inception_sha256"] is None
+
+
+def test_eval_records_which_weights_scored(cli, data_dir, tmp_path, monkeypatch):
+    """A run trained without EMA is scored with its only weights, and says so; Inception weights
+    that are not torchvision's file get a note, and their hash goes in the record."""
+    from anime_gan.metrics import evaluate as ev
+    assert cli("train", "-t", data_dir, "--model", "cgan", "--nf", "8", "-i", "1", "-b", "4", "--no-ema",
+               "-d", "cpu", "-q", "-c", tmp_path / "c", "-s", tmp_path / "s", "--name", "r")[0] == 0
+    (tmp_path / "w.pth").write_bytes(b"stands in for the weights")
+    monkeypatch.setattr(ev, "load_inception", lambda path, device: (random_extractor(), "0123456789abcdef"))
+    rc, out, err = cli("eval", "-d", tmp_path / "c" / "r", "--metrics", "fid", "diversity", "-k", "1",
+                       "--fid-samples", "20", "--inception-weights", tmp_path / "w.pth", "--device", "cpu", "--json")
+    assert rc == 0, err
+    record = json.loads(out)
+    assert record["settings"]["ema"] is False and record["inception_sha256"] == "0123456789abcdef"
+    assert record["judge_sha256"] is None and record["metrics"]["fid"] >= 0
+    assert f"note: {tmp_path / 'w.pth'} is not torchvision's {WEIGHTS_FILE}" in err
 
 
 # ---- bad output paths and devices: one line, exit 2, before the slow work -----------------------

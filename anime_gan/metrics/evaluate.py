@@ -33,8 +33,8 @@ from ..labels import Schema, encode, read_conditions
 from ..models import PRESETS
 from .accuracy import attribute_accuracy, default_conditions
 from .config import JUDGED_METRICS, OFFLINE_METRICS, EvalConfig, validate_eval
-from .fid import StatsAccumulator, frechet_distance, real_stats, stats_of
-from .inception import find_weights, load_inception
+from .fid import StatsAccumulator, file_key, frechet_distance, real_stats, stats_of
+from .inception import INCEPTION_SHA256_PREFIX, WEIGHTS_FILE, default_weights_path, find_weights, load_inception
 from .judge import WEAK_JUDGE, load_judge
 
 
@@ -259,6 +259,7 @@ class Checked:
     schema: Schema | None
     step: int
     root: Path  # the data folder
+    data: Packed  # its packed cache (memory-mapped: no pixels read yet)
     judge_path: Path | None = None
     judge: torch.nn.Module | None = None
     judge_info: dict | None = None
@@ -272,16 +273,21 @@ def run_eval(cfg: EvalConfig, log=lambda msg: None) -> dict:
     path, G, tcfg, schema, step, root = (checked.path, checked.G, checked.train, checked.schema, checked.step,
                                          checked.root)
     results = path.parent / "metrics.jsonl"
-    if cfg.conditions and "accuracy" not in cfg.metrics:
-        log("note: --conditions picks the labels the accuracy metric scores; without it, ignored")
-    data = open_packed(root, tcfg.image_size)
+    for flag, value, users in (("--conditions", cfg.conditions, {"accuracy"}),
+                               ("--judge", cfg.judge, JUDGED_METRICS),
+                               ("--inception-weights", cfg.inception_weights, {"fid"})):
+        if value and not users & set(cfg.metrics):
+            log(f"note: {flag} is read only by --metrics {' '.join(sorted(users))}; without them, ignored")
+    data = checked.data
     changed = cache_changes(root, tcfg.image_size)
     if changed:  # eval only reads the data folder; `train` would pack it again
         log(f"note: {root} changed since its {tcfg.image_size}px cache was packed ({changed}); scores use "
             f"the cache: run `anime-gan prepare {root}` to pack it again")
-    if data.schema != schema:
-        raise UserError(f"{root} has other labels than {path} was trained on; pass the right folder with -t")
     judge, judge_path, inception = checked.judge, checked.judge_path, checked.inception
+    if inception is not None and not inception[1].startswith(INCEPTION_SHA256_PREFIX):
+        log(f"note: {cfg.inception_weights or default_weights_path()} is not torchvision's {WEIGHTS_FILE} "
+            f"(its sha256 does not start with {INCEPTION_SHA256_PREFIX}), so this FID compares only "
+            f"with FIDs from the same file")
     if judge is not None:
         weak = {g: a for g, a in checked.judge_info["heldout_accuracy"].items() if a < WEAK_JUDGE}
         if weak:  # its accuracy on fakes is bounded by what it manages on real images
@@ -300,8 +306,12 @@ def run_eval(cfg: EvalConfig, log=lambda msg: None) -> dict:
         raise UserError(f"{path}: {e}; evaluate an earlier checkpoint of the run") from None
     record = {"step": step, "checkpoint": str(path), "data": str(root),
               "judge": str(judge_path) if judge_path else None, "metrics": metrics,
+              # which files scored it: a judge retrained in place, or other Inception weights, give other numbers
+              "judge_sha256": file_key(judge_path) if judge_path else None,
+              "inception_sha256": inception[1] if inception else None,
               "settings": {"k": cfg.k, "fid_samples": cfg.fid_samples, "min_class": cfg.min_class,
-                           "seed": cfg.seed, "ema": cfg.ema, "conditions": cfg.conditions},
+                           "seed": cfg.seed, "ema": cfg.ema and tcfg.ema,  # a run without EMA has only G
+                           "conditions": cfg.conditions},
               "seconds": round(time.perf_counter() - start, 1),
               "time": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     with writing(results, _results_fix(path)), open(results, "a") as f:
@@ -322,6 +332,9 @@ def check_eval(cfg: EvalConfig, device) -> Checked:
     if not root.is_dir():
         raise UserError(f"{root}: no such data folder; check -t" if cfg.train_dir else
                         f"{root}: the data folder {path} was trained on is not here; pass it with -t DATA")
+    data = open_packed(root, tcfg.image_size)
+    if data.schema != schema:
+        raise UserError(f"{root} has other labels than {path} was trained on; pass the right folder with -t")
     scored = [m for m in ("accuracy", "intra-fid") if m in cfg.metrics]
     if scored and schema is not None and not PRESETS[tcfg.model].conditional:
         raise UserError(f"{path}: --model {tcfg.model} draws without labels, so {' and '.join(scored)} "
@@ -330,7 +343,7 @@ def check_eval(cfg: EvalConfig, device) -> Checked:
         raise UserError(f"{path}: this model has no labels, so --conditions has nothing to choose; drop it")
     if cfg.conditions:
         read_conditions(cfg.conditions, schema)
-    checked = Checked(path, G, tcfg, schema, step, root)
+    checked = Checked(path, G, tcfg, schema, step, root, data)
     if set(cfg.metrics) & JUDGED_METRICS:
         checked.judge_path, checked.judge, checked.judge_info = _load_checked_judge(
             cfg, root, path, schema, tcfg.image_size, device)
@@ -360,6 +373,9 @@ def _judge_path(cfg: EvalConfig, root: Path, g_path: Path, schema, size: int) ->
     if schema is None:
         raise UserError(f"{g_path}: trained without labels, so only --metrics fid and diversity apply")
     judge_path = Path(cfg.judge) if cfg.judge else root / f"judge_{size}.pt"
+    if cfg.judge and judge_path.is_dir():
+        raise UserError(f"--judge {judge_path}: a folder, not a judge file; pass the file "
+                        f"`anime-gan train-judge` wrote (by default <data>/judge_{size}.pt)")
     if cfg.judge and not judge_path.is_file():
         raise UserError(f"--judge {judge_path}: no such file; check the path, or make it with "
                         f"`anime-gan train-judge -t {root} --image-size {size} -o {judge_path}`")

@@ -21,6 +21,7 @@ from ..errors import UserError
 from .fid import file_key
 
 WEIGHTS_FILE = "inception_v3_google-0cc3c7bd.pth"
+INCEPTION_SHA256_PREFIX = "0cc3c7bd"  # torch.hub names files by the start of their sha256
 WEIGHTS_URL = f"https://download.pytorch.org/models/{WEIGHTS_FILE}"
 
 

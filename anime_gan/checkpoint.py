@@ -337,9 +337,10 @@ def trainer_path(path: Path) -> Path:
 
 def restore_snapshot(path: Path, state: TrainState, cfg: TrainConfig,
                      schema_dict: dict | None = None, log=lambda msg: None,
-                     g: dict | None = None, dist=None) -> tuple[int, list[dict], TrainConfig]:
+                     g: dict | None = None, dist=None) -> tuple[int, list[dict], TrainConfig, bool]:
     """Load G_<N>.ckpt at `path` and its D_<N>.ckpt into `state`; returns (N, the stats records up to N,
-    the config the snapshot was trained with). What cannot carry over to this session (the fp16 loss
+    the config the snapshot was trained with, whether random streams were drawn anew from this
+    session's --seed rather than restored). What cannot carry over to this session (the fp16 loss
     scale of a run trained in another precision, a batch stream drawn on another kind of device) is
     started afresh, deterministically, with a note through `log`.
 
@@ -374,7 +375,8 @@ def restore_snapshot(path: Path, state: TrainState, cfg: TrainConfig,
     restore(d_path, lambda: state.D.load_state_dict(d["D"]), lambda: state.opt_G.load_state_dict(d["opt_G"]),
             lambda: state.opt_D.load_state_dict(d["opt_D"]))
     step = int(g["step"])
-    restore(d_path, lambda: _restore_streams(path, d, state, saved, cfg, step, log, dist),
+    reseeded = []
+    restore(d_path, lambda: reseeded.append(_restore_streams(path, d, state, saved, cfg, step, log, dist)),
             problem="damaged checkpoint; resume from another step")
     _check_restored(path, d_path, state)
     # Logs continue where the snapshot was taken: lines written after it are dropped (the main
@@ -383,7 +385,7 @@ def restore_snapshot(path: Path, state: TrainState, cfg: TrainConfig,
     # ended; its window goes on after the resume (the snapshot kept its sums), as in a straight run.
     records = [r for r in read_jsonl(path.parent / "stats.jsonl")
                if r.get("step", 0) < step or (r.get("step") == step and not r.get("partial"))]
-    return step, records, saved
+    return step, records, saved, reseeded[0]
 
 
 def _check_trainer_body(d_path: Path, d: dict) -> None:
@@ -437,8 +439,9 @@ def _check_restored(path: Path, d_path: Path, state: TrainState) -> None:
 
 
 def _restore_streams(path: Path, d: dict, state: TrainState, saved: TrainConfig, cfg: TrainConfig, step: int,
-                     log, dist) -> None:
-    """The D file's loss scale, random streams and loss sums, back into `state`."""
+                     log, dist) -> bool:
+    """The D file's loss scale, random streams and loss sums, back into `state`; True when some
+    stream could not carry over and was seeded from `cfg.seed` and the step instead."""
     if state.scaler.is_enabled():
         if d["scaler"]:
             state.scaler.load_state_dict(d["scaler"])
@@ -449,12 +452,13 @@ def _restore_streams(path: Path, d: dict, state: TrainState, saved: TrainConfig,
             # other ranks' draws were not saved for this many processes: each draws anew, deterministically
             seed_rank_streams(state.gen, cfg.seed, dist, step)
             state.acc.load(d["acc"])
-            return
+            return True
         if dist.rank > 0:
             d = d["other_ranks"][dist.rank - 1]
     rng = d["rng"]
     torch.set_rng_state(rng["torch"])
-    if rng["gen"].numel() == state.gen.get_state().numel():
+    reseeded = rng["gen"].numel() != state.gen.get_state().numel()
+    if not reseeded:
         state.gen.set_state(rng["gen"])
     else:  # CPU and CUDA generators keep different states: reseed, the same way on every such resume
         state.gen.manual_seed(batch_stream_seed(cfg.seed, step=step))
@@ -467,6 +471,7 @@ def _restore_streams(path: Path, d: dict, state: TrainState, saved: TrainConfig,
     if cuda is not None and len(cuda) and state.gen.device.type == "cuda":
         torch.cuda.set_rng_state(cuda, state.gen.device)
     state.acc.load(d["acc"])
+    return reseeded
 
 
 def resume_path(resume: str | None, ckpt_dir: Path) -> Path | None:

@@ -324,7 +324,7 @@ def train(cfg: TrainConfig) -> Path | None:
         state = checkpoint.TrainState(G, D, G_ema, opt_G, opt_D, scaler, gen, acc)  # what snapshots save and restore
         start, records = 0, []
         if resume_path is not None:
-            start, records, saved = checkpoint.restore_snapshot(resume_path, state, cfg,
+            start, records, saved, reseeded = checkpoint.restore_snapshot(resume_path, state, cfg,
                                                                 schema.to_dict() if schema else None, log, snapshot,
                                                                 dist)
             for opt in (opt_G, opt_D):
@@ -334,7 +334,7 @@ def train(cfg: TrainConfig) -> Path | None:
             if opt_D is not opt_G:
                 _set_hyper(opt_D, hyper.dlr, hyper.betas)
             log(f"resumed {run} from step {start} ({resume_path})")
-            changed = _changed_settings(saved, cfg, penalty=hyper.loss in ("wgan-gp", "dragan"))
+            changed = _changed_settings(saved, cfg, penalty=hyper.loss in ("wgan-gp", "dragan"), reseeded=reseeded)
             if changed:  # allowed (a lower --lr to finish, say), but never silently
                 log("note: continuing with changed settings: " + changed)
         if dist.is_main:
@@ -458,7 +458,8 @@ def train(cfg: TrainConfig) -> Path | None:
                     checkpoint.save_snapshot(ckpt_dir, step, state, cfg, mcfg, schema, dist)
                     if dist.is_main:  # the curves up to here, with the steps since the last logged line
                         _plot(records + [{"step": step, **since_logged}], ckpt_dir, aux is not None)
-                log(f"stopped at step {step}: saved {ckpt_dir / f'G_{step}.ckpt'}; continue with --resume")
+                log(f"stopped at step {step}: saved {ckpt_dir / f'G_{step}.ckpt'}; " +
+                    ("continue with --resume" if step < cfg.iterations else "that was the last step: the run is done"))
             if tb is not None:
                 tb.close()
             if not alone:  # (its peers are mid-collective: leaving is enough, the OS closes the links)
@@ -521,11 +522,12 @@ def _with_snapshot_settings(cfg: TrainConfig, g: dict) -> TrainConfig:
     return replace(cfg, **inherited)
 
 
-def _changed_settings(saved: TrainConfig, cfg: TrainConfig, penalty: bool) -> str:
+def _changed_settings(saved: TrainConfig, cfg: TrainConfig, penalty: bool, reseeded: bool = False) -> str:
     """The settings this session trains with otherwise than the snapshot, as `--flag old -> new`:
     the optimizer's and the loss's as resolved (a saved --lr shows as --glr/--dlr), the others as
     given; not -i, the architecture (it must match) or where the run goes. --gp only where the loss
-    has a penalty for it to weigh."""
+    has a penalty for it to weigh. `reseeded`: the snapshot's random streams could not all be
+    restored here (another process count or device kind), so --seed seeds the new ones."""
     old_h, new_h = asdict(resolve_hyper(saved)), asdict(resolve_hyper(cfg))
     old_h["betas"], new_h["betas"] = old_h["betas"][0], new_h["betas"][0]  # beta2 is never a flag
     flag = {"betas": "beta", "n_critic": "n-critic"}
@@ -540,7 +542,8 @@ def _changed_settings(saved: TrainConfig, cfg: TrainConfig, penalty: bool) -> st
             changed.append((k.replace("_", "-"), old, new))
     note = ", ".join(f"--{k} {old} -> {new}" for k, old, new in changed)
     if any(k == "seed" for k, _, _ in changed):
-        note += "; --seed has no effect here: the run's random streams are restored"
+        note += ("; --seed seeds the random streams drawn anew for this process count or device" if reseeded
+                 else "; --seed has no effect here: the run's random streams are restored")
     return note
 
 

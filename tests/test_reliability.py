@@ -585,7 +585,8 @@ def test_ctrl_c_while_drawing_the_built_in_set_leaves_no_half_data_set(tmp_path,
     assert main(["prepare", "--synthetic", "8", "-o", str(out), "-q"]) == 0  # the folder is reusable
 
 
-def test_a_stop_right_after_a_checkpoint_is_not_saved_twice(tmp_path, data, monkeypatch, capsys):
+@pytest.mark.parametrize("iterations", [100, 3])
+def test_a_stop_right_after_a_checkpoint_is_not_saved_twice(tmp_path, data, monkeypatch, capsys, iterations):
     real_save, calls = checkpoint.save_snapshot, []
 
     def save_then_stop(ckpt_dir, step, *args):
@@ -595,9 +596,11 @@ def test_a_stop_right_after_a_checkpoint_is_not_saved_twice(tmp_path, data, monk
             os.kill(os.getpid(), signal.SIGINT)  # lands between step 3's checkpoint and step 4
     monkeypatch.setattr(checkpoint, "save_snapshot", save_then_stop)
     code = main([*(a for a in TRAIN if a != "-q"), "-t", str(data), "-s", str(tmp_path / "s"), "-c", str(tmp_path / "c"),
-                 "-i", "100", "--check", "3"])
+                 "-i", str(iterations), "--check", "3"])
     err = capsys.readouterr().err
     assert code == 0 and calls == [3] and "stopped at step 3: saved" in err, err
+    # a stop during the last step's save: nothing is left to --resume, and the line says so
+    assert ("the run is done" in err) == (iterations == 3) and ("--resume" in err) == (iterations == 100), err
 
 
 def test_files_written_atomically_get_the_usual_permissions(tmp_path, capsys):

@@ -587,15 +587,15 @@ def test_resume_in_fp16_from_another_precision_starts_a_fresh_loss_scale(tmp_pat
     assert _train(tmp_path, data, "--model", "cgan", "--image-size", "32", "-i", "2", "--check", "2", "--name", "r") == 0
     run, notes = tmp_path / "ckpt" / "r", []
     state, cfg, schema = _trainer_state(run, torch.amp.GradScaler("cpu", enabled=True))  # fp16's scaler
-    step, _, _ = checkpoint.restore_snapshot(run / "G_2.ckpt", state, cfg, schema, notes.append)
-    assert step == 2 and notes == ["note: G_2.ckpt was trained in fp32, so fp16 starts with a fresh loss scale"]
+    step, _, _, reseeded = checkpoint.restore_snapshot(run / "G_2.ckpt", state, cfg, schema, notes.append)
+    assert step == 2 and not reseeded and notes == ["note: G_2.ckpt was trained in fp32, so fp16 starts with a fresh loss scale"]
     assert state.scaler.get_scale() == torch.amp.GradScaler("cpu").get_scale()
 
 
 def test_resume_on_another_kind_of_device_reseeds_the_batch_stream(tmp_path, data, capsys):
     """A CUDA generator's state (16 bytes) cannot be loaded into a CPU one (5056): say so, reseed the same way."""
     common = ["--model", "cgan", "--image-size", "32", "--check", "2", "--name", "r"]
-    for copy in ("a", "b"):
+    for copy in ("a", "b", "c"):
         assert _train(tmp_path / copy, data, *common, "-i", "2") == 0
         d_path = tmp_path / copy / "ckpt" / "r" / "D_2.ckpt"
         d = torch.load(d_path, weights_only=True)
@@ -603,10 +603,14 @@ def test_resume_on_another_kind_of_device_reseeds_the_batch_stream(tmp_path, dat
         torch.save(d, d_path)
         capsys.readouterr()
         assert main(["train", "-t", str(data), "-s", str(tmp_path / copy / "samples"), "-c", str(tmp_path / copy / "ckpt"),
-                     "--nf", "8", "-b", "8", *common, "-i", "3", "--resume"]) == 0  # not -q: notes show
-        assert "note: G_2.ckpt drew its batches on cuda; on cpu the batch stream is reseeded" in capsys.readouterr().err
-    ga, gb = (torch.load(tmp_path / c / "ckpt" / "r" / "G_3.ckpt", weights_only=True)["G"] for c in "ab")
-    assert _states_equal(ga, gb)
+                     "--nf", "8", "-b", "8", *common, "-i", "3", "--resume", *(["--seed", "5"] if copy == "c" else [])
+                     ]) == 0  # not -q: notes show
+        err = capsys.readouterr().err
+        assert "note: G_2.ckpt drew its batches on cuda; on cpu the batch stream is reseeded" in err
+    # here --seed does choose the new stream, and the note says so rather than "no effect"
+    assert "--seed 0 -> 5; --seed seeds the random streams drawn anew" in err and "no effect" not in err
+    ga, gb, gc = (torch.load(tmp_path / c / "ckpt" / "r" / "G_3.ckpt", weights_only=True)["G"] for c in "abc")
+    assert _states_equal(ga, gb) and not _states_equal(ga, gc)
 
 
 def test_snapshots_keep_only_the_training_devices_cuda_stream(tmp_path, data):

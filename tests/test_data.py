@@ -538,6 +538,14 @@ def test_non_finite_priors_are_refused(cli, tmp_path, prior):
     assert cli("prepare", data, "-q")[0] == 0 and train_on(cli, tmp_path, data)[0] == 0  # the advice works
 
 
+def test_priors_of_the_wrong_shape_are_refused(cli, tmp_path):
+    data = write_tags_csv(tmp_path / "d", PAIRS[:3])
+    assert cli("prepare", data, "-q")[0] == 0
+    np.save(data / "hair_prob.npy", np.ones((3, 4)))  # 12 numbers, but not a list of 12 priors
+    one_line_error(train_on(cli, tmp_path, data), data / "hair_prob.npy", "expected 12 finite",
+                   "got an array of shape (3, 4)", "delete it")
+
+
 @pytest.mark.parametrize("out_name", ["prepared", "more/prepared", "images"])
 def test_prepare_into_a_folder_inside_the_source_does_not_read_its_own_output(cli, tmp_path, out_name):
     pics = write_folder(tmp_path / "pics", 5)

@@ -86,7 +86,7 @@ def class_priors(root: Path, schema: Schema | None, labels) -> dict:
         p = None
         if path.exists():
             fix = "delete it and re-run `anime-gan prepare`"
-            p = _load_npy(path, fix, dtype=np.float64).reshape(-1)
+            p = _load_npy(path, fix, dtype=np.float64)
             problem = _prior_problem(p, len(g.classes))
             if problem:
                 raise UserError(f"{path}: expected {len(g.classes)} finite, non-negative probabilities, "
@@ -98,8 +98,8 @@ def class_priors(root: Path, schema: Schema | None, labels) -> dict:
 
 
 def _prior_problem(p: np.ndarray, k: int) -> str | None:
-    if p.shape != (k,):
-        return f"{p.size} values"
+    if p.shape != (k,):  # a table of 12 numbers is not a list of 12 priors: some other file
+        return f"{p.size} values" if p.ndim == 1 else f"an array of shape {p.shape}"
     with np.errstate(over="ignore", invalid="ignore"):  # a warning would be a second line on stderr
         total = p.sum()
     if not np.isfinite(total):  # NaN (or a sum too big) would make every fake label the last class

@@ -504,12 +504,13 @@ def npz(path, array):
     ("labels_64.npy", lambda p: np.save(p, np.array(3, np.uint8)), "shape [], expected [3, 22]"),
     ("labels_64.npy", lambda p: np.save(p, np.zeros((3, 21), np.uint8)), "shape [3, 21], expected [3, 22]"),
     ("labels_64.npy", lambda p: np.save(p, np.zeros((3, 22), np.complex64)), "complex"),
+    ("labels_64.npy", lambda p: np.save(p, np.full((3, 22), np.nan, np.float32)), "other than 0 and 1"),
     ("images_64.npy", lambda p: npz(p, np.zeros((3, 3, 64, 64), np.uint8)), ".npz archive"),
     ("images_64.npy", lambda p: p.write_bytes(b""), "unreadable"),
     ("images_64.npy", lambda p: p.write_bytes(p.read_bytes()[:10] + b"\xff" * 10 + p.read_bytes()[20:]),
      "unreadable"),  # numpy's header parser raises tokenize.TokenError
     ("meta_64.json", lambda p: p.unlink(), "missing, so the labels in labels_64.npy cannot be read"),
-], ids=["meta-list", "meta-garbage", "meta-no-groups", "labels-0d", "labels-width", "labels-complex",
+], ids=["meta-list", "meta-garbage", "meta-no-groups", "labels-0d", "labels-width", "labels-complex", "labels-nan",
         "images-npz", "images-empty", "images-header", "meta-missing"])
 def test_malformed_cache_is_one_line_naming_the_file_and_prepare_rebuilds_it(cli, tmp_path, name, write,
                                                                                 needle):

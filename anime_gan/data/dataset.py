@@ -60,6 +60,8 @@ def open_packed(root, size: int) -> Packed:
             raise UserError(f"{labels_path}: labels of shape {list(labels.shape)}, expected [{len(images)}, "
                             f"{schema.dim}] ({images_path.name} holds {len(images)} images, {meta_path.name} "
                             f"names {schema.dim} classes); {repack}")
+        if not np.isin(labels, (0.0, 1.0)).all():  # prepare writes multi-hot rows; NaN or 0.7 is damage
+            raise UserError(f"{labels_path}: holds values other than 0 and 1 (multi-hot labels); {repack}")
     priors = class_priors(root, schema, labels)
     return Packed(root, images, labels, schema, priors)
 

@@ -148,6 +148,55 @@ def removed_on_failure(folder):
         raise
 
 
+def outermost_missing(folder) -> Path:
+    """The outermost folder on `folder`'s path that does not exist yet (`folder` if it does): what
+    writing into it creates, so what a failed run has to remove again (-s new/sub: new)."""
+    folder = Path(folder)
+    return next((p for p in reversed((folder, *folder.parents)) if not p.exists()), folder)
+
+
+# ---- folders replaced whole ----------------------------------------------------------------------
+# Filled as a hidden sibling `.NAME.partial`, then swapped in with two renames: a run stopped while
+# filling (Ctrl-C, SIGTERM, a full disk) leaves the earlier NAME whole, never a mix of old and new.
+
+def new_staging(folder) -> Path:
+    """An empty `.NAME.partial` beside `folder` to fill before swap_in(); what a run killed with -9
+    left there (a .partial, or a .old it had not removed yet) goes first."""
+    folder = Path(folder)
+    staging, old = _staging_names(folder)
+    for leftover in (staging, old):
+        shutil.rmtree(leftover, ignore_errors=True)
+    staging.mkdir(parents=True)
+    return staging
+
+
+def swap_in(staging: Path, folder) -> None:
+    """`staging` becomes `folder` (the old one moves aside first, then goes)."""
+    folder = Path(folder)
+    old = _staging_names(folder)[1]
+    if folder.exists():
+        os.replace(folder, old)
+    os.replace(staging, folder)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+@contextmanager
+def staged_folder(folder):
+    """Yield a new_staging() folder to fill; if the block succeeds it replaces `folder`, if it fails
+    (Ctrl-C included) it goes and `folder` stays as it was."""
+    staging = new_staging(folder)
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    swap_in(staging, folder)
+
+
+def _staging_names(folder: Path) -> tuple[Path, Path]:
+    return folder.with_name(f".{folder.name}.partial"), folder.with_name(f".{folder.name}.old")
+
+
 # ---- locks ---------------------------------------------------------------------------------------
 # flock(2): the kernel drops a lock when its process ends however it ends (kill -9 included), so
 # there is no stale lock to guess about; the file holds the pid only to name the holder.

@@ -22,7 +22,8 @@ from tqdm import tqdm
 
 from ..config import MAX_SYNTHETIC, PrepareConfig, check_seed
 from ..errors import UserError
-from ..files import removed_on_failure, replace_atomically, visible_entries, writable_folder
+from ..files import (new_staging, removed_on_failure, replace_atomically, swap_in, visible_entries,
+                     writable_folder)
 from ..labels import Schema, anime_schema
 from .formats import IMAGE_SUFFIXES, Source, check_source_folder, flatten_alpha, read_image, scan, upright
 
@@ -315,10 +316,7 @@ def _shrink_npy(path: Path, n: int) -> None:
 def stage_images(out: Path, files: list[Path]) -> Path:
     """Copy `files` to a hidden folder as {i}.<ext>, which commit_tag_pickle_layout then makes images/:
     a re-run stopped while copying (Ctrl-C, SIGTERM) leaves the earlier images/ whole."""
-    staging, old = out / ".images.partial", out / ".images.old"
-    for leftover in (staging, old):  # of a run killed with -9
-        shutil.rmtree(leftover, ignore_errors=True)
-    staging.mkdir(parents=True)
+    staging = new_staging(out / "images")  # .images.partial
     try:
         for i, f in enumerate(files):
             ext = f.suffix.lower() if f.suffix.lower() in (".jpg", ".png") else ".png"
@@ -337,11 +335,7 @@ def stage_images(out: Path, files: list[Path]) -> Path:
 
 def commit_tag_pickle_layout(out: Path, staged: Path, files: list[Path], labels, schema: Schema | None) -> None:
     """The staged copies become images/ (two renames), then tags.pickle, <group>_prob.npy, schema.json."""
-    image_dir, old = out / "images", out / ".images.old"
-    if image_dir.exists():
-        os.replace(image_dir, old)
-    os.replace(staged, image_dir)
-    shutil.rmtree(old, ignore_errors=True)
+    swap_in(staged, out / "images")
     if schema is not None:
         write_labels(out, files, labels, schema, overwrite_priors=True)
 

@@ -208,7 +208,8 @@ def build_parser() -> argparse.ArgumentParser:
              "  color_map     --embed rgb models: hue sweeps of hair vs eye -> color_map.png\n"
              "  conditions    one image per label list of --conditions FILE.json -> conditions.png\n"
              "  samples       any model: -n rows of 8 new images, a random label per row -> samples.png\n"
-             "  progress      the run's fake_step_<N>.png snapshots as an animated GIF -> progress.gif",
+             "  progress      the run's fake_step_<N>.png snapshots as an animated GIF -> progress.gif\n"
+             "                (each with the step title training gave it; at most 256, evenly spaced)",
              ["anime-gan test -t fix_noise -d checkpoints/acgan-dcgan_onehot_nf64_64px_seed0",
               "anime-gan test -t fix_hair_eye --hair blue --eye red -d checkpoints/RUN",
               "anime-gan test -t change_hair --eye blue -d checkpoints/RUN -n 4",
@@ -239,8 +240,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ema", action=argparse.BooleanOptionalAction, default=t.ema,
                    help="sample from the EMA weights when the checkpoint has them (default on)")
     p.add_argument("--captions", action=argparse.BooleanOptionalAction, default=t.captions,
-                   help="write row/column names on a margin (default on)")
-    p.add_argument("--individual", action="store_true", help="also write every image as its own PNG")
+                   help="write row/column names on a margin (default on; progress shows the snapshots' own)")
+    p.add_argument("--individual", action="store_true", help="also write every image as its own PNG, into a subfolder named like the grid "
+                        "(replaced whole: a stopped run leaves the earlier images)")
     p.add_argument("--device", default=t.device, help="cpu, cuda, cuda:N or auto: where to sample (default cpu)")
     _dry_run(p)
 

@@ -12,6 +12,7 @@ import colorsys
 import json
 import random
 import re
+import shutil
 import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -25,7 +26,8 @@ from .checkpoint import check_sample_folder, generator_path, load, load_generato
 from .config import TestConfig, TrainConfig, check_device, check_seed
 from .distributed import pick_device
 from .errors import UserError
-from .files import no_file_in_the_way, writable_folder, writing
+from .files import (no_file_in_the_way, outermost_missing, removed_on_failure, staged_folder, writable_file,
+                    writable_folder, writing)
 from .labels import Schema, encode, parse_rgb, read_conditions
 
 DEFAULT_PAIRS = ("pink hair black eyes", "black hair purple eyes", "red hair red eyes",
@@ -36,9 +38,13 @@ USES = {"fix_hair_eye": {"hair", "eye", "hair_rgb", "eye_rgb"}, "change_hair": {
         "interpolate": {"hair", "eye", "to_hair", "to_eye", "hair_rgb", "eye_rgb", "steps"},
         "pairs": {"pairs", "n"}, "conditions": {"conditions"}, "samples": {"n"}}
 COLOUR_FLAGS = ("hair", "eye", "to_hair", "to_eye", "hair_rgb", "eye_rgb")
+# Every type but progress (which reads snapshots, not a model) also reads these; noted when progress is given them.
+DRAWING = {"seed", "ema", "device", "captions", "individual"}
 # The types that draw from any model: unconditional, or labelled with other groups than hair and eye.
 ANY_MODEL = ("samples", "interpolate", "conditions", "progress")
 MAX_N, MAX_STEPS = 64, 256  # a grid of 64 rows or a 256-frame GIF is already more than a screen
+MAX_FRAMES = MAX_STEPS  # progress.gif: a snapshot is ~10 MB in memory, and a long run keeps thousands
+GRID_NAMES = {"change_hair": "change_hair_color", "change_eye": "change_eye_color"}  # as seed 001; else the type
 MAX_CONDITIONS = 1024  # captioned, one row each: a 1024-row PNG is already about 70k pixels tall
 FRAME_MS = 250
 _STEP_FILE = re.compile(r"^fake_step_(\d+)\.png$")
@@ -73,9 +79,10 @@ def validate_test(cfg: TestConfig) -> str:
         raise UserError("-s is empty; give a folder (it would write into the current one)")
     if kind not in TYPES:
         raise UserError(f"unknown test type '{kind}'; choose one of: {', '.join(TYPES)}")
-    check_device(cfg.device)
-    check_seed(cfg.seed)
-    used = USES.get(kind, set())  # a flag the type ignores is noted, not checked
+    used = _used(kind)  # a flag the type ignores is noted, not checked
+    if kind != "progress":  # which draws nothing: its --device and --seed are noted too
+        check_device(cfg.device)
+        check_seed(cfg.seed)
     for flag in COLOUR_FLAGS:
         if getattr(cfg, flag) == "" and flag in used:  # "" would read as "not given" and pick at random
             raise UserError(f"--{flag.replace('_', '-')} is empty; give a colour, or leave the flag out")
@@ -110,12 +117,42 @@ def check_test(cfg: TestConfig) -> tuple[TestConfig, str, Model | None]:
     cfg = with_sample_dir(replace(cfg, model_dir=only_run(cfg.model_dir)))
     no_file_in_the_way(cfg.sample_dir, "choose another folder with -s")
     kind = validate_test(cfg)
-    used = USES.get(kind, set())
+    model = None
     if kind == "progress":
-        return cfg, kind, None
-    model = _load(cfg)
-    _check_inputs(cfg, kind, model)
+        _snapshots(cfg)  # none found is said here, so by --dry-run too
+    else:
+        model = _load(cfg)
+        _check_inputs(cfg, kind, model)
+    _check_outputs(cfg, kind, model, make=False)
     return cfg, kind, model
+
+
+def _outputs(cfg: TestConfig, kind: str, model: Model | None) -> tuple[list[Path], Path | None]:
+    """The files `kind` writes into -s, and the folder --individual fills (None without it)."""
+    out = Path(cfg.sample_dir)
+    if kind == "progress":
+        return [out / "progress.gif"], None
+    if kind == "fix_hair_eye":  # named by its colours; random ones as the seeded draw will pick them
+        name = _fix_hair_eye_name(model, _hair_eye_colours(cfg, model, random.Random(cfg.seed), quiet=True))
+    else:
+        name = GRID_NAMES.get(kind, kind)
+    name = _filename(name)
+    files = [out / f"{name}.png"] + ([out / "interpolate.gif"] if kind == "interpolate" else [])
+    return files, out / name if cfg.individual else None
+
+
+def _check_outputs(cfg: TestConfig, kind: str, model: Model | None, make: bool) -> None:
+    """Every file and folder the type writes can be written, before anything is drawn or replaced
+    (a refused run changes no file).  `make` (the real run) creates -s; --dry-run creates nothing."""
+    fix = "choose another folder with -s"
+    out = writable_folder(cfg.sample_dir, fix) if make else no_file_in_the_way(cfg.sample_dir, fix)
+    files, folder = _outputs(cfg, kind, model)
+    for path in files if out.is_dir() else []:  # (a missing -s holds nothing in the way)
+        writable_file(path, fix)
+    if folder is not None:
+        no_file_in_the_way(folder, fix)
+        if make and folder.is_dir():  # its earlier images are removed: they must be ours to remove
+            writable_folder(folder, fix)
 
 
 def _check_inputs(cfg: TestConfig, kind: str, model: Model) -> None:
@@ -161,20 +198,36 @@ def run_test(cfg: TestConfig) -> list[Path]:
     """Draw `cfg.type` into `cfg.sample_dir`; returns the paths written (--conditions alone implies
     -t conditions).  Every problem with the input is a UserError."""
     cfg, kind, model = check_test(cfg)
-    used = USES.get(kind, set())
-    if kind == "progress":
-        paths = progress(cfg)
-    else:
-        with torch.no_grad():
-            paths = TYPES[kind](cfg, model, random.Random(cfg.seed), torch.Generator().manual_seed(cfg.seed))
+    # -s is made only now, after every check passed; a run that fails from here on (a diverged G, a
+    # full disk, Ctrl-C) removes the folders it made, -s new/sub's new/ included.
+    with removed_on_failure(outermost_missing(cfg.sample_dir)):
+        _check_outputs(cfg, kind, model, make=True)  # before the slow drawing
+        if kind == "progress":
+            snapshots = _snapshots(cfg)
+            paths = progress(cfg, _evenly_spaced(snapshots, MAX_FRAMES))
+        else:
+            with torch.no_grad():
+                paths = TYPES[kind](cfg, model, random.Random(cfg.seed), torch.Generator().manual_seed(cfg.seed))
     # Only after success: a refused command prints its one error line and nothing else.
-    used = used | ({"individual"} if kind != "progress" else set())
-    defaults = TestConfig()
-    for flag in ("hair", "eye", "to_hair", "to_eye", "hair_rgb", "eye_rgb", "pairs", "conditions", "n", "steps",
-                 "individual"):
-        if getattr(cfg, flag) != getattr(defaults, flag) and flag not in used:
-            _say(f"note: -t {kind} does not use {'-n' if flag == 'n' else '--' + flag.replace('_', '-')}; ignored")
+    if kind == "progress" and len(snapshots) > MAX_FRAMES:
+        _say(f"note: progress.gif shows {MAX_FRAMES} of {len(snapshots)} snapshots, evenly spaced "
+             f"(the first and last included)")
+    _note_unused(cfg, kind)
     return paths
+
+
+def _used(kind: str) -> set[str]:
+    return USES.get(kind, set()) | (DRAWING if kind != "progress" else set())
+
+
+def _note_unused(cfg: TestConfig, kind: str) -> None:
+    used, defaults = _used(kind), TestConfig()
+    for flag in ("hair", "eye", "to_hair", "to_eye", "hair_rgb", "eye_rgb", "pairs", "conditions", "n", "steps",
+                 *sorted(DRAWING)):
+        value = getattr(cfg, flag)
+        if value != getattr(defaults, flag) and flag not in used:
+            text = "-n" if flag == "n" else f"--{'no-' if value is False else ''}{flag.replace('_', '-')}"
+            _say(f"note: -t {kind} does not use {text}; ignored")
 
 
 # ---- shared helpers ----------------------------------------------------------------------------
@@ -224,8 +277,9 @@ def _random_labels(model: Model, rng: random.Random, n: int) -> tuple[torch.Tens
     return torch.from_numpy(vecs), [schema.describe(v) for v in vecs]
 
 
-def _colour(cfg: TestConfig, model: Model, rng: random.Random, group: str, flag: str = "") -> Colour:
-    """--hair/--eye (or --to-*, or --*-rgb), else a seeded random class that we announce."""
+def _colour(cfg: TestConfig, model: Model, rng: random.Random, group: str, flag: str = "",
+            quiet: bool = False) -> Colour:
+    """--hair/--eye (or --to-*, or --*-rgb), else a seeded random class that we announce (unless `quiet`)."""
     rgb = getattr(cfg, f"{group}_rgb") if not flag else None
     name = getattr(cfg, f"{flag}{group}")
     if rgb:  # checked by _check_inputs
@@ -234,7 +288,8 @@ def _colour(cfg: TestConfig, model: Model, rng: random.Random, group: str, flag:
         index = model.schema.class_index(group, name)  # raises, listing the valid colours
         return Colour(group, model.schema.group(group).classes[index])  # "Blue" -> "blue", as in file names
     name = rng.choice(model.schema.group(group).classes)
-    _say(f"--{flag.replace('_', '-')}{group} not given; picked {name} at random (seed {cfg.seed})")
+    if not quiet:
+        _say(f"--{flag.replace('_', '-')}{group} not given; picked {name} at random (seed {cfg.seed})")
     return Colour(group, name)
 
 
@@ -287,24 +342,35 @@ def _describe(model: Model, colours: list[Colour]) -> str:
 
 def _save(cfg: TestConfig, images: torch.Tensor, name: str, nrow: int, rows=None, cols=None,
           title=None, names=None) -> list[Path]:
-    """Write `<name>.png` (captioned unless --no-captions) and, with --individual, `<name>/`."""
-    # -s is made only now, after every check on the input passed: a refused test leaves no folder.
-    out, name = writable_folder(cfg.sample_dir, "choose another folder with -s"), _filename(name)
-    if cfg.individual:  # before the grid is replaced: a refused run changes nothing
-        writable_folder(out / name, "choose another folder with -s")
+    """Write `<name>.png` (captioned unless --no-captions) and, with --individual, `<name>/`
+    (_check_outputs has checked both)."""
+    out, name = Path(cfg.sample_dir), _filename(name)
     captions = {"row_labels": rows, "col_labels": cols, "title": title} if cfg.captions else {}
     paths = [render.save_grid(images, out / f"{name}.png", nrow=nrow, **captions)]
     if cfg.individual:
-        with writing(out / name, "choose another folder with -s"):
-            for old in (out / name).glob("*.png"):  # an earlier, larger or other-seeded draw's images
-                if _INDIVIDUAL_FILE.match(old.name):
-                    old.unlink()
+        paths.append(_save_individual(out / name, images, names))
+    return paths
+
+
+def _save_individual(folder: Path, images: torch.Tensor, names) -> Path:
+    """Every image as its own PNG in `folder`, which replaces the earlier draw's whole: a run stopped
+    midway leaves the earlier images, never a mix (files of the user's own in there stay)."""
+    with writing(folder, "choose another folder with -s"), staged_folder(folder) as staging:
+        for entry in folder.iterdir() if folder.is_dir() else []:
+            if not _INDIVIDUAL_FILE.match(entry.name):  # copied, not moved: the old folder stays whole
+                _copy(entry, staging / entry.name)
         digits = max(3, len(str(len(images) - 1)))  # 0999 before 1000 in a file listing
         for i, image in enumerate(images):
             label = f" {_filename(names[i])}" if names else ""
-            render.save_grid(image[None], out / name / f"{i:0{digits}d}{label}.png", nrow=1, padding=0)
-        paths.append(out / name)
-    return paths
+            render.save_grid(image[None], staging / f"{i:0{digits}d}{label}.png", nrow=1, padding=0)
+    return folder
+
+
+def _copy(src: Path, dst: Path) -> None:
+    if src.is_dir() and not src.is_symlink():
+        shutil.copytree(src, dst, symlinks=True)
+    else:
+        shutil.copy2(src, dst, follow_symlinks=False)
 
 
 def _filename(text: str) -> str:
@@ -343,10 +409,17 @@ def fix_noise(cfg, model, rng, gen) -> list[Path]:
 
 def fix_hair_eye(cfg, model, rng, gen) -> list[Path]:
     """Seed 001: the given (or random) hair and eye, 64 noise vectors in an 8 x 8 grid."""
-    hair, eye = _colour(cfg, model, rng, "hair"), _colour(cfg, model, rng, "eye")
-    name = _describe(model, [hair, eye])
-    images = _draw(model, _noise(model, gen, 64), _conds(model, [[hair, eye]]).repeat(64, 1))
-    return _save(cfg, images, name.replace(" ", "_"), 8, title=name)  # orange_hair_green_eyes.png, as seed 001
+    colours = _hair_eye_colours(cfg, model, rng)
+    images = _draw(model, _noise(model, gen, 64), _conds(model, [colours]).repeat(64, 1))
+    return _save(cfg, images, _fix_hair_eye_name(model, colours), 8, title=_describe(model, colours))
+
+
+def _hair_eye_colours(cfg, model, rng, quiet: bool = False) -> list[Colour]:
+    return [_colour(cfg, model, rng, "hair", quiet=quiet), _colour(cfg, model, rng, "eye", quiet=quiet)]
+
+
+def _fix_hair_eye_name(model, colours: list[Colour]) -> str:
+    return _describe(model, colours).replace(" ", "_")  # orange_hair_green_eyes.png, as seed 001
 
 
 def _change(cfg, model, rng, gen, fixed: str, varied: str, name: str) -> list[Path]:
@@ -360,11 +433,11 @@ def _change(cfg, model, rng, gen, fixed: str, varied: str, name: str) -> list[Pa
 
 
 def change_hair(cfg, model, rng, gen) -> list[Path]:
-    return _change(cfg, model, rng, gen, "eye", "hair", "change_hair_color")
+    return _change(cfg, model, rng, gen, "eye", "hair", GRID_NAMES["change_hair"])
 
 
 def change_eye(cfg, model, rng, gen) -> list[Path]:
-    return _change(cfg, model, rng, gen, "hair", "eye", "change_eye_color")
+    return _change(cfg, model, rng, gen, "hair", "eye", GRID_NAMES["change_eye"])
 
 
 def _slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -444,8 +517,24 @@ def conditions(cfg, model, rng, gen) -> list[Path]:
 
 # ---- progress: no model needed -----------------------------------------------------------------
 
-def progress(cfg: TestConfig) -> list[Path]:
-    """Seed 000: the run's fake_step_<N>.png snapshots, in step order, as one animated GIF."""
+def progress(cfg: TestConfig, snapshots: list[tuple[int, Path]]) -> list[Path]:
+    """Seed 000: the run's fake_step_<N>.png snapshots, in step order, as one animated GIF.  Each
+    snapshot already carries its "step N" title (train's _write_samples), so no caption is added:
+    it would say the step twice, and --no-captions could not take the snapshot's own away."""
+    frames = [_read_snapshot(p) for _, p in snapshots]
+    return [render.save_gif(frames, Path(cfg.sample_dir) / "progress.gif", duration_ms=FRAME_MS)]
+
+
+def _evenly_spaced(items: list, most: int) -> list:
+    """At most `most` of `items`, evenly spaced, the first and last always among them."""
+    if len(items) <= most:
+        return items
+    # the gap is over 1, so no two picks round to the same index
+    return [items[round(i * (len(items) - 1) / (most - 1))] for i in range(most)]
+
+
+def _snapshots(cfg: TestConfig) -> list[tuple[int, Path]]:
+    """(step, path) of the fake_step_<N>.png snapshots in the first folder that has any, in step order."""
     searched = _snapshot_folders(cfg)
     for folder in searched:
         found = sorted((int(m.group(1)), p) for p in folder.glob("fake_step_*.png")
@@ -456,11 +545,7 @@ def progress(cfg: TestConfig) -> list[Path]:
         missing = "" if Path(cfg.model_dir).exists() else f" (-d {cfg.model_dir} does not exist)"
         raise UserError(f"no fake_step_<N>.png snapshots in {', '.join(map(str, searched))}{missing}; "
                         f"pass the run's sample folder with -s samples/<run> or its run folder with -d")
-    frames = [_read_snapshot(p) for _, p in found]
-    writable_folder(cfg.sample_dir, "choose another folder with -s")
-    captions = [f"step {n}" for n, _ in found] if cfg.captions else None
-    return [render.save_gif(frames, Path(cfg.sample_dir) / "progress.gif", duration_ms=FRAME_MS,
-                            captions=captions)]
+    return found
 
 
 def _read_snapshot(path: Path) -> Image.Image:

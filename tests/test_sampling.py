@@ -9,7 +9,9 @@ import pytest
 import torch
 from PIL import Image, ImageSequence
 
+from anime_gan import render, sampling
 from anime_gan.cli import main
+from anime_gan.errors import UserError
 from conftest import one_line_error
 
 S, PAD = 64, 2  # image size and make_grid padding
@@ -210,11 +212,12 @@ def test_progress_gif_has_every_snapshot_in_step_order(models, tmp_path, capsys)
         Image.new("RGB", _grid_size(2, 2), colour).save(snaps / f"fake_step_{step}.png")
     for other in ("real.png", "fake_step_x.png"):
         Image.new("RGB", _grid_size(2, 2)).save(snaps / other)
-    for captions, extra_height in (("--no-captions", False), ("--captions", True)):
-        rc, paths, _ = _test(capsys, tmp_path / "nope", snaps, "-t", "progress", captions)
+    for captions in ("--captions", "--no-captions"):  # a snapshot carries its own "step N" title: no second one
+        rc, paths, err = _test(capsys, tmp_path / "nope", snaps, "-t", "progress", captions)
         frames = [np.asarray(f.convert("RGB")) for f in ImageSequence.Iterator(Image.open(paths[0]))]
-        assert rc == 0 and len(frames) == 3 and (frames[0].shape[0] > _grid_size(2, 2)[1]) == extra_height
+        assert rc == 0 and len(frames) == 3 and frames[0].shape[:2] == _grid_size(2, 2)[::-1]
         assert [tuple(f[-10, 10]) for f in frames] == [colours[2], colours[10], colours[100]]
+        assert ("note: -t progress does not use --no-captions; ignored" in err) == (captions == "--no-captions")
 
 
 def test_without_s_each_run_writes_into_its_own_sample_folder(models, tmp_path, monkeypatch, capsys):
@@ -441,4 +444,99 @@ def test_individual_names_sort_past_999_and_a_refused_run_keeps_the_grid(models,
 def test_an_output_file_name_taken_by_a_folder_says_so(models, tmp_path, capsys):
     (tmp_path / "out" / "fix_noise.png").mkdir(parents=True)
     rc, _, err = _test(capsys, models["onehot"], tmp_path / "out", "-t", "fix_noise")
-    assert rc == 2 and "fix_noise.png: is a folder, so the file cannot be written" in err and err.count("\n") == 1
+    assert rc == 2 and "fix_noise.png: is a folder, not a file; choose another folder with -s" in err
+    assert err.count("\n") == 1
+
+
+def test_every_output_is_checked_before_drawing_and_by_the_dry_run_too(models, tmp_path, capsys, monkeypatch):
+    """A refused run changes no file (interpolate.png stays when interpolate.gif is a folder), draws
+    nothing, and --dry-run refuses it with the same line."""
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "s" / "fix_noise.png").mkdir(parents=True)
+    (tmp_path / "i").mkdir()
+    (tmp_path / "i" / "pairs").write_text("mine")
+    (tmp_path / "g" / "interpolate.gif").mkdir(parents=True)
+    (tmp_path / "g" / "interpolate.png").write_bytes(b"earlier strip")
+    cases = [(tmp_path / "empty", tmp_path / "out", ["-t", "progress"], "no fake_step_<N>.png snapshots in"),
+             (models["onehot"], tmp_path / "s", ["-t", "fix_noise"], "fix_noise.png: is a folder, not a file"),
+             (models["onehot"], tmp_path / "i", ["-t", "pairs", "--individual"],
+              f"({tmp_path / 'i' / 'pairs'} is a file, not a folder); choose another folder with -s"),
+             (models["onehot"], tmp_path / "g", ["-t", "interpolate"], "interpolate.gif: is a folder, not a file")]
+
+    def no_drawing(*args):
+        raise AssertionError("drew before every output was checked")
+    monkeypatch.setattr(sampling, "_draw", no_drawing)
+    for model, out, args, message in cases:
+        for dry in ([], ["--dry-run"]):
+            rc, printed, err = _test(capsys, model, out, *args, *dry)
+            assert rc == 2 and printed == [] and message in err and err.count("\n") == 1, (args, dry, err)
+    assert (tmp_path / "g" / "interpolate.png").read_bytes() == b"earlier strip"
+    assert (tmp_path / "i" / "pairs").read_text() == "mine" and not (tmp_path / "out").exists()
+
+
+def test_individual_replaces_the_earlier_images_whole_or_not_at_all(models, tmp_path, capsys, monkeypatch):
+    args = ["-t", "pairs", "-n", "2", "--individual", "--pairs", "blue hair red eyes"]
+    assert _test(capsys, models["onehot"], tmp_path, *args)[0] == 0
+    folder = tmp_path / "pairs"
+    (folder / "notes.txt").write_text("mine")
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    save_grid = render.save_grid
+
+    def interrupted_at_the_second_image(images, path, **kwargs):
+        if path.name.startswith("001"):
+            raise KeyboardInterrupt
+        return save_grid(images, path, **kwargs)
+    monkeypatch.setattr(render, "save_grid", interrupted_at_the_second_image)
+    rc, _, _ = _test(capsys, models["onehot"], tmp_path, *args, "--seed", "1")
+    assert rc == 130 and {p.name: p.read_bytes() for p in folder.iterdir()} == before  # no mix of old and new
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pairs", "pairs.png"]  # no staging folder left
+    monkeypatch.undo()
+    # what a run killed with -9 left beside it goes with the next run
+    (tmp_path / ".pairs.partial").mkdir()
+    (tmp_path / ".pairs.partial" / "000 blue hair red eyes.png").write_bytes(b"half")
+    (tmp_path / ".pairs.old").mkdir()
+    assert _test(capsys, models["onehot"], tmp_path, *args, "--seed", "1")[0] == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pairs", "pairs.png"]
+    after = {p.name: p.read_bytes() for p in folder.iterdir()}
+    assert after.keys() == before.keys() and after != before and after["notes.txt"] == b"mine"
+
+
+def test_a_failed_test_removes_the_folders_it_made(models, tmp_path, capsys, monkeypatch):
+    def full_disk(images, path, **kwargs):
+        raise UserError(f"{path}: could not be written (No space left on device)")
+    monkeypatch.setattr(render, "save_grid", full_disk)
+    rc, out, err = _test(capsys, models["onehot"], tmp_path / "new" / "sub", "-t", "fix_noise", "--individual")
+    assert rc == 2 and out == [] and "No space left" in err and not (tmp_path / "new").exists()
+    # the grid was written, then its --individual subfolder failed: no new (or hidden) subfolder stays
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("mine")
+    monkeypatch.undo()
+    save_grid = render.save_grid
+    monkeypatch.setattr(render, "save_grid", lambda images, path, **kw: (
+        full_disk(images, path) if path.parent.name != "mine" else save_grid(images, path, **kw)))
+    rc, _, _ = _test(capsys, models["onehot"], tmp_path / "mine", "-t", "fix_noise", "--individual")
+    assert rc == 2 and sorted(p.name for p in (tmp_path / "mine").iterdir()) == ["fix_noise.png", "notes.txt"]
+
+
+def test_progress_notes_the_drawing_flags_it_does_not_use(models, tmp_path, capsys):
+    rc, paths, err = _test(capsys, models["onehot"], tmp_path, "-t", "progress", "--seed", "3", "--no-ema",
+                           "--device", "cuda:7")  # no GPU here: progress draws nothing, so no refusal
+    assert rc == 0 and paths == [str(tmp_path / "progress.gif")]
+    for flag in ("--seed", "--no-ema", "--device"):
+        assert f"note: -t progress does not use {flag}; ignored" in err
+
+
+def test_progress_shows_at_most_max_frames_evenly_spaced(tmp_path, capsys, monkeypatch):
+    snaps = tmp_path / "snaps"
+    snaps.mkdir()
+    for step in range(1, 8):  # a colour per step, so the frames shown can be read back
+        Image.new("RGB", (4, 4), (30 * step, 0, 0)).save(snaps / f"fake_step_{step}.png")
+    monkeypatch.setattr(sampling, "MAX_FRAMES", 3)
+    rc, paths, err = _test(capsys, tmp_path / "nope", snaps, "-t", "progress")
+    frames = [np.asarray(f.convert("RGB")) for f in ImageSequence.Iterator(Image.open(paths[0]))]
+    assert rc == 0 and [f[0, 0, 0] for f in frames] == [30, 120, 210]  # steps 1, 4, 7
+    assert "note: progress.gif shows 3 of 7 snapshots, evenly spaced (the first and last included)" in err
+    for n in range(1, 40):
+        for most in range(2, 12):
+            picked = sampling._evenly_spaced(list(range(n)), most)
+            assert len(set(picked)) == min(n, most) and picked[0] == 0 and picked[-1] == n - 1

@@ -164,6 +164,8 @@ def new_staging(folder) -> Path:
     left there (a .partial, or a .old it had not removed yet) goes first."""
     folder = Path(folder)
     staging, old = _staging_names(folder)
+    if old.is_dir() and not folder.exists():  # killed between swap_in's two renames: the earlier one comes back
+        os.replace(old, folder)
     for leftover in (staging, old):
         shutil.rmtree(leftover, ignore_errors=True)
     staging.mkdir(parents=True)

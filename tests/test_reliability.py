@@ -684,3 +684,18 @@ def test_a_full_disk_while_logging_names_the_log(tmp_path, data, monkeypatch, ca
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1, err
     assert f"{tmp_path / 'c' / 'r' / 'stats.jsonl'}: No space left on device; free space on that disk" in err, err
+
+
+def test_a_folder_swap_killed_between_its_renames_gets_the_earlier_folder_back(tmp_path):
+    """kill -9 after `images` moved aside and before the new one moved in: the next run restores it,
+    rather than clear the only copy away as a leftover."""
+    from anime_gan.files import new_staging, swap_in
+    (tmp_path / ".images.old").mkdir()
+    (tmp_path / ".images.old" / "0.png").write_bytes(b"earlier")
+    (tmp_path / ".images.partial").mkdir()
+    staging = new_staging(tmp_path / "images")
+    assert (tmp_path / "images" / "0.png").read_bytes() == b"earlier" and list(staging.iterdir()) == []
+    (staging / "0.png").write_bytes(b"new")
+    swap_in(staging, tmp_path / "images")
+    assert (tmp_path / "images" / "0.png").read_bytes() == b"new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["images"]

@@ -373,8 +373,12 @@ def test_eval_diversity_needs_no_judge(run_dir, tmp_path, capsys):
     # typed flags that the chosen metrics do not read are said, not dropped silently
     assert "note: --judge is read only by --metrics accuracy intra-fid judge-fid; without them" in err
     assert main(["eval", "-d", str(run_dir), "--inception-weights", missing, "--metrics", "diversity", "--device",
-                 "cpu", "--json"]) == 0
-    assert "note: --inception-weights is read only by --metrics fid; without them, ignored" in capsys.readouterr().err
+                 "cpu", "--json", "-k", "3", "--fid-samples", "50", "--min-class", "5"]) == 0
+    err = capsys.readouterr().err
+    assert "note: --inception-weights is read only by --metrics fid; without them, ignored" in err
+    assert "note: -k is read only by --metrics accuracy; without them, ignored" in err
+    assert "note: --fid-samples is read only by --metrics fid intra-fid judge-fid" in err
+    assert "note: --min-class is read only by --metrics intra-fid" in err
 
 
 def test_eval_conditions_and_data_folder_mistakes_are_said_plainly(cli, run_dir, data_dir, tmp_path):

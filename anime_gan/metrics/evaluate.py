@@ -273,10 +273,12 @@ def run_eval(cfg: EvalConfig, log=lambda msg: None) -> dict:
     path, G, tcfg, schema, step, root = (checked.path, checked.G, checked.train, checked.schema, checked.step,
                                          checked.root)
     results = path.parent / "metrics.jsonl"
-    for flag, value, users in (("--conditions", cfg.conditions, {"accuracy"}),
-                               ("--judge", cfg.judge, JUDGED_METRICS),
-                               ("--inception-weights", cfg.inception_weights, {"fid"})):
-        if value and not users & set(cfg.metrics):
+    defaults = EvalConfig()
+    for flag, users in (("--conditions", {"accuracy"}), ("-k", {"accuracy"}), ("--judge", JUDGED_METRICS),
+                        ("--fid-samples", {"fid", "judge-fid", "intra-fid"}), ("--min-class", {"intra-fid"}),
+                        ("--inception-weights", {"fid"})):
+        name = flag.lstrip("-").replace("-", "_")
+        if getattr(cfg, name) != getattr(defaults, name) and not users & set(cfg.metrics):
             log(f"note: {flag} is read only by --metrics {' '.join(sorted(users))}; without them, ignored")
     data = checked.data
     changed = cache_changes(root, tcfg.image_size)

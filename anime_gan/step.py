@@ -115,7 +115,7 @@ class GanStep:
         for i, d in enumerate(draws):
             last = i == len(draws) - 1
             # The last critic step's fakes keep their graph: the G step reuses them, as
-            # pytorch/examples' DCGAN and seed 001 do, instead of running G twice.
+            # pytorch/examples' DCGAN does, instead of running G twice as seed 001 does.
             with torch.set_grad_enabled(last), self.autocast:
                 fake = self.g_fwd(d.z, self.cond(d.y_fake))
             with self.autocast:

@@ -61,6 +61,7 @@ def main() -> None:
     for flag, value in (("--n", args.n), ("--batch-size", args.batch_size), ("--batches", args.batches),
                         ("--file-batches", args.file_batches)):
         require(parser, value >= 1, f"{flag} must be at least 1")
+    require(parser, args.workers >= 0, f"--workers must be at least 0, got {args.workers}")
     require(parser, args.n >= args.batch_size, f"--n {args.n} is fewer than one batch of {args.batch_size}: "
             f"the file loader (drop_last) would yield nothing")
 

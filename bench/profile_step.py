@@ -22,6 +22,9 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from _common import require, run_cli
+from anime_gan.distributed import pick_device
+from anime_gan.errors import UserError
+from anime_gan.models import PRESETS
 
 
 def profiled_run(args, data: Path, out: Path, steps: int, name: str):
@@ -53,7 +56,7 @@ def profiled_run(args, data: Path, out: Path, steps: int, name: str):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="cgan")
+    p.add_argument("--model", default="cgan", choices=list(PRESETS))
     p.add_argument("-b", "--batch-size", type=int, default=256)
     p.add_argument("-d", "--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--precision", default="fp32", choices=("fp32", "bf16"))
@@ -65,7 +68,11 @@ def main():
     p.add_argument("--images", type=int, default=2000)
     args = p.parse_args()
     require(p, 1 <= args.short < args.long, "--long must be more steps than --short (at least 1)")
-    require(p, args.images >= 1 and args.batch_size >= 1, "--images and -b must be at least 1")
+    require(p, args.images >= 1 and args.batch_size >= 1 and args.nf >= 1, "--images, -b and --nf must be at least 1")
+    try:  # before the slow prepare, not after it in train's name
+        pick_device(args.device)
+    except UserError as e:
+        p.error(str(e))
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "data"
         run_cli(["prepare", "--synthetic", str(args.images), "-o", str(data), "-q"])

@@ -5,10 +5,13 @@
 
 The fast path is `anime-gan train` itself (packed cache on the device, device-side batches, no
 per-step host syncs); its images/s come from stats.jsonl windows after warm-up.  The seed-001 loop
-decodes every image with PIL in a DataLoader, samples fake labels with numpy on the host, copies
-each batch to the device and calls .item() on every loss every step, in fp32.  Both use the same
-networks and losses from anime_gan.models.  Prints images/s (median of windows), the ratio, and
-peak memory (RSS on CPU, allocated on GPU).
+follows seed 001's train.py step by step: a batch drawn with replacement and decoded file by file
+in the main process (with PIL, where seed 001 used cv2), fake labels drawn with numpy on the host,
+G run twice (new noise and labels for the G step), D's loss backpropagated through G too (no
+detach), .item() on the class loss before D's backward and on both losses after, fp32, cuDNN
+autotuning off.  Where it is kinder to the seed it says so (vectorised one-hots; no per-step progress
+print).  Both use the same networks and losses from anime_gan.models.  Prints images/s (median of
+windows), the ratio, and peak memory (allocated on GPU; on the CPU the process's peak so far).
 """
 from __future__ import annotations
 
@@ -57,9 +60,13 @@ def fast_path(args, data: Path, out: Path) -> list[float]:
     cmd += ["--channels-last"] if args.channels_last else []
     cmd += ["--compile"] if args.compile else []
     cmd += ["--cuda-graph"] if args.cuda_graph else []
-    run_cli(cmd)
+    run_cli(cmd)  # (a Ctrl-C or SIGTERM makes train save and return early, with status 0)
     stats = [json.loads(l) for l in (out / "c" / "bench" / "stats.jsonl").read_text().splitlines()]
-    return [r["img_per_s"] for r in stats[args.warmup:args.warmup + args.windows]]
+    rates = [r["img_per_s"] for r in stats[args.warmup:args.warmup + args.windows] if not r.get("partial")]
+    if len(rates) < args.windows:
+        sys.exit(f"train_throughput.py: the fast path stopped after {len(rates)} of {args.windows} measured "
+                 f"windows (interrupted?); no figures")
+    return rates
 
 
 class SeedDataset(torch.utils.data.Dataset):
@@ -77,12 +84,30 @@ class SeedDataset(torch.utils.data.Dataset):
         return x, torch.from_numpy(self.labels[i])
 
 
+def seed_batches(dataset: SeedDataset, batch: int, steps: int, workers: int):
+    """Seed 001's Shuffler: each batch `batch` indices drawn with replacement, decoded one by one in
+    this process.  --workers N decodes in N DataLoader processes instead: not seed 001, and faster."""
+    if workers == 0:
+        for _ in range(steps):
+            items = [dataset[i] for i in np.random.choice(len(dataset), batch)]
+            yield torch.stack([x for x, _ in items]), torch.stack([y for _, y in items])
+        return
+    sampler = torch.utils.data.RandomSampler(dataset, replacement=True, num_samples=batch * steps)
+    yield from torch.utils.data.DataLoader(dataset, batch_size=batch, sampler=sampler, num_workers=workers)
+
+
 def seed001_loop(args, data: Path, device: torch.device) -> list[float]:
     src = scan(data)
     schema = anime_schema()
     hair_prob, eye_prob = (np.load(data / f"{g}_prob.npy") for g in ("hair", "eye"))
-    loader = torch.utils.data.DataLoader(SeedDataset(src.files, src.labels, 64), batch_size=args.batch_size,
-                                         shuffle=True, drop_last=True, num_workers=args.workers)
+    total = args.window * (args.warmup + args.windows)
+    batches = seed_batches(SeedDataset(src.files, src.labels, 64), args.batch_size, total, args.workers)
+
+    def fake_labels(b):  # numpy on the host, as seed 001 (which filled the one-hots in a Python loop)
+        hair = np.random.choice(len(hair_prob), b, p=hair_prob / hair_prob.sum())
+        eye = np.random.choice(len(eye_prob), b, p=eye_prob / eye_prob.sum())
+        return torch.cat([F.one_hot(torch.from_numpy(hair), 12), F.one_hot(torch.from_numpy(eye), 10)],
+                         1).float().to(device)
     mcfg = ModelConfig(cond_dim=schema.dim, class_sizes=schema.class_sizes, nf=args.nf, image_size=64)
     torch.manual_seed(0)
     G, D = (m.to(device) for m in build(args.model, mcfg))
@@ -90,47 +115,41 @@ def seed001_loop(args, data: Path, device: torch.device) -> list[float]:
     aux = aux_kind(args.model, mcfg)
     opt_G = torch.optim.Adam(G.parameters(), lr=preset.glr, betas=preset.betas)
     opt_D = torch.optim.Adam(D.parameters(), lr=preset.dlr, betas=preset.betas)
-    history, rates, seen, t0, step = [], [], 0, time.perf_counter(), 0
-    total = args.window * (args.warmup + args.windows)
-    while step < total:
-        for real, labels in loader:
-            real, labels = real.to(device), labels.to(device)
-            b = real.shape[0]
-            # Fake labels drawn on the host with numpy every step, as seed 001 does.
-            hair = np.random.choice(len(hair_prob), b, p=hair_prob / hair_prob.sum())
-            eye = np.random.choice(len(eye_prob), b, p=eye_prob / eye_prob.sum())
-            fake_labels = torch.cat([F.one_hot(torch.from_numpy(hair), 12), F.one_hot(torch.from_numpy(eye), 10)],
-                                    1).float().to(device)
-            z = torch.randn(b, 100).to(device)
-            # D step
-            fake = G(z, fake_labels)
-            real_adv, real_cls = D(real, labels)
-            fake_adv, _ = D(fake.detach(), fake_labels)
-            d_loss = losses.d_loss(preset.loss, real_adv, fake_adv)
-            if aux:
-                d_loss = d_loss + losses.class_loss(aux, real_cls, labels, mcfg.class_sizes)
-            opt_D.zero_grad()
-            d_loss.backward()
-            opt_D.step()
-            # G step
-            fake_adv, fake_cls = D(fake, fake_labels)
-            g_loss = losses.g_loss(preset.loss, fake_adv)
-            if aux:
-                g_loss = g_loss + losses.class_loss(aux, fake_cls, fake_labels, mcfg.class_sizes)
-            opt_G.zero_grad()
-            g_loss.backward()
-            opt_G.step()
-            history.append((d_loss.item(), g_loss.item()))  # a host sync every step
-            step += 1
-            seen += b
-            if step % args.window == 0:
-                if device.type == "cuda":
-                    torch.cuda.synchronize()
-                now = time.perf_counter()
-                rates.append(seen / (now - t0))
-                seen, t0 = 0, now
-            if step >= total:
-                break
+    history, rates, seen, t0 = [], [], 0, time.perf_counter()
+    for step, (real, labels) in enumerate(batches, 1):
+        real, labels = real.to(device), labels.to(device)
+        b = real.shape[0]
+        # D step: G's output is not detached, so D's loss backpropagates through G as well (its
+        # gradients are then zeroed by the G step), as in seed 001
+        y_fake = fake_labels(b)
+        fake = G(torch.randn(b, 100).to(device), y_fake)
+        real_adv, real_cls = D(real, labels)
+        fake_adv, _ = D(fake, y_fake)
+        d_loss = losses.d_loss(preset.loss, real_adv, fake_adv)
+        if aux:
+            class_loss = losses.class_loss(aux, real_cls, labels, mcfg.class_sizes)
+            class_loss.item()  # seed 001 logs it here, before the backward: a host sync
+            d_loss = d_loss + class_loss
+        opt_D.zero_grad()
+        d_loss.backward()
+        opt_D.step()
+        # G step: new noise and labels, G run again
+        y_fake = fake_labels(b)
+        fake_adv, fake_cls = D(G(torch.randn(b, 100).to(device), y_fake), y_fake)
+        g_loss = losses.g_loss(preset.loss, fake_adv)
+        if aux:
+            g_loss = g_loss + losses.class_loss(aux, fake_cls, y_fake, mcfg.class_sizes)
+        opt_G.zero_grad()
+        g_loss.backward()
+        opt_G.step()
+        history.append((d_loss.item(), g_loss.item()))  # a host sync every step
+        seen += b
+        if step % args.window == 0:
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            now = time.perf_counter()
+            rates.append(seen / (now - t0))
+            seen, t0 = 0, now
     return rates[args.warmup:]
 
 
@@ -148,14 +167,17 @@ def main():
     p.add_argument("--warmup", type=int, default=1, help="windows discarded as warm-up")
     p.add_argument("--windows", type=int, default=3, help="windows measured (median reported)")
     p.add_argument("--images", type=int, default=2000, help="built-in faces to train on")
-    p.add_argument("--workers", type=int, default=2, help="DataLoader workers of the seed-001 loop")
+    p.add_argument("--workers", type=int, default=0,
+                   help="decode the seed-001 loop's batches in N worker processes (default 0: in the main "
+                        "process, as seed 001 does; more is kinder to the seed than seed 001 was)")
     p.add_argument("--skip-seed", action="store_true", help="only measure the fast path")
     args = p.parse_args()
     require(p, args.batch_size >= 1 and args.nf >= 1, "-b and --nf must be at least 1")
     require(p, args.window >= 1 and args.windows >= 1 and args.warmup >= 0,
             "--window and --windows must be at least 1, --warmup at least 0")
+    require(p, args.workers >= 0, f"--workers must be at least 0, got {args.workers}")
     require(p, args.images >= args.batch_size, f"--images {args.images} is fewer than one batch of "
-            f"{args.batch_size}: the seed-001 loader (drop_last) would yield nothing")
+            f"{args.batch_size}: the built-in set must hold a batch")
     try:
         device = pick_device(args.device)
     except UserError as e:
@@ -177,7 +199,12 @@ def main():
             return
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
-        seed = statistics.median(seed001_loop(args, data, device))
+        cudnn_benchmark = torch.backends.cudnn.benchmark  # the fast path turned it on; seed 001 left it off
+        torch.backends.cudnn.benchmark = False
+        try:
+            seed = statistics.median(seed001_loop(args, data, device))
+        finally:
+            torch.backends.cudnn.benchmark = cudnn_benchmark
         seed_mem = peak_memory_mb(device)
         print(f"seed-001 loop:       {args.model} b={args.batch_size} {args.device} fp32: {seed:,.0f} img/s, "
               f"peak memory {seed_mem:,.0f} MiB{' (process peak so far)' if device.type == 'cpu' else ''}")
@@ -185,4 +212,8 @@ def main():
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:  # (in the seed loop: the fast path's stop is train's own, see fast_path)
+        print("train_throughput.py: interrupted; no figures", file=sys.stderr)
+        sys.exit(130)

@@ -130,6 +130,10 @@ def pick_device(name: str, local_rank: int | None = None) -> torch.device:
             raise UserError(f"--device {name}: no CUDA GPU is visible to PyTorch on this machine; "
                             f"use --device cpu (or auto)")
         if local_rank is not None and name == "cuda":
+            if local_rank >= torch.cuda.device_count():  # the user typed cuda, not cuda:N: name torchrun's part
+                raise UserError(f"torchrun started more processes on this machine (LOCAL_RANK {local_rank}) than "
+                                f"the {torch.cuda.device_count()} GPU(s) it shows; use --nproc_per_node "
+                                f"{torch.cuda.device_count()} or fewer")
             name = f"cuda:{local_rank}"
         device = torch.device(name)
         if device.index is not None and device.index >= torch.cuda.device_count():

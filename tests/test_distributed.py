@@ -276,6 +276,7 @@ def test_a_checkpoint_the_main_rank_cannot_write_stops_every_rank(tmp_path):
 def test_a_numbered_gpu_becomes_the_current_one(monkeypatch):
     """cuDNN workspaces, CUDA graphs and compiled kernels follow the current GPU, not the tensors."""
     from anime_gan.distributed import pick_device
+    from anime_gan.errors import UserError
     current = []
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
@@ -283,6 +284,10 @@ def test_a_numbered_gpu_becomes_the_current_one(monkeypatch):
     assert pick_device("cuda:1") == torch.device("cuda", 1) and current == ["cuda:1"]
     assert pick_device("cuda", local_rank=0) == torch.device("cuda", 0) and current == ["cuda:1", "cuda:0"]
     assert pick_device("cuda") == torch.device("cuda") and len(current) == 2  # the default GPU: left as it is
+    # more torchrun processes than GPUs: the fix is torchrun's flag, not a cuda:N the user never typed
+    with pytest.raises(UserError, match=r"more processes on this machine \(LOCAL_RANK 3\) than the 2 GPU\(s\) it "
+                                        r"shows; use --nproc_per_node 2 or fewer"):
+        pick_device("cuda", local_rank=3)
 
 
 def _accumulator_worker(rank, world, store, results):

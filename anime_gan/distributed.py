@@ -120,6 +120,16 @@ def cleanup() -> None:
         tdist.destroy_process_group()
 
 
+def cpu_has_bf16() -> bool | None:
+    """Whether this x86 CPU has bf16 instructions (AVX512_BF16 or AMX); None where /proc/cpuinfo
+    does not say (another OS, or an ARM CPU, whose cpuinfo names its features otherwise)."""
+    try:
+        flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags"))
+    except (OSError, StopIteration):
+        return None
+    return bool({"avx512_bf16", "amx_bf16"} & set(flags.split()))
+
+
 def pick_device(name: str, local_rank: int | None = None) -> torch.device:
     """--device (auto, cpu, cuda, cuda:N) as a torch.device; under torchrun, cuda is this rank's GPU."""
     check_device(name)

@@ -237,6 +237,9 @@ def train(cfg: TrainConfig) -> Path | None:
     check_device_options(cfg, device, dist.world_size)
     if cfg.sync_bn and dist.world_size == 1:  # (a resume may run alone what torchrun started)
         log("note: --sync-bn shares BatchNorm statistics between torchrun's processes; one process: ignored")
+    if cfg.precision == "bf16" and device.type == "cpu" and distributed.cpu_has_bf16() is False:
+        log("note: this CPU has no bf16 instructions (avx512_bf16 or AMX), so --precision bf16 is emulated "
+            "and slower than fp32 here")
     if device.type == "cuda":
         _configure_cuda(cfg.deterministic)
 

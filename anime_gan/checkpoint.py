@@ -14,6 +14,7 @@ import json
 import math
 import os
 import re
+import shlex
 import sys
 import warnings
 from dataclasses import asdict, dataclass
@@ -163,7 +164,7 @@ def generator_path(model_dir) -> Path:
     if p.is_file():
         return p
     if not p.is_dir():
-        raise UserError(f"{p}: no such run folder or checkpoint; " + _did_you_mean(p, "pass a run folder such as "
+        raise UserError(f"{shlex.quote(str(p))}: no such run folder or checkpoint; " + _did_you_mean(p, "pass a run folder such as "
                                                                           "checkpoints/<run> or a G_<step>.ckpt file"))
     found = steps(p)
     if not found:
@@ -486,7 +487,7 @@ def resume_path(resume: str | None, ckpt_dir: Path) -> Path | None:
     if resume != "latest":
         p = Path(resume)
         if not p.exists():
-            raise UserError(f"{p}: no such run folder or checkpoint; " + _did_you_mean(
+            raise UserError(f"{shlex.quote(str(p))}: no such run folder or checkpoint; " + _did_you_mean(
                 p, "--resume takes a run folder, 'latest' or a G_<step>.ckpt file"))
         p = generator_path(p) if p.is_dir() else p
         if not p.name.startswith("G_"):

@@ -12,6 +12,7 @@ import copy
 import json
 import math
 import os
+import shlex
 import signal
 import sys
 import time
@@ -54,7 +55,7 @@ def check_data_folder(cfg: TrainConfig) -> None:
     root = Path(cfg.train_dir)
     if not root.exists() and root != Path(TrainConfig.train_dir):
         # a typo in -t must not quietly become hours of training on procedural faces
-        raise UserError(f"{root}: no such data folder; check the path, or create it empty (mkdir) "
+        raise UserError(f"{shlex.quote(str(root))}: no such data folder; check the path, or create it empty (mkdir) "
                         f"to have the built-in faces drawn there")
     if root.exists() and not root.is_dir():
         raise UserError(f"{root}: is a file; -t takes the data folder that holds it ({root.parent})")

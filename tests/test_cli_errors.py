@@ -23,6 +23,20 @@ def test_missing_source_folder(cli, tmp_path):
     assert list(tmp_path.iterdir()) == []   # neither SOURCE nor -o was created
 
 
+@pytest.mark.parametrize("args, needle", [
+    (["train", "-t", " "], "' ': no such data folder"),
+    (["train-judge", "-t", " "], "' ': no such data folder"),
+    (["test", "-d", " "], "' ': no such run folder or checkpoint"),
+    (["eval", "-d", " "], "' ': no such run folder or checkpoint"),
+    (["train", "--resume", " "], "' ': no such run folder or checkpoint"),
+])
+def test_a_path_of_spaces_is_quoted_in_the_error(cli, tmp_path, monkeypatch, args, needle):
+    """Unquoted, the line read "error:  : no such ..." with the name lost in the blanks."""
+    monkeypatch.chdir(tmp_path)
+    for dry_run in ([], ["--dry-run"]):
+        one_line_error(cli(*args, *dry_run), f"error: {needle}")
+
+
 def test_prepare_without_source_or_synthetic(cli, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     one_line_error(cli("prepare", "-q"), "SOURCE", "--synthetic")

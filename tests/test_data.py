@@ -238,6 +238,9 @@ def test_prepare_dry_run_refuses_the_folders_a_real_run_refuses(cli, tmp_path):
     for dry_run in ([], ["--dry-run"]):
         one_line_error(cli("prepare", tmp_path / "typo", "-o", tmp_path / "out", *dry_run),
                        f"{tmp_path / 'typo'}: data folder not found")
+        # a name of spaces is quoted, or the line would start with blanks and the command lose its argument
+        one_line_error(cli("prepare", " ", *dry_run), "error: ' ': data folder not found",
+                       "prepare --synthetic 2000 -o ' '")
         write_folder(tmp_path / "src")
         write_folder(tmp_path / "other")  # -o naming another data set
         before = snapshot(tmp_path)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shlex
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,9 +52,9 @@ def check_source_folder(root) -> Path:
     root = Path(root)
     if root.is_file():
         raise UserError(f"{root}: is a file; give the data folder that holds it ({root.parent})")
-    if not root.is_dir():
-        raise UserError(f"{root}: data folder not found; check the path, "
-                        f"or run `anime-gan prepare --synthetic 2000 -o {root}` to make one")
+    if not root.is_dir():  # (quoted as a shell needs it: a name of spaces would vanish from the line)
+        raise UserError(f"{shlex.quote(str(root))}: data folder not found; check the path, "
+                        f"or run `anime-gan prepare --synthetic 2000 -o {shlex.quote(str(root))}` to make one")
     return root
 
 

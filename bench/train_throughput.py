@@ -11,12 +11,14 @@ G run twice (new noise and labels for the G step), D's loss backpropagated throu
 detach), .item() on the class loss before D's backward and on both losses after, fp32, cuDNN
 autotuning off.  Where it is kinder to the seed it says so (vectorised one-hots; no per-step progress
 print).  Both use the same networks and losses from anime_gan.models.  Prints images/s (median of
-windows), the ratio, and peak memory (allocated on GPU; on the CPU the process's peak so far).
+windows), the ratio, and peak memory (allocated on GPU, RSS on CPU), each loop measured in a
+process of its own so that neither figure holds the other's (or the data preparation's) memory.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import resource
 import statistics
 import sys
@@ -48,6 +50,32 @@ def peak_memory_mb(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def in_own_process(loop, *args) -> tuple[list[float], float]:
+    """(rates, peak memory in MiB) of `loop(*args)` run in a fresh process: RSS is a process's peak
+    so far, so two loops measured in one process would share theirs."""
+    ctx = multiprocessing.get_context("spawn")  # a fork would inherit this process's memory and CUDA state
+    results = ctx.Queue()
+    child = ctx.Process(target=_measure, args=(results, loop, *args))
+    child.start()
+    try:
+        child.join()
+    except KeyboardInterrupt:  # the child had the Ctrl-C too; it must not outlive us in our temp folder
+        child.terminate()
+        child.join()
+        raise
+    if child.exitcode != 0:  # its own error line is already on stderr
+        sys.exit(child.exitcode if child.exitcode > 0 else 1)
+    return results.get()
+
+
+def _measure(results, loop, *args) -> None:
+    try:
+        rates = loop(*args)
+    except KeyboardInterrupt:  # the parent says "interrupted"; a second traceback from here says nothing
+        sys.exit(130)
+    results.put((rates, peak_memory_mb(torch.device(args[0].device))))
 
 
 def fast_path(args, data: Path, out: Path) -> list[float]:
@@ -96,7 +124,8 @@ def seed_batches(dataset: SeedDataset, batch: int, steps: int, workers: int):
     yield from torch.utils.data.DataLoader(dataset, batch_size=batch, sampler=sampler, num_workers=workers)
 
 
-def seed001_loop(args, data: Path, device: torch.device) -> list[float]:
+def seed001_loop(args, data: Path) -> list[float]:
+    device = torch.device(args.device)
     src = scan(data)
     schema = anime_schema()
     hair_prob, eye_prob = (np.load(data / f"{g}_prob.npy") for g in ("hair", "eye"))
@@ -186,28 +215,20 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "data"
         run_cli(["prepare", "--synthetic", str(args.images), "-o", str(data), "-q"])
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
-        fast = statistics.median(fast_path(args, data, Path(tmp)))
-        fast_mem = peak_memory_mb(device)
+        rates, fast_mem = in_own_process(fast_path, args, data, Path(tmp))
+        fast = statistics.median(rates)
+        memory = "peak GPU memory allocated" if device.type == "cuda" else "peak RSS"
         print(f"anime-gan fast path: {args.model} b={args.batch_size} {args.device} {args.precision}"
               f"{' channels_last' if args.channels_last else ''}{' compile' if args.compile else ''}"
               f"{' cuda_graph' if args.cuda_graph else ''}: "
-              f"{fast:,.0f} img/s, peak memory {fast_mem:,.0f} MiB"
-              f"{' (process peak so far)' if device.type == 'cpu' else ''}", flush=True)
+              f"{fast:,.0f} img/s, {memory} {fast_mem:,.0f} MiB", flush=True)
         if args.skip_seed:
             return
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
-        cudnn_benchmark = torch.backends.cudnn.benchmark  # the fast path turned it on; seed 001 left it off
-        torch.backends.cudnn.benchmark = False
-        try:
-            seed = statistics.median(seed001_loop(args, data, device))
-        finally:
-            torch.backends.cudnn.benchmark = cudnn_benchmark
-        seed_mem = peak_memory_mb(device)
+        # (a fresh process: cuDNN autotuning is off, as seed 001 left it; the fast path turns it on)
+        rates, seed_mem = in_own_process(seed001_loop, args, data)
+        seed = statistics.median(rates)
         print(f"seed-001 loop:       {args.model} b={args.batch_size} {args.device} fp32: {seed:,.0f} img/s, "
-              f"peak memory {seed_mem:,.0f} MiB{' (process peak so far)' if device.type == 'cpu' else ''}")
+              f"{memory} {seed_mem:,.0f} MiB")
         print(f"speed-up: {fast / seed:.2f}x")
 
 

@@ -21,8 +21,12 @@ def test_train_throughput_prints_both_loops_and_the_ratio():
     r = _bench("train_throughput.py", "--model", "cgan", "-b", "4", "--nf", "4", "--window", "2",
                "--warmup", "1", "--windows", "1", "--images", "40", "--workers", "0")
     assert r.returncode == 0, r.stderr[-2000:]
-    assert "anime-gan fast path: cgan b=4 cpu fp32:" in r.stdout and "img/s, peak memory" in r.stdout
+    assert "anime-gan fast path: cgan b=4 cpu fp32:" in r.stdout and "img/s, peak RSS" in r.stdout
     assert "seed-001 loop:" in r.stdout and "speed-up:" in r.stdout
+    # each loop in a process of its own: two figures of their own, not one process's peak twice
+    fast_mb, seed_mb = (float(line.split("peak RSS ")[1].split(" MiB")[0].replace(",", ""))
+                        for line in r.stdout.splitlines() if "peak RSS" in line)
+    assert fast_mb > 0 and seed_mb > 0 and "process peak so far" not in r.stdout
 
 
 def test_profile_step_prints_per_step_figures():
@@ -95,8 +99,9 @@ def test_the_seed_loop_steps_as_seed_001_does(monkeypatch, tmp_path):
         D.register_forward_pre_hook(lambda m, args: calls.append(f"D grad={args[0].requires_grad}"))
         return G, D
     monkeypatch.setattr(tt, "build", counting_build)
-    args = argparse.Namespace(model="acgan-dcgan", batch_size=4, nf=2, window=1, warmup=0, windows=2, workers=0)
-    rates = tt.seed001_loop(args, tmp_path / "data", torch.device("cpu"))
+    args = argparse.Namespace(model="acgan-dcgan", batch_size=4, nf=2, window=1, warmup=0, windows=2, workers=0,
+                              device="cpu")
+    rates = tt.seed001_loop(args, tmp_path / "data")
     assert len(rates) == 2 and all(r > 0 for r in rates)
     step = ["G", "D grad=False", "D grad=True", "G", "D grad=True"]  # D(real), D(fake) undetached, D(G(z'))
     assert calls == step * 2

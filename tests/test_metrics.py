@@ -25,7 +25,7 @@ from anime_gan.labels import multi_label_schema, read_conditions
 from anime_gan.metrics import fid
 from anime_gan.metrics.accuracy import attribute_accuracy
 from anime_gan.metrics.config import JudgeConfig
-from anime_gan.metrics.evaluate import evaluate
+from anime_gan.metrics.evaluate import evaluate, judge_key
 from anime_gan.metrics.inception import WEIGHTS_FILE, InceptionFeatures
 from anime_gan.metrics.judge import Judge, JudgeArch, group_hits, load_judge, save_judge, train_judge
 from conftest import draw, one_line_error, snapshot
@@ -496,7 +496,7 @@ def test_eval_scores_do_not_depend_on_the_batch_size(cli, run_copy, data_dir, ju
     assert a["metrics"] == b["metrics"] and a["settings"]["min_class"] == 50
     # convolutions sum in another order for another batch size: float rounding, as the README says
     assert fid_a > 0 and abs(fid_a - fid_b) <= 1e-4 * fid_a
-    assert a["judge_sha256"] == fid.file_key(judge_file[0]) and a["inception_sha256"] is None
+    assert a["judge_key"] == judge_key(load_judge(judge_file[0], "cpu")[0]) and a["inception_sha256"] is None
 
 
 def test_eval_records_which_weights_scored(cli, data_dir, tmp_path, monkeypatch):
@@ -512,7 +512,7 @@ def test_eval_records_which_weights_scored(cli, data_dir, tmp_path, monkeypatch)
     assert rc == 0, err
     record = json.loads(out)
     assert record["settings"]["ema"] is False and record["inception_sha256"] == "0123456789abcdef"
-    assert record["judge_sha256"] is None and record["metrics"]["fid"] >= 0
+    assert record["judge_key"] is None and record["metrics"]["fid"] >= 0
     assert f"note: {tmp_path / 'w.pth'} is not torchvision's {WEIGHTS_FILE}" in err
 
 

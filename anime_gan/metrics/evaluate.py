@@ -33,7 +33,7 @@ from ..labels import Schema, encode, read_conditions
 from ..models import PRESETS
 from .accuracy import attribute_accuracy, default_conditions
 from .config import JUDGED_METRICS, OFFLINE_METRICS, EvalConfig, validate_eval
-from .fid import StatsAccumulator, file_key, frechet_distance, real_stats, stats_of
+from .fid import StatsAccumulator, frechet_distance, real_stats, stats_of
 from .inception import INCEPTION_SHA256_PREFIX, WEIGHTS_FILE, default_weights_path, find_weights, load_inception
 from .judge import WEAK_JUDGE, load_judge
 
@@ -308,8 +308,8 @@ def run_eval(cfg: EvalConfig, log=lambda msg: None) -> dict:
         raise UserError(f"{path}: {e}; evaluate an earlier checkpoint of the run") from None
     record = {"step": step, "checkpoint": str(path), "data": str(root),
               "judge": str(judge_path) if judge_path else None, "metrics": metrics,
-              # which files scored it: a judge retrained in place, or other Inception weights, give other numbers
-              "judge_sha256": file_key(judge_path) if judge_path else None,
+              # what scored it: a judge retrained in place, or other Inception weights, give other numbers
+              "judge_key": judge_key(judge) if judge is not None else None,  # as its cached real statistics
               "inception_sha256": inception[1] if inception else None,
               "settings": {"k": cfg.k, "fid_samples": cfg.fid_samples, "min_class": cfg.min_class,
                            "seed": cfg.seed, "ema": cfg.ema and tcfg.ema,  # a run without EMA has only G

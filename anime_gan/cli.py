@@ -394,13 +394,17 @@ def console() -> None:
 
 def _run(args, argv=None) -> int:
     if args.command == "prepare":
-        from .data.prepare import check_source, format_report, prepare, validate_prepare
+        from .data.prepare import check_source, format_report, prepare, preparing, validate_prepare
         cfg = _config(PrepareConfig, args)
         cfg.out = args.out or (args.source if args.source and not args.synthetic else "data")
         if args.dry_run:
             validate_prepare(cfg)
             check_source(cfg)
-        report = None if args.dry_run else prepare(cfg)
+            report = None
+        else:
+            validate_prepare(cfg)  # (a bad flag is said at once, not after waiting for the lock)
+            with preparing(Path(cfg.out), lambda msg: print(msg, file=sys.stderr)):
+                report = prepare(cfg)
         if cfg.source is not None and not cfg.synthetic and cfg.seed != PrepareConfig().seed:  # (once it passed)
             print("note: --seed picks the built-in faces --synthetic draws; a SOURCE is read as it is: ignored",
                   file=sys.stderr)

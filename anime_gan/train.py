@@ -16,7 +16,7 @@ import shlex
 import signal
 import sys
 import time
-from contextlib import contextmanager, nullcontext, suppress
+from contextlib import nullcontext, suppress
 from dataclasses import asdict, fields, replace
 from pathlib import Path
 
@@ -28,10 +28,10 @@ from . import checkpoint, distributed, render
 from .config import TrainConfig, resolve_hyper, validate_train
 from .data.dataset import Batches, LabelSampler, open_packed
 from .data.formats import scan
-from .data.prepare import PrepareConfig, cache_changes, cache_paths, ensure_cache, format_report, prepare
+from .data.prepare import (PrepareConfig, cache_changes, cache_paths, ensure_cache, format_report, prepare,
+                           preparing)
 from .errors import UserError, out_of_memory
-from .files import (LockHeld, append_line, removed_on_failure, take_lock, visible_entries, writable_folder,
-                    write_text_atomically)
+from .files import append_line, removed_on_failure, visible_entries, writable_folder, write_text_atomically
 from .labels import Schema, anime_schema, cond_dim, condition_encoder
 from .metrics.evaluate import evaluate_during_training, load_training_judge
 from .models import PRESETS, ModelConfig, aux_kind, build
@@ -101,7 +101,7 @@ def load_training_data(cfg: TrainConfig, log):
         return open_packed(root, cfg.image_size)
     check_data_folder(cfg)
     # The lock first: a run stopped while it waits must not remove the folder another one draws into.
-    with _preparing(root, log):
+    with preparing(root, log):
         if _current_cache(root, cfg.image_size):  # made (or packed again) by the run we waited for
             return open_packed(root, cfg.image_size)
         changed = cache_changes(root, cfg.image_size)
@@ -128,29 +128,6 @@ def _current_cache(root: Path, size: int) -> bool:
     return cache_paths(root, size)[0].exists() and not cache_changes(root, size)
 
 
-@contextmanager
-def _preparing(root: Path, log):
-    """One process at a time draws or packs a data folder: runs started together on an empty one
-    (a sweep from a shell script) would both draw into it, and one would read a half-made set. The
-    lock file sits beside the folder, which a failed first run removes while others wait."""
-    where = root.resolve()
-    path = where.parent / f".{where.name}.prepare.lock"
-    try:
-        try:
-            lock = take_lock(path)
-        except LockHeld as e:
-            log(f"waiting for another process (pid {e.pid or 'unknown'}) to finish preparing {root}")
-            lock = take_lock(path, wait=True)
-    except OSError:  # a parent folder we may not write: prepare unguarded, as before
-        lock = None
-    try:
-        yield
-    finally:
-        if lock is not None:
-            with suppress(OSError):
-                lock.release()
-
-
 def labels_ahead(cfg: TrainConfig) -> Schema | None:
     """The data folder's labels, without drawing or packing anything: read off its cache, its label
     files, or (an empty folder) those of the built-in faces it will get."""
@@ -167,7 +144,7 @@ def check_before_data(cfg: TrainConfig, resume_path: Path | None, snapshot: dict
     """What the data's labels and the other inputs decide, checked before any slow work (drawing the
     built-in faces, packing a cache), which a refusal would waste; also run by `train --dry-run`."""
     check_data_folder(cfg)
-    with _preparing(Path(cfg.train_dir), log):  # not a folder another run is drawing into right now
+    with preparing(Path(cfg.train_dir), log):  # not a folder another run is drawing into right now
         labels = labels_ahead(cfg)
     if resume_path is not None:
         checkpoint.check_labels(resume_path, snapshot, labels.to_dict() if labels else None, cfg.train_dir)

@@ -17,7 +17,7 @@ from anime_gan.data.prepare import cache_paths, prepare
 from anime_gan.errors import UserError
 from anime_gan.labels import EYE_COLORS, HAIR_COLORS, Schema, anime_schema
 
-from conftest import (PAIRS, colour_of, draw, one_line_error, snapshot, write_folder, write_json_layout,
+from conftest import (PAIRS, colour_of, draw, one_line_error, onehot, snapshot, write_folder, write_json_layout,
                       write_tag_pickle, write_tags_csv)
 
 ANIME = anime_schema()
@@ -647,7 +647,7 @@ def test_an_image_whose_decoder_raises_anything_is_skipped(cli, tmp_path, monkey
     assert rc == 0 and "bad.png: unreadable image" in out and len(open_packed(tmp_path / "out", 64)) == 3
     # whatever a decoder raises (this PIL's TIFF raised TypeError; another version may differ)
     monkeypatch.setattr(Image.Image, "load", lambda self: (_ for _ in ()).throw(IndexError("bad strip")))
-    with pytest.raises(ValueError, match=r"unreadable image \(IndexError\)"):
+    with pytest.raises(ValueError, match=r"unreadable image \(IndexError: bad strip\)"):
         read_image(src / "bad.png", 64)
 
 
@@ -793,9 +793,143 @@ def test_a_rerun_of_prepare_stopped_after_the_cache_was_replaced_leaves_a_set_tr
     monkeypatch.setattr(prepare_module, "commit_tag_pickle_layout", stopped)
     with pytest.raises(KeyboardInterrupt):  # the new cache is in place; images/ and tags.pickle are not yet
         prepare(PrepareConfig(source=str(src), out=str(tmp_path / "out"), quiet=True))
-    with pytest.raises(UserError, match=r"meta_64.json: missing, so the labels in labels_64.npy cannot be read; "
-                                        r"re-run `anime-gan prepare"):
+    with pytest.raises(UserError, match=r"`anime-gan prepare \S+src -o \S+out` was stopped before it finished"):
         open_packed(tmp_path / "out", 64)
+
+
+def test_a_copy_stopped_between_images_and_labels_is_refused_until_the_same_command_finishes_it(
+        cli, tmp_path, monkeypatch):
+    """The source shrank; the re-run copying it was stopped after images/ was swapped, before the
+    labels: packing that folder in place would pair the new images with the old labels."""
+    import shutil
+    from anime_gan.data import prepare as prepare_module
+    src, out = tmp_path / "src", tmp_path / "out"
+    write_tags_csv(src, PAIRS)
+    assert cli("prepare", src, "-o", out, "-q")[0] == 0
+    shutil.rmtree(src)
+    write_tags_csv(src, PAIRS[::-1][:7])  # other colours at the same numbers
+    monkeypatch.setattr(prepare_module, "write_labels", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))
+    with pytest.raises(KeyboardInterrupt):
+        prepare(PrepareConfig(source=str(src), out=str(out), quiet=True))
+    monkeypatch.undo()
+    assert len(list((out / "images").iterdir())) == 7 and not (out / "cache" / "meta_64.json").exists()
+    command = f"`anime-gan prepare {src} -o {out}` was stopped before it finished"
+    one_line_error(cli("prepare", out, "-q"), command, "run that command again")  # in place: refused
+    one_line_error(cli("train", "-t", out, "--model", "cgan", "--dry-run"), command)
+    assert cli("prepare", src, "-o", out, "-q")[0] == 0  # the same command is not "a set from elsewhere"
+    data = open_packed(out, 64)
+    assert [colour_of(x) for x in data.images] == [HAIR_COLORS[h] for h in data.labels[:, :12].argmax(1)]
+    assert len(data) == 7 and not (out / "cache" / "unfinished.json").exists()
+
+
+def test_a_source_that_lost_its_labels_leaves_none_of_the_old_ones_beside_its_copies(cli, tmp_path):
+    src, out = write_tags_csv(tmp_path / "src"), tmp_path / "out"
+    assert cli("prepare", src, "-o", out, "-q")[0] == 0
+    assert (out / "tags.pickle").exists() and (out / "hair_prob.npy").exists()
+    (src / "tags.csv").unlink()
+    assert cli("prepare", src, "-o", out, "-q")[0] == 0
+    assert sorted(p.name for p in out.iterdir()) == ["cache", "images"]
+    assert cli("prepare", out, "--image-size", "32", "-q")[0] == 0
+    assert open_packed(out, 32).labels is None
+
+
+def test_json_object_names_that_read_alike_are_refused_by_prepare_naming_objects_json(cli, tmp_path):
+    src = write_json_layout(tmp_path / "src")
+    (src / "objects.json").write_text(json.dumps({"gray cube": 0, "Gray  Cube": 1}))
+    (src / "train.json").write_text(json.dumps({"scene_0.png": ["gray cube"]}))
+    one_line_error(cli("prepare", src, "-o", tmp_path / "out"), f"{src / 'objects.json'}: group 'objects'",
+                   "read the same", "distinct")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_refused_prepare_into_new_nested_folders_removes_all_it_made(cli, tmp_path):
+    src = write_tags_csv(tmp_path / "src", extra_rows=["99,teal hair blue eyes"])
+    one_line_error(cli("prepare", src, "-o", tmp_path / "new1" / "new2" / "out", "--strict"), "--strict")
+    assert not (tmp_path / "new1").exists()
+
+
+def test_strict_dry_run_refuses_what_the_scan_already_skipped(cli, tmp_path):
+    src = write_tags_csv(tmp_path / "src", extra_rows=["99,teal hair blue eyes"])
+    one_line_error(cli("prepare", src, "-o", tmp_path / "out", "--strict", "--dry-run"), "--strict: 1 file(s)",
+                   "tags.csv:13")
+    assert cli("prepare", src, "-o", tmp_path / "out", "--dry-run")[0] == 0
+
+
+def test_copies_keep_jpeg_bytes_and_the_copying_shows_a_progress_bar(cli, tmp_path, monkeypatch):
+    from anime_gan.data import prepare as prepare_module
+    bars, real_tqdm = [], prepare_module.tqdm
+
+    def tqdm(*args, **kwargs):  # (tqdm draws only on a terminal, which tests have not)
+        bars.append((kwargs["desc"], kwargs["disable"]))
+        return real_tqdm(*args, **kwargs)
+    monkeypatch.setattr(prepare_module, "tqdm", tqdm)
+    src = write_tag_pickle(tmp_path / "src", PAIRS[:3], ext=".jpeg")
+    assert cli("prepare", src, "-o", tmp_path / "out")[0] == 0
+    assert ("copying to images/", None) in bars
+    for i in range(3):
+        assert (tmp_path / "out" / "images" / f"{i}.jpg").read_bytes() == (src / "images" / f"{i}.jpeg").read_bytes()
+
+
+def test_a_second_image_with_the_same_number_is_listed_as_skipped(tmp_path):
+    root = write_tag_pickle(tmp_path / "d", PAIRS[:3])
+    draw(root / "images" / "1.png", (0, 0, 0))
+    src = scan(root)
+    assert [f.name for f in src.files] == ["0.jpg", "1.jpg", "2.jpg"]
+    assert src.skipped == [(str(root / "images" / "1.png"), "same number as 1.jpg, which is the one read")]
+
+
+def test_a_plain_folder_reads_linked_folders_once_and_lists_images_outside_its_images_folder(tmp_path):
+    import os
+    pics = write_folder(tmp_path / "pics")
+    os.symlink(tmp_path / "pics" / "more", tmp_path / "linked")
+    os.symlink(tmp_path / "linked", pics / "more" / "loop")  # a link back up: read once, not for ever
+    other = tmp_path / "other"
+    draw(other / "a.png", (1, 2, 3))
+    os.symlink(other, pics / "set2")
+    src = scan(pics)
+    names = sorted(f.relative_to(pics).as_posix() for f in src.files)
+    assert names == ["img_0.png", "img_1.png", "img_2.png", "more/img_3.png", "more/img_4.png", "set2/a.png"]
+    draw(pics / "images" / "z.png", (9, 9, 9))
+    src = scan(pics)
+    assert [f.name for f in src.files] == ["z.png"]
+    assert len(src.skipped) == 6 and all("outside images/" in r for _, r in src.skipped)
+
+
+def test_damaged_cache_meta_files_give_one_line_not_a_traceback(cli, tmp_path):
+    src, out = write_tags_csv(tmp_path / "src"), tmp_path / "out"
+    assert cli("prepare", src, "-o", out, "-q")[0] == 0
+    meta = out / "cache" / "meta_64.json"
+    good = json.loads(meta.read_text())
+    meta.write_text("[]")
+    one_line_error(cli("prepare", src, "-o", out, "-q"), "already holds a data set from elsewhere")
+    meta.write_text(json.dumps({**good, "folder_state": {"a\u0000b/": [1, "x"]}}))
+    rc, _, err = cli("train", "-t", out, "--model", "cgan", "--dry-run")
+    assert rc == 0 and "Traceback" not in err
+
+
+def test_bf16_label_tensors_are_read(tmp_path):
+    root = write_tag_pickle(tmp_path / "d", PAIRS[:2])
+    tags = {i: torch.cat([onehot(h, 12), onehot(e, 10)]).bfloat16() for i, (h, e) in enumerate(PAIRS[:2])}
+    (root / "tags.pickle").write_bytes(pickle.dumps(tags))
+    assert scan(root).labels.tolist() == pair_labels(PAIRS[:2]).tolist()
+
+
+def test_an_unreadable_image_is_listed_with_pils_reason(tmp_path):
+    root = write_tag_pickle(tmp_path / "d", PAIRS[:2], ext=".png")
+    data = (root / "images" / "1.png").read_bytes()
+    (root / "images" / "1.png").write_bytes(data[:len(data) // 2])
+    with pytest.raises(ValueError, match=r"^unreadable image \((OSError|SyntaxError): .*(truncated|broken)"):
+        read_image(root / "images" / "1.png", 64)
+
+
+def test_prepare_waits_for_another_process_preparing_the_same_folder(cli, tmp_path):
+    import threading
+    from anime_gan.files import take_lock
+    src = write_tags_csv(tmp_path / "src", PAIRS[:3])
+    lock = take_lock(tmp_path / ".out.prepare.lock")
+    threading.Timer(1.0, lock.release).start()
+    rc, _, err = cli("prepare", src, "-o", tmp_path / "out", "-q")
+    assert rc == 0 and "waiting for another process" in err and len(open_packed(tmp_path / "out", 64)) == 3
 
 
 def _loaded(root, lines):

@@ -17,7 +17,7 @@ from ..distributed import free_memory
 from ..errors import UserError
 from ..labels import Schema
 from .formats import Source, read_image, read_json
-from .prepare import cache_paths
+from .prepare import cache_paths, stopped_copy_check
 
 
 @dataclass
@@ -39,6 +39,7 @@ class Packed:
 
 def open_packed(root, size: int) -> Packed:
     root = Path(root)
+    stopped_copy_check(root)
     images_path, labels_path, meta_path = cache_paths(root, size)
     command = f"`anime-gan prepare {root} -o {root} --image-size {size}`"
     if not images_path.exists():

@@ -120,9 +120,15 @@ def _skip_unlabelled(src: Source, folders, named: set, by_stem: bool) -> None:
     """List the images no label names ("missing label"), so that the report shows them and --strict
     refuses them; a numbered layout names images by stem (3 -> 3.jpg), the JSON one by file name."""
     for folder in folders:
+        # images/3.jpg and images/3.png: the label names one image, the first of _NUMBERED's order
+        chosen = {f.stem: f.name for f in src.files if f.parent == folder} if by_stem else {}
         for f in sorted(folder.iterdir()) if folder.is_dir() else []:
-            if f.suffix.lower() in IMAGE_SUFFIXES and (f.stem if by_stem else f.name) not in named:
+            if f.suffix.lower() not in IMAGE_SUFFIXES:
+                continue
+            if (f.stem if by_stem else f.name) not in named:
                 src.skipped.append((str(f), "missing label"))
+            elif chosen.get(f.stem, f.name) != f.name:
+                src.skipped.append((str(f), f"same number as {chosen[f.stem]}, which is the one read"))
 
 
 def _plain_name(name: str) -> bool:
@@ -188,7 +194,9 @@ def _tag_vector(value, path: Path, key, schema: Schema) -> np.ndarray:
             raise UserError(f"{where}: a tuple of parts with {shown} numbers; expected one per group in order, "
                             f"{', '.join(f'{g.name} {len(g.classes)}' for g in schema.groups)}; re-export it so")
     try:
-        flat = [p.detach().cpu().numpy() if isinstance(p, torch.Tensor) else np.asarray(p) for p in parts]
+        # (bf16 and fp16 tensors have no numpy form of their own; they widen exactly to float32)
+        flat = [(p.detach().float() if p.is_floating_point() else p.detach()).numpy() if isinstance(p, torch.Tensor)
+                else np.asarray(p) for p in parts]
         if any(np.iscomplexobj(f) for f in flat):
             raise TypeError("complex numbers")
         with np.errstate(over="ignore", invalid="ignore"):  # out-of-range values fail schema.check
@@ -208,7 +216,10 @@ def _scan_json(root: Path, objects_path: Path) -> Source:
     names = [n for n, _ in sorted(zip(objects, indices), key=lambda kv: kv[1])]
     if not names:
         raise UserError(f"{objects_path}: lists no objects; expected {{name: index}} with at least one name")
-    schema = multi_label_schema(names)
+    # checked as schema.json would be: two names that read alike, or an empty one, would pack into a
+    # set that nothing can open afterwards
+    schema = Schema.from_dict(multi_label_schema(names).to_dict(), str(objects_path),
+                              "rename the objects so each has a distinct, non-empty name")
     train_path = root / "train.json"
     if not train_path.exists():
         raise UserError(f"{train_path}: missing; the JSON layout needs train.json "
@@ -303,15 +314,33 @@ def _scan_folder(root: Path, skip: Path | None) -> Source:
     images = _image_dir(root)
     if below and images != root and _parts_below(skip, images) == ():
         images = root  # -o pics/images: that folder is the output, not the pictures
-    found = sorted(f for f in images.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file()
-                   and not (below and f.relative_to(root).parts[:len(below)] == below))
     src = Source(root, "folder", None)
-    for f in found:  # the top cache/ is where prepare keeps its own files: said, not read
-        if f.relative_to(root).parts[0] == "cache":
+    for f in _image_files(root):
+        parts = f.relative_to(root).parts
+        if below and parts[:len(below)] == below:
+            continue
+        if images != root and parts[0] != images.name:
+            src.skipped.append((str(f), f"outside {images.name}/, the one folder read when there is one"))
+        elif parts[0] == "cache":  # where prepare keeps its own files: said, not read
             src.skipped.append((str(f), "in cache/, the folder prepare writes its cache to"))
         else:
             src.files.append(f)
     return src
+
+
+def _image_files(root: Path) -> list[Path]:
+    """Every image file below `root`, in name order, through linked folders too (once each: a link
+    back up the tree would otherwise be followed for ever)."""
+    found, seen = [], set()
+    for folder, dirs, files in os.walk(root, followlinks=True):
+        st = os.stat(folder)
+        if (st.st_dev, st.st_ino) in seen:
+            dirs[:] = []
+            continue
+        seen.add((st.st_dev, st.st_ino))
+        found += [Path(folder, f) for f in files
+                  if Path(f).suffix.lower() in IMAGE_SUFFIXES and os.path.isfile(os.path.join(folder, f))]
+    return sorted(found)
 
 
 def _parts_below(path: Path | None, folder: Path) -> tuple | None:
@@ -338,7 +367,9 @@ def read_image(path: Path, size: int) -> np.ndarray:
     except Image.DecompressionBombError:  # (past twice the limit PIL refuses to open it)
         too_large = True
     except Exception as e:  # a damaged file can make a decoder raise anything (a TypeError in TIFF's)
-        raise ValueError(f"unreadable image ({type(e).__name__})") from None
+        # PIL's reason ("image file is truncated"), without the path the skip list names anyway
+        detail = str(e).replace(f" {str(path)!r}", "").splitlines()[0][:100] if str(e).strip() else ""
+        raise ValueError(f"unreadable image ({type(e).__name__}{': ' + detail if detail else ''})") from None
     if too_large:
         raise ValueError(f"too large (over {limit:,} pixels); scale it down first")
     if mode not in READABLE_MODES:

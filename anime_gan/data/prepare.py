@@ -10,10 +10,11 @@ import hashlib
 import json
 import os
 import pickle
+import shlex
 import shutil
 import sys
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import suppress
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import numpy as np
@@ -22,9 +23,9 @@ from tqdm import tqdm
 
 from ..config import MAX_SYNTHETIC, PrepareConfig, check_seed
 from ..errors import UserError
-from ..files import (new_staging, removed_on_failure, replace_atomically, swap_in, visible_entries,
-                     writable_folder)
-from ..labels import Schema, anime_schema
+from ..files import (LockHeld, new_staging, outermost_missing, removed_on_failure, replace_atomically, swap_in,
+                     take_lock, visible_entries, writable_folder)
+from ..labels import SCHEMA_FILE, Schema, anime_schema
 from .formats import IMAGE_SUFFIXES, Source, check_source_folder, flatten_alpha, read_image, scan, upright
 
 CACHE_DIR = "cache"
@@ -60,7 +61,9 @@ def check_folders(cfg: PrepareConfig) -> None:
     if cfg.synthetic:
         return check_empty_for_synthetic(Path(cfg.out))
     source, out = check_source_folder(cfg.source), Path(cfg.out)
-    if not _same(source, out):
+    if _same(source, out):  # packing a half-replaced copy in place would pair images with wrong labels
+        stopped_copy_check(out)
+    else:
         _check_no_other_files(out)
     if not _same(source, out) and _holds_data(out) and not _prepared_from(out, source):
         # Writing over another set would mix them: its images/{i} beyond the new count, or of
@@ -68,6 +71,30 @@ def check_folders(cfg: PrepareConfig) -> None:
         raise UserError(f"{out}: already holds a data set from elsewhere; choose an empty folder with "
                         f"-o, or delete it first (nothing was changed). To add a size to it: "
                         f"anime-gan prepare {out} --image-size N")
+
+
+@contextmanager
+def preparing(root: Path, log):
+    """One process at a time draws or packs a data folder (`train` and `prepare` alike): runs started
+    together on an empty one (a sweep from a shell script) would both draw into it, and one would
+    read a half-made set, or remove the folder the other made. The
+    lock file sits beside the folder, which a failed first run removes while others wait."""
+    where = root.resolve()
+    path = where.parent / f".{where.name}.prepare.lock"
+    try:
+        try:
+            lock = take_lock(path)
+        except LockHeld as e:
+            log(f"waiting for another process (pid {e.pid or 'unknown'}) to finish preparing {root}")
+            lock = take_lock(path, wait=True)
+    except OSError:  # a parent folder we may not write: prepare unguarded, as before
+        lock = None
+    try:
+        yield
+    finally:
+        if lock is not None:
+            with suppress(OSError):
+                lock.release()
 
 
 def check_has_images(src: Source) -> None:
@@ -81,12 +108,16 @@ def check_source(cfg: PrepareConfig) -> None:
     """--dry-run: SOURCE's labels read and its image files listed (none decoded), as the real run does first."""
     check_folders(cfg)
     if not cfg.synthetic:
-        check_has_images(scan(cfg.source, skip=cfg.out))
+        src = scan(cfg.source, skip=cfg.out)
+        check_has_images(src)
+        if cfg.strict and src.skipped:  # what the scan skipped (missing images, unlabelled files); the
+            raise _strict_error(src.skipped)  # real run decodes every image first, to list all in one go
 
 
 def prepare(cfg: PrepareConfig) -> dict:
     validate_prepare(cfg)
-    with removed_on_failure(cfg.out):
+    # -o new/sub: a refused or stopped run removes new/ too
+    with removed_on_failure(outermost_missing(cfg.out)):
         return _prepare(cfg, Path(cfg.out))
 
 
@@ -115,7 +146,11 @@ def _prepare(cfg: PrepareConfig, out: Path) -> dict:
         # read with the other set's labels or beside the other set's images.
         nonlocal staged
         if copy:
-            staged = stage_images(out, [src.files[i] for i in keep])
+            staged = stage_images(out, [src.files[i] for i in keep], cfg.quiet)
+            # Says, until the end, that `out` is between two sets: train, eval and `prepare OUT` refuse
+            # it, and naming SOURCE lets this same command run again to finish the job.
+            _atomic_write_bytes(_unfinished_path(out), json.dumps(
+                {"source": str(src.root), "source_path": str(src.root.resolve())}).encode())
         meta.unlink(missing_ok=True)
 
     try:
@@ -140,7 +175,27 @@ def _prepare(cfg: PrepareConfig, out: Path) -> dict:
         report.update(source="built-in faces", layout="built-in", seed=cfg.seed)
     report.update(origin)
     _atomic_write_bytes(meta, json.dumps(report, indent=1).encode())
+    _unfinished_path(out).unlink(missing_ok=True)
     return report
+
+
+def _unfinished_path(out: Path) -> Path:
+    return Path(out) / CACHE_DIR / "unfinished.json"
+
+
+def stopped_copy_check(root) -> None:
+    """Refuse a folder whose `prepare SOURCE -o root` was stopped between replacing its images and
+    writing their labels: read now, its images could be paired with the earlier set's labels."""
+    path = _unfinished_path(root)
+    if not path.exists():
+        return
+    try:
+        source = str(json.loads(path.read_text())["source"])
+    except (OSError, ValueError, KeyError, TypeError, RecursionError):
+        source = "SOURCE"
+    raise UserError(f"{root}: `anime-gan prepare {shlex.quote(source)} -o {shlex.quote(str(root))}` was stopped "
+                    f"before it finished, so its images and labels may not match; run that command again to "
+                    f"finish it, or delete {root} and prepare it anew")
 
 
 def _origin(meta: Path, out: Path) -> dict:
@@ -174,7 +229,7 @@ def folder_state(root: Path, image_folders) -> dict:
     for rel in image_folders:
         try:
             names = sorted(e.name for e in os.scandir(root / rel) if Path(e.name).suffix.lower() in IMAGE_SUFFIXES)
-        except OSError:
+        except (OSError, ValueError):  # ValueError: a damaged meta file naming a folder with a NUL in it
             names = []
         state[f"{rel}/"] = [len(names), hashlib.sha256("\0".join(names).encode(errors="surrogateescape")).hexdigest()]
     return state
@@ -313,15 +368,19 @@ def _shrink_npy(path: Path, n: int) -> None:
     os.replace(tmp, path)
 
 
-def stage_images(out: Path, files: list[Path]) -> Path:
+_COPIED_AS = {".jpg": ".jpg", ".jpeg": ".jpg", ".png": ".png"}  # byte for byte; other formats become PNG
+
+
+def stage_images(out: Path, files: list[Path], quiet: bool = False) -> Path:
     """Copy `files` to a hidden folder as {i}.<ext>, which commit_tag_pickle_layout then makes images/:
     a re-run stopped while copying (Ctrl-C, SIGTERM) leaves the earlier images/ whole."""
     staging = new_staging(out / "images")  # .images.partial
     try:
-        for i, f in enumerate(files):
-            ext = f.suffix.lower() if f.suffix.lower() in (".jpg", ".png") else ".png"
+        for i, f in enumerate(tqdm(files, desc="copying to images/", unit="img", disable=quiet or None,
+                                   file=sys.stderr)):
+            ext = _COPIED_AS.get(f.suffix.lower(), ".png")
             target = staging / f"{i}{ext}"
-            if ext == f.suffix.lower():
+            if ext != ".png" or f.suffix.lower() == ".png":  # the file's own bytes (EXIF orientation kept)
                 shutil.copyfile(f, target)
             else:
                 from PIL import Image
@@ -338,6 +397,9 @@ def commit_tag_pickle_layout(out: Path, staged: Path, files: list[Path], labels,
     swap_in(staged, out / "images")
     if schema is not None:
         write_labels(out, files, labels, schema, overwrite_priors=True)
+    else:  # SOURCE lost its labels since the last run: the earlier ones would label the new copies
+        for stale in ("tags.pickle", SCHEMA_FILE, *(p.name for p in out.glob("*_prob.npy"))):
+            (out / stale).unlink(missing_ok=True)
 
 
 def write_labels(out: Path, files, labels, schema: Schema, overwrite_priors: bool) -> None:
@@ -429,13 +491,14 @@ def format_report(report: dict) -> str:
 
 
 def _prepared_from(out: Path, source: Path) -> bool:
-    """True when an earlier `prepare SOURCE -o OUT` wrote `out` (its cache reports name SOURCE)."""
-    for meta in (out / CACHE_DIR).glob("meta_*.json"):
+    """True when an earlier `prepare SOURCE -o OUT` wrote `out` (its cache reports name SOURCE), or
+    was stopped while writing it."""
+    for meta in (*(out / CACHE_DIR).glob("meta_*.json"), _unfinished_path(out)):
         try:
             report = json.loads(meta.read_text())
             if _same(report.get("source_path", report["source"]), source):
                 return True
-        except (OSError, ValueError, KeyError, TypeError, RecursionError):
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
             continue
     return False
 

@@ -336,6 +336,19 @@ def trainer_path(path: Path) -> Path:
     return d_path
 
 
+def load_trainer(path: Path, g: dict) -> tuple[Path, dict]:
+    """The D_<N>.ckpt beside G_<N>.ckpt `path` (whose contents are `g`), loaded and checked to be the
+    same step of the same run: (its path, its contents). Also run by `train --resume --dry-run`."""
+    d_path = trainer_path(path)
+    d = load(d_path, "trainer")
+    if d.get("step") != g["step"] or d.get("run_path", g.get("run_path")) != g.get("run_path", d.get("run_path")):
+        raise UserError(f"{d_path}: holds step {d.get('step')!r} of {d.get('run_path', 'a run')}, not the "
+                        f"step {g['step']} of {path.name}; the two files of a step must be saved together: "
+                        f"resume from another step")
+    _check_trainer_body(d_path, d)
+    return d_path, d
+
+
 def restore_snapshot(path: Path, state: TrainState, cfg: TrainConfig,
                      schema_dict: dict | None = None, log=lambda msg: None,
                      g: dict | None = None, dist=None) -> tuple[int, list[dict], TrainConfig, bool]:
@@ -348,13 +361,7 @@ def restore_snapshot(path: Path, state: TrainState, cfg: TrainConfig,
     `g`: the G file's contents, when the caller has loaded it already. `dist`: this process's place
     under torchrun (None: a single process)."""
     g = g if g is not None else load(path, "generator")
-    d_path = trainer_path(path)
-    d = load(d_path, "trainer")
-    if d.get("step") != g["step"] or d.get("run_path", g.get("run_path")) != g.get("run_path", d.get("run_path")):
-        raise UserError(f"{d_path}: holds step {d.get('step')!r} of {d.get('run_path', 'a run')}, not the "
-                        f"step {g['step']} of {path.name}; the two files of a step must be saved together: "
-                        f"resume from another step")
-    _check_trainer_body(d_path, d)
+    d_path, d = load_trainer(path, g)
     saved = TrainConfig.from_dict(g["config"])
     if g.get("data_path"):  # absolute: a relative -t of the saving run may mean another folder here
         saved.train_dir = g["data_path"]
@@ -501,11 +508,12 @@ def resume_path(resume: str | None, ckpt_dir: Path) -> Path | None:
 
 
 def read_jsonl(path: Path) -> list[dict]:
-    """The records of a .jsonl log; a line cut short by a crash (kill -9 mid-write) is dropped, not fatal."""
+    """The records of a .jsonl log; a line cut short by a crash (kill -9 mid-write), or damaged (bytes
+    that are not UTF-8 among them), is dropped, not fatal."""
     records = []
-    for line in path.read_text().splitlines() if path.exists() else []:
+    for line in path.read_bytes().splitlines() if path.exists() else []:
         try:
-            record = json.loads(line)
+            record = json.loads(line)  # (bytes: json.loads finds the encoding; bad ones are a ValueError)
         except (ValueError, RecursionError):
             continue
         step = record.get("step", 0) if isinstance(record, dict) else None

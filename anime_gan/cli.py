@@ -165,10 +165,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="continue a run: 'latest' (default when given bare) of the run the flags name, or a run "
                         "folder / G_<N>.ckpt, continued in that folder (or in a new one with --name); "
                         "training flags left out are the snapshot's")
-    p.add_argument("--log-every", type=int, default=d.log_every, help=f"stats line every N steps (default {d.log_every})")
+    p.add_argument("--log-every", type=int, default=d.log_every, help=f"stats line every N steps, and at every --check step (default {d.log_every})")
     p.add_argument("--eval-every", type=int, default=d.eval_every,
                    help="run offline metrics every N steps (needs a judge; 0 = off)")
-    p.add_argument("--tensorboard", action="store_true", help="also write TensorBoard scalars and images")
+    p.add_argument("--tensorboard", action=argparse.BooleanOptionalAction, default=d.tensorboard,
+                   help="also write TensorBoard scalars and images (--no-tensorboard: not in this session of "
+                        "a run that had it)")
     p.add_argument("--synthetic-size", type=int, default=d.synthetic_size,
                    help=f"built-in faces to draw when the data folder is empty (default {d.synthetic_size})")
     p.add_argument("--keep-d", type=int, default=d.keep_d,
@@ -425,6 +427,9 @@ def _run(args, argv=None) -> int:
             for folder in (cfg.checkpoint_dir, cfg.sample_dir):
                 no_file_in_the_way(Path(folder) / run, "choose another folder with -s/-c")
             check_run_folder(cfg, Path(cfg.checkpoint_dir) / run, resume_path, snapshot)
+            if resume_path is not None:  # its D file too, as the real run loads it
+                from .checkpoint import load_trainer
+                load_trainer(resume_path, snapshot)
             check_before_data(cfg, resume_path, snapshot)
             return _print({"train": dataclasses.asdict(cfg), "resolved": dataclasses.asdict(resolve_hyper(cfg)),
                            "run": run, "resumes": str(resume_path) if resume_path else None})

@@ -64,6 +64,8 @@ def check_data_folder(cfg: TrainConfig) -> None:
 def check_run_folder(cfg: TrainConfig, ckpt_dir: Path, resume_path: Path | None, snapshot: dict | None) -> bool:
     """The run folder takes this run without writing over another's steps (also run by --dry-run);
     True when the run starts it afresh rather than continuing in it."""
+    if resume_path is None:  # a wrong -t first: the advice about the run folder would not help
+        check_data_folder(cfg)
     if resume_path is not None:
         checkpoint.trainer_path(resume_path)  # first: no other advice helps without it
         if "sample_dir" not in (cfg.typed or ()):
@@ -90,6 +92,12 @@ def check_run_folder(cfg: TrainConfig, ckpt_dir: Path, resume_path: Path | None,
         raise UserError(f"{ckpt_dir}: already holds a run (step {existing[-1]}); continue it with "
                         f"--resume latest, or pick another --name"
                         + (" for the run continued from --resume" if cfg.resume else "") + " (nothing was changed)")
+    samples = Path(cfg.sample_dir) / ckpt_dir.name
+    theirs = sorted(samples.glob("fake_step_*.png")) if fresh_folder and samples.is_dir() else []
+    if theirs:  # another run's grids (one under another -c, or whose checkpoints were deleted)
+        raise UserError(f"{samples}: holds {len(theirs)} fake_step_<N>.png of an earlier run, which this new "
+                        f"run's would be written over and among; give it its own with --name NEW or -s FOLDER, "
+                        f"or delete that folder (nothing was changed)")
     return fresh_folder
 
 
@@ -318,6 +326,8 @@ def train(cfg: TrainConfig) -> Path | None:
             changed = _changed_settings(saved, cfg, penalty=hyper.loss in ("wgan-gp", "dragan"), reseeded=reseeded)
             if changed:  # allowed (a lower --lr to finish, say), but never silently
                 log("note: continuing with changed settings: " + changed)
+            if not reseeded:  # a --seed typed had no effect: the snapshots keep the run's own, which
+                cfg = replace(cfg, seed=saved.seed)  # the next resume's fixed grid is drawn from
         if dist.is_main:
             # the logs continue from the snapshot's step (empty for a new run): later lines go, so
             # steps trained again after a crash are not logged twice
@@ -434,11 +444,17 @@ def train(cfg: TrainConfig) -> Path | None:
                                   else "no checkpoint yet: the same command starts the run afresh"))
             elif stop.requested and step > start:
                 if step > saved_step:  # (the loop may have just saved this step: a --check or the last one)
-                    since_logged = acc.peek()
-                    _check_finite(since_logged, step, ckpt_dir, dist, device)
+                    # Between log steps: a "partial" line, as at a last step, and the snapshot keeps
+                    # the window open (a resume drops that line and logs on as a straight run would).
+                    rec = {} if step % cfg.log_every == 0 else {**acc.flush(step, keep=True), "partial": True}
+                    _check_finite(rec, step, ckpt_dir, dist, device)
                     checkpoint.save_snapshot(ckpt_dir, step, state, cfg, mcfg, schema, dist)
-                    if dist.is_main:  # the curves up to here, with the steps since the last logged line
-                        _plot(records + [{"step": step, **since_logged}], ckpt_dir, aux is not None)
+                    if dist.is_main:
+                        if rec:
+                            rec["img_per_s"] = round(window_images / max(time.perf_counter() - window_start, 1e-9), 1)
+                            records.append(rec)
+                            _append_stats(ckpt_dir, rec, tb)
+                        _plot(records, ckpt_dir, aux is not None)
                 log(f"stopped at step {step}: saved {ckpt_dir / f'G_{step}.ckpt'}; " +
                     ("continue with --resume" if step < cfg.iterations else "that was the last step: the run is done"))
             if tb is not None:
@@ -782,7 +798,8 @@ def _tensorboard_writer():
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
-        raise UserError("--tensorboard needs the tensorboard package: pip install tensorboard") from None
+        raise UserError("--tensorboard (given, or the resumed run's) needs the tensorboard package: "
+                        "pip install tensorboard, or train without it with --no-tensorboard") from None
     return SummaryWriter
 
 

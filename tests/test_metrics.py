@@ -342,6 +342,21 @@ def test_eval_json_prints_json_and_appends_metrics_line(run_dir, judge_file, cap
     assert len(lines) == 2 and json.loads(lines[0])["metrics"] == record["metrics"]
 
 
+def test_eval_shows_a_progress_bar_per_stage_and_none_with_q(run_dir, monkeypatch, capsys):
+    from anime_gan.metrics import fid
+    bars, real_tqdm = [], fid.tqdm
+
+    def tqdm(*args, **kwargs):  # (tqdm draws only on a terminal, which tests have not)
+        bars.append(kwargs["desc"])
+        return real_tqdm(*args, **kwargs)
+    monkeypatch.setattr(fid, "tqdm", tqdm)
+    args = ["eval", "-d", str(run_dir), "--metrics", "accuracy", "judge-fid", "diversity", "-k", "1",
+            "--fid-samples", "100", "--device", "cpu"]
+    assert main([*args, "-q"]) == 0 and bars == []
+    assert main(args) == 0
+    assert bars == ["accuracy: fakes judged", "FID: fakes", "diversity: fakes"]  # real statistics: cached
+
+
 def test_eval_from_another_folder_uses_the_data_the_run_was_trained_on(tmp_path, monkeypatch, capsys):
     """-t was relative ("data"); eval run elsewhere, next to another ./data, still scores the right set."""
     for where, n in (("a", 40), ("b", 24)):
@@ -388,6 +403,8 @@ def test_eval_conditions_and_data_folder_mistakes_are_said_plainly(cli, run_dir,
     assert rc == 0 and "note: --conditions is read only by --metrics accuracy; without them, ignored" in err
     one_line_error(cli("eval", "-d", run_dir, "--metrics", "diversity", "-t", tmp_path / "nope"),
                    tmp_path / "nope", "no such data folder; check -t")
+    one_line_error(cli("eval", "-d", run_dir, "--metrics", "diversity", "-t", conditions),
+                   f"{conditions}: is a file; -t takes the data folder that holds it ({tmp_path})")
     # a model without labels: --conditions is a mistake, said in one line
     unlabelled = tmp_path / "unlabelled"
     unlabelled.mkdir()

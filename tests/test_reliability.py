@@ -699,3 +699,22 @@ def test_a_folder_swap_killed_between_its_renames_gets_the_earlier_folder_back(t
     swap_in(staging, tmp_path / "images")
     assert (tmp_path / "images" / "0.png").read_bytes() == b"new"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["images"]
+
+
+def test_a_stop_between_log_steps_logs_its_last_step_as_partial(tmp_path, data, monkeypatch, capsys):
+    from anime_gan.step import GanStep
+    real_call, calls = GanStep.__call__, []
+
+    def step_then_stop(self, draws):
+        calls.append(1)
+        if len(calls) == 3:
+            os.kill(os.getpid(), signal.SIGINT)  # step 3 finishes, then the run stops and saves
+        return real_call(self, draws)
+    monkeypatch.setattr(GanStep, "__call__", step_then_stop)
+    args = [a for a in TRAIN if a != "-q"]
+    args[args.index("--log-every") + 1] = "2"
+    assert main([*args, "-t", str(data), "-s", str(tmp_path / "s"), "-c", str(tmp_path / "c"), "-i", "100",
+                 "--check", "10", "--name", "r"]) == 0
+    stats = [json.loads(l) for l in (tmp_path / "c" / "r" / "stats.jsonl").read_text().splitlines()]
+    assert [(r["step"], r.get("partial")) for r in stats] == [(2, None), (3, True)]
+    assert "stopped at step 3: saved" in capsys.readouterr().err

@@ -118,6 +118,68 @@ def test_a_run_stopped_between_log_steps_resumes_to_the_same_log_and_grids(tmp_p
     assert _states_equal(*(torch.load(p / "G_8.ckpt", weights_only=True)["G"] for p in (a, b)))
     grids = [(tmp_path / x / "samples" / "r" / "fake_step_8.png").read_bytes() for x in "ab"]
     assert grids[0] == grids[1]
+    # the --seed that changed nothing is not saved either: the next resume draws the same grid
+    assert torch.load(b / "G_8.ckpt", weights_only=True)["config"]["seed"] == 0
+    for x in "ab":
+        assert _train(tmp_path / x, data, *common, "-i", "12", "--name", "r", "--resume") == 0
+    grids = [(tmp_path / x / "samples" / "r" / "fake_step_12.png").read_bytes() for x in "ab"]
+    assert grids[0] == grids[1]
+
+
+def test_a_new_run_never_writes_among_an_earlier_runs_grids(tmp_path, data, capsys):
+    common = ["--image-size", "32", "-i", "2", "--check", "2", "--sample", "2", "--name", "r"]
+    assert _train(tmp_path, data, "--model", "cgan", *common) == 0
+    before = snapshot(tmp_path / "samples")
+    capsys.readouterr()
+    args = ["train", "-t", str(data), "-s", str(tmp_path / "samples"), "-c", str(tmp_path / "other"), *TINY,
+            "--model", "projection", *common]
+    assert main(args) == 2  # another -c, the same run name: the same sample folder
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'samples' / 'r'}: holds 1 fake_step_<N>.png of an earlier run" in err, err
+    assert snapshot(tmp_path / "samples") == before and not (tmp_path / "other").exists()
+    assert main([*args, "--dry-run"]) == 2
+    assert main([*args, "--name", "r2"]) == 0
+
+
+def test_a_data_file_given_as_t_is_said_before_the_run_folder_it_would_collide_with(tmp_path, data, capsys):
+    assert _train(tmp_path, data, "--model", "cgan", "--image-size", "32", "-i", "1", "--name", "r") == 0
+    image = next((data / "images").iterdir())
+    for dry_run in ([], ["--dry-run"]):
+        capsys.readouterr()
+        assert _train(tmp_path, image, "--model", "cgan", "--image-size", "32", "-i", "1", "--name", "r", *dry_run) == 2
+        assert f"{image}: is a file; -t takes the data folder that holds it" in capsys.readouterr().err
+
+
+def test_a_run_with_tensorboard_resumes_without_it_where_it_is_not_installed(tmp_path, data, capsys, monkeypatch):
+    import sys
+    assert _train(tmp_path, data, "--model", "cgan", "--image-size", "32", "-i", "2", "--check", "2", "--name", "r") == 0
+    g_path = tmp_path / "ckpt" / "r" / "G_2.ckpt"
+    g = torch.load(g_path, weights_only=True)
+    g["config"]["tensorboard"] = True  # trained where tensorboard was installed
+    torch.save(g, g_path)
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # not installed here
+    capsys.readouterr()
+    assert _train(tmp_path, data, "-i", "3", "--name", "r", "--resume") == 2
+    assert "pip install tensorboard, or train without it with --no-tensorboard" in capsys.readouterr().err
+    assert _train(tmp_path, data, "-i", "3", "--name", "r", "--resume", "--no-tensorboard") == 0
+    assert torch.load(tmp_path / "ckpt" / "r" / "G_3.ckpt", weights_only=True)["config"]["tensorboard"] is False
+
+
+def test_resume_skips_log_lines_that_are_not_utf8(tmp_path, data):
+    assert _train(tmp_path, data, "--model", "cgan", "--image-size", "32", "-i", "2", "--check", "2", "--name", "r") == 0
+    with open(tmp_path / "ckpt" / "r" / "stats.jsonl", "ab") as f:
+        f.write(b"\xff\xfe garbage\n")
+    assert _train(tmp_path, data, "-i", "3", "--name", "r", "--resume") == 0
+    assert [json.loads(l)["step"] for l in (tmp_path / "ckpt" / "r" / "stats.jsonl").read_text().splitlines()] == [1, 2, 3]
+
+
+def test_resume_dry_run_checks_the_d_file_as_the_run_would(tmp_path, data, capsys):
+    assert _train(tmp_path, data, "--model", "cgan", "--image-size", "32", "-i", "2", "--check", "2", "--name", "r") == 0
+    run = tmp_path / "ckpt" / "r"
+    (run / "D_2.ckpt").write_bytes((run / "G_2.ckpt").read_bytes())
+    capsys.readouterr()
+    assert _train(tmp_path, data, "-i", "3", "--name", "r", "--resume", "--dry-run") == 2
+    assert f"{run / 'D_2.ckpt'}" in capsys.readouterr().err
 
 
 def test_mode_seeking_trains_and_logs_its_term(tmp_path, data):
@@ -920,7 +982,7 @@ def test_what_the_labels_decide_is_refused_before_any_slow_work_and_by_the_dry_r
              (["-t", clevr, "--model", "cgan", "--embed", "rgb"], "--embed rgb needs one-of-N attributes only"),
              (["-t", empty, "--eval-every", "1"], "--eval-every needs a judge"),
              (["-t", plain, "--model", "dcgan", "--eval-every", "1"], "this data set has no labels"),
-             (["-t", empty, "--tensorboard"], "--tensorboard needs the tensorboard package")]
+             (["-t", empty, "--tensorboard"], "needs the tensorboard package: pip install tensorboard")]
     for args, needle in cases:
         for dry_run in ([], ["--dry-run"]):
             rc, _, err = cli("train", *args, *out, *dry_run)

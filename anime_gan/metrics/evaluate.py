@@ -33,7 +33,7 @@ from ..labels import Schema, encode, read_conditions
 from ..models import PRESETS
 from .accuracy import attribute_accuracy, default_conditions
 from .config import JUDGED_METRICS, OFFLINE_METRICS, EvalConfig, validate_eval
-from .fid import StatsAccumulator, frechet_distance, real_stats, stats_of
+from .fid import StatsAccumulator, frechet_distance, progress_bar, real_stats, stats_of
 from .inception import INCEPTION_SHA256_PREFIX, WEIGHTS_FILE, default_weights_path, find_weights, load_inception
 from .judge import WEAK_JUDGE, load_judge
 
@@ -49,12 +49,13 @@ def judge_key(judge) -> str:
 
 @torch.no_grad()
 def generate(G, cfg_train, schema: Schema | None, labels: torch.Tensor, device,
-             generator: torch.Generator, batch: int = 100):
-    """Yield fakes in [-1, 1] for `labels` (N, dim), `batch` at a time, in order, on `device`."""
+             generator: torch.Generator, batch: int = 100, desc: str | None = None):
+    """Yield fakes in [-1, 1] for `labels` (N, dim), `batch` at a time, in order, on `device`;
+    `desc`: show a progress bar so named (on a terminal)."""
     conditional = schema is not None and PRESETS[cfg_train.model].conditional
     # All noise in one draw: randn in chunks gives other numbers, and -b must not change a score.
     z_all = torch.randn(len(labels), G.z_dim, generator=generator, device=generator.device)
-    for i in range(0, len(labels), batch):
+    for i in progress_bar(range(0, len(labels), batch), desc, len(labels), batch):
         y = labels[i:i + batch].to(device)
         z = z_all[i:i + batch].to(device)
         c = encode(schema, y, cfg_train.embed) if conditional else y[:, :0]
@@ -72,7 +73,8 @@ class NonFiniteFakes(UserError):
 
 def evaluate(G, cfg_train, schema: Schema, judge, data: Packed, k: int, device,
              generator: torch.Generator, *, metrics=OFFLINE_METRICS, conditions: torch.Tensor | None = None,
-             fid_samples: int = 2000, min_class: int = 50, inception=None, batch: int = 100) -> dict:
+             fid_samples: int = 2000, min_class: int = 50, inception=None, batch: int = 100,
+             progress: bool = False) -> dict:
     """Metrics of generator `G`, a plain module called as G(z, c) with c = encode(labels, embed).
 
     Pass the unwrapped (EMA) module, on `device`; `cfg_train` gives its model and embed.  `judge`
@@ -82,7 +84,7 @@ def evaluate(G, cfg_train, schema: Schema, judge, data: Packed, k: int, device,
     inception.load_inception, needed when 'fid' is in `metrics`.  Returns
     {"accuracy": {hair, eye, joint, worst, conditions, k}, "judge_fid": float,
      "intra_fid": {mean, classes, min_class, skipped}, "fid": float} for the metrics asked;
-    G's and the judge's train/eval modes are restored afterwards."""
+    G's and the judge's train/eval modes are restored afterwards. `progress`: a bar per stage."""
     was_training, judge_was = G.training, judge is not None and judge.training
     G.eval()
     if judge is not None:
@@ -94,15 +96,16 @@ def evaluate(G, cfg_train, schema: Schema, judge, data: Packed, k: int, device,
                 if conditions is None:
                     conditions = default_conditions(schema, data.labels, generator)
                 out["accuracy"] = _accuracy(G, cfg_train, schema, judge, conditions.float(), k, device,
-                                            generator, batch)
+                                            generator, batch, progress)
             if {"judge-fid", "intra-fid", "fid"} & set(metrics):
                 # its own stream, like diversity's: FID stays the same number whether accuracy ran first
                 fid_generator = torch.Generator(generator.device).manual_seed(generator.initial_seed() + 2)
                 out.update(_fids(G, cfg_train, schema, judge, data, device, fid_generator, metrics,
-                                 fid_samples, min_class, inception, batch))
+                                 fid_samples, min_class, inception, batch, progress))
             if "diversity" in metrics:  # last, so adding it leaves the other numbers as they were
                 # (and it draws from its own streams, so the others do not change it either)
-                out["diversity"] = _diversity(G, cfg_train, schema, data, device, generator, batch)
+                out["diversity"] = _diversity(G, cfg_train, schema, data, device, generator, batch,
+                                              progress=progress)
             return out
     finally:
         G.train(was_training)
@@ -110,9 +113,10 @@ def evaluate(G, cfg_train, schema: Schema, judge, data: Packed, k: int, device,
             judge.train(judge_was)
 
 
-def _accuracy(G, cfg_train, schema, judge, conditions, k, device, generator, batch) -> dict:
+def _accuracy(G, cfg_train, schema, judge, conditions, k, device, generator, batch, progress=False) -> dict:
     labels = conditions.repeat_interleave(k, 0)
-    fakes = generate(G, cfg_train, schema, labels, device, generator, batch)
+    fakes = generate(G, cfg_train, schema, labels, device, generator, batch,
+                     desc="accuracy: fakes judged" if progress else None)
     logits = torch.cat([judge(x).cpu() for x in fakes])
     return attribute_accuracy(schema, logits, conditions, k)
 
@@ -129,12 +133,13 @@ def _fid_labels(data: Packed, n: int, generator: torch.Generator) -> torch.Tenso
 
 
 def _fids(G, cfg_train, schema, judge, data, device, generator, metrics, fid_samples, min_class,
-          inception, batch) -> dict:
+          inception, batch, progress=False) -> dict:
     """One pass over `fid_samples` fakes feeds both the judge and (if asked) Inception."""
     use_judge = bool({"judge-fid", "intra-fid"} & set(metrics))
     labels = _fid_labels(data, fid_samples, generator)
     judge_feats, incep = [], StatsAccumulator()
-    for x in generate(G, cfg_train, schema, labels, device, generator, batch):
+    for x in generate(G, cfg_train, schema, labels, device, generator, batch,
+                      desc="FID: fakes" if progress else None):
         if use_judge:
             judge_feats.append(judge.features(x).cpu())
         if "fid" in metrics:
@@ -143,14 +148,15 @@ def _fids(G, cfg_train, schema, judge, data, device, generator, metrics, fid_sam
     if use_judge:
         feats = torch.cat(judge_feats)
         real = real_stats(data, judge.features, "judge", judge_key(judge), per_class=True,
-                          batch=batch, device=device)
+                          batch=batch, device=device, desc="FID: real images (judge)" if progress else None)
         if "judge-fid" in metrics:
             out["judge_fid"] = round(frechet_distance(stats_of(feats), real["all"]), 4)
         if "intra-fid" in metrics:
             out["intra_fid"] = _intra_fid(schema, feats, labels, real, min_class)
     if "fid" in metrics:
         extractor, key = inception
-        real = real_stats(data, extractor, "inception", key, batch=batch, device=device)
+        real = real_stats(data, extractor, "inception", key, batch=batch, device=device,
+                          desc="FID: real images (Inception)" if progress else None)
         out["fid"] = round(frechet_distance(incep.stats(), real["all"]), 4)
     return out
 
@@ -171,7 +177,8 @@ def _intra_fid(schema: Schema, feats: torch.Tensor, labels: torch.Tensor, real: 
     return {"mean": mean, "classes": per, "min_class": min_class, "skipped": total - len(per)}
 
 
-def _diversity(G, cfg_train, schema, data: Packed, device, generator, batch, pairs: int = 500) -> dict:
+def _diversity(G, cfg_train, schema, data: Packed, device, generator, batch, pairs: int = 500,
+               progress: bool = False) -> dict:
     """Mean absolute pixel difference of fake pairs that share a label but not z, over the same
     for real pairs that share their whole label. Pixels are cruder than LPIPS, but need no weights
     and show conditional mode collapse plainly: a G that ignores z scores 0."""
@@ -196,7 +203,8 @@ def _diversity(G, cfg_train, schema, data: Packed, device, generator, batch, pai
     if real_gap == 0:  # every label's faces are copies of one image: no spread to compare with
         return {"fake": None, "real": 0.0, "ratio": None, "pairs": pairs}
     asked = torch.from_numpy(labels[i]).repeat(2, 1)  # fakes k and k + pairs: one label, two z
-    fakes = torch.cat([x.cpu() for x in generate(G, cfg_train, schema, asked, device, generator, batch)])
+    fakes = torch.cat([x.cpu() for x in generate(G, cfg_train, schema, asked, device, generator, batch,
+                                                 desc="diversity: fakes" if progress else None)])
     fake_gap = (fakes[:pairs] - fakes[pairs:]).abs().mean().item()
     return {"fake": round(fake_gap, 4), "real": round(real_gap, 4), "ratio": round(fake_gap / real_gap, 4),
             "pairs": pairs}
@@ -303,7 +311,7 @@ def run_eval(cfg: EvalConfig, log=lambda msg: None) -> dict:
     try:
         metrics = evaluate(G, tcfg, schema, judge, data, cfg.k, device, generator, metrics=cfg.metrics,
                            conditions=conditions, fid_samples=cfg.fid_samples, min_class=cfg.min_class,
-                           inception=inception, batch=cfg.batch_size)
+                           inception=inception, batch=cfg.batch_size, progress=not cfg.quiet)
     except NonFiniteFakes as e:
         raise UserError(f"{path}: {e}; evaluate an earlier checkpoint of the run") from None
     record = {"step": step, "checkpoint": str(path), "data": str(root),
@@ -331,6 +339,8 @@ def check_eval(cfg: EvalConfig, device) -> Checked:
         find_weights(cfg.inception_weights)
     G, tcfg, schema, step = checkpoint.load_generator(path, device, ema=cfg.ema)
     root = Path(cfg.train_dir or tcfg.train_dir)
+    if root.is_file():
+        raise UserError(f"{root}: is a file; -t takes the data folder that holds it ({root.parent})")
     if not root.is_dir():
         raise UserError(f"{root}: no such data folder; check -t" if cfg.train_dir else
                         f"{root}: the data folder {path} was trained on is not here; pass it with -t DATA")

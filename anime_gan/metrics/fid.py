@@ -8,12 +8,14 @@ outer products) so no feature matrix of the whole data set is ever held in memor
 from __future__ import annotations
 
 import hashlib
+import sys
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from ..data.dataset import Packed
 from ..data.prepare import cache_paths
@@ -77,16 +79,28 @@ def frechet_distance(a: Stats, b: Stats) -> float:
     return max(float(d), 0.0)  # round-off can leave -1e-12 for identical sets
 
 
+def progress_bar(batches: range, desc: str | None, images: int, batch: int):
+    """`batches` (start indices), counted in images on a bar named `desc` when it is not None. The
+    bar shows only on a terminal, and goes when done: one per stage of `eval`."""
+    if desc is None:
+        yield from batches
+        return
+    with tqdm(total=images, desc=desc, unit="img", disable=None, leave=False, file=sys.stderr) as bar:
+        for start in batches:
+            yield start
+            bar.update(min(batch, images - start))
+
+
 def extract(extractor, images, batch: int = 100, device="cpu") -> torch.Tensor:
     """Features (N, F) on the CPU of `images`: a uint8 (N, 3, S, S) array or a float tensor in [-1, 1]."""
     return torch.cat(list(features_in_batches(extractor, images, batch, device)))
 
 
 @torch.no_grad()
-def features_in_batches(extractor, images, batch: int = 100, device="cpu"):
+def features_in_batches(extractor, images, batch: int = 100, device="cpu", desc: str | None = None):
     """Yield features (B, F) on the CPU of `images`, `batch` at a time; batches are converted and
-    moved to `device` one at a time."""
-    for i in range(0, len(images), batch):
+    moved to `device` one at a time (`desc`: with a progress bar so named)."""
+    for i in progress_bar(range(0, len(images), batch), desc, len(images), batch):
         x = images[i:i + batch]
         if not torch.is_tensor(x) or x.dtype == torch.uint8:
             x = torch.as_tensor(np.asarray(x)).float().div_(127.5).sub_(1.0)
@@ -94,12 +108,13 @@ def features_in_batches(extractor, images, batch: int = 100, device="cpu"):
 
 
 def real_stats(data: Packed, extractor, name: str, key: str, per_class: bool = False,
-               batch: int = 100, device="cpu") -> dict[str, Stats]:
+               batch: int = 100, device="cpu", desc: str | None = None) -> dict[str, Stats]:
     """Statistics of the real images, cached at <data>/cache/fid_<name>_<size>.npz.
 
     Returns {"all": Stats}, plus {"<group>/<class>": Stats} per one-of class with `per_class`
     (intra-class FID).  `key` names what the features depend on (the extractor's weights); with
-    the packed cache's size and mtime it decides whether the file is stale."""
+    the packed cache's size and mtime it decides whether the file is stale. `desc`: a progress bar
+    so named while they are computed (not when read from the cache)."""
     size = data.images.shape[-1]
     st = cache_paths(data.root, size)[0].stat()
     full_key = f"{key}|{st.st_size}|{st.st_mtime_ns}|{'classes' if per_class else 'all'}"
@@ -111,7 +126,8 @@ def real_stats(data: Packed, extractor, name: str, key: str, per_class: bool = F
     # each image's class per group, so every batch's features go straight into its classes' sums
     classes = {g.name: data.labels[:, data.schema.span(g.name)].argmax(1) for g in groups}
     total, per = StatsAccumulator(), {}
-    for start, feats in zip(range(0, len(data), batch), features_in_batches(extractor, data.images, batch, device)):
+    feats_in_order = features_in_batches(extractor, data.images, batch, device, desc)
+    for start, feats in zip(range(0, len(data), batch), feats_in_order):
         total.add(feats)
         for g in groups:
             idx = torch.from_numpy(classes[g.name][start:start + len(feats)])

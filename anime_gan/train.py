@@ -93,8 +93,10 @@ def check_run_folder(cfg: TrainConfig, ckpt_dir: Path, resume_path: Path | None,
                         f"--resume latest, or pick another --name"
                         + (" for the run continued from --resume" if cfg.resume else "") + " (nothing was changed)")
     samples = Path(cfg.sample_dir) / ckpt_dir.name
-    theirs = sorted(samples.glob("fake_step_*.png")) if fresh_folder and samples.is_dir() else []
-    if theirs:  # another run's grids (one under another -c, or whose checkpoints were deleted)
+    # A run folder with no steps is this run's own failed start (retried as its message says):
+    # without one, grids there are another run's (under another -c, or whose folder was deleted).
+    theirs = sorted(samples.glob("fake_step_*.png")) if fresh_folder and not ckpt_dir.exists() else []
+    if theirs:
         raise UserError(f"{samples}: holds {len(theirs)} fake_step_<N>.png of an earlier run, which this new "
                         f"run's would be written over and among; give it its own with --name NEW or -s FOLDER, "
                         f"or delete that folder (nothing was changed)")

@@ -816,10 +816,28 @@ def test_a_copy_stopped_between_images_and_labels_is_refused_until_the_same_comm
     command = f"`anime-gan prepare {src} -o {out}` was stopped before it finished"
     one_line_error(cli("prepare", out, "-q"), command, "run that command again")  # in place: refused
     one_line_error(cli("train", "-t", out, "--model", "cgan", "--dry-run"), command)
+    for dry_run in ([], ["--dry-run"]):  # nor copied on as the SOURCE of another set
+        one_line_error(cli("prepare", out, "-o", tmp_path / "copy", "-q", *dry_run), command)
+    assert not (tmp_path / "copy").exists()
     assert cli("prepare", src, "-o", out, "-q")[0] == 0  # the same command is not "a set from elsewhere"
     data = open_packed(out, 64)
     assert [colour_of(x) for x in data.images] == [HAIR_COLORS[h] for h in data.labels[:, :12].argmax(1)]
     assert len(data) == 7 and not (out / "cache" / "unfinished.json").exists()
+
+
+def test_the_command_that_finishes_a_stopped_copy_runs_from_anywhere_at_its_size(cli, tmp_path, monkeypatch):
+    from anime_gan.data import prepare as prepare_module
+    monkeypatch.chdir(tmp_path)
+    write_tags_csv(tmp_path / "src", PAIRS[:3])
+    assert cli("prepare", "src", "-o", "out", "--image-size", "32", "-q")[0] == 0
+    with monkeypatch.context() as m:  # a re-run over it, stopped half-way
+        m.setattr(prepare_module, "commit_tag_pickle_layout", lambda *a: (_ for _ in ()).throw(KeyboardInterrupt))
+        assert cli("prepare", "src", "-o", "out", "--image-size", "32", "-q")[0] == 130
+    monkeypatch.chdir(tmp_path / "src")  # elsewhere: the command names SOURCE absolutely
+    one_line_error(cli("prepare", "../out", "-q"),
+                   f"`anime-gan prepare {tmp_path / 'src'} -o ../out --image-size 32` was stopped")
+    assert cli("prepare", tmp_path / "src", "-o", "../out", "--image-size", "32", "-q")[0] == 0
+    assert len(open_packed(tmp_path / "out", 32)) == 3
 
 
 def test_a_source_that_lost_its_labels_leaves_none_of_the_old_ones_beside_its_copies(cli, tmp_path):
@@ -893,6 +911,17 @@ def test_a_plain_folder_reads_linked_folders_once_and_lists_images_outside_its_i
     src = scan(pics)
     assert [f.name for f in src.files] == ["z.png"]
     assert len(src.skipped) == 6 and all("outside images/" in r for _, r in src.skipped)
+
+
+def test_links_up_the_tree_or_to_the_output_folder_are_not_followed(cli, tmp_path):
+    import os
+    pics = write_folder(tmp_path / "pics", 3)
+    os.symlink("../..", pics / "more" / "up")  # back to pics' parent, which holds out/ too
+    (tmp_path / "out").mkdir()
+    os.symlink("../out", pics / "outlink")
+    for _ in range(3):  # the same count each time: its own copies are never read back in
+        rc, out, _ = cli("prepare", pics, "-o", tmp_path / "out", "-q")
+        assert rc == 0 and len(open_packed(tmp_path / "out", 64)) == 3, out
 
 
 def test_damaged_cache_meta_files_give_one_line_not_a_traceback(cli, tmp_path):

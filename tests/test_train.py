@@ -141,6 +141,24 @@ def test_a_new_run_never_writes_among_an_earlier_runs_grids(tmp_path, data, caps
     assert main([*args, "--name", "r2"]) == 0
 
 
+def test_a_run_that_failed_before_its_first_checkpoint_can_be_run_again(tmp_path, data, monkeypatch):
+    from anime_gan.step import GanStep
+    args = ["--model", "cgan", "--image-size", "32", "-i", "4", "--check", "100", "--sample", "1", "--name", "r"]
+    real_call, calls = GanStep.__call__, []
+
+    def fail_at_step_3(self, draws):
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("a crash in step 3")
+        return real_call(self, draws)
+    with monkeypatch.context() as m:
+        m.setattr(GanStep, "__call__", fail_at_step_3)
+        with pytest.raises(RuntimeError):
+            _train(tmp_path, data, *args)
+    assert (tmp_path / "samples" / "r" / "fake_step_2.png").exists() and not list((tmp_path / "ckpt" / "r").glob("G_*"))
+    assert _train(tmp_path, data, *args) == 0  # its own grids, not another run's: the retry starts afresh
+
+
 def test_a_data_file_given_as_t_is_said_before_the_run_folder_it_would_collide_with(tmp_path, data, capsys):
     assert _train(tmp_path, data, "--model", "cgan", "--image-size", "32", "-i", "1", "--name", "r") == 0
     image = next((data / "images").iterdir())

@@ -315,7 +315,7 @@ def _scan_folder(root: Path, skip: Path | None) -> Source:
     if below and images != root and _parts_below(skip, images) == ():
         images = root  # -o pics/images: that folder is the output, not the pictures
     src = Source(root, "folder", None)
-    for f in _image_files(root):
+    for f in _image_files(root, skip):
         parts = f.relative_to(root).parts
         if below and parts[:len(below)] == below:
             continue
@@ -328,13 +328,20 @@ def _scan_folder(root: Path, skip: Path | None) -> Source:
     return src
 
 
-def _image_files(root: Path) -> list[Path]:
-    """Every image file below `root`, in name order, through linked folders too (once each: a link
-    back up the tree would otherwise be followed for ever)."""
+def _image_files(root: Path, skip: Path | None) -> list[Path]:
+    """Every image file below `root`, in name order, through linked folders too: each folder once
+    (a link loop is not followed for ever), and never `root` again or a folder above it, nor the
+    output folder `skip` (a link to them would read the set's own copies back in)."""
     found, seen = [], set()
+    real_root = Path(os.path.realpath(root))
+    out = Path(os.path.realpath(skip)) if skip is not None else None
+    if out is not None and (out == real_root or out in real_root.parents):
+        out = None  # prepared in place (or into a folder above): nothing below to leave out
     for folder, dirs, files in os.walk(root, followlinks=True):
+        real = Path(os.path.realpath(folder))
         st = os.stat(folder)
-        if (st.st_dev, st.st_ino) in seen:
+        if (st.st_dev, st.st_ino) in seen or (folder != str(root) and real in real_root.parents) or \
+                (out is not None and (real == out or out in real.parents)):
             dirs[:] = []
             continue
         seen.add((st.st_dev, st.st_ino))

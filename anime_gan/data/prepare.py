@@ -61,9 +61,9 @@ def check_folders(cfg: PrepareConfig) -> None:
     if cfg.synthetic:
         return check_empty_for_synthetic(Path(cfg.out))
     source, out = check_source_folder(cfg.source), Path(cfg.out)
-    if _same(source, out):  # packing a half-replaced copy in place would pair images with wrong labels
-        stopped_copy_check(out)
-    else:
+    # a half-replaced copy, packed in place or copied on, would pair its images with wrong labels
+    stopped_copy_check(source)
+    if not _same(source, out):
         _check_no_other_files(out)
     if not _same(source, out) and _holds_data(out) and not _prepared_from(out, source):
         # Writing over another set would mix them: its images/{i} beyond the new count, or of
@@ -150,7 +150,7 @@ def _prepare(cfg: PrepareConfig, out: Path) -> dict:
             # Says, until the end, that `out` is between two sets: train, eval and `prepare OUT` refuse
             # it, and naming SOURCE lets this same command run again to finish the job.
             _atomic_write_bytes(_unfinished_path(out), json.dumps(
-                {"source": str(src.root), "source_path": str(src.root.resolve())}).encode())
+                {"source": str(src.root), "source_path": str(src.root.resolve()), "image_size": cfg.image_size}).encode())
         meta.unlink(missing_ok=True)
 
     try:
@@ -189,13 +189,15 @@ def stopped_copy_check(root) -> None:
     path = _unfinished_path(root)
     if not path.exists():
         return
-    try:
-        source = str(json.loads(path.read_text())["source"])
-    except (OSError, ValueError, KeyError, TypeError, RecursionError):
-        source = "SOURCE"
-    raise UserError(f"{root}: `anime-gan prepare {shlex.quote(source)} -o {shlex.quote(str(root))}` was stopped "
-                    f"before it finished, so its images and labels may not match; run that command again to "
-                    f"finish it, or delete {root} and prepare it anew")
+    try:  # absolute, and with its size: the command can be run again from anywhere
+        marker = json.loads(path.read_text())
+        command = f"anime-gan prepare {shlex.quote(str(marker['source_path']))} -o {shlex.quote(str(root))}"
+        size = marker.get("image_size", PrepareConfig.image_size)
+        command += f" --image-size {size}" if size != PrepareConfig.image_size else ""
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
+        command = f"anime-gan prepare SOURCE -o {shlex.quote(str(root))}"
+    raise UserError(f"{root}: `{command}` was stopped before it finished, so its images and labels may not "
+                    f"match; run that command again to finish it, or delete {root} and prepare it anew")
 
 
 def _origin(meta: Path, out: Path) -> dict:

@@ -76,7 +76,7 @@ def load(path, kind: str) -> dict:
 def _check_generator_body(path: Path, ckpt: dict) -> None:
     """A G file whose header is right but whose body was damaged or edited: one line now, rather than
     a KeyError or a shape mismatch deep in sampling or resuming."""
-    from .labels import Schema, cond_dim
+    from .labels import EMBEDS, Schema, cond_dim
     from .models import ModelConfig
     try:
         if not isinstance(ckpt.get("G"), dict) or not isinstance(ckpt.get("step"), int):
@@ -94,8 +94,10 @@ def _check_generator_body(path: Path, ckpt: dict) -> None:
         unknown = set(ckpt["model"]) - set(asdict(model))
         if unknown:
             raise ValueError(f"unknown model settings {sorted(unknown)}")
-        if (cfg.z_dim, cfg.image_size) != (model.z_dim, model.image_size):
+        if (cfg.z_dim, cfg.image_size, cfg.nf, cfg.d_nf) != (model.z_dim, model.image_size, model.nf, model.d_nf):
             raise ValueError("its training and model settings disagree")
+        if cfg.embed not in EMBEDS:  # (cond_dim below would blame a --embed flag, not this file)
+            raise ValueError(f"unknown embed {cfg.embed!r}")
         fix = "use one written by anime-gan"
         schema = Schema.from_dict(ckpt["schema"], str(path), fix) if ckpt.get("schema") else None
         if model.cond_dim and (schema is None or cond_dim(schema, cfg.embed) != model.cond_dim):

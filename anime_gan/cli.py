@@ -12,6 +12,7 @@ import errno
 import importlib
 import json
 import os
+import re
 import signal
 import sys
 from pathlib import Path
@@ -30,12 +31,20 @@ def _one_line(text: str) -> str:
 
 
 class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # `--lr -1e-4` and `--gp -inf` are values (refused by their range checks), not unknown options
+        self._negative_number_matcher = re.compile(r"^-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$|^-(inf|nan)$",
+                                                   re.IGNORECASE)
+
     def error(self, message):  # one line, not usage + error
         self.exit(2, f"{self.prog}: error: {_one_line(message)} (see {self.prog} --help)\n")
 
     def _get_option_tuples(self, option_string):
         # `--batch` prefixes both --batch_size and --batch-size, which are one option spelled two ways
         # (seed 001's and ours): one match, not "ambiguous option"
+        if self._negative_number_matcher.match(option_string):  # -inf is a number, not -i nf
+            return []
         seen, unique = set(), []
         for match in super()._get_option_tuples(option_string):
             if id(match[0]) not in seen:

@@ -53,9 +53,14 @@ def check_synthetic_size(n: int) -> None:
                         f"and {MAX_SYNTHETIC:,}, got {n}")
 
 
+MAX_LOSS_WEIGHT = 1e4  # a loss term weighted past this swamps the rest and overflows fp32 at once
+
+
 def check_finite_weight(flag: str, value: float) -> None:
     if not math.isfinite(value) or value < 0:
         raise UserError(f"{flag} must be a finite number, 0 or more, got {value}")
+    if value > MAX_LOSS_WEIGHT:
+        raise UserError(f"{flag} {value} is more than {MAX_LOSS_WEIGHT:g}; loss weights are of order 1 to 10")
 
 
 @dataclass
@@ -203,6 +208,9 @@ def validate_train(cfg: TrainConfig) -> None:
                else "--model dcgan-gp" + ("" if loss == "wgan-gp" else f" --loss {loss}"))
         raise UserError(f"--loss {loss} penalises per-sample gradients, which BatchNorm in "
                         f"{cfg.model}'s D mixes across the batch; use {fix}")
+    if cfg.name is not None and (len(cfg.name.encode(errors="surrogateescape")) > 255 or not cfg.name.isprintable()):
+        raise UserError(f"--name must be at most 255 bytes of printable characters (a folder name), got "
+                        f"{cfg.name[:40].encode('unicode_escape').decode()}{'...' if len(cfg.name) > 40 else ''}")
     if cfg.name is not None and (cfg.name in ("", ".", "..") or any(c in cfg.name for c in "/\\\0")):
         # The name becomes one folder under -s and -c; a path would write outside them.
         raise UserError(f"--name '{cfg.name}' must be a plain folder name (no '/', '\\' or '..'); "

@@ -483,6 +483,11 @@ def test_train_judge_dry_run_refuses_unlabelled_data(cli, tmp_path):
                        "has no labels, so a judge cannot be trained")
 
 
+def test_train_judge_dry_run_checks_where_it_would_write(cli, data_dir, tmp_path):
+    one_line_error(cli("train-judge", "-t", data_dir, "-o", tmp_path / "nodir" / "j.pt", "--dry-run"),
+                   f"{tmp_path / 'nodir' / 'j.pt'}")
+
+
 def test_dry_run_loads_the_judge_and_inception_weights_the_real_run_would(cli, run_dir, data_dir, judge_file,
                                                                            tmp_path):
     (tmp_path / "junk.pt").write_bytes(os.urandom(300))

@@ -318,6 +318,11 @@ def test_dry_run_prints_resolved_config(tmp_path, data, capsys, monkeypatch):
     (["--name", "../escape"], "must be a plain folder name"),
     (["--resume", "no/such/G_5.ckpt"], "no/such/G_5.ckpt: no such run folder or checkpoint"),
     (["-d", "tpu"], "unknown --device 'tpu'"),
+    (["--aux", "1e308"], "--aux 1e+308 is more than 10000"),
+    (["--gp", "-inf"], "--gp must be a finite number, 0 or more, got -inf"),  # a value, not the option -i
+    (["--lr", "-1e-4"], "--lr must be between 0 and 1, got -0.0001"),
+    (["--name", "a\nb"], "--name must be at most 255 bytes of printable characters"),
+    (["--name", "a" * 256], "--name must be at most 255 bytes"),
 ])
 def test_bad_input_is_one_line_and_touches_nothing(tmp_path, data, capsys, args, message):
     if args == ["-d", "cuda"] and torch.cuda.is_available():
@@ -1049,3 +1054,19 @@ def test_bf16_on_the_cpu_trains_and_says_when_the_cpu_emulates_it(tmp_path, data
     G, cfg, _, _ = checkpoint.load_generator(tmp_path / "c" / "r")
     assert cfg.precision == "bf16" and all(t.dtype == torch.float32 for t in G.state_dict().values()
                                            if t.is_floating_point())  # autocast: the weights stay fp32
+
+
+def test_a_snapshot_whose_config_disagrees_with_its_weights_is_refused_naming_it(tmp_path, data, capsys):
+    assert _train(tmp_path, data, "--model", "cgan", "--image-size", "32", "-i", "1", "--name", "r") == 0
+    g_path = tmp_path / "ckpt" / "r" / "G_1.ckpt"
+    good = torch.load(g_path, weights_only=True)
+    for key, value in (("nf", 16), ("embed", "nope")):
+        g = torch.load(g_path, weights_only=True)
+        g["config"][key] = value  # edited by hand
+        torch.save(g, g_path)
+        for args in (["train", "--resume", str(g_path), "-i", "2", "--dry-run"],
+                     ["test", "-d", str(g_path), "-s", str(tmp_path / "t"), "--dry-run"]):
+            capsys.readouterr()
+            assert main(args) == 2
+            assert f"{g_path}: damaged generator checkpoint" in capsys.readouterr().err
+        torch.save(good, g_path)

@@ -128,7 +128,9 @@ def check_judge(cfg: JudgeConfig) -> None:
     check_data_folder(train_cfg)
     if labels_ahead(train_cfg) is None:
         _no_labels(cfg)
-    judge_file(cfg)
+    out = judge_file(cfg)
+    if cfg.out:  # (the default one's folder is the data folder, which may be drawn first)
+        writable_file(out, _OUT_FIX)
 
 
 def _no_labels(cfg: JudgeConfig):

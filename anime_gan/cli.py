@@ -55,11 +55,22 @@ class _Parser(argparse.ArgumentParser):
     def parse_args(self, args=None, namespace=None):
         # argparse reports a flag the subcommand does not know from the top parser: name the subcommand
         ns, extras = self.parse_known_args(args, namespace)
+        command = getattr(ns, "command", None)
+        prog = f"{self.prog} {command}" if command else self.prog
         if extras:
-            prog = f"{self.prog} {ns.command}" if getattr(ns, "command", None) else self.prog
             self.exit(2, f"{prog}: error: {_one_line('unrecognized arguments: ' + ' '.join(extras))} "
                          f"(see {prog} --help)\n")
+        # `-c ''` (an unset shell variable) would read as the current folder, `--hair ''` as no colour:
+        # no option takes an empty value
+        for action in self._command_parser(command)._actions if command else ():
+            if getattr(ns, action.dest, None) == "":
+                fix = "give one, or leave the flag out for its default" if action.option_strings else "name a folder"
+                name = "/".join(action.option_strings) or action.dest.upper()
+                self.exit(2, f"{prog}: error: argument {name}: empty value; {fix} (see {prog} --help)\n")
         return ns
+
+    def _command_parser(self, command: str) -> argparse.ArgumentParser:
+        return next(a for a in self._actions if isinstance(a, argparse._SubParsersAction)).choices[command]
 
 
 def _fmt(prog):
@@ -99,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="folder to write (default: SOURCE itself, i.e. cache in place; 'data' with --synthetic)")
     p.add_argument("--image-size", type=int, default=64, choices=(32, 64, 128), help="cache resolution (default 64)")
     p.add_argument("--synthetic", type=int, default=0, metavar="N",
-                   help="draw N built-in procedural anime faces instead of reading SOURCE")
+                   help="draw N built-in procedural anime faces instead of reading SOURCE (default 0: read SOURCE)")
     p.add_argument("--seed", type=int, default=0, help="seed for --synthetic (default 0)")
     p.add_argument("--strict", action="store_true", help="fail if any file has to be skipped")
     p.add_argument("--workers", type=int, default=0, help="decoding threads (default: one per core)")
@@ -123,10 +134,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=d.model, choices=list(PRESETS), metavar="NAME",
                    help=f"model preset (default {d.model}; listed above)")
     p.add_argument("--loss", default=None, choices=("bce", "wgan", "wgan-gp", "hinge", "dragan"),
-                   help="override the preset's adversarial loss")
+                   help="adversarial loss (default: the preset's; --dry-run shows it under \"resolved\")")
     p.add_argument("--embed", default=d.embed, choices=("onehot", "pair", "rgb"),
                    help="condition encoding: onehot (22 for anime), pair (one-hot over hair x eye: 120), "
-                        "rgb (the two colours' RGB: 6, any colour at test time)")
+                        f"rgb (the two colours' RGB: 6, any colour at test time) (default {d.embed})")
     p.add_argument("--nf", "--g-conv-dim", type=int, default=d.nf,
                    help=f"network width multiplier: G's, and D's unless --d-nf (default {d.nf})")
     p.add_argument("--d-nf", "--d-conv-dim", type=int, default=d.d_nf, metavar="NF",
@@ -149,8 +160,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sample", type=int, default=d.sample, help=f"write a sample grid every N steps (default {d.sample})")
     p.add_argument("--check", type=int, default=d.check, help=f"save a checkpoint every N steps (default {d.check})")
     p.add_argument("--lr", type=float, default=None, help="learning rate of both nets (default: the preset's, 2e-4 for most)")
-    p.add_argument("--glr", type=float, default=None, help="generator learning rate (overrides --lr)")
-    p.add_argument("--dlr", type=float, default=None, help="discriminator learning rate (overrides --lr)")
+    p.add_argument("--glr", type=float, default=None, help="generator learning rate (default: --lr)")
+    p.add_argument("--dlr", type=float, default=None, help="discriminator learning rate (default: --lr)")
     p.add_argument("--beta", type=float, default=None, help="Adam beta1 (default: the preset's, 0.5 for most)")
     p.add_argument("--aux", "--classification_weight", type=float, default=d.aux,
                    help=f"classification loss weight, ACGAN family (default {d.aux:g})")
@@ -176,10 +187,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "training flags left out are the snapshot's")
     p.add_argument("--log-every", type=int, default=d.log_every, help=f"stats line every N steps, and at every --check step (default {d.log_every})")
     p.add_argument("--eval-every", type=int, default=d.eval_every,
-                   help="run offline metrics every N steps (needs a judge; 0 = off)")
+                   help=f"run offline metrics every N steps (needs a judge; default {d.eval_every} = off)")
     p.add_argument("--tensorboard", action=argparse.BooleanOptionalAction, default=d.tensorboard,
-                   help="also write TensorBoard scalars and images (--no-tensorboard: not in this session of "
-                        "a run that had it)")
+                   help="also write TensorBoard scalars and images (default off; --no-tensorboard: not in this "
+                        "session of a run that had it)")
     p.add_argument("--synthetic-size", type=int, default=d.synthetic_size,
                    help=f"built-in faces to draw when the data folder is empty (default {d.synthetic_size})")
     p.add_argument("--keep-d", type=int, default=d.keep_d,
@@ -196,7 +207,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="GPU: ask for deterministic cuDNN/cuBLAS kernels and skip cuDNN autotuning, so a seed "
                         "repeats bit for bit (slower; CPU runs repeat already at a fixed thread count)")
     p.add_argument("--data-on-device", default=d.data_on_device, choices=("auto", "on", "off"),
-                   help="copy the packed data set to the training device once (auto: if it fits)")
+                   help=f"copy the packed data set to the training device once (auto: if it fits; "
+                        f"default {d.data_on_device})")
     p.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm across processes under torchrun")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or messages")
     _dry_run(p)
@@ -241,8 +253,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--to-hair", help="interpolate: end hair colour (default: the start's, or random when no "
                                      "colour flag is given)")
     p.add_argument("--to-eye", help="interpolate: end eye colour (default: as --to-hair)")
-    p.add_argument("--hair-rgb", help="any hair colour as '#rrggbb' (--embed rgb models)")
-    p.add_argument("--eye-rgb", help="any eye colour as '#rrggbb' (--embed rgb models)")
+    p.add_argument("--hair-rgb", help="any hair colour as '#rrggbb' or 'r,g,b' in 0-255 (--embed rgb models)")
+    p.add_argument("--eye-rgb", help="any eye colour as '#rrggbb' or 'r,g,b' in 0-255 (--embed rgb models)")
     p.add_argument("--pairs", nargs="+", default=[], metavar="TAGS", help="pairs: rows such as 'blue hair red eyes'")
     p.add_argument("--conditions", metavar="FILE.json", help="a JSON list of label lists (seed 003's test.json)")
     p.add_argument("-n", type=int, default=t.n, help=f"change_hair/change_eye/samples: rows; pairs: columns (default {t.n}, at most 64)")
@@ -427,11 +439,13 @@ def _run(args, argv=None) -> int:
         from .config import resolve_hyper, validate_train
         from .distributed import pick_device
         from .files import no_file_in_the_way
-        from .train import check_before_data, check_device_options, check_run_folder, resolve_resume, train
+        from .train import (check_before_data, check_device_options, check_run_folder, note_unused_flags,
+                            resolve_resume, train)
         cfg = dataclasses.replace(_config(TrainConfig, args), typed=_typed(argv, "train"))
         validate_train(cfg)
         if args.dry_run:  # with --resume: the snapshot's settings, as training would take them
-            check_device_options(cfg, pick_device(cfg.device))
+            device = pick_device(cfg.device)
+            check_device_options(cfg, device)
             cfg, run, resume_path, snapshot = resolve_resume(cfg)
             for folder in (cfg.checkpoint_dir, cfg.sample_dir):
                 no_file_in_the_way(Path(folder) / run, "choose another folder with -s/-c")
@@ -440,6 +454,8 @@ def _run(args, argv=None) -> int:
                 from .checkpoint import load_trainer
                 load_trainer(resume_path, snapshot)
             check_before_data(cfg, resume_path, snapshot)
+            if not cfg.quiet:
+                note_unused_flags(cfg, device, int(os.environ.get("WORLD_SIZE", "1")), lambda msg: print(msg, file=sys.stderr))
             return _print({"train": dataclasses.asdict(cfg), "resolved": dataclasses.asdict(resolve_hyper(cfg)),
                            "run": run, "resumes": str(resume_path) if resume_path else None})
         out = train(cfg)
@@ -447,10 +463,11 @@ def _run(args, argv=None) -> int:
             print(out)
         return 0
     if args.command == "test":
-        from .sampling import check_test, run_test
+        from .sampling import check_test, note_unused, run_test
         cfg = _config(TestConfig, args)
         if args.dry_run:  # the checkpoint is loaded and the colours checked, as the real command does
             checked, kind, _ = check_test(cfg)
+            note_unused(checked, kind)
             return _print(dataclasses.replace(checked, type=kind))
         for path in run_test(cfg):
             print(path)

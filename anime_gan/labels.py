@@ -375,8 +375,8 @@ def condition_encoder(schema: Schema, embed: str, device):
     return lambda labels: labels @ table.to(labels.dtype)
 
 
-def parse_rgb(text: str) -> tuple[float, float, float]:
-    """'#ff8800' or '255,136,0' -> (1.0, 0.53, 0.0)."""
+def parse_rgb(text: str, flag: str = "") -> tuple[float, float, float]:
+    """'#ff8800' or '255,136,0' -> (1.0, 0.53, 0.0); `flag` (say "--hair-rgb") is named in the error."""
     s = text.strip()
     try:
         # Digits only: int() alone would also take "+f", "-0" or "1_0"
@@ -390,5 +390,6 @@ def parse_rgb(text: str) -> tuple[float, float, float]:
             if not all(v <= 255 for v in rgb):
                 raise ValueError
     except ValueError:
-        raise UserError(f"cannot read colour '{text}'; write it as '#rrggbb' or 'r,g,b' (0-255)") from None
+        raise UserError(f"{flag + ': ' if flag else ''}cannot read colour '{text}'; write it as '#rrggbb' or "
+                        f"'r,g,b' (0-255)") from None
     return tuple(v / 255.0 for v in rgb)

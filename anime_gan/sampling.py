@@ -168,7 +168,7 @@ def _check_inputs(cfg: TestConfig, kind: str, model: Model) -> None:
                                 f"--embed {model.train.embed}, so give --{group} with one of its colours")
             if getattr(cfg, group):
                 raise UserError(f"give --{group} or --{group}-rgb, not both")
-            parse_rgb(getattr(cfg, f"{group}_rgb"))
+            parse_rgb(getattr(cfg, f"{group}_rgb"), f"--{group}-rgb")
     for flag in ("hair", "eye", "to_hair", "to_eye"):
         if getattr(cfg, flag) and flag in used:
             model.schema.class_index(flag.removeprefix("to_"), getattr(cfg, flag))
@@ -212,7 +212,7 @@ def run_test(cfg: TestConfig) -> list[Path]:
     if kind == "progress" and len(snapshots) > MAX_FRAMES:
         _say(f"note: progress.gif shows {MAX_FRAMES} of {len(snapshots)} snapshots, evenly spaced "
              f"(the first and last included)")
-    _note_unused(cfg, kind)
+    note_unused(cfg, kind)
     return paths
 
 
@@ -220,7 +220,7 @@ def _used(kind: str) -> set[str]:
     return USES.get(kind, set()) | (DRAWING if kind != "progress" else set())
 
 
-def _note_unused(cfg: TestConfig, kind: str) -> None:
+def note_unused(cfg: TestConfig, kind: str) -> None:
     used, defaults = _used(kind), TestConfig()
     for flag in ("hair", "eye", "to_hair", "to_eye", "hair_rgb", "eye_rgb", "pairs", "conditions", "n", "steps",
                  *sorted(DRAWING)):
@@ -283,7 +283,7 @@ def _colour(cfg: TestConfig, model: Model, rng: random.Random, group: str, flag:
     rgb = getattr(cfg, f"{group}_rgb") if not flag else None
     name = getattr(cfg, f"{flag}{group}")
     if rgb:  # checked by _check_inputs
-        return Colour(group, rgb=parse_rgb(rgb))
+        return Colour(group, rgb=parse_rgb(rgb, f"--{group}-rgb"))
     if name:
         index = model.schema.class_index(group, name)  # raises, listing the valid colours
         return Colour(group, model.schema.group(group).classes[index])  # "Blue" -> "blue", as in file names

@@ -213,6 +213,30 @@ def check_device_options(cfg: TrainConfig, device: torch.device, world_size: int
         raise UserError("--cuda-graph works in a single process; drop it under torchrun")
 
 
+def note_unused_flags(cfg: TrainConfig, device: torch.device, world_size: int, log) -> None:
+    """Flags this run will not use, said once (by --dry-run too) rather than dropped without a word."""
+    hyper, preset, defaults = resolve_hyper(cfg), PRESETS[cfg.model], TrainConfig()
+    if cfg.sync_bn and world_size == 1:  # (a resume may run alone what torchrun started)
+        log("note: --sync-bn shares BatchNorm statistics between torchrun's processes; one process: ignored")
+    if cfg.precision == "bf16" and device.type == "cpu" and distributed.cpu_has_bf16() is False:
+        log("note: this CPU has no bf16 instructions (avx512_bf16 or AMX), so --precision bf16 is emulated "
+            "and slower than fp32 here")
+    if cfg.gp != defaults.gp and hyper.loss not in ("wgan-gp", "dragan"):
+        log(f"note: --gp weights the wgan-gp and dragan penalties; --loss {hyper.loss} has none: ignored")
+    if cfg.embed != defaults.embed and not preset.conditional:
+        log(f"note: --embed sets how labels condition the nets; --model {cfg.model} draws without labels: ignored")
+    if cfg.aux != defaults.aux and not (preset.conditional and preset.aux):
+        log(f"note: --aux weights the ACGAN class loss; --model {cfg.model} has no class head: ignored")
+    if cfg.ema_decay != defaults.ema_decay and not cfg.ema:
+        log("note: --ema-decay sets the decay of G's moving-average copy; --no-ema keeps none: ignored")
+    if preset.loss == "vae":  # one optimizer for encoder and decoder, one update per batch
+        for flag in ("dlr", "n_critic"):
+            if getattr(cfg, flag) is not None:
+                log(f"note: --{flag.replace('_', '-')} sets D's side; --model cvae has no D: ignored")
+    if cfg.beta is not None and preset.optimizer == "rmsprop":
+        log(f"note: --beta sets Adam's beta1; --model {cfg.model} trains with RMSprop: ignored")
+
+
 def train(cfg: TrainConfig) -> Path | None:
     validate_train(cfg)
     hyper = resolve_hyper(cfg)
@@ -223,11 +247,6 @@ def train(cfg: TrainConfig) -> Path | None:
     log = (lambda msg: print(msg, file=console)) if dist.is_main and not cfg.quiet else (lambda msg: None)
     device = distributed.pick_device(cfg.device, dist.local_rank if dist.world_size > 1 else None)
     check_device_options(cfg, device, dist.world_size)
-    if cfg.sync_bn and dist.world_size == 1:  # (a resume may run alone what torchrun started)
-        log("note: --sync-bn shares BatchNorm statistics between torchrun's processes; one process: ignored")
-    if cfg.precision == "bf16" and device.type == "cpu" and distributed.cpu_has_bf16() is False:
-        log("note: this CPU has no bf16 instructions (avx512_bf16 or AMX), so --precision bf16 is emulated "
-            "and slower than fp32 here")
     if device.type == "cuda":
         _configure_cuda(cfg.deterministic)
 
@@ -240,6 +259,7 @@ def train(cfg: TrainConfig) -> Path | None:
         return resume_path.parent if dist.is_main else None
     fresh_folder = check_run_folder(cfg, ckpt_dir, resume_path, snapshot)
     check_before_data(cfg, resume_path, snapshot, log)
+    note_unused_flags(cfg, device, dist.world_size, log)
 
     # ---- data ---------------------------------------------------------------------------------
     if dist.is_main:  # the main process prepares the cache; the others wait, then open it
@@ -252,21 +272,6 @@ def train(cfg: TrainConfig) -> Path | None:
     conditional = preset.conditional  # _model_config refused a conditional preset without labels
     aux = aux_kind(cfg.model, mcfg) if conditional else None
     judge = load_training_judge(cfg, schema, device) if cfg.eval_every and dist.is_main else None
-    defaults = TrainConfig()
-    if cfg.gp != defaults.gp and hyper.loss not in ("wgan-gp", "dragan"):
-        log(f"note: --gp weights the wgan-gp and dragan penalties; --loss {hyper.loss} has none: ignored")
-    if cfg.embed != defaults.embed and not conditional:
-        log(f"note: --embed sets how labels condition the nets; --model {cfg.model} draws without labels: ignored")
-    if cfg.aux != defaults.aux and aux is None:
-        log(f"note: --aux weights the ACGAN class loss; --model {cfg.model} has no class head: ignored")
-    if cfg.ema_decay != defaults.ema_decay and not cfg.ema:
-        log("note: --ema-decay sets the decay of G's moving-average copy; --no-ema keeps none: ignored")
-    if preset.loss == "vae":  # one optimizer for encoder and decoder, one update per batch
-        for flag in ("dlr", "n_critic"):
-            if getattr(cfg, flag) is not None:
-                log(f"note: --{flag.replace('_', '-')} sets D's side; --model cvae has no D: ignored")
-    if cfg.beta is not None and preset.optimizer == "rmsprop":
-        log(f"note: --beta sets Adam's beta1; --model {cfg.model} trains with RMSprop: ignored")
 
     # ---- models and optimizers ------------------------------------------------------------------
     torch.manual_seed(cfg.seed)

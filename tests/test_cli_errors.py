@@ -288,6 +288,16 @@ def test_every_subcommand_help_ends_with_examples(cli, command):
     assert examples and all(line.startswith("  ") and "anime" in line for line in examples)
 
 
+@pytest.mark.parametrize("command", subcommands())
+def test_every_option_with_a_default_says_it(command):
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[command]
+    silent = [a.option_strings[0] for a in sub._actions
+              if a.option_strings and not isinstance(a, (argparse._HelpAction, argparse._StoreTrueAction))
+              and a.default not in (None, []) and "default" not in (a.help or "")]
+    assert silent == []
+
+
 @pytest.mark.parametrize("argv, needle", [
     ([], "COMMAND"),
     (["prepare", "--image-size", "48"], "--image-size"),
@@ -297,6 +307,23 @@ def test_every_subcommand_help_ends_with_examples(cli, command):
 def test_usage_errors_are_one_line(cli, argv, needle):
     rc, out, err = cli(*argv)
     assert rc == 2 and len(err.strip().splitlines()) == 1 and needle in err and "--help" in err
+
+
+@pytest.mark.parametrize("argv, name", [
+    (["train", "-c", "", "--dry-run"], "-c/--checkpoint_dir/--checkpoint-dir"),
+    (["train", "--resume", "", "--dry-run"], "--resume"),
+    (["train", "--name", "", "--dry-run"], "--name"),
+    (["prepare", "", "--dry-run"], "SOURCE"),
+    (["prepare", "--synthetic", "8", "-o", "", "--dry-run"], "-o/--out"),
+    (["test", "--hair", "", "--dry-run"], "--hair"),
+    (["eval", "--judge", "", "--dry-run"], "--judge"),
+    (["train-judge", "-t", "", "--dry-run"], "-t/--train_dir/--train-dir"),
+])
+def test_an_empty_value_is_refused_not_read_as_the_current_folder(cli, tmp_path, monkeypatch, argv, name):
+    # `-c "$CKPT"` with CKPT unset: Path("") is ".", which would fill the current folder
+    monkeypatch.chdir(tmp_path)
+    one_line_error(cli(*argv), f"argument {name}: empty value")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_an_unknown_flag_names_its_command(cli):

@@ -394,6 +394,8 @@ def test_eval_diversity_needs_no_judge(run_dir, tmp_path, capsys):
     assert "note: -k is read only by --metrics accuracy; without them, ignored" in err
     assert "note: --fid-samples is read only by --metrics fid intra-fid judge-fid" in err
     assert "note: --min-class is read only by --metrics intra-fid" in err
+    assert main(["eval", "-d", str(run_dir), "--metrics", "diversity", "-k", "3", "--dry-run"]) == 0
+    assert "note: -k is read only by --metrics accuracy; without them, ignored" in capsys.readouterr().err
 
 
 def test_eval_conditions_and_data_folder_mistakes_are_said_plainly(cli, run_dir, data_dir, tmp_path):

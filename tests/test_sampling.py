@@ -55,7 +55,10 @@ def models(tmp_path_factory):
 def _test(capsys, model, out, *args) -> tuple[int, list[str], str]:
     """Run `anime-gan test`; returns (exit code, printed paths, stderr)."""
     capsys.readouterr()
-    rc = main(["test", "-d", str(model), "-s", str(out), *args])
+    try:
+        rc = main(["test", "-d", str(model), "-s", str(out), *args])
+    except SystemExit as e:  # argparse's usage errors
+        rc = e.code
     captured = capsys.readouterr()
     return rc, captured.out.split("\n")[:-1], captured.err
 
@@ -305,6 +308,8 @@ def test_flags_a_type_does_not_use_are_noted(models, tmp_path, capsys):
     rc, paths, err = _test(capsys, models["onehot"], tmp_path / "out", "-t", "fix_noise", "-n", "3", "--steps", "5")
     assert rc == 0 and paths
     assert "note: -t fix_noise does not use -n; ignored" in err and "does not use --steps" in err
+    rc, _, err = _test(capsys, models["onehot"], tmp_path / "out", "-t", "fix_noise", "-n", "3", "--dry-run")
+    assert rc == 0 and "note: -t fix_noise does not use -n; ignored" in err  # a dry run says it too
     rc, _, err = _test(capsys, models["onehot"], tmp_path / "out", "-t", "change_hair", "-n", "2", "--individual")
     assert rc == 0 and "note" not in err
 
@@ -378,12 +383,12 @@ def test_a_diverged_generator_is_refused_not_drawn_black(models, tmp_path, capsy
 
 
 @pytest.mark.parametrize("model, args, message", [
-    ("rgb", ["-t", "fix_hair_eye", "--eye-rgb", "zzz"], "cannot read colour 'zzz'"),
-    ("rgb", ["-t", "fix_hair_eye", "--eye-rgb", "#+f+f+f"], "cannot read colour '#+f+f+f'"),
+    ("rgb", ["-t", "fix_hair_eye", "--eye-rgb", "zzz"], "--eye-rgb: cannot read colour 'zzz'"),
+    ("rgb", ["-t", "fix_hair_eye", "--eye-rgb", "#+f+f+f"], "--eye-rgb: cannot read colour '#+f+f+f'"),
     ("rgb", ["-t", "fix_hair_eye", "--eye-rgb", "#ff0000", "--eye", "red"], "give --eye or --eye-rgb, not both"),
     ("onehot", ["-t", "interpolate", "--eye-rgb", "#ff0000"], "--eye-rgb needs a model trained with --embed rgb"),
     ("onehot", ["-t", "pairs", "--pairs", "teal hair red eyes"], "unknown hair colour 'teal'"),
-    ("onehot", ["-t", "fix_hair_eye", "--hair", ""], "--hair is empty"),
+    ("onehot", ["-t", "fix_hair_eye", "--hair", ""], "argument --hair: empty value"),
     ("multi", ["--conditions", "missing.json"], "missing.json: cannot read"),
     ("onehot", ["-t", "color_map"], "-t color_map needs a model trained with --embed rgb"),
     ("multi", ["--conditions", "many.json"], "1025 entries; `test` draws at most 1024"),
@@ -397,7 +402,7 @@ def test_the_dry_run_refuses_what_the_real_run_refuses(models, tmp_path, capsys,
         assert rc == 2 and out == [] and message in err and err.count("\n") == 1, err
     assert not (tmp_path / "out").exists()
     rc, _, err = _test(capsys, models[model], "", *args)
-    assert rc == 2 and "-s is empty" in err
+    assert rc == 2 and "argument -s/--sample_dir/--sample-dir: empty value" in err
 
 
 def test_an_explicit_type_is_drawn_even_with_conditions(models, tmp_path, capsys):

@@ -235,6 +235,11 @@ def test_weights_of_loss_terms_the_model_lacks_are_noted(tmp_path, data, capsys)
                      "--model", model, *flags, "--image-size", "32", "-i", "1"]) == 0
         err = capsys.readouterr().err
         assert all(note in err for note in notes), err
+    # the dry run says them too, and -q silences them
+    argv = ["train", "-t", str(data), "-c", str(tmp_path / "c2"), "--model", "wgan", "--beta", "0.3", "--dry-run"]
+    assert main(argv) == 0
+    assert "note: --beta sets Adam's beta1; --model wgan trains with RMSprop: ignored" in capsys.readouterr().err
+    assert main([*argv, "-q"]) == 0 and capsys.readouterr().err == ""
 
 
 def test_d_nf_gives_d_its_own_width_and_must_match_on_resume(tmp_path, data, capsys):

@@ -107,11 +107,12 @@ def run_eval_command(args) -> int:
         print(format_report(report))
         return 0
     if args.command == "eval":
-        from .evaluate import check_eval, run_eval
+        from .evaluate import check_eval, note_unused_flags, run_eval
         cfg = _config(EvalConfig, args)
         if args.dry_run:  # the checkpoint is loaded on the CPU, as `test --dry-run` does
             import torch
             check_eval(cfg, torch.device("cpu"))
+            note_unused_flags(cfg, log)
             return _print(dataclasses.asdict(cfg))
         record = run_eval(cfg, log)
         print(json.dumps(record) if cfg.json else format_table(record))

@@ -274,13 +274,8 @@ class Checked:
     inception: tuple | None = None  # (extractor, cache key)
 
 
-def run_eval(cfg: EvalConfig, log=lambda msg: None) -> dict:
-    """`anime-gan eval`: load G, data and judge, evaluate, append to <run>/metrics.jsonl."""
-    device = distributed.pick_device(cfg.device)
-    checked = check_eval(cfg, device)
-    path, G, tcfg, schema, step, root = (checked.path, checked.G, checked.train, checked.schema, checked.step,
-                                         checked.root)
-    results = path.parent / "metrics.jsonl"
+def note_unused_flags(cfg: EvalConfig, log) -> None:
+    """Flags that none of the chosen --metrics read, said once (by --dry-run too)."""
     defaults = EvalConfig()
     for flag, users in (("--conditions", {"accuracy"}), ("-k", {"accuracy"}), ("--judge", JUDGED_METRICS),
                         ("--fid-samples", {"fid", "judge-fid", "intra-fid"}), ("--min-class", {"intra-fid"}),
@@ -288,6 +283,16 @@ def run_eval(cfg: EvalConfig, log=lambda msg: None) -> dict:
         name = flag.lstrip("-").replace("-", "_")
         if getattr(cfg, name) != getattr(defaults, name) and not users & set(cfg.metrics):
             log(f"note: {flag} is read only by --metrics {' '.join(sorted(users))}; without them, ignored")
+
+
+def run_eval(cfg: EvalConfig, log=lambda msg: None) -> dict:
+    """`anime-gan eval`: load G, data and judge, evaluate, append to <run>/metrics.jsonl."""
+    device = distributed.pick_device(cfg.device)
+    checked = check_eval(cfg, device)
+    path, G, tcfg, schema, step, root = (checked.path, checked.G, checked.train, checked.schema, checked.step,
+                                         checked.root)
+    results = path.parent / "metrics.jsonl"
+    note_unused_flags(cfg, log)
     data = checked.data
     changed = cache_changes(root, tcfg.image_size)
     if changed:  # eval only reads the data folder; `train` would pack it again

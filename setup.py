@@ -19,7 +19,6 @@ setup(
         "numpy>=1.24",
         "pillow>=10.0",
         "matplotlib>=3.7",
-        "imageio>=2.28",
         "tqdm>=4.60",
     ],
     extras_require={

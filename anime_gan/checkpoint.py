@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from .config import TrainConfig, fields_of
-from .errors import UserError
+from .errors import UserError, detail
 from .files import FileLock, LockHeld, lock_holder, replace_atomically, take_lock
 
 FORMAT = "anime-gan/1"
@@ -197,14 +197,20 @@ def load_generator(model_dir, device="cpu", ema: bool = True):
         G, _ = build(cfg.model, ModelConfig(**m))
         G.load_state_dict(state)
     except (RuntimeError, ValueError, TypeError) as e:
-        raise UserError(f"{path}: weights do not fit model '{cfg.model}' "
-                        f"({str(e).splitlines()[0][:160]})") from None
-    if not all(torch.isfinite(t).all() for t in G.state_dict().values() if t.is_floating_point()):
-        # it would draw black images, or score believable nonsense
+        raise UserError(f"{path}: weights do not fit model '{cfg.model}' ({detail(e)}); the file is "
+                        f"damaged or edited: use another G_<step>.ckpt of the run") from None
+    if not _finite(G.state_dict()):  # it would draw black images, or score believable nonsense
+        if state is not ckpt["G"] and isinstance(ckpt["G"], dict) and _finite(ckpt["G"]):
+            raise UserError(f"{path}: its averaged (EMA) weights hold NaN or infinite values, its raw weights "
+                            f"do not; use them with --no-ema, or an earlier G_<step>.ckpt of the run")
         raise UserError(f"{path}: its weights hold NaN or infinite values (the run diverged); "
                         f"use an earlier G_<step>.ckpt of the run")
     schema = Schema.from_dict(ckpt["schema"], str(path)) if ckpt.get("schema") else None
     return G.to(device).eval(), cfg, schema, int(ckpt["step"])
+
+
+def _finite(state: dict) -> bool:
+    return all(torch.isfinite(t).all() for t in state.values() if torch.is_tensor(t) and t.is_floating_point())
 
 
 # ---- the trainer's snapshots ---------------------------------------------------------------------
@@ -378,7 +384,7 @@ def restore_snapshot(path: Path, state: TrainState, cfg: TrainConfig,
             raise UserError(f"{file}: damaged checkpoint (no {e}); resume from another step") from None
         except (RuntimeError, ValueError, TypeError, AttributeError, IndexError) as e:
             # named per file: G and D may come from different runs
-            raise UserError(f"{file}: {problem} ({str(e).splitlines()[0][:160]})") from None
+            raise UserError(f"{file}: {problem} ({detail(e)})") from None
 
     restore(path, lambda: state.G.load_state_dict(g["G"]),
             lambda: state.G_ema is None or state.G_ema.load_state_dict(g.get("G_ema") or g["G"]))

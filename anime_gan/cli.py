@@ -463,12 +463,14 @@ def _run(args, argv=None) -> int:
             print(out)
         return 0
     if args.command == "test":
-        from .sampling import check_test, note_unused, run_test
+        from .sampling import check_test, note_unused, outputs, run_test
         cfg = _config(TestConfig, args)
         if args.dry_run:  # the checkpoint is loaded and the colours checked, as the real command does
-            checked, kind, _ = check_test(cfg)
+            checked, kind, model = check_test(cfg)
             note_unused(checked, kind)
-            return _print(dataclasses.replace(checked, type=kind))
+            files, folder = outputs(checked, kind, model)
+            return _print({**dataclasses.asdict(dataclasses.replace(checked, type=kind)),
+                           "writes": [str(p) for p in files + ([folder] if folder else [])]})
         for path in run_test(cfg):
             print(path)
         return 0

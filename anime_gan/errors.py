@@ -1,5 +1,6 @@
-"""The one exception type the CLI turns into a one-line message and exit status 2, and how to tell
-an out-of-memory error (also a one-line message) from a bug."""
+"""The one exception type the CLI turns into a one-line message and exit status 2, how to tell
+an out-of-memory error (also a one-line message) from a bug, and the line of a library's
+error worth quoting in ours."""
 
 
 class UserError(Exception):
@@ -14,3 +15,12 @@ def out_of_memory(e: BaseException) -> bool:
     # torch.OutOfMemoryError on a GPU; a plain RuntimeError from the CPU allocator
     return (isinstance(e, MemoryError) or type(e).__name__ == "OutOfMemoryError"
             or "can't allocate memory" in str(e))
+
+
+def detail(e: BaseException, most: int = 160) -> str:
+    """The informative line of `e`: torch's load_state_dict starts with "Error(s) in loading
+    state_dict for X:" and names the missing or mismatched weight only on the next line."""
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    if len(lines) > 1 and lines[0].startswith("Error(s) in loading state_dict"):
+        lines = lines[1:]
+    return lines[0][:most] if lines else type(e).__name__

@@ -70,10 +70,17 @@ def _umask() -> int:
 
 
 def append_line(path, line: str) -> None:
-    """Append one line to a log; an error names the log (a full disk reports none on close)."""
+    """Append one line to a log; an error names the log (a full disk reports none on close). A last
+    line cut short (kill -9 mid-write, a full disk) is ended first: glued onto it, this one would be
+    lost with it."""
     try:
-        with open(path, "a") as f:
-            f.write(line + "\n")
+        with open(path, "a+b") as f:  # (writes go to the end whatever the position)
+            size = f.seek(0, os.SEEK_END)
+            if size:
+                f.seek(size - 1)
+                if f.read(1) != b"\n":
+                    line = "\n" + line
+            f.write((line + "\n").encode())
     except OSError as e:
         e.filename = e.filename or str(path)
         raise
@@ -83,8 +90,10 @@ def write_text_atomically(path, text: str) -> None:
     replace_atomically(path, lambda f: f.write(text.encode()))
 
 
-def writable_file(path, fix: str, append: bool = False) -> None:
-    """Raise a UserError unless `path` can be written (replaced, or appended to with `append`)."""
+def writable_file(path, fix: str, append: bool = False, probe: bool = True) -> None:
+    """Raise a UserError unless `path` can be written (replaced, or appended to with `append`).
+    `probe` creates and removes a file to be sure; without it (dry runs, which write nothing, not
+    even a folder's time stamp) the permission bits are asked instead."""
     path = Path(path)
     if path.is_dir():
         raise UserError(f"{path}: is a folder, not a file; {fix}")
@@ -93,6 +102,10 @@ def writable_file(path, fix: str, append: bool = False) -> None:
         raise UserError(f"{path}: cannot write here ({above} is a file, not a folder); {fix}")
     if above != path.parent:
         raise UserError(f"{path}: folder {path.parent} does not exist; create it or {fix}")
+    if not probe:
+        if not os.access(path if path.exists() else path.parent, os.W_OK):
+            raise UserError(f"{path}: cannot write here (permission denied); {fix}")
+        return
     with writing(path, fix):
         if append and path.exists():
             open(path, "ab").close()  # appending nothing leaves the file as it was
@@ -179,20 +192,48 @@ def swap_in(staging: Path, folder) -> None:
     if folder.exists():
         os.replace(folder, old)
     os.replace(staging, folder)
-    shutil.rmtree(old, ignore_errors=True)
-
-
-@contextmanager
-def staged_folder(folder):
-    """Yield a new_staging() folder to fill; if the block succeeds it replaces `folder`, if it fails
-    (Ctrl-C included) it goes and `folder` stays as it was."""
-    staging = new_staging(folder)
     try:
-        yield staging
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
+    except BaseException:  # a Ctrl-C mid-removal: the swap is done, so finish tidying, then stop
+        shutil.rmtree(old, ignore_errors=True)
         raise
-    swap_in(staging, folder)
+
+
+class Landing:
+    """The outputs of one command, landed together: each file is written to a hidden sibling
+    (file()) and each folder filled in its staging folder (folder()); when the block succeeds they
+    are all renamed in, one after another, and when it fails (Ctrl-C included) they all go. A stop
+    midway so leaves every earlier output as it was, never a new grid beside an old GIF."""
+
+    def __init__(self):
+        self._files: list[tuple[Path, Path]] = []
+        self._folders: list[tuple[Path, Path]] = []
+
+    def file(self, final) -> Path:
+        final = Path(final)
+        staged = final.with_name(f".{final.stem}.landing{final.suffix}")  # (the suffix says the format)
+        self._files.append((staged, final))
+        return staged
+
+    def folder(self, final) -> Path:
+        staging = new_staging(final)
+        self._folders.append((staging, Path(final)))
+        return staging
+
+    def __enter__(self) -> "Landing":
+        return self
+
+    def __exit__(self, kind, error, traceback) -> None:
+        if kind is None:
+            for staged, final in self._files:
+                os.replace(staged, final)
+            for staging, final in self._folders:
+                swap_in(staging, final)
+            return
+        for staged, _ in self._files:
+            staged.unlink(missing_ok=True)
+        for staging, _ in self._folders:
+            shutil.rmtree(staging, ignore_errors=True)
 
 
 def _staging_names(folder: Path) -> tuple[Path, Path]:

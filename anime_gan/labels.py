@@ -295,7 +295,7 @@ def read_conditions(path, schema: Schema) -> tuple[list[list[str]], np.ndarray]:
     try:
         entries = json.loads(path.read_text(encoding="utf-8-sig"))
     except OSError as e:
-        raise UserError(f"{path}: cannot read ({e.strerror})") from None
+        raise UserError(f"--conditions {path}: cannot read ({e.strerror}); check the path") from None
     except (ValueError, RecursionError) as e:  # RecursionError: nested thousands deep
         raise UserError(f"{path}: not valid JSON ({e})") from None
     if isinstance(entries, list):
@@ -313,6 +313,8 @@ def read_conditions(path, schema: Schema) -> tuple[list[list[str]], np.ndarray]:
             rows.append(schema.parse(", ".join(entry)))
         except UserError as e:
             raise UserError(f"{path} entry {i + 1} {json.dumps(entry)}: {e}") from None
+        if rows[-1].sum() < len(entry):  # one label named twice would collapse to one, unsaid
+            raise UserError(f"{path} entry {i + 1} {json.dumps(entry)}: names a label twice; give each once")
     return entries, np.stack(rows)
 
 

@@ -319,17 +319,11 @@ def _pad_to_common_size(frames: list[Image.Image]) -> list[np.ndarray]:
 
 
 def _write_gif(f: BinaryIO, frames: list[np.ndarray], duration_ms: int, loop: int) -> None:
-    try:
-        import imageio.v3 as iio
-    except ImportError:  # imageio < 2.16 has only the v2 API, whose GIF duration is in seconds
-        import imageio
-
-        imageio.mimsave(f, frames, format="GIF", duration=duration_ms / 1000, loop=loop)
-        return
-    # The v3 Pillow plugin hands these keywords to Pillow, whose GIF duration is in milliseconds.
-    iio.imwrite(
-        f, frames, plugin="pillow", extension=".gif", is_batch=True, duration=duration_ms, loop=loop
-    )
+    # Pillow itself, not imageio's Pillow plugin: that one encodes when it is closed, so a Ctrl-C
+    # mid-write left it to encode everything again at exit, into a closed file (a traceback, and
+    # seconds more before the command ended).
+    images = [Image.fromarray(frame) for frame in frames]
+    images[0].save(f, format="GIF", save_all=True, append_images=images[1:], duration=duration_ms, loop=loop)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -26,7 +26,7 @@ from .checkpoint import check_sample_folder, generator_path, load, load_generato
 from .config import TestConfig, TrainConfig, check_device, check_seed
 from .distributed import pick_device
 from .errors import UserError
-from .files import (no_file_in_the_way, outermost_missing, removed_on_failure, staged_folder, writable_file,
+from .files import (Landing, no_file_in_the_way, outermost_missing, removed_on_failure, writable_file,
                     writable_folder, writing)
 from .labels import Schema, encode, parse_rgb, read_conditions
 
@@ -95,7 +95,8 @@ def validate_test(cfg: TestConfig) -> str:
 
 def with_sample_dir(cfg: TestConfig) -> TestConfig:
     """No -s: write into the run's own sample folder, <training's -s>/<run>, where its snapshots
-    are (samples/<run> when the checkpoint does not say); two runs' grids never overwrite each other."""
+    are (samples/<run> when the checkpoint does not say); two runs' grids never overwrite each other.
+    <run> is the run folder's name, or for a G file the name of the run that saved it."""
     if cfg.sample_dir is not None:
         return cfg
     model = Path(cfg.model_dir).resolve()  # `-d .` inside a run folder names it too
@@ -107,6 +108,10 @@ def with_sample_dir(cfg: TestConfig) -> TestConfig:
         return replace(cfg, sample_dir=str(root / run))
     saved = g.get("sample_path")  # absolute, since 2026-11-29
     root = Path(saved) if saved and Path(saved).is_dir() else root
+    origin = g.get("run_path")
+    if model.is_file() and isinstance(origin, str) and Path(origin).name not in ("", ".", ".."):
+        # a G file away from its run folder (downloads/G_30.ckpt) is still that run's, not "downloads"
+        run = Path(origin).name
     check_sample_folder(g, model if model.is_dir() else model.parent, root / run)
     return replace(cfg, sample_dir=str(root / run))
 
@@ -127,7 +132,7 @@ def check_test(cfg: TestConfig) -> tuple[TestConfig, str, Model | None]:
     return cfg, kind, model
 
 
-def _outputs(cfg: TestConfig, kind: str, model: Model | None) -> tuple[list[Path], Path | None]:
+def outputs(cfg: TestConfig, kind: str, model: Model | None) -> tuple[list[Path], Path | None]:
     """The files `kind` writes into -s, and the folder --individual fills (None without it)."""
     out = Path(cfg.sample_dir)
     if kind == "progress":
@@ -146,9 +151,9 @@ def _check_outputs(cfg: TestConfig, kind: str, model: Model | None, make: bool) 
     (a refused run changes no file).  `make` (the real run) creates -s; --dry-run creates nothing."""
     fix = "choose another folder with -s"
     out = writable_folder(cfg.sample_dir, fix) if make else no_file_in_the_way(cfg.sample_dir, fix)
-    files, folder = _outputs(cfg, kind, model)
+    files, folder = outputs(cfg, kind, model)
     for path in files if out.is_dir() else []:  # (a missing -s holds nothing in the way)
-        writable_file(path, fix)
+        writable_file(path, fix, probe=make)
     if folder is not None:
         no_file_in_the_way(folder, fix)
         if make and folder.is_dir():  # its earlier images are removed: they must be ours to remove
@@ -341,29 +346,35 @@ def _describe(model: Model, colours: list[Colour]) -> str:
 
 
 def _save(cfg: TestConfig, images: torch.Tensor, name: str, nrow: int, rows=None, cols=None,
-          title=None, names=None) -> list[Path]:
-    """Write `<name>.png` (captioned unless --no-captions) and, with --individual, `<name>/`
-    (_check_outputs has checked both)."""
+          title=None, names=None, gif_frames=None, gif_captions=None) -> list[Path]:
+    """Write `<name>.png` (captioned unless --no-captions), `<name>.gif` if given its frames, and,
+    with --individual, `<name>/` (_check_outputs has checked them all). They land together: a run
+    stopped midway leaves the earlier ones, never a new grid beside an older GIF or folder."""
     out, name = Path(cfg.sample_dir), _filename(name)
     captions = {"row_labels": rows, "col_labels": cols, "title": title} if cfg.captions else {}
-    paths = [render.save_grid(images, out / f"{name}.png", nrow=nrow, **captions)]
-    if cfg.individual:
-        paths.append(_save_individual(out / name, images, names))
+    paths = [out / f"{name}.png"]
+    with Landing() as landing:
+        render.save_grid(images, landing.file(paths[0]), nrow=nrow, **captions)
+        if gif_frames is not None:
+            paths.append(out / f"{name}.gif")
+            render.save_gif(gif_frames, landing.file(paths[-1]), duration_ms=FRAME_MS, captions=gif_captions)
+        if cfg.individual:
+            paths.append(out / name)
+            with writing(paths[-1], "choose another folder with -s"):
+                _save_individual(paths[-1], landing.folder(paths[-1]), images, names)
     return paths
 
 
-def _save_individual(folder: Path, images: torch.Tensor, names) -> Path:
-    """Every image as its own PNG in `folder`, which replaces the earlier draw's whole: a run stopped
-    midway leaves the earlier images, never a mix (files of the user's own in there stay)."""
-    with writing(folder, "choose another folder with -s"), staged_folder(folder) as staging:
-        for entry in folder.iterdir() if folder.is_dir() else []:
-            if not _INDIVIDUAL_FILE.match(entry.name):  # copied, not moved: the old folder stays whole
-                _copy(entry, staging / entry.name)
-        digits = max(3, len(str(len(images) - 1)))  # 0999 before 1000 in a file listing
-        for i, image in enumerate(images):
-            label = f" {_filename(names[i])}" if names else ""
-            render.save_grid(image[None], staging / f"{i:0{digits}d}{label}.png", nrow=1, padding=0)
-    return folder
+def _save_individual(folder: Path, staging: Path, images: torch.Tensor, names) -> None:
+    """Every image as its own PNG in `staging`, which then replaces `folder` whole (files of the
+    user's own in there stay)."""
+    for entry in folder.iterdir() if folder.is_dir() else []:
+        if not _INDIVIDUAL_FILE.match(entry.name):  # copied, not moved: the old folder stays whole
+            _copy(entry, staging / entry.name)
+    digits = max(3, len(str(len(images) - 1)))  # 0999 before 1000 in a file listing
+    for i, image in enumerate(images):
+        label = f" {_filename(names[i])}" if names else ""
+        render.save_grid(image[None], staging / f"{i:0{digits}d}{label}.png", nrow=1, padding=0)
 
 
 def _copy(src: Path, dst: Path) -> None:
@@ -469,11 +480,9 @@ def interpolate(cfg, model, rng, gen) -> list[Path]:
     z0, z1 = _noise(model, gen, 2)
     images = _draw(model, _slerp(z0, z1, t), torch.lerp(c0, c1, t[:, None]))
     steps_text = [f"t={v:.2f}" for v in t.tolist()]
-    paths = _save(cfg, images, "interpolate", cfg.steps, cols=steps_text, title=title, names=steps_text)
     frames = [render.grid_image(image[None], 1, padding=0) for image in images]
-    gif = render.save_gif(frames, Path(cfg.sample_dir) / "interpolate.gif", duration_ms=FRAME_MS,
-                          captions=steps_text if cfg.captions else None)
-    return paths[:1] + [gif] + paths[1:]
+    return _save(cfg, images, "interpolate", cfg.steps, cols=steps_text, title=title, names=steps_text,
+                 gif_frames=frames, gif_captions=steps_text if cfg.captions else None)
 
 
 def samples(cfg, model, rng, gen) -> list[Path]:

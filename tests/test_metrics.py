@@ -170,6 +170,8 @@ def test_judge_reaches_high_heldout_accuracy(judge_file):
     assert report["heldout"] == 60 and report["train"] == 540
     assert all(acc >= 0.9 for acc in report["heldout_accuracy"].values()), report
     saved = checkpoint.load(path, "judge")  # weights-only, self-describing
+    from anime_gan.metrics.judge import data_key
+    assert report["data_key"] == data_key(open_packed(report["data"], 64))  # which data set it learnt
     assert saved["heldout_accuracy"] == report["heldout_accuracy"] and saved["image_size"] == 64
 
 
@@ -186,6 +188,19 @@ def test_seed_003_multi_label_score():
     # an empty scene asks nothing and misses nothing: right in its group as in the joint score
     empty = attribute_accuracy(schema, logits[:1], torch.zeros(1, 4), k=1)
     assert empty["objects"] == 1.0 and empty["joint"] == 1.0 and empty["worst"][0]["objects"] == 1.0
+
+
+def test_ties_among_the_worst_conditions_are_broken_by_the_groups_and_counted():
+    # a judge that sees hair 0 and eye 0 in every fake: 119 of the 120 pairs score joint 0; the
+    # worst shown are those where neither group is right, not the first five in order
+    from anime_gan.labels import anime_schema
+    schema = anime_schema()
+    conditions = torch.from_numpy(np.stack(schema.combinations())).float()
+    logits = torch.zeros(len(conditions), schema.dim)
+    logits[:, schema.span("hair").start] = logits[:, schema.span("eye").start] = 5.0
+    out = attribute_accuracy(schema, logits, conditions, k=1)
+    assert out["worst_ties"] == 119 and len(out["worst"]) == 5
+    assert all(w["joint"] == w["hair"] == w["eye"] == 0.0 for w in out["worst"]), out["worst"]
 
 
 def test_multi_label_conditions_are_distinct_real_sets():
@@ -521,6 +536,7 @@ def test_eval_scores_do_not_depend_on_the_batch_size(cli, run_copy, data_dir, ju
     # convolutions sum in another order for another batch size: float rounding, as the README says
     assert fid_a > 0 and abs(fid_a - fid_b) <= 1e-4 * fid_a
     assert a["judge_key"] == judge_key(load_judge(judge_file[0], "cpu")[0]) and a["inception_sha256"] is None
+    assert a["judge_heldout_accuracy"] == judge_file[1]["heldout_accuracy"] and a["inception_standard"] is None
 
 
 def test_eval_records_which_weights_scored(cli, data_dir, tmp_path, monkeypatch):
@@ -536,8 +552,10 @@ def test_eval_records_which_weights_scored(cli, data_dir, tmp_path, monkeypatch)
     assert rc == 0, err
     record = json.loads(out)
     assert record["settings"]["ema"] is False and record["inception_sha256"] == "0123456789abcdef"
-    assert record["judge_key"] is None and record["metrics"]["fid"] >= 0
+    assert record["judge_key"] is None and record["metrics"]["fid"] >= 0 and record["inception_standard"] is False
     assert f"note: {tmp_path / 'w.pth'} is not torchvision's {WEIGHTS_FILE}" in err
+    # 20 fakes and 600 reals: a covariance of 2048 features from fewer samples is singular
+    assert "note: Inception FID from 20 fakes and 600 real images, fewer than its 2048 features" in err
 
 
 # ---- bad output paths and devices: one line, exit 2, before the slow work -----------------------
@@ -583,6 +601,16 @@ def test_eval_refuses_a_results_file_it_cannot_append_before_evaluating(cli, run
                    results, "-d")
     assert computed == ([1] if block == "lost after the check" else [])
     assert results.is_dir() == (block != "read-only")
+
+
+def test_eval_after_a_record_cut_short_keeps_its_own(cli, run_copy, data_dir):
+    # a kill -9 mid-write left half a line: the next record must not be glued onto it and lost
+    results = run_copy / "metrics.jsonl"
+    results.write_text(json.dumps({"step": 1, "metrics": {}}) + "\n" + '{"step": 2, "metr')
+    rc, out, _ = cli("eval", "-d", run_copy, "-t", data_dir, "--metrics", "diversity", "--device", "cpu", "--json",
+                     "-q")
+    assert rc == 0
+    assert [r["step"] for r in checkpoint.read_jsonl(results)] == [1, json.loads(out)["step"]]
 
 
 def test_eval_computes_real_statistics_when_the_data_cache_is_read_only(cli, run_copy, data_dir, judge_file,
@@ -683,6 +711,17 @@ def test_eval_says_when_its_judge_is_too_weak_to_trust(run_dir, judge_file, tmp_
     assert main(args + ["--judge", str(tmp_path / "weak.pt")]) == 0
     assert f"note: {tmp_path / 'weak.pt'} is a weak judge (held-out accuracy on real images: eye 0.31" \
         in capsys.readouterr().err
+    # -q silences progress, not what says how far the scores can be trusted; the record keeps it too
+    assert main(args + ["--judge", str(tmp_path / "weak.pt"), "-q", "--json"]) == 0
+    out, err = capsys.readouterr()
+    assert "is a weak judge" in err and json.loads(out)["judge_heldout_accuracy"]["eye"] == 0.31
+    # a judge that learnt from another data set (other labels) is said too
+    other = torch.load(judge_file[0], weights_only=True)
+    other["report"] = {**other["report"], "data": "elsewhere", "data_key": "0" * 16}
+    torch.save(other, tmp_path / "other.pt")
+    assert main(args + ["--judge", str(tmp_path / "other.pt"), "-q"]) == 0
+    assert f"note: {tmp_path / 'other.pt'} was trained on another data set (elsewhere: other labels or image " \
+           f"count) than" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("value, needle", [(float("nan"), "its weights hold NaN or infinite values"),

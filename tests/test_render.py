@@ -161,6 +161,31 @@ def test_gif_keeps_frame_count_and_order(tmp_path):
     assert [_dominant_colour(f) for f in _read_gif(path)] == COLOURS
 
 
+def test_a_gif_stopped_mid_write_leaves_the_old_one_and_nothing_to_finish_later(tmp_path, monkeypatch):
+    """Ctrl-C while the frames are encoded: the earlier GIF stays, no temp file is left, and no
+    half-done writer is left to encode again at exit (into a closed file: a traceback)."""
+    import gc
+    import sys
+    from PIL import GifImagePlugin
+    path = render.save_gif(_solid_frames(), tmp_path / "a.gif")
+    before = path.read_bytes()
+    calls, unraisable = [], []
+    real = GifImagePlugin._write_frame_data
+
+    def interrupted(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+    monkeypatch.setattr(GifImagePlugin, "_write_frame_data", interrupted)
+    monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
+    with pytest.raises(KeyboardInterrupt):
+        render.save_gif(_solid_frames()[::-1], path)
+    gc.collect()
+    assert unraisable == [] and len(calls) == 2  # nothing encoded again behind our back
+    assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["a.gif"]
+
+
 def test_gif_captions_change_frames(tmp_path):
     plain = _read_gif(render.save_gif(_solid_frames(), tmp_path / "plain.gif"))
     captioned = _read_gif(

@@ -2,6 +2,7 @@
 determinism, errors)."""
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,7 @@ from PIL import Image, ImageSequence
 from anime_gan import render, sampling
 from anime_gan.cli import main
 from anime_gan.errors import UserError
-from conftest import one_line_error
+from conftest import one_line_error, snapshot
 
 S, PAD = 64, 2  # image size and make_grid padding
 
@@ -243,11 +244,16 @@ def test_without_s_each_run_writes_into_its_own_sample_folder(models, tmp_path, 
     assert gif == own("onehot", "progress.gif") and (gif.parent / "fake_step_10.png").is_file()
     assert main(["test", "-t", "samples", "-d", str(models["dcgan"]), "--dry-run"]) == 0
     assert json.loads(capsys.readouterr().out)["sample_dir"] == str(own("dcgan", "x").parent)
-    # a checkpoint that does not say where its run's samples went: samples/<run folder> here
+    # a checkpoint that does not say where its run's samples went: samples/<its run> here, and from
+    # before snapshots named their run, samples/<the folder that holds it>
     older = tmp_path / "older" / "G_2.ckpt"
     older.parent.mkdir()
     g = torch.load(sorted(models["rgb"].glob("G_*.ckpt"))[-1], weights_only=True)
     del g["sample_path"]
+    torch.save(g, older)
+    assert main(["test", "-t", "fix_noise", "-d", str(older)]) == 0
+    assert capsys.readouterr().out.split() == [str(Path("samples") / models["rgb"].name / "fix_noise.png")]
+    del g["run_path"]
     torch.save(g, older)
     assert main(["test", "-t", "fix_noise", "-d", str(older)]) == 0
     assert capsys.readouterr().out.split() == [str(Path("samples") / "older" / "fix_noise.png")]
@@ -333,6 +339,17 @@ def test_dry_run_checks_values_then_the_checkpoint_and_colours(models, tmp_path,
     assert list(tmp_path.iterdir()) == []  # a dry run writes nothing
 
 
+def test_a_dry_run_names_what_it_would_write_and_touches_nothing(models, tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    os.utime(out, ns=(0, 0))  # a probe file made and removed would change the folder's time stamp
+    rc, printed, err = _test(capsys, models["onehot"], out, "-t", "interpolate", "--individual", "--dry-run")
+    assert rc == 0, err
+    assert json.loads("\n".join(printed))["writes"] == [str(out / n) for n in ("interpolate.png", "interpolate.gif",
+                                                                              "interpolate")]
+    assert out.stat().st_mtime_ns == 0 and list(out.iterdir()) == []
+
+
 def test_conditions_file_errors_name_the_file_and_entry(models, tmp_path, capsys):
     bad = tmp_path / "bad.json"
     bad.write_text("[[")
@@ -368,6 +385,26 @@ def test_a_run_name_without_its_folder_suggests_the_path(tmp_path, monkeypatch, 
                    "myrun: no such run folder or checkpoint; did you mean checkpoints/myrun?")
 
 
+def test_a_damaged_generator_file_names_what_is_wrong_and_the_fix(models, tmp_path, capsys):
+    g = torch.load(models["rgb"] / "G_2.ckpt", weights_only=True)
+    assert g["G_ema"] is not None
+    # only the moving average diverged: the raw weights still draw, with --no-ema
+    g["G_ema"] = {k: v * float("inf") if v.is_floating_point() else v for k, v in g["G_ema"].items()}
+    torch.save(g, tmp_path / "ema.ckpt")
+    rc, _, err = _test(capsys, tmp_path / "ema.ckpt", tmp_path / "out", "-t", "samples")
+    assert rc == 2 and "its averaged (EMA) weights hold NaN or infinite values" in err and "--no-ema" in err, err
+    rc, paths, err = _test(capsys, tmp_path / "ema.ckpt", tmp_path / "out", "-t", "samples", "--no-ema")
+    assert rc == 0 and paths, err
+    # a weight missing: torch's first line names no weight, the next does
+    missing = next(iter(g["G"]))
+    del g["G"][missing]
+    g["G_ema"] = None
+    torch.save(g, tmp_path / "cut.ckpt")
+    rc, _, err = _test(capsys, tmp_path / "cut.ckpt", tmp_path / "out", "-t", "samples")
+    assert rc == 2 and err.count("\n") == 1 and f'Missing key(s) in state_dict: "{missing}"' in err
+    assert "use another G_<step>.ckpt of the run" in err
+
+
 @pytest.mark.parametrize("value, needle", [(float("nan"), "its weights hold NaN or infinite values"),
                                            (3e38, "the generator draws NaN or infinite pixels")])  # overflows
 def test_a_diverged_generator_is_refused_not_drawn_black(models, tmp_path, capsys, value, needle):
@@ -389,20 +426,32 @@ def test_a_diverged_generator_is_refused_not_drawn_black(models, tmp_path, capsy
     ("onehot", ["-t", "interpolate", "--eye-rgb", "#ff0000"], "--eye-rgb needs a model trained with --embed rgb"),
     ("onehot", ["-t", "pairs", "--pairs", "teal hair red eyes"], "unknown hair colour 'teal'"),
     ("onehot", ["-t", "fix_hair_eye", "--hair", ""], "argument --hair: empty value"),
-    ("multi", ["--conditions", "missing.json"], "missing.json: cannot read"),
+    ("multi", ["--conditions", "missing.json"], "--conditions missing.json: cannot read"),
     ("onehot", ["-t", "color_map"], "-t color_map needs a model trained with --embed rgb"),
     ("multi", ["--conditions", "many.json"], "1025 entries; `test` draws at most 1024"),
+    ("multi", ["--conditions", "twice.json"], 'entry 1 ["red cube", "red cube"]: names a label twice'),
 ])
 def test_the_dry_run_refuses_what_the_real_run_refuses(models, tmp_path, capsys, monkeypatch, model, args, message):
     # a bad --*-rgb, pair or conditions file is found before anything is drawn or announced
     monkeypatch.chdir(tmp_path)
     (tmp_path / "many.json").write_text(json.dumps([["red cube"]] * 1025))
+    (tmp_path / "twice.json").write_text(json.dumps([["red cube", "red cube"]]))
     for dry in ([], ["--dry-run"]):
         rc, out, err = _test(capsys, models[model], tmp_path / "out", *args, *dry)
         assert rc == 2 and out == [] and message in err and err.count("\n") == 1, err
     assert not (tmp_path / "out").exists()
     rc, _, err = _test(capsys, models[model], "", *args)
     assert rc == 2 and "argument -s/--sample_dir/--sample-dir: empty value" in err
+
+
+def test_an_empty_condition_is_a_scene_to_draw_but_not_one_to_score(models, tmp_path, cli):
+    # `test` draws it (an empty scene); `eval` would count it as right and raise the joint score
+    spec = tmp_path / "e.json"
+    spec.write_text(json.dumps([["red cube"], []]))
+    rc, _, err = cli("test", "-d", models["multi"], "-s", tmp_path / "out", "--conditions", spec)
+    assert rc == 0, err
+    one_line_error(cli("eval", "-d", models["multi"], "--metrics", "accuracy", "--conditions", spec, "--dry-run"),
+                   f"{spec} entry 2 []: names no label, so accuracy has nothing to check there")
 
 
 def test_an_explicit_type_is_drawn_even_with_conditions(models, tmp_path, capsys):
@@ -512,7 +561,7 @@ def test_a_failed_test_removes_the_folders_it_made(models, tmp_path, capsys, mon
     monkeypatch.setattr(render, "save_grid", full_disk)
     rc, out, err = _test(capsys, models["onehot"], tmp_path / "new" / "sub", "-t", "fix_noise", "--individual")
     assert rc == 2 and out == [] and "No space left" in err and not (tmp_path / "new").exists()
-    # the grid was written, then its --individual subfolder failed: no new (or hidden) subfolder stays
+    # the grid was drawn, then its --individual subfolder failed: neither lands, nothing hidden stays
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("mine")
     monkeypatch.undo()
@@ -520,7 +569,24 @@ def test_a_failed_test_removes_the_folders_it_made(models, tmp_path, capsys, mon
     monkeypatch.setattr(render, "save_grid", lambda images, path, **kw: (
         full_disk(images, path) if path.parent.name != "mine" else save_grid(images, path, **kw)))
     rc, _, _ = _test(capsys, models["onehot"], tmp_path / "mine", "-t", "fix_noise", "--individual")
-    assert rc == 2 and sorted(p.name for p in (tmp_path / "mine").iterdir()) == ["fix_noise.png", "notes.txt"]
+    assert rc == 2 and sorted(p.name for p in (tmp_path / "mine").iterdir()) == ["notes.txt"]
+
+
+def test_a_stopped_test_leaves_the_earlier_outputs_together(models, tmp_path, capsys, monkeypatch):
+    """Ctrl-C after the new grid is drawn but before its GIF and images: the earlier grid, GIF and
+    folder stay, all from the earlier run, never a new grid beside an old GIF."""
+    args = ["-t", "interpolate", "--steps", "4", "--individual"]
+    rc, paths, _ = _test(capsys, models["onehot"], tmp_path / "out", *args)
+    assert rc == 0 and [Path(p).name for p in paths] == ["interpolate.png", "interpolate.gif", "interpolate"]
+    before = snapshot(tmp_path / "out")
+
+    def stopped(*a, **kw):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(render, "save_gif", stopped)
+    rc, _, _ = _test(capsys, models["onehot"], tmp_path / "out", *args, "--seed", "1")
+    assert rc == 130 and snapshot(tmp_path / "out") == before  # (snapshot reads hidden files too)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["interpolate", "interpolate.gif",
+                                                                      "interpolate.png"]
 
 
 def test_progress_notes_the_drawing_flags_it_does_not_use(models, tmp_path, capsys):

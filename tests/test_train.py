@@ -906,6 +906,27 @@ def test_tensorboard_hides_the_steps_a_resume_trains_again(tmp_path, data, monke
     assert opened == [None, 3]
 
 
+def test_a_g_file_away_from_its_run_folder_samples_as_its_run(tmp_path, data, cli, monkeypatch):
+    """downloads/G_2.ckpt of two runs: each writes into its own run's sample folder, not both into
+    samples/downloads, where the second would replace the first's grids."""
+    import shutil
+    monkeypatch.chdir(tmp_path)
+    for name in ("a", "b"):
+        assert _train(tmp_path, data, "--model", "cgan", "--image-size", "32", "-i", "2", "--name", name) == 0
+        (tmp_path / "downloads").mkdir(exist_ok=True)
+        shutil.copy(tmp_path / "ckpt" / name / "G_2.ckpt", tmp_path / "downloads" / f"{name}_G_2.ckpt")
+        # the run is still there: its sample folder is its own, so the copy asks for -s
+        one_line_error(cli("test", "-d", tmp_path / "downloads" / f"{name}_G_2.ckpt", "--dry-run"),
+                       "a copy of the run", "pass -s FOLDER")
+        shutil.rmtree(tmp_path / "ckpt" / name)
+    outs = []
+    for name in ("a", "b"):  # the runs gone: each file's grids go beside its own run's snapshots
+        rc, out, err = cli("test", "-d", tmp_path / "downloads" / f"{name}_G_2.ckpt", "-t", "fix_noise")
+        assert rc == 0, err
+        outs.append(out.strip())
+    assert outs == [str(tmp_path / "samples" / n / "fix_noise.png") for n in ("a", "b")]
+
+
 def test_resume_of_a_run_name_suggests_its_folder(tmp_path, monkeypatch, cli):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "checkpoints" / "r1").mkdir(parents=True)

@@ -44,10 +44,13 @@ def attribute_accuracy(schema: Schema, logits: torch.Tensor, conditions: torch.T
     per_group = {name: torch.where(a.view(-1, k).sum(1) == 0, 1.0,
                                    h.view(-1, k).sum(1).float() / a.view(-1, k).sum(1).clamp(min=1))
                  for name, (h, a) in hits.items()}
-    worst = per_cond.argsort(stable=True)[:WORST]
+    # ties (a collapsed G scores 0 everywhere) are broken by the per-group scores, then by order
+    per_group_mean = torch.stack(list(per_group.values())).mean(0)
+    worst = np.lexsort((per_group_mean.numpy(), per_cond.numpy()))[:WORST]
     out["worst"] = [{"label": schema.describe(conditions[i].numpy()),
                      "joint": round(per_cond[i].item(), 4),
                      **{name: round(v[i].item(), 4) for name, v in per_group.items()}}
                     for i in worst.tolist()]
+    out["worst_ties"] = int((per_cond == per_cond.min()).sum())  # conditions at the lowest joint score
     out["conditions"], out["k"] = len(conditions), k
     return out

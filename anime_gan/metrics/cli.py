@@ -41,7 +41,7 @@ def add_eval_parsers(sub, make, dry_run) -> None:
     p.add_argument("-d", "--device", default=j.device, help="cuda, cpu or auto (default auto)")
     p.add_argument("--synthetic-size", type=int, default=j.synthetic_size,
                    help=f"built-in faces to draw when the data folder is empty (default {j.synthetic_size})")
-    p.add_argument("-q", "--quiet", action="store_true", help="print only the result line")
+    p.add_argument("-q", "--quiet", action="store_true", help="print only the result (with its notes)")
     dry_run(p)
 
     p = make(sub, "eval", "score a generator: attribute accuracy, FID, judge-feature FID",
@@ -74,7 +74,8 @@ def add_eval_parsers(sub, make, dry_run) -> None:
     p.add_argument("--conditions", metavar="FILE.json",
                    help="score these label lists (seed 003's test.json) instead of every combination")
     p.add_argument("--fid-samples", type=int, default=e.fid_samples,
-                   help=f"fakes for FID, labels drawn from the real set (default {e.fid_samples})")
+                   help=f"fakes for the FIDs, labels drawn from the real set; FIDs compare only at equal "
+                        f"numbers (default {e.fid_samples})")
     p.add_argument("--min-class", type=int, default=e.min_class,
                    help=f"intra-class FID skips classes with fewer samples (default {e.min_class})")
     p.add_argument("--inception-weights", metavar="PATH",
@@ -114,7 +115,7 @@ def run_eval_command(args) -> int:
             check_eval(cfg, torch.device("cpu"))
             note_unused_flags(cfg, log)
             return _print(dataclasses.asdict(cfg))
-        record = run_eval(cfg, log)
+        record = run_eval(cfg, log, warn=lambda msg: print(msg, file=sys.stderr))
         print(json.dumps(record) if cfg.json else format_table(record))
         return 0
     raise SystemExit(f"unknown command {args.command}")
@@ -135,7 +136,9 @@ def format_table(record: dict) -> str:
         for name, v in a.items():
             if isinstance(v, float):
                 lines.append(f"  {name:<20} {v:.3f}")
-        lines.append("  worst:")
+        ties = a.get("worst_ties", 0)
+        lines.append(f"  worst: ({ties} conditions tie at joint {a['worst'][0]['joint']:.2f}; "
+                     f"{len(a['worst'])} shown)" if ties > len(a["worst"]) else "  worst:")
         for w in a["worst"]:
             parts = ", ".join(f"{k} {v:.2f}" for k, v in w.items() if k != "label")
             lines.append(f"    {w['label']:<30} {parts}")

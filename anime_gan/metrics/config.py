@@ -37,7 +37,7 @@ class EvalConfig:
     metrics: list = field(default_factory=lambda: list(METRICS))
     k: int = 10                     # images per label combination / condition
     conditions: str | None = None   # JSON list of label lists (seed 003's test.json)
-    fid_samples: int = 2000         # generated images for FID, labels drawn from the real set
+    fid_samples: int = 10000        # generated images for FID, labels drawn from the real set
     min_class: int = 50             # intra-class FID skips classes with fewer samples
     inception_weights: str | None = None
     batch_size: int = 100

@@ -34,8 +34,9 @@ from ..models import PRESETS
 from .accuracy import attribute_accuracy, default_conditions
 from .config import JUDGED_METRICS, OFFLINE_METRICS, EvalConfig, validate_eval
 from .fid import StatsAccumulator, frechet_distance, progress_bar, real_stats, stats_of
-from .inception import INCEPTION_SHA256_PREFIX, WEIGHTS_FILE, default_weights_path, find_weights, load_inception
-from .judge import WEAK_JUDGE, load_judge
+from .inception import (INCEPTION_DIM, INCEPTION_SHA256_PREFIX, WEIGHTS_FILE, default_weights_path, find_weights,
+                        load_inception)
+from .judge import WEAK_JUDGE, data_key, load_judge
 
 
 def judge_key(judge) -> str:
@@ -73,7 +74,7 @@ class NonFiniteFakes(UserError):
 
 def evaluate(G, cfg_train, schema: Schema, judge, data: Packed, k: int, device,
              generator: torch.Generator, *, metrics=OFFLINE_METRICS, conditions: torch.Tensor | None = None,
-             fid_samples: int = 2000, min_class: int = 50, inception=None, batch: int = 100,
+             fid_samples: int = 10000, min_class: int = 50, inception=None, batch: int = 100,
              progress: bool = False) -> dict:
     """Metrics of generator `G`, a plain module called as G(z, c) with c = encode(labels, embed).
 
@@ -285,8 +286,11 @@ def note_unused_flags(cfg: EvalConfig, log) -> None:
             log(f"note: {flag} is read only by --metrics {' '.join(sorted(users))}; without them, ignored")
 
 
-def run_eval(cfg: EvalConfig, log=lambda msg: None) -> dict:
-    """`anime-gan eval`: load G, data and judge, evaluate, append to <run>/metrics.jsonl."""
+def run_eval(cfg: EvalConfig, log=lambda msg: None, warn=None) -> dict:
+    """`anime-gan eval`: load G, data and judge, evaluate, append to <run>/metrics.jsonl. `log` takes
+    progress messages (silenced by -q); `warn` (default: `log`) the notes that say how far the
+    scores can be trusted, which -q does not silence."""
+    warn = warn or log
     device = distributed.pick_device(cfg.device)
     checked = check_eval(cfg, device)
     path, G, tcfg, schema, step, root = (checked.path, checked.G, checked.train, checked.schema, checked.step,
@@ -296,19 +300,30 @@ def run_eval(cfg: EvalConfig, log=lambda msg: None) -> dict:
     data = checked.data
     changed = cache_changes(root, tcfg.image_size)
     if changed:  # eval only reads the data folder; `train` would pack it again
-        log(f"note: {root} changed since its {tcfg.image_size}px cache was packed ({changed}); scores use "
+        warn(f"note: {root} changed since its {tcfg.image_size}px cache was packed ({changed}); scores use "
             f"the cache: run `anime-gan prepare {root}` to pack it again")
     judge, judge_path, inception = checked.judge, checked.judge_path, checked.inception
-    if inception is not None and not inception[1].startswith(INCEPTION_SHA256_PREFIX):
-        log(f"note: {cfg.inception_weights or default_weights_path()} is not torchvision's {WEIGHTS_FILE} "
-            f"(its sha256 does not start with {INCEPTION_SHA256_PREFIX}), so this FID compares only "
-            f"with FIDs from the same file")
+    standard_inception = inception is not None and inception[1].startswith(INCEPTION_SHA256_PREFIX)
+    if inception is not None and not standard_inception:
+        warn(f"note: {cfg.inception_weights or default_weights_path()} is not torchvision's {WEIGHTS_FILE} "
+             f"(its sha256 does not start with {INCEPTION_SHA256_PREFIX}), so this FID compares only "
+             f"with FIDs from the same file")
+    if inception is not None and min(cfg.fid_samples, len(data)) < INCEPTION_DIM:
+        # a covariance from fewer samples than features is singular: FID is biased upward, by a lot
+        warn(f"note: Inception FID from {cfg.fid_samples} fakes and {len(data)} real images, fewer than its "
+             f"{INCEPTION_DIM} features: it compares only with FIDs from the same numbers (10000 or more "
+             f"of each is usual)")
     if judge is not None:
         weak = {g: a for g, a in checked.judge_info["heldout_accuracy"].items() if a < WEAK_JUDGE}
         if weak:  # its accuracy on fakes is bounded by what it manages on real images
-            log(f"note: {judge_path} is a weak judge (held-out accuracy on real images: "
-                + ", ".join(f"{g} {a:.2f}" for g, a in weak.items())
-                + "); its scores say little; retrain it with more --epochs or a larger --width")
+            warn(f"note: {judge_path} is a weak judge (held-out accuracy on real images: "
+                 + ", ".join(f"{g} {a:.2f}" for g, a in weak.items())
+                 + "); its scores say little; retrain it with more --epochs or a larger --width")
+        report = checked.judge_info.get("report")
+        report = report if isinstance(report, dict) else {}
+        if report.get("data_key") not in (None, data_key(data)):  # (judges before 2026-11-30 have none)
+            warn(f"note: {judge_path} was trained on another data set ({report.get('data')}: other labels or "
+                 f"image count) than {root}; its scores compare only with scores by the same judge")
     conditions = torch.from_numpy(read_conditions(cfg.conditions, schema)[1]) if cfg.conditions else None
     generator = torch.Generator(device).manual_seed(cfg.seed)
     log(f"evaluating {path} (step {step}) on {root} ({len(data)} images): {', '.join(cfg.metrics)}")
@@ -323,14 +338,16 @@ def run_eval(cfg: EvalConfig, log=lambda msg: None) -> dict:
               "judge": str(judge_path) if judge_path else None, "metrics": metrics,
               # what scored it: a judge retrained in place, or other Inception weights, give other numbers
               "judge_key": judge_key(judge) if judge is not None else None,  # as its cached real statistics
-              "inception_sha256": inception[1] if inception else None,
+              "judge_heldout_accuracy": checked.judge_info["heldout_accuracy"] if judge is not None else None,
+              "inception_sha256": inception[1] if inception else None,  # (its first 16 hex digits)
+              "inception_standard": standard_inception if inception else None,
               "settings": {"k": cfg.k, "fid_samples": cfg.fid_samples, "min_class": cfg.min_class,
                            "seed": cfg.seed, "ema": cfg.ema and tcfg.ema,  # a run without EMA has only G
                            "conditions": cfg.conditions},
               "seconds": round(time.perf_counter() - start, 1),
               "time": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-    with writing(results, _results_fix(path)), open(results, "a") as f:
-        f.write(json.dumps(record) + "\n")
+    with writing(results, _results_fix(path)):
+        append_line(results, json.dumps(record))
     return record
 
 
@@ -359,7 +376,11 @@ def check_eval(cfg: EvalConfig, device) -> Checked:
     if cfg.conditions and schema is None:
         raise UserError(f"{path}: this model has no labels, so --conditions has nothing to choose; drop it")
     if cfg.conditions:
-        read_conditions(cfg.conditions, schema)
+        entries, rows = read_conditions(cfg.conditions, schema)
+        empty = next((i for i, row in enumerate(rows) if not row.any()), None)
+        if empty is not None:  # nothing asked is nothing missed: it would count as right, raising joint
+            raise UserError(f"{cfg.conditions} entry {empty + 1} []: names no label, so accuracy has nothing "
+                            f"to check there; leave it out of --conditions")
     checked = Checked(path, G, tcfg, schema, step, root, data)
     if set(cfg.metrics) & JUDGED_METRICS:
         checked.judge_path, checked.judge, checked.judge_info = _load_checked_judge(

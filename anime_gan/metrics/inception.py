@@ -17,12 +17,13 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..checkpoint import load_failure
-from ..errors import UserError
+from ..errors import UserError, detail
 from .fid import file_key
 
 WEIGHTS_FILE = "inception_v3_google-0cc3c7bd.pth"
 INCEPTION_SHA256_PREFIX = "0cc3c7bd"  # torch.hub names files by the start of their sha256
 WEIGHTS_URL = f"https://download.pytorch.org/models/{WEIGHTS_FILE}"
+INCEPTION_DIM = 2048  # pool features, the FID feature
 
 
 def default_weights_path() -> Path:
@@ -66,8 +67,7 @@ class InceptionFeatures(nn.Module):
         try:
             net.load_state_dict(state)
         except Exception as e:  # some other network's weights
-            first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
-            raise UserError(f"{weights}: not torchvision's Inception-v3 weights ({first}); "
+            raise UserError(f"{weights}: not torchvision's Inception-v3 weights ({detail(e)}); "
                             f"replace it with {WEIGHTS_URL}") from None
         net.fc = nn.Identity()  # keep the 2048-d average-pool output, the FID feature
         self.net = net.eval()

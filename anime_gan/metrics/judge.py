@@ -7,6 +7,7 @@ in the judge file next to the weights and the schema it was trained on.
 """
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -17,7 +18,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .. import checkpoint, distributed
-from ..errors import UserError
+from ..errors import UserError, detail
 from ..files import writable_file, writing
 from ..labels import Schema
 from .config import MAX_JUDGE_FEATURES, MAX_JUDGE_WIDTH, JudgeConfig, validate_judge
@@ -204,12 +205,20 @@ def train_judge(cfg: JudgeConfig, log=print) -> tuple[Path, dict]:
         log(f"epoch {epoch + 1}/{cfg.epochs}: loss {total / steps_per_epoch:.4f}, held-out "
             + ", ".join(f"{k} {v:.3f}" for k, v in held.items()))
     seconds = time.perf_counter() - start
-    report = {"judge": str(out), "data": str(cfg.train_dir), "images": len(data), "train": len(train_idx),
+    report = {"judge": str(out), "data": str(cfg.train_dir), "data_key": data_key(data), "images": len(data), "train": len(train_idx),
               "heldout": len(held_idx), "heldout_accuracy": held, "epochs": cfg.epochs,
               "seconds": round(seconds, 1), "device": str(device)}
     with writing(out, _OUT_FIX):
         save_judge(judge.cpu(), out, report)
     return out, report
+
+
+def data_key(data) -> str:
+    """Which data set a judge learnt from, by its labels and image count (cheap, and the same for a
+    copy of the folder): `eval` notes a judge that learnt from another set."""
+    digest = hashlib.sha256(f"{data.images.shape}".encode())
+    digest.update(np.ascontiguousarray(data.labels).tobytes())
+    return digest.hexdigest()[:16]
 
 
 def heldout_accuracy(judge: Judge, images_u8: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
@@ -250,7 +259,7 @@ def load_judge(path, device="cpu") -> tuple[Judge, dict]:
         judge.load_state_dict(ckpt["state_dict"])
     except (RuntimeError, TypeError, KeyError) as e:
         raise UserError(f"{path}: judge weights do not fit its architecture "
-                        f"({str(e).splitlines()[0][:160]}); {fix}") from None
+                        f"({detail(e)}); {fix}") from None
     if not all(torch.isfinite(t).all() for t in judge.state_dict().values() if t.is_floating_point()):
         raise UserError(f"{path}: the judge's weights hold NaN or infinite values; {fix}")
     if not _finite_on_probe(judge.eval(), arch["image_size"]):  # e.g. a negative running variance

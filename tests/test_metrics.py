@@ -458,12 +458,19 @@ def test_eval_needs_a_judge_of_the_same_labels(run_dir, data_dir, judge_file, tm
     assert str(other) in err and "G_2.ckpt" in err
 
 
-def test_dry_runs_print_configs(capsys, run_dir, data_dir):
+def test_dry_runs_print_configs(capsys, run_dir, data_dir, judge_file):
     assert main(["train-judge", "--dry-run", "-t", str(data_dir), "--epochs", "3"]) == 0
-    assert json.loads(capsys.readouterr().out)["epochs"] == 3
+    cfg = json.loads(capsys.readouterr().out)
+    assert cfg["epochs"] == 3 and cfg["resolved"] == {"out": str(data_dir / "judge_64.pt")}
     assert main(["eval", "--dry-run", "-d", str(run_dir), "--metrics", "diversity", "-k", "4"]) == 0
     cfg = json.loads(capsys.readouterr().out)
     assert cfg["model_dir"] == str(run_dir) and cfg["metrics"] == ["diversity"] and cfg["k"] == 4
+    # what the flags left to defaults resolve to: the files the real run reads
+    latest = max(run_dir.glob("G_*.ckpt"), key=lambda p: int(p.stem[2:]))
+    assert cfg["resolved"] == {"checkpoint": str(latest), "step": int(latest.stem[2:]), "data": str(data_dir),
+                               "judge": None, "inception_weights": None}
+    assert main(["eval", "--dry-run", "-d", str(run_dir), "--metrics", "accuracy"]) == 0
+    assert json.loads(capsys.readouterr().out)["resolved"]["judge"] == str(judge_file[0])
 
 
 def test_dry_runs_refuse_what_the_real_commands_refuse(cli, run_dir, data_dir, tmp_path):

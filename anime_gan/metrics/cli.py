@@ -99,11 +99,11 @@ def _config(cls, args):
 def run_eval_command(args) -> int:
     log = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr))
     if args.command == "train-judge":
-        from .judge import check_judge, format_report, train_judge
+        from .judge import check_judge, format_report, judge_file, train_judge
         cfg = _config(JudgeConfig, args)
         if args.dry_run:
             check_judge(cfg)
-            return _print(dataclasses.asdict(cfg))
+            return _print({**dataclasses.asdict(cfg), "resolved": {"out": str(judge_file(cfg))}})
         _, report = train_judge(cfg, log)
         print(format_report(report))
         return 0
@@ -112,9 +112,15 @@ def run_eval_command(args) -> int:
         cfg = _config(EvalConfig, args)
         if args.dry_run:  # the checkpoint is loaded on the CPU, as `test --dry-run` does
             import torch
-            check_eval(cfg, torch.device("cpu"))
+
+            from .inception import find_weights
+            checked = check_eval(cfg, torch.device("cpu"))
             note_unused_flags(cfg, log)
-            return _print(dataclasses.asdict(cfg))
+            weights = find_weights(cfg.inception_weights) if "fid" in cfg.metrics else None
+            return _print({**dataclasses.asdict(cfg), "resolved": {  # the files the real run reads
+                "checkpoint": str(checked.path), "step": checked.step, "data": str(checked.root),
+                "judge": str(checked.judge_path) if checked.judge_path else None,
+                "inception_weights": str(weights) if weights else None}})
         record = run_eval(cfg, log, warn=lambda msg: print(msg, file=sys.stderr))
         print(json.dumps(record) if cfg.json else format_table(record))
         return 0

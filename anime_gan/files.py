@@ -74,13 +74,14 @@ def append_line(path, line: str) -> None:
     line cut short (kill -9 mid-write, a full disk) is ended first: glued onto it, this one would be
     lost with it."""
     try:
-        with open(path, "a+b") as f:  # (writes go to the end whatever the position)
-            size = f.seek(0, os.SEEK_END)
-            if size:
-                f.seek(size - 1)
-                if f.read(1) != b"\n":
-                    line = "\n" + line
-            f.write((line + "\n").encode())
+        with open(path, "rb") as f:
+            f.seek(-1, os.SEEK_END)
+            cut = f.read(1) != b"\n"
+    except OSError:  # no file yet, an empty one, or one we may append to but not read
+        cut = False
+    try:
+        with open(path, "ab") as f:
+            f.write((("\n" if cut else "") + line + "\n").encode())
     except OSError as e:
         e.filename = e.filename or str(path)
         raise
@@ -102,8 +103,8 @@ def writable_file(path, fix: str, append: bool = False, probe: bool = True) -> N
         raise UserError(f"{path}: cannot write here ({above} is a file, not a folder); {fix}")
     if above != path.parent:
         raise UserError(f"{path}: folder {path.parent} does not exist; create it or {fix}")
-    if not probe:
-        if not os.access(path if path.exists() else path.parent, os.W_OK):
+    if not probe:  # a file is replaced by a rename, which needs only its folder writable
+        if not os.access(path if append and path.exists() else path.parent, os.W_OK):
             raise UserError(f"{path}: cannot write here (permission denied); {fix}")
         return
     with writing(path, fix):

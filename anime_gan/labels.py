@@ -313,8 +313,10 @@ def read_conditions(path, schema: Schema) -> tuple[list[list[str]], np.ndarray]:
             rows.append(schema.parse(", ".join(entry)))
         except UserError as e:
             raise UserError(f"{path} entry {i + 1} {json.dumps(entry)}: {e}") from None
-        if rows[-1].sum() < len(entry):  # one label named twice would collapse to one, unsaid
-            raise UserError(f"{path} entry {i + 1} {json.dumps(entry)}: names a label twice; give each once")
+        if not schema.one_of_groups:  # a multi-hot row: one label named twice would collapse to one
+            named = sum(schema.parse(text) for text in entry if text.strip())
+            if np.any(np.asarray(named) > 1):
+                raise UserError(f"{path} entry {i + 1} {json.dumps(entry)}: names a label twice; give each once")
     return entries, np.stack(rows)
 
 

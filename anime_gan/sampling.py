@@ -96,7 +96,8 @@ def validate_test(cfg: TestConfig) -> str:
 def with_sample_dir(cfg: TestConfig) -> TestConfig:
     """No -s: write into the run's own sample folder, <training's -s>/<run>, where its snapshots
     are (samples/<run> when the checkpoint does not say); two runs' grids never overwrite each other.
-    <run> is the run folder's name, or for a G file the name of the run that saved it."""
+    <run> is the run folder's name, or for a G file outside any run folder the name of the run
+    that saved it."""
     if cfg.sample_dir is not None:
         return cfg
     model = Path(cfg.model_dir).resolve()  # `-d .` inside a run folder names it too
@@ -109,7 +110,8 @@ def with_sample_dir(cfg: TestConfig) -> TestConfig:
     saved = g.get("sample_path")  # absolute, since 2026-11-29
     root = Path(saved) if saved and Path(saved).is_dir() else root
     origin = g.get("run_path")
-    if model.is_file() and isinstance(origin, str) and Path(origin).name not in ("", ".", ".."):
+    away = model.is_file() and not (model.parent / "config.json").is_file()  # every run folder has one
+    if away and isinstance(origin, str) and Path(origin).name not in ("", ".", ".."):
         # a G file away from its run folder (downloads/G_30.ckpt) is still that run's, not "downloads"
         run = Path(origin).name
     check_sample_folder(g, model if model.is_dir() else model.parent, root / run)

@@ -701,6 +701,26 @@ def test_a_folder_swap_killed_between_its_renames_gets_the_earlier_folder_back(t
     assert sorted(p.name for p in tmp_path.iterdir()) == ["images"]
 
 
+def test_a_log_line_after_a_cut_one_starts_its_own_line_even_in_a_write_only_log(tmp_path, monkeypatch):
+    import builtins
+    from anime_gan import checkpoint
+    from anime_gan.files import append_line
+    log = tmp_path / "metrics.jsonl"
+    log.write_text('{"step": 1}\n{"step": 2, "d_lo')  # kill -9 mid-write
+    append_line(log, '{"step": 3}')
+    assert [r["step"] for r in checkpoint.read_jsonl(log)] == [1, 3]
+    real_open = builtins.open
+
+    def write_only(path, mode="r", *args, **kwargs):  # as chmod 222 would be for a user
+        if Path(path) == log and ("r" in mode or "+" in mode):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, mode, *args, **kwargs)
+    monkeypatch.setattr(builtins, "open", write_only)
+    append_line(log, '{"step": 4}')  # appended, though the last byte cannot be checked
+    monkeypatch.undo()
+    assert [r["step"] for r in checkpoint.read_jsonl(log)] == [1, 3, 4]
+
+
 def test_a_stop_between_log_steps_logs_its_last_step_as_partial(tmp_path, data, monkeypatch, capsys):
     from anime_gan.step import GanStep
     real_call, calls = GanStep.__call__, []

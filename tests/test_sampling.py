@@ -195,7 +195,7 @@ def test_rgb_model_color_map_and_any_colour(models, tmp_path, capsys):
 
 def test_conditions_multi_label_one_image_per_entry(models, tmp_path, capsys):
     spec = tmp_path / "test.json"
-    spec.write_text(json.dumps([["gray cube", "red sphere"], ["blue sphere"], ["red cube"]]))
+    spec.write_text(json.dumps([["gray cube", "red sphere", ""], ["blue sphere"], ["red cube"]]))  # "": no label
     rc, paths, _ = _test(capsys, models["multi"], tmp_path / "raw", "--conditions", str(spec), "--no-captions")
     assert rc == 0 and paths == [str(tmp_path / "raw" / "conditions.png")]
     assert Image.open(paths[0]).size == _grid_size(3, 1)
@@ -348,6 +348,19 @@ def test_a_dry_run_names_what_it_would_write_and_touches_nothing(models, tmp_pat
     assert json.loads("\n".join(printed))["writes"] == [str(out / n) for n in ("interpolate.png", "interpolate.gif",
                                                                               "interpolate")]
     assert out.stat().st_mtime_ns == 0 and list(out.iterdir()) == []
+
+
+def test_a_read_only_grid_in_a_writable_folder_is_replaced(models, tmp_path, capsys, monkeypatch):
+    """A rename replaces it, which asks only the folder: the checks ask the folder too (simulated:
+    as root, permission bits stop nothing)."""
+    from anime_gan import files
+    out = tmp_path / "out"
+    assert _test(capsys, models["onehot"], out, "-t", "fix_noise")[0] == 0
+    real_access = files.os.access
+    monkeypatch.setattr(files.os, "access", lambda p, mode: Path(p).is_dir() and real_access(p, mode))
+    for dry in (["--dry-run"], []):
+        rc, _, err = _test(capsys, models["onehot"], out, "-t", "fix_noise", "--seed", "1", *dry)
+        assert rc == 0, err
 
 
 def test_conditions_file_errors_name_the_file_and_entry(models, tmp_path, capsys):

@@ -906,7 +906,7 @@ def test_tensorboard_hides_the_steps_a_resume_trains_again(tmp_path, data, monke
     assert opened == [None, 3]
 
 
-def test_a_g_file_away_from_its_run_folder_samples_as_its_run(tmp_path, data, cli, monkeypatch):
+def test_a_g_file_away_from_its_run_folder_samples_as_its_run(tmp_path, data, cli, monkeypatch, capsys):
     """downloads/G_2.ckpt of two runs: each writes into its own run's sample folder, not both into
     samples/downloads, where the second would replace the first's grids."""
     import shutil
@@ -925,6 +925,16 @@ def test_a_g_file_away_from_its_run_folder_samples_as_its_run(tmp_path, data, cl
         assert rc == 0, err
         outs.append(out.strip())
     assert outs == [str(tmp_path / "samples" / n / "fix_noise.png") for n in ("a", "b")]
+    # a G file inside a run folder is that folder's, renamed or copied, as the folder itself is
+    assert _train(tmp_path, data, "--model", "cgan", "--image-size", "32", "-i", "2", "--name", "c") == 0
+    shutil.copytree(tmp_path / "ckpt" / "c", tmp_path / "ckpt" / "c_copy")
+    (tmp_path / "ckpt" / "c").rename(tmp_path / "ckpt" / "c_renamed")
+    capsys.readouterr()  # (train printed its run folder)
+    for folder in ("c_copy", "c_renamed"):
+        for model in (tmp_path / "ckpt" / folder, tmp_path / "ckpt" / folder / "G_2.ckpt"):
+            rc, out, err = cli("test", "-d", model, "-t", "fix_noise", "--dry-run")
+            assert rc == 0, err
+            assert json.loads(out)["sample_dir"] == str(tmp_path / "samples" / folder)
 
 
 def test_resume_of_a_run_name_suggests_its_folder(tmp_path, monkeypatch, cli):

@@ -455,7 +455,8 @@ def _run(args, argv=None) -> int:
                 load_trainer(resume_path, snapshot)
             check_before_data(cfg, resume_path, snapshot)
             if not cfg.quiet:
-                note_unused_flags(cfg, device, int(os.environ.get("WORLD_SIZE", "1")), lambda msg: print(msg, file=sys.stderr))
+                note_unused_flags(cfg, device, int(os.environ.get("WORLD_SIZE", "1")),
+                                  lambda msg: print(msg, file=sys.stderr))
             return _print({"train": dataclasses.asdict(cfg), "resolved": dataclasses.asdict(resolve_hyper(cfg)),
                            "run": run, "resumes": str(resume_path) if resume_path else None})
         out = train(cfg)

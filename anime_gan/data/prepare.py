@@ -150,7 +150,8 @@ def _prepare(cfg: PrepareConfig, out: Path) -> dict:
             # Says, until the end, that `out` is between two sets: train, eval and `prepare OUT` refuse
             # it, and naming SOURCE lets this same command run again to finish the job.
             _atomic_write_bytes(_unfinished_path(out), json.dumps(
-                {"source": str(src.root), "source_path": str(src.root.resolve()), "image_size": cfg.image_size}).encode())
+                {"source": str(src.root), "source_path": str(src.root.resolve()),
+                 "image_size": cfg.image_size}).encode())
         meta.unlink(missing_ok=True)
 
     try:

@@ -205,8 +205,8 @@ def train_judge(cfg: JudgeConfig, log=print) -> tuple[Path, dict]:
         log(f"epoch {epoch + 1}/{cfg.epochs}: loss {total / steps_per_epoch:.4f}, held-out "
             + ", ".join(f"{k} {v:.3f}" for k, v in held.items()))
     seconds = time.perf_counter() - start
-    report = {"judge": str(out), "data": str(cfg.train_dir), "data_key": data_key(data), "images": len(data), "train": len(train_idx),
-              "heldout": len(held_idx), "heldout_accuracy": held, "epochs": cfg.epochs,
+    report = {"judge": str(out), "data": str(cfg.train_dir), "data_key": data_key(data), "images": len(data),
+              "train": len(train_idx), "heldout": len(held_idx), "heldout_accuracy": held, "epochs": cfg.epochs,
               "seconds": round(seconds, 1), "device": str(device)}
     with writing(out, _OUT_FIX):
         save_judge(judge.cpu(), out, report)

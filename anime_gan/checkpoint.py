@@ -177,14 +177,15 @@ def generator_path(model_dir) -> Path:
     return p / f"G_{found[-1]}.ckpt"
 
 
-def load_generator(model_dir, device="cpu", ema: bool = True):
+def load_generator(model_dir, device="cpu", ema: bool = True, ckpt: dict | None = None):
     """Rebuild G from a G checkpoint alone: returns (G in eval mode, TrainConfig, Schema|None, step).
 
-    `model_dir` is a run folder (its latest G_<N>.ckpt) or a checkpoint file."""
+    `model_dir` is a run folder (its latest G_<N>.ckpt) or a checkpoint file; `ckpt` is that file
+    as `load` already returned it, when the caller has read it."""
     from .labels import Schema
     from .models import PRESETS, ModelConfig, build
     path = generator_path(model_dir)
-    ckpt = load(path, "generator")
+    ckpt = load(path, "generator") if ckpt is None else ckpt
     cfg = TrainConfig.from_dict(ckpt["config"])
     if Path(ckpt.get("data_path") or "/nonexistent").is_dir():
         cfg.train_dir = ckpt["data_path"]  # where it was trained, whichever folder we are run from now

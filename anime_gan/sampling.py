@@ -93,20 +93,22 @@ def validate_test(cfg: TestConfig) -> str:
     return kind
 
 
-def with_sample_dir(cfg: TestConfig) -> TestConfig:
+def with_sample_dir(cfg: TestConfig) -> tuple[TestConfig, tuple[Path, dict] | None]:
     """No -s: write into the run's own sample folder, <training's -s>/<run>, where its snapshots
     are (samples/<run> when the checkpoint does not say); two runs' grids never overwrite each other.
     <run> is the run folder's name, or for a G file outside any run folder the name of the run
-    that saved it."""
+    that saved it.  Also returns (G file, its checkpoint) when it was read for this (None
+    otherwise), so that it is read once."""
     if cfg.sample_dir is not None:
-        return cfg
+        return cfg, None
     model = Path(cfg.model_dir).resolve()  # `-d .` inside a run folder names it too
     run = model.parent.name if model.is_file() else model.name
     root = Path(TrainConfig.sample_dir)
     try:
-        g = load(generator_path(model), "generator")
+        g_path = generator_path(cfg.model_dir)  # as given: errors and the Model name it so
+        g = load(g_path, "generator")
     except UserError:  # no checkpoint there (yet): said when it is loaded, or checked by --dry-run
-        return replace(cfg, sample_dir=str(root / run))
+        return replace(cfg, sample_dir=str(root / run)), None
     saved = g.get("sample_path")  # absolute, since 2026-11-29
     root = Path(saved) if saved and Path(saved).is_dir() else root
     origin = g.get("run_path")
@@ -115,20 +117,20 @@ def with_sample_dir(cfg: TestConfig) -> TestConfig:
         # a G file away from its run folder (downloads/G_30.ckpt) is still that run's, not "downloads"
         run = Path(origin).name
     check_sample_folder(g, model if model.is_dir() else model.parent, root / run)
-    return replace(cfg, sample_dir=str(root / run))
+    return replace(cfg, sample_dir=str(root / run)), (g_path, g)
 
 
 def check_test(cfg: TestConfig) -> tuple[TestConfig, str, Model | None]:
     """Every check of `cfg` against its checkpoint (also run by --dry-run): (cfg with its sample
     folder, the test type, the loaded model; None for -t progress, which reads snapshots)."""
-    cfg = with_sample_dir(replace(cfg, model_dir=only_run(cfg.model_dir)))
+    cfg, loaded = with_sample_dir(replace(cfg, model_dir=only_run(cfg.model_dir)))
     no_file_in_the_way(cfg.sample_dir, "choose another folder with -s")
     kind = validate_test(cfg)
     model = None
     if kind == "progress":
         _snapshots(cfg)  # none found is said here, so by --dry-run too
     else:
-        model = _load(cfg)
+        model = _load(cfg, loaded)
         _check_inputs(cfg, kind, model)
     _check_outputs(cfg, kind, model, make=False)
     return cfg, kind, model
@@ -243,10 +245,11 @@ def _say(text: str) -> None:
     print(text, file=sys.stderr)
 
 
-def _load(cfg: TestConfig) -> Model:
+def _load(cfg: TestConfig, loaded: tuple[Path, dict] | None = None) -> Model:
+    """G from -d; `loaded` is (G file, checkpoint) when with_sample_dir already read it."""
     device = pick_device(cfg.device)
-    path = generator_path(cfg.model_dir)
-    G, train, schema, _ = load_generator(path, device, ema=cfg.ema)
+    path, ckpt = loaded if loaded else (generator_path(cfg.model_dir), None)
+    G, train, schema, _ = load_generator(path, device, ema=cfg.ema, ckpt=ckpt)
     # An unconditional G (dcgan) trained on labelled data ignores them: sample it as unlabelled.
     return Model(G, train, schema if G.cond_dim else None, device, path)
 

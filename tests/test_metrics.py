@@ -4,6 +4,7 @@ generators, Inception weights handling (never downloaded), and `eval` / `train-j
 Everything runs on the CPU on 600 built-in faces; feature extractors are tiny random conv nets or
 the judge, never downloaded weights."""
 import errno
+import hashlib
 import json
 import os
 import shutil
@@ -305,6 +306,9 @@ def test_inception_features_from_a_local_file(tmp_path):
     path = tmp_path / WEIGHTS_FILE
     torch.save(inception_v3(weights=None, aux_logits=True, init_weights=False).state_dict(), path)
     assert InceptionFeatures(path)(torch.zeros(2, 3, 64, 64)).shape == (2, 2048)
+    from anime_gan.metrics.inception import load_inception
+    # the whole sha256, which metrics.jsonl records: comparable with a published checksum
+    assert load_inception(str(path), "cpu")[1] == hashlib.sha256(path.read_bytes()).hexdigest()
     torch.save({"not": torch.zeros(1)}, tmp_path / "other.pth")
     with pytest.raises(UserError, match="not torchvision's Inception-v3"):
         InceptionFeatures(tmp_path / "other.pth")
@@ -695,6 +699,31 @@ def test_a_judge_too_wide_to_build_is_refused_before_training(cli, data_dir, tmp
 def test_non_finite_features_are_one_line_not_an_eigh_failure():
     with pytest.raises(UserError, match="NaN or infinite features"):
         fid.stats_of(torch.tensor([[float("nan"), 1.0], [0.0, 2.0], [1.0, 1.0]]))
+
+
+def test_feature_networks_that_see_no_difference_are_refused_not_scored_zero(cli, run_dir, data_dir, judge_file,
+                                                                          tmp_path, monkeypatch):
+    """Zeroed (or otherwise collapsed) weights give every image the same features: every G would
+    then score a FID of 0.000, a believable perfect score. eval names the file and writes nothing."""
+    from anime_gan.metrics import evaluate as ev
+    results = run_dir / "metrics.jsonl"
+    before = results.read_bytes() if results.exists() else None
+    (tmp_path / "w.pth").write_bytes(b"stands in for the weights")
+    monkeypatch.setattr(ev, "load_inception", lambda path, device: (lambda x: torch.ones(len(x), 16), "0" * 16))
+    rc, out, err = cli("eval", "-d", run_dir, "-t", data_dir, "--metrics", "fid", "--fid-samples", "20",
+                       "--inception-weights", tmp_path / "w.pth", "--device", "cpu", "-q")
+    assert rc == 2 and "Traceback" not in err  # (after the notes on the weights and the sample count)
+    assert err.splitlines()[-1].startswith(f"anime-gan eval: error: {tmp_path / 'w.pth'}: these Inception weights "
+                                           f"are unusable: every real image of {data_dir} gets the same features")
+    assert "replace the file with https://" in err
+    zeroed = torch.load(judge_file[0], weights_only=True)
+    zeroed["state_dict"] = {k: torch.zeros_like(v) for k, v in zeroed["state_dict"].items()}
+    torch.save(zeroed, tmp_path / "zero_judge.pt")
+    rc, out, err = cli("eval", "-d", run_dir, "-t", data_dir, "--judge", tmp_path / "zero_judge.pt",
+                       "--metrics", "judge-fid", "--fid-samples", "20", "--device", "cpu", "-q")
+    one_line_error((rc, out, err), f"{tmp_path / 'zero_judge.pt'}: the judge is unusable: every real image")
+    assert "retrain it with `anime-gan train-judge" in err
+    assert (results.read_bytes() if results.exists() else None) == before
 
 
 def test_judge_report_counts_its_epochs_in_english():

@@ -259,6 +259,24 @@ def test_without_s_each_run_writes_into_its_own_sample_folder(models, tmp_path, 
     assert capsys.readouterr().out.split() == [str(Path("samples") / "older" / "fix_noise.png")]
 
 
+def test_without_s_the_g_file_is_read_once(models, tmp_path, monkeypatch, capsys):
+    """The sample folder is found from the G file that is then drawn from: one read, not two."""
+    from anime_gan import checkpoint
+    reads = []
+    real = checkpoint.load
+
+    def counting(path, kind):
+        reads.append((Path(path).name, kind))
+        return real(path, kind)
+    monkeypatch.setattr(checkpoint, "load", counting)
+    monkeypatch.setattr(sampling, "load", counting)
+    monkeypatch.chdir(tmp_path)
+    capsys.readouterr()
+    assert main(["test", "-t", "samples", "-n", "1", "-d", str(models["dcgan"])]) == 0
+    assert reads == [("G_2.ckpt", "generator")]
+    assert Path(capsys.readouterr().out.strip()).parent.name == models["dcgan"].name
+
+
 @pytest.mark.parametrize("model, args, message", [
     ("missing", ["-t", "fix_noise"], "no such run folder"),
     ("empty", ["-t", "fix_noise"], "no G_<step>.ckpt"),

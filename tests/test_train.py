@@ -2,6 +2,7 @@
 import json
 import math
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -1005,6 +1006,20 @@ def test_sizes_that_cannot_fit_are_refused_before_anything_is_built(tmp_path, da
     for dry_run in ([], ["--dry-run"]):
         one_line_error(cli("train", "-t", data, "-c", tmp_path / "c", "-s", tmp_path / "s", *flags, *dry_run), needle)
     assert not (tmp_path / "c").exists()
+
+
+def test_eval_every_with_a_judge_that_sees_no_difference_stops_naming_it(tmp_path, data, cli):
+    """A judge whose features are the same for every image would log a judge-FID of 0 at every step."""
+    shutil.copytree(data, tmp_path / "d", ignore=shutil.ignore_patterns("judge_*"))
+    assert main(["train-judge", "-t", str(tmp_path / "d"), "--image-size", "32", "--width", "8", "--epochs", "1",
+                 "--batch-size", "16", "-q"]) == 0
+    judge = torch.load(tmp_path / "d" / "judge_32.pt", weights_only=True)
+    judge["state_dict"] = {k: torch.zeros_like(v) for k, v in judge["state_dict"].items()}
+    torch.save(judge, tmp_path / "d" / "judge_32.pt")
+    one_line_error(cli("train", "-t", tmp_path / "d", "-s", tmp_path / "s", "-c", tmp_path / "c", *TINY,
+                       "--model", "cgan", "--image-size", "32", "-i", "1", "--eval-every", "1"),
+                   f"{tmp_path / 'd' / 'judge_32.pt'}: the judge is unusable: every real image of",
+                   "retrain it with `anime-gan train-judge")
 
 
 def test_dry_run_with_eval_every_needs_the_judge_the_real_run_needs(tmp_path, data, cli):

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -33,9 +34,9 @@ from ..labels import Schema, encode, read_conditions
 from ..models import PRESETS
 from .accuracy import attribute_accuracy, default_conditions
 from .config import JUDGED_METRICS, OFFLINE_METRICS, EvalConfig, validate_eval
-from .fid import StatsAccumulator, frechet_distance, progress_bar, real_stats, stats_of
-from .inception import (INCEPTION_DIM, INCEPTION_SHA256_PREFIX, WEIGHTS_FILE, default_weights_path, find_weights,
-                        load_inception)
+from .fid import BadFeatures, StatsAccumulator, frechet_distance, progress_bar, real_stats, stats_of
+from .inception import (INCEPTION_DIM, INCEPTION_SHA256_PREFIX, WEIGHTS_FILE, WEIGHTS_URL, default_weights_path,
+                        find_weights, load_inception)
 from .judge import WEAK_JUDGE, data_key, load_judge
 
 
@@ -146,20 +147,32 @@ def _fids(G, cfg_train, schema, judge, data, device, generator, metrics, fid_sam
         if "fid" in metrics:
             incep.add(inception[0](x))
     out = {}
-    if use_judge:
-        feats = torch.cat(judge_feats)
-        real = real_stats(data, judge.features, "judge", judge_key(judge), per_class=True,
-                          batch=batch, device=device, desc="FID: real images (judge)" if progress else None)
-        if "judge-fid" in metrics:
-            out["judge_fid"] = round(frechet_distance(stats_of(feats), real["all"]), 4)
-        if "intra-fid" in metrics:
-            out["intra_fid"] = _intra_fid(schema, feats, labels, real, min_class)
-    if "fid" in metrics:
-        extractor, key = inception
-        real = real_stats(data, extractor, "inception", key, batch=batch, device=device,
-                          desc="FID: real images (Inception)" if progress else None)
-        out["fid"] = round(frechet_distance(incep.stats(), real["all"]), 4)
+    with _blamed("judge"):
+        if use_judge:
+            feats = torch.cat(judge_feats)
+            real = real_stats(data, judge.features, "judge", judge_key(judge), per_class=True,
+                              batch=batch, device=device, desc="FID: real images (judge)" if progress else None)
+            if "judge-fid" in metrics:
+                out["judge_fid"] = round(frechet_distance(stats_of(feats), real["all"]), 4)
+            if "intra-fid" in metrics:
+                out["intra_fid"] = _intra_fid(schema, feats, labels, real, min_class)
+    with _blamed("inception"):
+        if "fid" in metrics:
+            extractor, key = inception
+            real = real_stats(data, extractor, "inception", key, batch=batch, device=device,
+                              desc="FID: real images (Inception)" if progress else None)
+            out["fid"] = round(frechet_distance(incep.stats(), real["all"]), 4)
     return out
+
+
+@contextmanager
+def _blamed(network: str):
+    """Marks a BadFeatures raised inside as `network`'s, for the caller to name its file."""
+    try:
+        yield
+    except BadFeatures as e:
+        e.network = e.network or network
+        raise
 
 
 def _intra_fid(schema: Schema, feats: torch.Tensor, labels: torch.Tensor, real: dict,
@@ -242,6 +255,10 @@ def evaluate_during_training(G, cfg: TrainConfig, schema: Schema, judge, data: P
                      fid_samples=500)
     except NonFiniteFakes as e:
         raise UserError(f"training diverged by step {step}: {e}; try a lower --lr, or --precision fp32") from None
+    except BadFeatures as e:
+        path = training_judge_path(cfg)
+        raise UserError(f"{path}: the judge is unusable: {e}; retrain it with `anime-gan train-judge -t "
+                        f"{cfg.train_dir} --image-size {cfg.image_size}`") from None
     flat = {"step": step, "judge_fid": m["judge_fid"],
             **{f"acc_{k}": v for k, v in m["accuracy"].items() if isinstance(v, float)}}
     if m["diversity"]["ratio"] is not None:  # None: no two real images share a label
@@ -334,12 +351,14 @@ def run_eval(cfg: EvalConfig, log=lambda msg: None, warn=None) -> dict:
                            inception=inception, batch=cfg.batch_size, progress=not cfg.quiet)
     except NonFiniteFakes as e:
         raise UserError(f"{path}: {e}; evaluate an earlier checkpoint of the run") from None
+    except BadFeatures as e:
+        raise UserError(_blame(cfg, root, judge_path, tcfg.image_size, e)) from None
     record = {"step": step, "checkpoint": str(path), "data": str(root),
               "judge": str(judge_path) if judge_path else None, "metrics": metrics,
               # what scored it: a judge retrained in place, or other Inception weights, give other numbers
               "judge_key": judge_key(judge) if judge is not None else None,  # as its cached real statistics
               "judge_heldout_accuracy": checked.judge_info["heldout_accuracy"] if judge is not None else None,
-              "inception_sha256": inception[1] if inception else None,  # (its first 16 hex digits)
+              "inception_sha256": inception[1] if inception else None,
               "inception_standard": standard_inception if inception else None,
               "settings": {"k": cfg.k, "fid_samples": cfg.fid_samples, "min_class": cfg.min_class,
                            "seed": cfg.seed, "ema": cfg.ema and tcfg.ema,  # a run without EMA has only G
@@ -388,6 +407,15 @@ def check_eval(cfg: EvalConfig, device) -> Checked:
     if "fid" in cfg.metrics:  # last: hashing and building Inception take seconds
         checked.inception = load_inception(cfg.inception_weights, device)
     return checked
+
+
+def _blame(cfg: EvalConfig, root: Path, judge_path: Path | None, size: int, e: BadFeatures) -> str:
+    """The one line for a feature network at fault: its file, what is wrong, the fix."""
+    if e.network == "inception":
+        return (f"{cfg.inception_weights or default_weights_path()}: these Inception weights are unusable: {e}; "
+                f"replace the file with {WEIGHTS_URL}")
+    return (f"{judge_path}: the judge is unusable: {e}; retrain it with "
+            f"`anime-gan train-judge -t {root} --image-size {size}`")
 
 
 def _results_fix(path: Path) -> str:

@@ -30,7 +30,13 @@ class Stats:
     n: int
 
 
-class NonFiniteFeatures(UserError):
+class BadFeatures(UserError):
+    """The feature network, not G, is at fault (`network` says which: "judge" or "inception"); the
+    caller names its file and the fix."""
+    network: str | None = None
+
+
+class NonFiniteFeatures(BadFeatures):
     pass
 
 
@@ -137,6 +143,9 @@ def real_stats(data: Packed, extractor, name: str, key: str, per_class: bool = F
         raise UserError(f"{data.root}: FID needs at least 2 real images, this data set has {total.n}; "
                         f"add images and re-run prepare, or leave FID out with --metrics accuracy diversity")
     out = {"all": total.stats()}
+    if _no_spread(out["all"]):  # e.g. zeroed weights: every G would score 0, a believable perfect FID
+        raise BadFeatures(f"every real image of {data.root} gets the same features, so a FID could not "
+                          f"tell any two sets of images apart")
     for g in groups:  # in the schema's order, as before
         out.update({f"{g.name}/{c}": per[f"{g.name}/{c}"].stats() for c in g.classes
                     if f"{g.name}/{c}" in per and per[f"{g.name}/{c}"].n >= 2})
@@ -145,13 +154,19 @@ def real_stats(data: Packed, extractor, name: str, key: str, per_class: bool = F
     return out
 
 
+def _no_spread(s: Stats) -> bool:
+    """No variance to speak of: the trace of the covariance is round-off beside the features' size."""
+    return float(np.trace(s.cov)) <= 1e-12 * max(1.0, float(s.mean @ s.mean))
+
+
 def file_key(path) -> str:
-    """Content hash of a (small) weights file: a retrained judge invalidates cached statistics."""
+    """sha256 of a weights file (hex): other weights invalidate cached statistics, and a record can
+    be checked against a published checksum."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
-    return h.hexdigest()[:16]
+    return h.hexdigest()
 
 
 def _read(path: Path, key: str) -> dict[str, Stats] | None:

@@ -16,6 +16,7 @@ import os
 import re
 import shlex
 import sys
+import uuid
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -227,6 +228,7 @@ class TrainState:
     scaler: torch.amp.GradScaler
     gen: torch.Generator          # the stream that draws batches, noise and fake labels
     acc: Any                      # losses summed since the last log line: .state() / .load(state)
+    run_id: str = ""              # see run_id() below
 
 
 def save_snapshot(ckpt_dir: Path, step: int, state: TrainState, cfg: TrainConfig, mcfg, schema, dist) -> None:
@@ -251,7 +253,8 @@ def save_snapshot(ckpt_dir: Path, step: int, state: TrainState, cfg: TrainConfig
     # from another folder, must still find them
     common = {"format": FORMAT, "step": step, "config": cfg.to_dict(), "model": plain(asdict(mcfg)),
               "schema": schema.to_dict() if schema else None, "data_path": str(Path(cfg.train_dir).resolve()),
-              "sample_path": str(Path(cfg.sample_dir).resolve()), "run_path": str(ckpt_dir.resolve())}
+              "sample_path": str(Path(cfg.sample_dir).resolve()), "run_path": str(ckpt_dir.resolve()),
+              "run_id": state.run_id}
     trainer = {**common, "kind": "trainer", "D": state.D.state_dict(), "opt_G": state.opt_G.state_dict(),
                "opt_D": state.opt_D.state_dict(), "scaler": state.scaler.state_dict(),
                **ranks[0], "world_size": dist.world_size, "other_ranks": ranks[1:]}
@@ -334,6 +337,40 @@ def check_sample_folder(g: dict, run_dir: Path, sample_folder: Path) -> None:
     if sample_folder.resolve() == theirs.resolve():
         raise UserError(f"{run_dir}: a copy of the run {origin}, whose images are in {theirs}; pass -s FOLDER "
                         f"for this copy's, so that the two do not mix")
+
+
+def run_id(snapshot: dict | None, resume_path: Path | None, ckpt_dir: Path) -> str:
+    """The identity of the run a folder holds, in every snapshot and in config.json: drawn when a
+    run starts, kept by a resume in its own folder (renamed or copied as it may be), new for a
+    branch (--name). It tells a checkpoint copied in from another run apart (check_same_run)."""
+    if snapshot is not None and resume_path is not None and _same_folder(resume_path.parent, ckpt_dir) \
+            and isinstance(snapshot.get("run_id"), str) and snapshot["run_id"]:
+        return snapshot["run_id"]
+    return uuid.uuid4().hex  # (os.urandom: no random stream of the run is touched)
+
+
+def check_same_run(resume_path: Path, snapshot: dict, ckpt_dir: Path) -> None:
+    """A resume in place continues the run the folder holds: a G_<N>.ckpt copied in from another
+    run would mix two models' steps and logs in one folder."""
+    if not _same_folder(resume_path.parent, ckpt_dir):
+        return  # a branch into its own folder
+    try:
+        folder_id = json.loads((ckpt_dir / "config.json").read_text()).get("run_id")
+    except (OSError, ValueError, AttributeError, RecursionError):
+        return  # (no config.json, or one from before run ids: nothing to compare)
+    theirs = snapshot.get("run_id")
+    if isinstance(folder_id, str) and folder_id and isinstance(theirs, str) and theirs and theirs != folder_id:
+        origin = snapshot.get("run_path") if isinstance(snapshot.get("run_path"), str) else "another run"
+        raise UserError(f"{resume_path}: saved by another run ({origin}) than the one {ckpt_dir} holds "
+                        f"(its config.json); move the file out of {ckpt_dir}, or resume it into a folder of "
+                        f"its own with --name NEW")
+
+
+def _same_folder(a: Path, b: Path) -> bool:
+    try:
+        return Path(a).resolve() == Path(b).resolve()
+    except (OSError, RuntimeError):
+        return False
 
 
 def trainer_path(path: Path) -> Path:

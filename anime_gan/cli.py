@@ -342,11 +342,16 @@ _COMMAND_MODULES = {"prepare": ".data.prepare", "train": ".train", "test": ".sam
 @contextlib.contextmanager
 def _interrupt_after_imports():
     """A Ctrl-C that lands inside an import can be swallowed by Python ("Exception ignored in ...")
-    and the command then runs on; so while importing, only note it, and stop right after."""
+    and the command then runs on; so while importing, only note it, and stop right after. A SIGINT
+    the shell ignores (a background job of a script) stays ignored, here as in training."""
     pressed = []
     try:
-        previous = signal.signal(signal.SIGINT, lambda signum, frame: pressed.append(signum))
+        ours = signal.getsignal(signal.SIGINT) is not signal.SIG_IGN
+        if ours:
+            previous = signal.signal(signal.SIGINT, lambda signum, frame: pressed.append(signum))
     except ValueError:  # not the main thread: signals are not ours to handle
+        ours = False
+    if not ours:
         yield
         return
     try:

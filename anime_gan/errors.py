@@ -24,3 +24,9 @@ def detail(e: BaseException, most: int = 160) -> str:
     if len(lines) > 1 and lines[0].startswith("Error(s) in loading state_dict"):
         lines = lines[1:]
     return lines[0][:most] if lines else type(e).__name__
+
+
+def shell(*words) -> str:
+    """A command to paste into a shell, for a message: a path of spaces or quotes stays one word."""
+    import shlex
+    return " ".join(shlex.quote(str(w)) for w in words)

@@ -317,7 +317,8 @@ def train(cfg: TrainConfig) -> Path | None:
 
         # ---- init: scratch or resume ----------------------------------------------------------------
         acc = _Accumulator(device, dist)
-        state = checkpoint.TrainState(G, D, G_ema, opt_G, opt_D, scaler, gen, acc)  # what snapshots save and restore
+        state = checkpoint.TrainState(G, D, G_ema, opt_G, opt_D, scaler, gen, acc,  # what snapshots save and restore
+                                      checkpoint.run_id(snapshot, resume_path, ckpt_dir))
         start, records = 0, []
         if resume_path is not None:
             start, records, saved, reseeded = checkpoint.restore_snapshot(resume_path, state, cfg,
@@ -346,7 +347,8 @@ def train(cfg: TrainConfig) -> Path | None:
         if dist.is_main and start < cfg.iterations:  # the settings this session trains with (a resumed run may change some)
             write_text_atomically(ckpt_dir / "config.json", json.dumps(
                 {"train": cfg.to_dict(), "hyper": asdict(hyper), "model": checkpoint.plain(asdict(mcfg)),
-                 "schema": schema.to_dict() if schema else None, "world_size": dist.world_size}, indent=2))
+                 "schema": schema.to_dict() if schema else None, "world_size": dist.world_size,
+                 "run_id": state.run_id}, indent=2))
         # also a resume told to sample into another folder (-s): its grids sit beside the real ones too
         if dist.is_main and (fresh_folder or not (sample_dir / "real.png").exists()):
             real = torch.from_numpy(data.images[:64].copy()).float().div(127.5).sub(1)
@@ -506,6 +508,7 @@ def resolve_resume(cfg: TrainConfig) -> tuple[TrainConfig, str, Path | None, dic
     validate_train(cfg)
     # before the data is packed: a wrong --image-size would first cost a cache of that size
     checkpoint.check_architecture(resume_path, TrainConfig.from_dict(snapshot["config"]), cfg)
+    checkpoint.check_same_run(resume_path, snapshot, Path(cfg.checkpoint_dir) / run)
     return cfg, run, resume_path, snapshot
 
 

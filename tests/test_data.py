@@ -1027,3 +1027,65 @@ def test_images_past_the_pixel_limit_are_skipped_not_decoded(tmp_path, monkeypat
     for name in ("over.png", "far_over.png"):
         with pytest.raises(ValueError, match=r"too large \(over 1,000 pixels\); scale it down first"):
             read_image(tmp_path / name, 32)
+
+
+def test_a_plain_folder_packed_in_place_sees_images_in_a_new_subfolder(tmp_path):
+    root = write_folder(tmp_path / "pics", 4)
+    prepare(PrepareConfig(source=str(root), out=str(root), image_size=32, quiet=True))
+    lines = []
+    assert len(_loaded(root, lines)) == 4 and lines == []
+    draw(root / "new" / "a.png", (0, 0, 0))  # a folder that held no image when it was packed
+    draw(root / "new" / "b.png", (9, 9, 9))
+    assert len(_loaded(root, lines)) == 6
+    assert lines[0] == f"{root} changed since its 32px cache was packed (all folders/: 4 -> 6 images): packing it again"
+
+
+def test_a_data_set_prepared_inside_a_plain_folder_is_not_read_back_by_an_in_place_prepare(cli, tmp_path):
+    pics = write_folder(tmp_path / "pics", 4)
+    assert cli("prepare", pics, "-o", pics / "out", "-q")[0] == 0
+    rc, out, err = cli("prepare", pics, "-q")
+    assert rc == 0 and out.startswith(f"4 images from {pics} (folder layout)"), (out, err)
+    assert f"    {pics / 'out'}: a data set prepare made (it has cache/meta_*.json)" in out
+    assert len(open_packed(pics, 64)) == 4
+
+
+@pytest.mark.parametrize("name, needle", [
+    ("train.json", "the JSON layout also needs objects.json"),
+    ("tags_clean.csv", "MLDS's raw tag counts, which are not read; write a tags.csv"),
+])
+def test_a_label_file_of_no_layout_is_refused_not_read_as_an_unlabelled_folder(cli, tmp_path, name, needle):
+    """Seed 003's train.json without its objects.json, or MLDS's raw tags_clean.csv: labels were meant."""
+    src = write_json_layout(tmp_path / "src")
+    (src / "objects.json").unlink()
+    if name != "train.json":
+        (src / "train.json").unlink()
+        (src / name).write_text("0,touhou:4\tlong hair:3\tblue hair:2\n")
+    for dry in ([], ["--dry-run"]):
+        one_line_error(cli("prepare", src, "-o", tmp_path / "out", *dry), f"{src / name}: {needle}",
+                       f"or move it out of {src} to use the images without labels")
+    assert not (tmp_path / "out").exists()
+
+
+def test_commands_in_messages_quote_paths_a_shell_would_split(cli, tmp_path):
+    data = tmp_path / "my data"
+    assert cli("prepare", "--synthetic", 8, "-o", data, "-q")[0] == 0
+    np.save(data / "cache" / "images_64.npy", np.zeros((8, 3, 64, 64), np.float32))  # not what prepare writes
+    one_line_error(cli("train", "-t", data, "-d", "cpu", "--dry-run"),
+                   f"re-run `anime-gan prepare '{data}' -o '{data}' --image-size 64` to rebuild the cache")
+
+
+def test_a_copy_keeps_the_sources_own_class_priors(cli, tmp_path):
+    """Seed 001 ships hair_prob.npy / eye_prob.npy, the law fake labels are drawn from: a copy keeps
+    them (frequencies only where the source has none, or an unusable one)."""
+    src = write_tag_pickle(tmp_path / "src", PAIRS[:6])
+    uniform = np.full(len(HAIR_COLORS), 1 / len(HAIR_COLORS), np.float32)
+    np.save(src / "hair_prob.npy", uniform)
+    np.save(src / "eye_prob.npy", np.full(3, 1 / 3, np.float32))  # the wrong length: refused, as train would
+    one_line_error(cli("prepare", src, "-o", tmp_path / "out", "-q"),
+                   f"{src / 'eye_prob.npy'}: expected 10 finite, non-negative probabilities, got 3 values")
+    assert not (tmp_path / "out").exists()
+    (src / "eye_prob.npy").unlink()
+    assert cli("prepare", src, "-o", tmp_path / "out", "-q")[0] == 0
+    assert np.array_equal(np.load(tmp_path / "out" / "hair_prob.npy"), uniform)
+    counts = pair_labels(PAIRS[:6])[:, len(HAIR_COLORS):].sum(0)
+    assert np.allclose(np.load(tmp_path / "out" / "eye_prob.npy"), counts / counts.sum())

@@ -394,7 +394,8 @@ def test_eval_from_another_folder_uses_the_data_the_run_was_trained_on(tmp_path,
     out, err = capsys.readouterr()
     assert json.loads(out)["data"] == str(tmp_path / "a" / "data")
     assert f"note: {tmp_path / 'a' / 'data'} changed since its 32px cache was packed (images/: 40 -> 41 images); " \
-           f"scores use the cache" in err
+           f"scores use the cache: run `anime-gan prepare {tmp_path / 'a' / 'data'} --image-size 32` to pack it " \
+           f"again" in err  # (the size: without it, prepare packs the 64px cache and the note stays)
 
 
 def test_eval_diversity_needs_no_judge(run_dir, tmp_path, capsys):

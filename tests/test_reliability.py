@@ -738,3 +738,21 @@ def test_a_stop_between_log_steps_logs_its_last_step_as_partial(tmp_path, data, 
     stats = [json.loads(l) for l in (tmp_path / "c" / "r" / "stats.jsonl").read_text().splitlines()]
     assert [(r["step"], r.get("partial")) for r in stats] == [(2, None), (3, True)]
     assert "stopped at step 3: saved" in capsys.readouterr().err
+
+
+def test_a_sigint_the_shell_ignores_stays_ignored_while_the_command_starts():
+    """A background job of a plain `sh` script starts with SIGINT ignored: training keeps it so, and
+    the start (imports) must not turn a Ctrl-C meant for the script into a stop of this job."""
+    import signal
+    from anime_gan.cli import _interrupt_after_imports
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with _interrupt_after_imports():
+            os.kill(os.getpid(), signal.SIGINT)  # no KeyboardInterrupt, then or after
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    with pytest.raises(KeyboardInterrupt):  # (a Ctrl-C at a terminal still stops it, after the imports)
+        with _interrupt_after_imports():
+            os.kill(os.getpid(), signal.SIGINT)
+    assert signal.getsignal(signal.SIGINT) is previous

@@ -1121,3 +1121,26 @@ def test_a_snapshot_whose_config_disagrees_with_its_weights_is_refused_naming_it
             assert main(args) == 2
             assert f"{g_path}: damaged generator checkpoint" in capsys.readouterr().err
         torch.save(good, g_path)
+
+
+def test_a_checkpoint_copied_in_from_another_run_is_not_resumed_in_place(tmp_path, data, cli):
+    """Its steps and logs would mix two models in one folder (an acgan G_3 beside a cgan G_6)."""
+    common = ["-t", data, "-c", tmp_path / "c", "-s", tmp_path / "s", "-d", "cpu", "--image-size", "32",
+              "--check", "2", *TINY]
+    assert cli("train", *common, "--model", "cgan", "-i", "2", "--name", "mine")[0] == 0
+    assert cli("train", *common, "--model", "cgan", "--seed", "1", "-i", "4", "--name", "other")[0] == 0
+    mine, other = tmp_path / "c" / "mine", tmp_path / "c" / "other"
+    ids = {json.loads((r / "config.json").read_text())["run_id"] for r in (mine, other)}
+    assert len(ids) == 2 and torch.load(mine / "G_2.ckpt", weights_only=True)["run_id"] in ids
+    for name in ("G_4.ckpt", "D_4.ckpt"):
+        shutil.copy(other / name, mine / name)
+    before = snapshot(mine)
+    for dry in (["--dry-run"], []):
+        one_line_error(cli("train", "--resume", mine, "-i", "6", *dry),
+                       f"{mine / 'G_4.ckpt'}: saved by another run ({other}) than the one {mine} holds")
+    assert snapshot(mine) == before
+    # into a folder of its own it is a branch, as from any other run
+    assert cli("train", "--resume", mine / "G_4.ckpt", "--name", "branch", "-i", "6")[0] == 0
+    # a copy or a renamed folder is still the same run: it resumes in place
+    shutil.copytree(other, tmp_path / "c" / "renamed")
+    assert cli("train", "--resume", tmp_path / "c" / "renamed", "-i", "6")[0] == 0

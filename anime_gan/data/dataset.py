@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from ..distributed import free_memory
-from ..errors import UserError
+from ..errors import UserError, shell
 from ..labels import Schema
 from .formats import Source, read_image, read_json
 from .prepare import cache_paths, stopped_copy_check
@@ -41,7 +41,7 @@ def open_packed(root, size: int) -> Packed:
     root = Path(root)
     stopped_copy_check(root)
     images_path, labels_path, meta_path = cache_paths(root, size)
-    command = f"`anime-gan prepare {root} -o {root} --image-size {size}`"
+    command = f"`{shell('anime-gan', 'prepare', root, '-o', root, '--image-size', size)}`"
     if not images_path.exists():
         raise UserError(f"{images_path}: no {size}px cache; run {command}")
     # The cache is derived data: packing the folder again replaces every file of it.

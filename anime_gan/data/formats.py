@@ -68,7 +68,20 @@ def scan(root, skip=None) -> Source:
             return _scan_json(root, root / name)
     if _present(root / "tags.csv"):
         return _scan_tags_csv(root)
+    for name, why in UNREAD_LABEL_FILES.items():  # labels meant, not an unlabelled folder
+        if _present(root / name):
+            raise UserError(f"{root / name}: {why}, or move it out of {root} to use the images without labels")
     return _scan_folder(root, Path(skip) if skip is not None else None)
+
+
+# Label files that are not a layout on their own: without these lines the folder would be read as
+# unlabelled images, and a conditional model would then be refused with "no labels".
+UNREAD_LABEL_FILES = {
+    "train.json": "the JSON layout also needs objects.json ({\"<label>\": <index>, ...}, seed 003's "
+                  "object.json) beside it; add it",
+    "tags_clean.csv": "MLDS's raw tag counts, which are not read; write a tags.csv of `id,<colour> hair "
+                      "<colour> eyes` lines from it (see the README's data formats)",
+}
 
 
 def _present(path: Path) -> bool:
@@ -315,7 +328,10 @@ def _scan_folder(root: Path, skip: Path | None) -> Source:
     if below and images != root and _parts_below(skip, images) == ():
         images = root  # -o pics/images: that folder is the output, not the pictures
     src = Source(root, "folder", None)
-    for f in _image_files(root, skip):
+    files, prepared = _image_files(root, skip)
+    src.skipped += [(str(d), "a data set prepare made (it has cache/meta_*.json): its copies are not read "
+                             "again; train on it with -t") for d in prepared]
+    for f in files:
         parts = f.relative_to(root).parts
         if below and parts[:len(below)] == below:
             continue
@@ -328,11 +344,12 @@ def _scan_folder(root: Path, skip: Path | None) -> Source:
     return src
 
 
-def _image_files(root: Path, skip: Path | None) -> list[Path]:
+def _image_files(root: Path, skip: Path | None) -> tuple[list[Path], list[Path]]:
     """Every image file below `root`, in name order, through linked folders too: each folder once
     (a link loop is not followed for ever), and never `root` again or a folder above it, nor the
-    output folder `skip` (a link to them would read the set's own copies back in)."""
-    found, seen = [], set()
+    output folder `skip` (a link to them would read the set's own copies back in), nor a data set
+    prepared inside it (`prepare pics -o pics/out`, then `prepare pics`). Also returns those sets."""
+    found, seen, prepared = [], set(), []
     real_root = Path(os.path.realpath(root))
     out = Path(os.path.realpath(skip)) if skip is not None else None
     if out is not None and (out == real_root or out in real_root.parents):
@@ -345,9 +362,13 @@ def _image_files(root: Path, skip: Path | None) -> list[Path]:
             dirs[:] = []
             continue
         seen.add((st.st_dev, st.st_ino))
+        if folder != str(root) and any(Path(folder, "cache").glob("meta_*.json")):
+            prepared.append(Path(folder))
+            dirs[:] = []
+            continue
         found += [Path(folder, f) for f in files
                   if Path(f).suffix.lower() in IMAGE_SUFFIXES and os.path.isfile(os.path.join(folder, f))]
-    return sorted(found)
+    return sorted(found), sorted(prepared)
 
 
 def _parts_below(path: Path | None, folder: Path) -> tuple | None:

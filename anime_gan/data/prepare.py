@@ -22,7 +22,7 @@ import torch
 from tqdm import tqdm
 
 from ..config import MAX_SYNTHETIC, PrepareConfig, check_seed
-from ..errors import UserError
+from ..errors import UserError, shell
 from ..files import (LockHeld, new_staging, outermost_missing, removed_on_failure, replace_atomically, swap_in,
                      take_lock, visible_entries, writable_folder)
 from ..labels import SCHEMA_FILE, Schema, anime_schema
@@ -70,7 +70,7 @@ def check_folders(cfg: PrepareConfig) -> None:
         # another extension, would stay and be read as the new set's.
         raise UserError(f"{out}: already holds a data set from elsewhere; choose an empty folder with "
                         f"-o, or delete it first (nothing was changed). To add a size to it: "
-                        f"anime-gan prepare {out} --image-size N")
+                        f"{shell('anime-gan', 'prepare', out)} --image-size N")
 
 
 @contextmanager
@@ -132,6 +132,7 @@ def _prepare(cfg: PrepareConfig, out: Path) -> dict:
     if _same(src.root, out) and src.labels is not None:
         from .dataset import class_priors  # (dataset imports this module)
         class_priors(out, src.schema, src.labels)  # kept as they are below: a bad one would stop train instead
+    priors = _source_priors(src) if not _same(src.root, out) else {}  # a copy keeps them too
     check_has_images(src)  # before -o is made: a refused SOURCE leaves no empty folder
     if not cfg.synthetic:
         writable_folder(out, "choose another folder with -o")
@@ -164,7 +165,7 @@ def _prepare(cfg: PrepareConfig, out: Path) -> dict:
     skipped = src.skipped + skipped
     labels = src.labels[keep] if src.labels is not None else None
     if copy:  # a re-run from the same SOURCE replaces what it wrote
-        commit_tag_pickle_layout(out, staged, [src.files[i] for i in keep], labels, src.schema)
+        commit_tag_pickle_layout(out, staged, [src.files[i] for i in keep], labels, src.schema, priors)
         _forget_other_sizes(out, cfg.image_size)
     elif src.kind == "tag-pickle":
         write_labels(out, None, labels, src.schema, overwrite_priors=False)
@@ -172,6 +173,8 @@ def _prepare(cfg: PrepareConfig, out: Path) -> dict:
     report = _report(src, out, cfg.image_size, len(keep), skipped, labels)
     folders = {f.parent for f in src.files} if _same(src.root, out) else {out / "images"}
     report["folder_state"] = folder_state(out, sorted(_relative(f, out) for f in folders))
+    if src.kind == "folder" and _same(src.root, out):  # images are read from every folder below it
+        report["folder_state"][ALL_IMAGES] = _fingerprint(_relative(f, out) for f in src.files)
     if cfg.synthetic:  # drawn into `out`, which is then read as a tag-pickle set: say which it is
         report.update(source="built-in faces", layout="built-in", seed=cfg.seed)
     report.update(origin)
@@ -215,7 +218,8 @@ def _origin(meta: Path, out: Path) -> dict:
 
 
 # What scan() reads labels from; a change to any of them, or one appearing, changes the set.
-LABEL_FILES = ("tags.pickle", "tags.csv", "objects.json", "object.json", "train.json", "schema.json")
+LABEL_FILES = ("tags.pickle", "tags.csv", "objects.json", "object.json", "train.json", "schema.json",
+               "tags_clean.csv")  # (the last is refused, naming it)
 
 
 def folder_state(root: Path, image_folders) -> dict:
@@ -234,8 +238,17 @@ def folder_state(root: Path, image_folders) -> dict:
             names = sorted(e.name for e in os.scandir(root / rel) if Path(e.name).suffix.lower() in IMAGE_SUFFIXES)
         except (OSError, ValueError):  # ValueError: a damaged meta file naming a folder with a NUL in it
             names = []
-        state[f"{rel}/"] = [len(names), hashlib.sha256("\0".join(names).encode(errors="surrogateescape")).hexdigest()]
+        state[f"{rel}/"] = _fingerprint(names)
     return state
+
+
+# A plain folder is read from every folder below it, a new one included: its key holds them all.
+ALL_IMAGES = "all folders/"
+
+
+def _fingerprint(names) -> list:
+    names = sorted(names)
+    return [len(names), hashlib.sha256("\0".join(names).encode(errors="surrogateescape")).hexdigest()]
 
 
 def cache_changes(root, size: int) -> str | None:
@@ -247,12 +260,17 @@ def cache_changes(root, size: int) -> str | None:
         return None
     if not isinstance(saved, dict):
         return None
-    now = folder_state(Path(root), [k[:-1] for k in saved if k.endswith("/")])
+    now = folder_state(Path(root), [k[:-1] for k in saved if k.endswith("/") and k != ALL_IMAGES])
+    if ALL_IMAGES in saved:
+        with suppress(UserError, OSError):  # (a folder that became a labelled one: its label file is new)
+            source = scan(root)
+            if source.kind == "folder":
+                now[ALL_IMAGES] = _fingerprint(_relative(f, Path(root)) for f in source.files)
     changed = []
-    for k in sorted(set(saved) | set(now)):
+    for k in sorted(set(saved) | set(now), key=lambda k: (k == ALL_IMAGES, k)):  # (the sum of them all last)
         before, after = saved.get(k), now.get(k)
-        if before == after:
-            continue
+        if before == after or (k == ALL_IMAGES and (after is None or changed)):
+            continue  # said by its label file (no plain folder now), or by the folders that changed
         if not k.endswith("/"):
             changed.append(f"{k} {'added' if before is None else 'removed' if after is None else 'edited'}")
         elif isinstance(before, list) and before and before[0] != after[0]:
@@ -395,23 +413,37 @@ def stage_images(out: Path, files: list[Path], quiet: bool = False) -> Path:
     return staging
 
 
-def commit_tag_pickle_layout(out: Path, staged: Path, files: list[Path], labels, schema: Schema | None) -> None:
-    """The staged copies become images/ (two renames), then tags.pickle, <group>_prob.npy, schema.json."""
+def commit_tag_pickle_layout(out: Path, staged: Path, files: list[Path], labels, schema: Schema | None,
+                             priors: dict | None = None) -> None:
+    """The staged copies become images/ (two renames), then tags.pickle, <group>_prob.npy (`priors`
+    where given, else label frequencies), schema.json."""
     swap_in(staged, out / "images")
     if schema is not None:
-        write_labels(out, files, labels, schema, overwrite_priors=True)
+        write_labels(out, files, labels, schema, overwrite_priors=True, priors=priors)
     else:  # SOURCE lost its labels since the last run: the earlier ones would label the new copies
         for stale in ("tags.pickle", SCHEMA_FILE, *(p.name for p in out.glob("*_prob.npy"))):
             (out / stale).unlink(missing_ok=True)
 
 
-def write_labels(out: Path, files, labels, schema: Schema, overwrite_priors: bool) -> None:
+def _source_priors(src: Source) -> dict:
+    """The <group>_prob.npy a tag-pickle SOURCE ships (seed 001's: the law its fake labels are drawn
+    from), checked as train checks them: a copy keeps them rather than label frequencies."""
+    if src.kind != "tag-pickle" or src.labels is None:
+        return {}
+    from .dataset import class_priors  # (dataset imports this module)
+    priors = class_priors(src.root, src.schema, src.labels)  # a bad file is refused here, before -o is made
+    return {g: p for g, p in priors.items() if (src.root / f"{g}_prob.npy").exists()}
+
+
+def write_labels(out: Path, files, labels, schema: Schema, overwrite_priors: bool, priors: dict | None = None) -> None:
     if files is not None:
         tags = {i: torch.from_numpy(np.ascontiguousarray(labels[i], np.float32)) for i in range(len(labels))}
         _atomic_write_bytes(out / "tags.pickle", pickle.dumps(tags, protocol=4))
     for g in schema.groups:
         path = out / f"{g.name}_prob.npy"
-        if overwrite_priors or not path.exists():
+        if priors and g.name in priors:
+            _atomic_save_npy(path, priors[g.name])
+        elif overwrite_priors or not path.exists():
             counts = labels[:, schema.span(g.name)].sum(0).astype(np.float64)
             _atomic_save_npy(path, (counts / max(counts.sum(), 1)).astype(np.float32))
     if overwrite_priors or not (out / "schema.json").exists():

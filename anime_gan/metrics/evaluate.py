@@ -28,7 +28,7 @@ from .. import checkpoint, distributed, render
 from ..config import TrainConfig
 from ..data.dataset import Packed, open_packed
 from ..data.prepare import cache_changes
-from ..errors import UserError
+from ..errors import UserError, shell
 from ..files import append_line, writable_file, writing
 from ..labels import Schema, encode, read_conditions
 from ..models import PRESETS
@@ -228,8 +228,8 @@ def training_judge_path(cfg: TrainConfig) -> Path:
     """The judge --eval-every scores with (also checked by `train --dry-run`)."""
     path = Path(cfg.train_dir) / f"judge_{cfg.image_size}.pt"
     if not path.is_file():
-        raise UserError(f"{path}: --eval-every needs a judge; run `anime-gan train-judge -t {cfg.train_dir} "
-                        f"--image-size {cfg.image_size}` first")
+        raise UserError(f"{path}: --eval-every needs a judge; run `{_judge_command(cfg.train_dir, cfg.image_size)}` "
+                        f"first")
     return path
 
 
@@ -257,8 +257,8 @@ def evaluate_during_training(G, cfg: TrainConfig, schema: Schema, judge, data: P
         raise UserError(f"training diverged by step {step}: {e}; try a lower --lr, or --precision fp32") from None
     except BadFeatures as e:
         path = training_judge_path(cfg)
-        raise UserError(f"{path}: the judge is unusable: {e}; retrain it with `anime-gan train-judge -t "
-                        f"{cfg.train_dir} --image-size {cfg.image_size}`") from None
+        raise UserError(f"{path}: the judge is unusable: {e}; retrain it with "
+                        f"`{_judge_command(cfg.train_dir, cfg.image_size)}`") from None
     flat = {"step": step, "judge_fid": m["judge_fid"],
             **{f"acc_{k}": v for k, v in m["accuracy"].items() if isinstance(v, float)}}
     if m["diversity"]["ratio"] is not None:  # None: no two real images share a label
@@ -318,7 +318,7 @@ def run_eval(cfg: EvalConfig, log=lambda msg: None, warn=None) -> dict:
     changed = cache_changes(root, tcfg.image_size)
     if changed:  # eval only reads the data folder; `train` would pack it again
         warn(f"note: {root} changed since its {tcfg.image_size}px cache was packed ({changed}); scores use "
-            f"the cache: run `anime-gan prepare {root}` to pack it again")
+            f"the cache: run `{shell('anime-gan', 'prepare', root, *_size_flag(tcfg.image_size))}` to pack it again")
     judge, judge_path, inception = checked.judge, checked.judge_path, checked.inception
     standard_inception = inception is not None and inception[1].startswith(INCEPTION_SHA256_PREFIX)
     if inception is not None and not standard_inception:
@@ -414,8 +414,15 @@ def _blame(cfg: EvalConfig, root: Path, judge_path: Path | None, size: int, e: B
     if e.network == "inception":
         return (f"{cfg.inception_weights or default_weights_path()}: these Inception weights are unusable: {e}; "
                 f"replace the file with {WEIGHTS_URL}")
-    return (f"{judge_path}: the judge is unusable: {e}; retrain it with "
-            f"`anime-gan train-judge -t {root} --image-size {size}`")
+    return f"{judge_path}: the judge is unusable: {e}; retrain it with `{_judge_command(root, size)}`"
+
+
+def _judge_command(root, size: int, *more) -> str:
+    return shell("anime-gan", "train-judge", "-t", root, "--image-size", size, *more)
+
+
+def _size_flag(size: int) -> list:
+    return ["--image-size", size] if size != TrainConfig.image_size else []
 
 
 def _results_fix(path: Path) -> str:
@@ -444,10 +451,10 @@ def _judge_path(cfg: EvalConfig, root: Path, g_path: Path, schema, size: int) ->
                         f"`anime-gan train-judge` wrote (by default <data>/judge_{size}.pt)")
     if cfg.judge and not judge_path.is_file():
         raise UserError(f"--judge {judge_path}: no such file; check the path, or make it with "
-                        f"`anime-gan train-judge -t {root} --image-size {size} -o {judge_path}`")
+                        f"`{_judge_command(root, size, '-o', judge_path)}`")
     if not judge_path.is_file():
         raise UserError(f"{judge_path}: no judge for this data set; train one with "
-                        f"`anime-gan train-judge -t {root} --image-size {size}` or pass --judge PATH")
+                        f"`{_judge_command(root, size)}` or pass --judge PATH")
     return judge_path
 
 

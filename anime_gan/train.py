@@ -33,7 +33,7 @@ from .data.prepare import (PrepareConfig, cache_changes, cache_paths, ensure_cac
 from .errors import UserError, out_of_memory
 from .files import append_line, removed_on_failure, visible_entries, writable_folder, write_text_atomically
 from .labels import Schema, anime_schema, cond_dim, condition_encoder
-from .metrics.evaluate import evaluate_during_training, load_training_judge
+from .metrics.evaluate import evaluate_during_training, load_training_judge, training_judge_path, weak_judge_note
 from .models import PRESETS, ModelConfig, aux_kind, build
 from .step import CudaGraphStep, GanStep, VaeStep, draw as step_inputs, saved_bytes_per_image
 
@@ -162,7 +162,6 @@ def check_before_data(cfg: TrainConfig, resume_path: Path | None, snapshot: dict
     if cfg.eval_every:
         if labels is None:
             raise UserError("--eval-every measures label accuracy, but this data set has no labels")
-        from .metrics.evaluate import training_judge_path
         training_judge_path(cfg)
     if cfg.tensorboard:
         _tensorboard_writer()
@@ -216,24 +215,27 @@ def check_device_options(cfg: TrainConfig, device: torch.device, world_size: int
 def note_unused_flags(cfg: TrainConfig, device: torch.device, world_size: int, log) -> None:
     """Flags this run will not use, said once (by --dry-run too) rather than dropped without a word."""
     hyper, preset, defaults = resolve_hyper(cfg), PRESETS[cfg.model], TrainConfig()
+
+    def set_here(flag: str) -> bool:  # typed for this run: a resume's others come from its snapshot
+        return getattr(cfg, flag) != getattr(defaults, flag) and (cfg.typed is None or flag in cfg.typed)
     if cfg.sync_bn and world_size == 1:  # (a resume may run alone what torchrun started)
         log("note: --sync-bn shares BatchNorm statistics between torchrun's processes; one process: ignored")
     if cfg.precision == "bf16" and device.type == "cpu" and distributed.cpu_has_bf16() is False:
         log("note: this CPU has no bf16 instructions (avx512_bf16 or AMX), so --precision bf16 is emulated "
             "and slower than fp32 here")
-    if cfg.gp != defaults.gp and hyper.loss not in ("wgan-gp", "dragan"):
+    if set_here("gp") and hyper.loss not in ("wgan-gp", "dragan"):
         log(f"note: --gp weights the wgan-gp and dragan penalties; --loss {hyper.loss} has none: ignored")
-    if cfg.embed != defaults.embed and not preset.conditional:
+    if set_here("embed") and not preset.conditional:
         log(f"note: --embed sets how labels condition the nets; --model {cfg.model} draws without labels: ignored")
-    if cfg.aux != defaults.aux and not (preset.conditional and preset.aux):
+    if set_here("aux") and not (preset.conditional and preset.aux):
         log(f"note: --aux weights the ACGAN class loss; --model {cfg.model} has no class head: ignored")
-    if cfg.ema_decay != defaults.ema_decay and not cfg.ema:
+    if set_here("ema_decay") and not cfg.ema:
         log("note: --ema-decay sets the decay of G's moving-average copy; --no-ema keeps none: ignored")
     if preset.loss == "vae":  # one optimizer for encoder and decoder, one update per batch
         for flag in ("dlr", "n_critic"):
-            if getattr(cfg, flag) is not None:
+            if set_here(flag):
                 log(f"note: --{flag.replace('_', '-')} sets D's side; --model cvae has no D: ignored")
-    if cfg.beta is not None and preset.optimizer == "rmsprop":
+    if set_here("beta") and preset.optimizer == "rmsprop":
         log(f"note: --beta sets Adam's beta1; --model {cfg.model} trains with RMSprop: ignored")
 
 
@@ -271,7 +273,7 @@ def train(cfg: TrainConfig) -> Path | None:
     mcfg = _model_config(cfg, preset, schema)
     conditional = preset.conditional  # _model_config refused a conditional preset without labels
     aux = aux_kind(cfg.model, mcfg) if conditional else None
-    judge = load_training_judge(cfg, schema, device) if cfg.eval_every and dist.is_main else None
+    judge, judge_info = load_training_judge(cfg, schema, device) if cfg.eval_every and dist.is_main else (None, None)
 
     # ---- models and optimizers ------------------------------------------------------------------
     torch.manual_seed(cfg.seed)
@@ -287,6 +289,8 @@ def train(cfg: TrainConfig) -> Path | None:
     if cfg.batch_size > len(data):  # (after every refusal: a refused run prints its one line only)
         log(f"note: -b {cfg.batch_size} is more than the {len(data)} images in {cfg.train_dir}: every batch "
             f"repeats images; a larger data set (or a smaller -b) trains better")
+    if judge is not None and weak_judge_note(training_judge_path(cfg), judge_info):
+        log(weak_judge_note(training_judge_path(cfg), judge_info) + " (--eval-every's scores)")
     G_ema = copy.deepcopy(G).eval().requires_grad_(False) if cfg.ema else None
     opt_G, opt_D = _optimizers(G, D, preset, hyper, device, capturable=cfg.cuda_graph)
     scaler = torch.amp.GradScaler("cuda", enabled=cfg.precision == "fp16")
@@ -423,7 +427,8 @@ def train(cfg: TrainConfig) -> Path | None:
                                    sample_dir / f"fake_step_{step}.png", tb, step)
                     _plot(records, ckpt_dir, aux is not None)
                 if judge is not None and (step % cfg.eval_every == 0 or step == cfg.iterations):
-                    evaluate_during_training(G_ema or G, cfg, schema, judge, data, device, step, ckpt_dir, tb)
+                    evaluate_during_training(G_ema or G, cfg, schema, judge, data, device, step, ckpt_dir, tb,
+                                             judge_info)
                 if step % cfg.check == 0 or step == cfg.iterations:
                     checkpoint.save_snapshot(ckpt_dir, step, state, cfg, mcfg, schema, dist)
                     saved_step = step
@@ -594,15 +599,16 @@ def _model_config(cfg: TrainConfig, preset, schema: Schema | None) -> ModelConfi
                        nf=cfg.nf, d_nf=cfg.d_nf, image_size=cfg.image_size)
 
 
-def _check_space(ckpt_dir: Path, *modules) -> None:
-    """Refuse to start when the disk cannot hold two snapshots (weights + Adam moments + EMA)."""
+def _check_space(ckpt_dir: Path, G, D) -> None:
+    """Refuse to start when the disk cannot hold one snapshot: G_<N>.ckpt (G and its EMA copy) and
+    D_<N>.ckpt (D and both optimizers' two Adam moments), in fp32."""
     import shutil
-    numel = sum(p.numel() for m in modules for p in m.parameters())
-    need = 2 * 4 * numel * 4  # two snapshots, ~4 fp32 copies of every weight each
+    g, d = (sum(p.numel() for p in m.parameters()) for m in (G, D))
+    need = 4 * (4 * g + 3 * d)
     free = shutil.disk_usage(ckpt_dir).free
     if free < need:
-        raise UserError(f"{ckpt_dir}: only {free / 2**20:.0f} MiB free, a snapshot pair needs about "
-                        f"{need / 2**20:.0f} MiB; free space or choose another -c")
+        raise UserError(f"{ckpt_dir}: only {free / 2**20:.0f} MiB free, one snapshot (its G_<N> and D_<N> "
+                        f"files) needs about {need / 2**20:.0f} MiB; free space or choose another -c")
 
 
 def _make_run_folders(sample_dir: Path, ckpt_dir: Path, *modules) -> list[Path]:
@@ -682,7 +688,8 @@ def _match_device(opt, device, capturable: bool) -> None:
 def _maybe_compile(G, D, enabled: bool, log, quiet: bool = False):
     if not enabled:
         return G, D
-    if quiet:  # the compiler's build notes (e.g. "No CUDA runtime is found") are not ours to print
+    on_cpu = next(G.parameters()).device.type == "cpu"  # where "No CUDA runtime is found" says nothing
+    if quiet or on_cpu:  # the compiler's build notes are not ours to print
         import logging
         logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
     return _CompiledOrEager(G, "G", log), _CompiledOrEager(D, "D", log)

@@ -434,10 +434,14 @@ def test_quiet_compile_keeps_the_compilers_notes_off_stderr(monkeypatch):
     logger = logging.getLogger("torch.utils.cpp_extension")
     monkeypatch.setattr(logger, "level", logging.NOTSET)
     monkeypatch.setattr(torch, "compile", lambda module: module)  # no real compile needed to check this
-    net = torch.nn.Linear(1, 1)
-    train_module._maybe_compile(net, net, True, print, quiet=False)
+    elsewhere = torch.nn.Linear(1, 1, device="meta")  # stands in for a GPU's net: its notes may matter there
+    train_module._maybe_compile(elsewhere, elsewhere, True, print, quiet=False)
     assert logger.level == logging.NOTSET
-    train_module._maybe_compile(net, net, True, print, quiet=True)
+    train_module._maybe_compile(elsewhere, elsewhere, True, print, quiet=True)
+    assert logger.level == logging.ERROR
+    logger.setLevel(logging.NOTSET)
+    net = torch.nn.Linear(1, 1)  # on the CPU, "No CUDA runtime is found" says nothing: off without -q too
+    train_module._maybe_compile(net, net, True, print, quiet=False)
     assert logger.level == logging.ERROR
 
 
@@ -756,3 +760,19 @@ def test_a_sigint_the_shell_ignores_stays_ignored_while_the_command_starts():
         with _interrupt_after_imports():
             os.kill(os.getpid(), signal.SIGINT)
     assert signal.getsignal(signal.SIGINT) is previous
+
+
+def test_the_free_space_asked_for_is_about_what_one_snapshot_takes(tmp_path, data, monkeypatch, capsys):
+    """Not twice it: a run that fits is not refused (a reviewer's tmpfs with 14 MiB was, for 9)."""
+    import shutil
+    from collections import namedtuple
+    args = [*TRAIN, "-t", str(data), "-i", "2"]
+    assert main([*args, "-c", str(tmp_path / "c"), "-s", str(tmp_path / "s")]) == 0
+    pair = sum((tmp_path / "c" / "r" / f"{k}_2.ckpt").stat().st_size for k in "GD")
+    usage, real = namedtuple("usage", "total used free"), shutil.disk_usage
+    for free, code in ((int(pair * 1.25), 0), (int(pair * 0.75), 2)):
+        monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**12, 10**12 - free, free))
+        capsys.readouterr()
+        assert main([*args, "-c", str(tmp_path / f"c{code}"), "-s", str(tmp_path / f"s{code}")]) == code
+        assert (code == 0) == ("MiB free" not in capsys.readouterr().err)
+    monkeypatch.setattr(shutil, "disk_usage", real)

@@ -1022,6 +1022,24 @@ def test_eval_every_with_a_judge_that_sees_no_difference_stops_naming_it(tmp_pat
                    "retrain it with `anime-gan train-judge")
 
 
+def test_eval_every_records_which_judge_scored_and_notes_a_weak_one(tmp_path, data, cli):
+    from anime_gan.metrics.evaluate import judge_key
+    from anime_gan.metrics.judge import load_judge
+    shutil.copytree(data, tmp_path / "d", ignore=shutil.ignore_patterns("judge_*"))
+    assert main(["train-judge", "-t", str(tmp_path / "d"), "--image-size", "32", "--width", "8", "--epochs", "1",
+                 "--batch-size", "16", "-q"]) == 0
+    path = tmp_path / "d" / "judge_32.pt"
+    judge = torch.load(path, weights_only=True)
+    judge["heldout_accuracy"] = {"hair": 0.25, "eye": 0.9}
+    torch.save(judge, path)
+    rc, _, err = cli("train", "-t", tmp_path / "d", "-s", tmp_path / "s", "-c", tmp_path / "c", *TINY[:-1],
+                     "--model", "cgan", "--image-size", "32", "-i", "1", "--eval-every", "1", "--name", "r")
+    assert rc == 0 and f"note: {path} is a weak judge (held-out accuracy on real images: hair 0.25)" in err, err
+    (line,) = [json.loads(l) for l in (tmp_path / "c" / "r" / "metrics.jsonl").read_text().splitlines()]
+    assert line["judge"] == str(path) and line["judge_heldout_accuracy"] == {"hair": 0.25, "eye": 0.9}
+    assert line["judge_key"] == judge_key(load_judge(path, "cpu")[0])
+
+
 def test_dry_run_with_eval_every_needs_the_judge_the_real_run_needs(tmp_path, data, cli):
     for dry_run in ([], ["--dry-run"]):
         one_line_error(cli("train", "-t", data, "-c", tmp_path / "c", "-s", tmp_path / "s", *TINY, "-i", "1",
@@ -1144,3 +1162,15 @@ def test_a_checkpoint_copied_in_from_another_run_is_not_resumed_in_place(tmp_pat
     # a copy or a renamed folder is still the same run: it resumes in place
     shutil.copytree(other, tmp_path / "c" / "renamed")
     assert cli("train", "--resume", tmp_path / "c" / "renamed", "-i", "6")[0] == 0
+
+
+def test_a_resume_notes_only_the_unused_flags_typed_for_it(tmp_path, data, cli):
+    """--ema-decay 0.9 came from the snapshot: `--resume RUN --no-ema` did not type it."""
+    common = ["-t", data, "-c", tmp_path / "c", "-s", tmp_path / "s", "-d", "cpu", "--image-size", "32", *TINY[:-1]]
+    rc, _, err = cli("train", *common, "--model", "cgan", "--gp", "5", "--ema-decay", "0.9", "-i", "1", "--name", "r")
+    assert rc == 0 and "note: --gp weights the wgan-gp and dragan penalties" in err
+    rc, _, err = cli("train", "--resume", tmp_path / "c" / "r", "-i", "2", "--no-ema")
+    assert rc == 0 and "note: continuing with changed settings" in err, err
+    assert "--ema-decay sets" not in err and "--gp weights" not in err
+    rc, _, err = cli("train", "--resume", tmp_path / "c" / "r", "-i", "3", "--ema-decay", "0.5")
+    assert rc == 0 and "note: --ema-decay sets the decay of G's moving-average copy; --no-ema keeps none" in err

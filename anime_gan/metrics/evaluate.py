@@ -234,20 +234,31 @@ def training_judge_path(cfg: TrainConfig) -> Path:
 
 
 def load_training_judge(cfg: TrainConfig, schema: Schema | None, device):
-    """--eval-every needs a judge trained on this data (checked before anything is written)."""
+    """--eval-every needs a judge trained on this data (checked before anything is written):
+    (the judge, what its file records besides the weights)."""
     if schema is None:
         raise UserError("--eval-every measures label accuracy, but this data set has no labels")
     path = training_judge_path(cfg)
-    judge, _ = load_judge(path, device)
+    judge, info = load_judge(path, device)
     if judge.schema != schema:
         raise UserError(f"{path}: judge trained on other labels; retrain it with `anime-gan train-judge`")
-    return judge
+    return judge, info
+
+
+def weak_judge_note(path: Path, info: dict) -> str | None:
+    """Its accuracy on fakes is bounded by what it manages on real images: below WEAK_JUDGE, say so."""
+    weak = {g: a for g, a in info["heldout_accuracy"].items() if a < WEAK_JUDGE}
+    if not weak:
+        return None
+    return (f"note: {path} is a weak judge (held-out accuracy on real images: "
+            + ", ".join(f"{g} {a:.2f}" for g, a in weak.items())
+            + "); its scores say little; retrain it with more --epochs or a larger --width")
 
 
 def evaluate_during_training(G, cfg: TrainConfig, schema: Schema, judge, data: Packed, device, step: int,
-                             ckpt_dir: Path, tb) -> None:
+                             ckpt_dir: Path, tb, judge_info: dict | None = None) -> None:
     """Offline metrics (judge accuracy, judge-feature FID, diversity in z) into metrics.jsonl and
-    metrics.png."""
+    metrics.png; each line says which judge scored it, as `eval`'s do."""
     # Its own generator: evaluating must not change the training trajectory.
     gen = torch.Generator(device).manual_seed(cfg.seed + 99991)
     try:
@@ -264,7 +275,9 @@ def evaluate_during_training(G, cfg: TrainConfig, schema: Schema, judge, data: P
     if m["diversity"]["ratio"] is not None:  # None: no two real images share a label
         flat["diversity"] = m["diversity"]["ratio"]
     append_line(ckpt_dir / "metrics.jsonl",
-                json.dumps({"step": step, "checkpoint": None, "metrics": m, "during_training": True}))
+                json.dumps({"step": step, "checkpoint": None, "metrics": m, "during_training": True,
+                            "judge": str(training_judge_path(cfg)), "judge_key": judge_key(judge),
+                            "judge_heldout_accuracy": (judge_info or {}).get("heldout_accuracy")}))
     history = checkpoint.read_jsonl(ckpt_dir / "metrics_flat.jsonl") + [flat]
     append_line(ckpt_dir / "metrics_flat.jsonl", json.dumps(flat))
     render.plot_curves(history, [k for k in flat if k.startswith("acc_") or k == "diversity"],
@@ -331,11 +344,9 @@ def run_eval(cfg: EvalConfig, log=lambda msg: None, warn=None) -> dict:
              f"{INCEPTION_DIM} features: it compares only with FIDs from the same numbers (10000 or more "
              f"of each is usual)")
     if judge is not None:
-        weak = {g: a for g, a in checked.judge_info["heldout_accuracy"].items() if a < WEAK_JUDGE}
-        if weak:  # its accuracy on fakes is bounded by what it manages on real images
-            warn(f"note: {judge_path} is a weak judge (held-out accuracy on real images: "
-                 + ", ".join(f"{g} {a:.2f}" for g, a in weak.items())
-                 + "); its scores say little; retrain it with more --epochs or a larger --width")
+        weak = weak_judge_note(judge_path, checked.judge_info)
+        if weak:
+            warn(weak)
         report = checked.judge_info.get("report")
         report = report if isinstance(report, dict) else {}
         if report.get("data_key") not in (None, data_key(data)):  # (judges before 2026-11-30 have none)

@@ -100,7 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = _sub(sub, "prepare", "pack a data folder (or the built-in faces) for training",
              "Convert any accepted layout (tag-pickle, JSON object/train.json, MLDS tags.csv, plain "
              "image folder) into the tag-pickle layout plus a packed uint8 cache that training "
-             "memory-maps. Lists every skipped file and the count of each class.",
+             "memory-maps. Lists the skipped files (the first 10; all of them in cache/meta_<S>.json) "
+             "and the count of each class. A progress bar at a terminal; in a log, a line now and then.",
              ["anime-gan prepare --synthetic 2000 -o data      # the built-in procedural faces",
               "anime-gan prepare ~/mlds/extra_data -o data     # a tag-pickle or tags.csv folder",
               "anime-gan prepare data --image-size 128          # add a 128px cache in place",

@@ -247,7 +247,9 @@ class Schema:
         vec = np.asarray(vec)
         if vec.shape != (self.dim,):
             raise UserError(f"{where}: label has {vec.size} numbers but the schema has {self.dim} "
-                            f"classes ({', '.join(f'{g.name}: {len(g.classes)}' for g in self.groups)})")
+                            f"classes ({', '.join(f'{g.name}: {len(g.classes)}' for g in self.groups)}); "
+                            f"labels of other groups need a schema.json beside the labels (see the README's "
+                            f"data formats)")
         for gi, g in enumerate(self.groups):
             part = vec[self.offsets[gi]:self.offsets[gi + 1]]
             if not np.all((part == 0) | (part == 1)):

@@ -3,6 +3,7 @@ skipped files, and the loaders (`open_packed` + `Batches`, `FileImages`)."""
 import io
 import json
 import pickle
+import sys
 
 import numpy as np
 import pytest
@@ -239,8 +240,10 @@ def test_prepare_dry_run_refuses_the_folders_a_real_run_refuses(cli, tmp_path):
         one_line_error(cli("prepare", tmp_path / "typo", "-o", tmp_path / "out", *dry_run),
                        f"{tmp_path / 'typo'}: data folder not found")
         # a name of spaces is quoted, or the line would start with blanks and the command lose its argument
-        one_line_error(cli("prepare", " ", *dry_run), "error: ' ': data folder not found",
-                       "prepare --synthetic 2000 -o ' '")
+        # and SOURCE is only read: the built-in faces are not offered to be drawn into the typo
+        err = one_line_error(cli("prepare", " ", *dry_run), "error: ' ': data folder not found",
+                             "prepare --synthetic 2000 -o DIR`")
+        assert "-o ' '" not in err
         write_folder(tmp_path / "src")
         write_folder(tmp_path / "other")  # -o naming another data set
         before = snapshot(tmp_path)
@@ -877,13 +880,14 @@ def test_copies_keep_jpeg_bytes_and_the_copying_shows_a_progress_bar(cli, tmp_pa
     from anime_gan.data import prepare as prepare_module
     bars, real_tqdm = [], prepare_module.tqdm
 
-    def tqdm(*args, **kwargs):  # (tqdm draws only on a terminal, which tests have not)
-        bars.append((kwargs["desc"], kwargs["disable"]))
+    def tqdm(*args, **kwargs):
+        bars.append(kwargs["desc"])
         return real_tqdm(*args, **kwargs)
     monkeypatch.setattr(prepare_module, "tqdm", tqdm)
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)  # bars are drawn only on a terminal
     src = write_tag_pickle(tmp_path / "src", PAIRS[:3], ext=".jpeg")
     assert cli("prepare", src, "-o", tmp_path / "out")[0] == 0
-    assert ("copying to images/", None) in bars
+    assert bars == ["packing 64px", "copying to images/"]  # (decoded first: a bad image stops it before the copy)
     for i in range(3):
         assert (tmp_path / "out" / "images" / f"{i}.jpg").read_bytes() == (src / "images" / f"{i}.jpeg").read_bytes()
 
@@ -1089,3 +1093,28 @@ def test_a_copy_keeps_the_sources_own_class_priors(cli, tmp_path):
     assert np.array_equal(np.load(tmp_path / "out" / "hair_prob.npy"), uniform)
     counts = pair_labels(PAIRS[:6])[:, len(HAIR_COLORS):].sum(0)
     assert np.allclose(np.load(tmp_path / "out" / "eye_prob.npy"), counts / counts.sum())
+
+
+def test_prepare_in_a_log_says_how_far_it_is_now_and_then(cli, tmp_path, monkeypatch):
+    """stderr a file or pipe (a script's log): no progress bar, but a line at tenths of the way for
+    long work (here every tenth: the interval is set to 0), so a long prepare does not look hung."""
+    from anime_gan.data import prepare as prepare_module
+    monkeypatch.setattr(prepare_module, "LOG_EVERY_S", 0.0)
+    rc, out, err = cli("prepare", "--synthetic", 20, "-o", tmp_path / "d", "--image-size", 32)
+    assert rc == 0 and out.startswith("20 built-in faces drawn"), err
+    lines = err.splitlines()
+    assert [l.split(":")[0] for l in lines] == ["drawing built-in faces"] * 9 + ["packing 32px"] * 9, err
+    assert lines[0].startswith("drawing built-in faces: 2/20 images, ") and lines[0].endswith(" s")
+    monkeypatch.setattr(prepare_module, "LOG_EVERY_S", 3600.0)  # seconds of work: not a line
+    rc, out, err = cli("prepare", "--synthetic", 20, "-o", tmp_path / "e")
+    assert rc == 0 and err == ""
+
+
+def test_packing_a_copy_again_in_place_says_what_it_read_and_where_the_copy_came_from(cli, tmp_path):
+    src = write_tags_csv(tmp_path / "src", PAIRS[:3])
+    assert cli("prepare", src, "-o", tmp_path / "out", "-q")[0] == 0
+    rc, out, _ = cli("prepare", tmp_path / "out", "-q")
+    assert rc == 0 and out.splitlines()[0] == (f"3 images from {tmp_path / 'out'} (tag-pickle layout; a copy of "
+                                               f"{src}, tags-csv layout) -> {tmp_path / 'out'} at 64px")
+    meta = json.loads((tmp_path / "out" / "cache" / "meta_64.json").read_text())
+    assert (meta["source"], meta["layout"], meta["read_layout"]) == (str(src), "tags-csv", "tag-pickle")

@@ -47,14 +47,16 @@ class Source:
     skipped: list[tuple[str, str]] = field(default_factory=list)   # (file, reason)
 
 
-def check_source_folder(root) -> Path:
-    """`root` is a folder to read a data set from (also run by `prepare --dry-run`)."""
+def check_source_folder(root, read_only: bool = False) -> Path:
+    """`root` is a folder to read a data set from (also run by `prepare --dry-run`). `read_only`:
+    prepare's SOURCE, which is never made, so built-in faces are not offered to be drawn there."""
     root = Path(root)
     if root.is_file():
         raise UserError(f"{root}: is a file; give the data folder that holds it ({root.parent})")
     if not root.is_dir():  # (quoted as a shell needs it: a name of spaces would vanish from the line)
+        make = "DIR" if read_only else shlex.quote(str(root))
         raise UserError(f"{shlex.quote(str(root))}: data folder not found; check the path, "
-                        f"or run `anime-gan prepare --synthetic 2000 -o {shlex.quote(str(root))}` to make one")
+                        f"or draw the built-in faces with `anime-gan prepare --synthetic 2000 -o {make}`")
     return root
 
 
@@ -198,7 +200,8 @@ def _tag_vector(value, path: Path, key, schema: Schema) -> np.ndarray:
         else:
             raise not_numbers
         if n > schema.dim:
-            raise UserError(f"{where}: label has {n} numbers but the schema has {schema.dim} classes")
+            raise UserError(f"{where}: label has {n} numbers but the schema has {schema.dim} classes; "
+                            f"labels of other groups need a {SCHEMA_FILE} beside it (see the README's data formats)")
         sizes.append(n)
     if len(parts) > 1:  # one part per group, in order: (eye, hair) would concatenate to a wrong 22
         want = [len(g.classes) for g in schema.groups]

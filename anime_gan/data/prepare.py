@@ -13,6 +13,7 @@ import pickle
 import shlex
 import shutil
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -60,7 +61,7 @@ def check_folders(cfg: PrepareConfig) -> None:
     """SOURCE is a data folder and -o holds no other set (before anything is read, and by --dry-run)."""
     if cfg.synthetic:
         return check_empty_for_synthetic(Path(cfg.out))
-    source, out = check_source_folder(cfg.source), Path(cfg.out)
+    source, out = check_source_folder(cfg.source, read_only=True), Path(cfg.out)
     # a half-replaced copy, packed in place or copied on, would pair its images with wrong labels
     stopped_copy_check(source)
     if not _same(source, out):
@@ -177,10 +178,36 @@ def _prepare(cfg: PrepareConfig, out: Path) -> dict:
         report["folder_state"][ALL_IMAGES] = _fingerprint(_relative(f, out) for f in src.files)
     if cfg.synthetic:  # drawn into `out`, which is then read as a tag-pickle set: say which it is
         report.update(source="built-in faces", layout="built-in", seed=cfg.seed)
+    if origin and origin.get("layout") != "built-in":  # packed again in place: say what was read, too
+        report.update(read=str(src.root), read_layout=src.kind)
     report.update(origin)
     _atomic_write_bytes(meta, json.dumps(report, indent=1).encode())
     _unfinished_path(out).unlink(missing_ok=True)
     return report
+
+
+LOG_EVERY_S = 10.0  # in a log, at most a line this often: work done in seconds needs none
+
+
+def progress(items, total: int, desc: str, quiet: bool):
+    """`items`, shown as they go: a progress bar at a terminal; in a log (stderr a file or a pipe,
+    as in a script) a line at a tenth of the way now and then, so that a long run does not look hung."""
+    if quiet:
+        yield from items
+        return
+    if sys.stderr.isatty():
+        with tqdm(total=total, desc=desc, unit="img", file=sys.stderr) as bar:
+            for item in items:
+                yield item
+                bar.update()
+        return
+    start = last = time.monotonic()
+    tenth = max(total // 10, 1)
+    for done, item in enumerate(items, 1):
+        yield item
+        if done % tenth == 0 and done < total and time.monotonic() - last >= LOG_EVERY_S:
+            last = time.monotonic()
+            print(f"{desc}: {done}/{total} images, {last - start:.0f} s", file=sys.stderr, flush=True)
 
 
 def _unfinished_path(out: Path) -> Path:
@@ -334,8 +361,7 @@ def _pack_into(tmp: Path, src: Source, images_path: Path, labels_path: Path, siz
 
     with ThreadPoolExecutor(workers or os.cpu_count() or 1) as pool:
         results = pool.map(decode, range(len(src.files)))
-        for i, pixels, error in tqdm(results, total=len(src.files), desc=f"packing {size}px",
-                                     unit="img", disable=quiet or None, file=sys.stderr):
+        for i, pixels, error in progress(results, len(src.files), f"packing {size}px", quiet):
             if error:
                 skipped.append((str(src.files[i]), error))
                 continue
@@ -397,8 +423,7 @@ def stage_images(out: Path, files: list[Path], quiet: bool = False) -> Path:
     a re-run stopped while copying (Ctrl-C, SIGTERM) leaves the earlier images/ whole."""
     staging = new_staging(out / "images")  # .images.partial
     try:
-        for i, f in enumerate(tqdm(files, desc="copying to images/", unit="img", disable=quiet or None,
-                                   file=sys.stderr)):
+        for i, f in enumerate(progress(files, len(files), "copying to images/", quiet)):
             ext = _COPIED_AS.get(f.suffix.lower(), ".png")
             target = staging / f"{i}{ext}"
             if ext != ".png" or f.suffix.lower() == ".png":  # the file's own bytes (EXIF orientation kept)
@@ -477,8 +502,7 @@ def write_synthetic(out: Path, n: int, seed: int, size: int = 64, quiet: bool = 
     hair0, eye0 = schema.offsets[0], schema.offsets[1]
     items = generate(n, seed=seed, size=size)
     try:
-        for i, (img, hair, eye) in enumerate(tqdm(items, total=n, desc="drawing built-in faces", unit="img",
-                                                    disable=quiet or None, file=sys.stderr)):
+        for i, (img, hair, eye) in enumerate(progress(items, n, "drawing built-in faces", quiet)):
             img.save(image_dir / f"{i}.png", optimize=False, compress_level=1)
             labels[i, hair0 + hair] = labels[i, eye0 + eye] = 1.0
         write_labels(out, list(range(n)), labels, schema, overwrite_priors=True)
@@ -512,6 +536,8 @@ def _report(src: Source, out: Path, size: int, n: int, skipped, labels) -> dict:
 
 def format_report(report: dict) -> str:
     origin = (f"built-in faces drawn with seed {report['seed']}" if report["layout"] == "built-in" else
+              f"images from {report['read']} ({report['read_layout']} layout; a copy of {report['source']}, "
+              f"{report['layout']} layout)" if "read" in report else
               f"images from {report['source']} ({report['layout']} layout)")
     lines = [f"{report['images']} {origin} -> {report['out']} at {report['image_size']}px"]
     for group, counts in report["class_counts"].items():

@@ -342,11 +342,21 @@ def check_sample_folder(g: dict, run_dir: Path, sample_folder: Path) -> None:
 def run_id(snapshot: dict | None, resume_path: Path | None, ckpt_dir: Path) -> str:
     """The identity of the run a folder holds, in every snapshot and in config.json: drawn when a
     run starts, kept by a resume in its own folder (renamed or copied as it may be), new for a
-    branch (--name). It tells a checkpoint copied in from another run apart (check_same_run)."""
-    if snapshot is not None and resume_path is not None and _same_folder(resume_path.parent, ckpt_dir) \
-            and isinstance(snapshot.get("run_id"), str) and snapshot["run_id"]:
-        return snapshot["run_id"]
+    branch (--name). It tells a checkpoint copied in from another run apart (check_same_run). A
+    snapshot from before run ids, resumed in place, takes the folder's (the folder's own earlier
+    step, say, after a session that stopped before its first snapshot)."""
+    if snapshot is not None and resume_path is not None and _same_folder(resume_path.parent, ckpt_dir):
+        for known in (snapshot.get("run_id"), _folder_run_id(ckpt_dir)):
+            if isinstance(known, str) and known:
+                return known
     return uuid.uuid4().hex  # (os.urandom: no random stream of the run is touched)
+
+
+def _folder_run_id(ckpt_dir: Path):
+    try:
+        return json.loads((ckpt_dir / "config.json").read_text()).get("run_id")
+    except (OSError, ValueError, AttributeError, RecursionError):
+        return None  # (no config.json, or one from before run ids)
 
 
 def check_same_run(resume_path: Path, snapshot: dict, ckpt_dir: Path) -> None:
@@ -354,11 +364,7 @@ def check_same_run(resume_path: Path, snapshot: dict, ckpt_dir: Path) -> None:
     run would mix two models' steps and logs in one folder."""
     if not _same_folder(resume_path.parent, ckpt_dir):
         return  # a branch into its own folder
-    try:
-        folder_id = json.loads((ckpt_dir / "config.json").read_text()).get("run_id")
-    except (OSError, ValueError, AttributeError, RecursionError):
-        return  # (no config.json, or one from before run ids: nothing to compare)
-    theirs = snapshot.get("run_id")
+    folder_id, theirs = _folder_run_id(ckpt_dir), snapshot.get("run_id")  # (either may predate run ids)
     if isinstance(folder_id, str) and folder_id and isinstance(theirs, str) and theirs and theirs != folder_id:
         origin = snapshot.get("run_path") if isinstance(snapshot.get("run_path"), str) else "another run"
         raise UserError(f"{resume_path}: saved by another run ({origin}) than the one {ckpt_dir} holds "

@@ -3,6 +3,7 @@ skipped files, and the loaders (`open_packed` + `Batches`, `FileImages`)."""
 import io
 import json
 import pickle
+import shutil
 import sys
 
 import numpy as np
@@ -1041,7 +1042,7 @@ def test_a_plain_folder_packed_in_place_sees_images_in_a_new_subfolder(tmp_path)
     draw(root / "new" / "a.png", (0, 0, 0))  # a folder that held no image when it was packed
     draw(root / "new" / "b.png", (9, 9, 9))
     assert len(_loaded(root, lines)) == 6
-    assert lines[0] == f"{root} changed since its 32px cache was packed (all folders/: 4 -> 6 images): packing it again"
+    assert lines[0] == f"{root} changed since its 32px cache was packed (images below it: 4 -> 6 images): packing it again"
 
 
 def test_a_data_set_prepared_inside_a_plain_folder_is_not_read_back_by_an_in_place_prepare(cli, tmp_path):
@@ -1049,8 +1050,13 @@ def test_a_data_set_prepared_inside_a_plain_folder_is_not_read_back_by_an_in_pla
     assert cli("prepare", pics, "-o", pics / "out", "-q")[0] == 0
     rc, out, err = cli("prepare", pics, "-q")
     assert rc == 0 and out.startswith(f"4 images from {pics} (folder layout)"), (out, err)
-    assert f"    {pics / 'out'}: a data set prepare made (it has cache/meta_*.json)" in out
+    assert f"    {pics / 'out'}: a data set prepare made (its cache/meta_*.json says so)" in out
     assert len(open_packed(pics, 64)) == 4
+    # a folder packed in place holds the user's own images, copied or moved as it may be: read
+    shutil.copytree(pics, tmp_path / "all" / "pics_copy", ignore=shutil.ignore_patterns("out"))
+    write_folder(tmp_path / "all" / "extra", 2)
+    rc, out, err = cli("prepare", tmp_path / "all", "-q")
+    assert rc == 0 and out.startswith(f"6 images from {tmp_path / 'all'} (folder layout)"), (out, err)
 
 
 @pytest.mark.parametrize("name, needle", [

@@ -320,6 +320,9 @@ def test_inception_features_from_a_local_file(tmp_path):
     torch.save(state, tmp_path / "bad_bn.pth")
     with pytest.raises(UserError, match=r"bad_bn\.pth: these Inception weights compute NaN or infinite"):
         InceptionFeatures(tmp_path / "bad_bn.pth")
+    torch.save({k: torch.zeros_like(v) for k, v in state.items()}, tmp_path / "zeroed.pth")
+    with pytest.raises(UserError, match=r"zeroed\.pth: these Inception weights give two different images the same"):
+        InceptionFeatures(tmp_path / "zeroed.pth")
 
 
 def test_a_plain_pickle_as_inception_weights_is_refused_without_torch_warnings(tmp_path):
@@ -720,11 +723,34 @@ def test_feature_networks_that_see_no_difference_are_refused_not_scored_zero(cli
     zeroed = torch.load(judge_file[0], weights_only=True)
     zeroed["state_dict"] = {k: torch.zeros_like(v) for k, v in zeroed["state_dict"].items()}
     torch.save(zeroed, tmp_path / "zero_judge.pt")
-    rc, out, err = cli("eval", "-d", run_dir, "-t", data_dir, "--judge", tmp_path / "zero_judge.pt",
-                       "--metrics", "judge-fid", "--fid-samples", "20", "--device", "cpu", "-q")
-    one_line_error((rc, out, err), f"{tmp_path / 'zero_judge.pt'}: the judge is unusable: every real image")
-    assert "retrain it with `anime-gan train-judge" in err
+    for dry in ([], ["--dry-run"]):  # refused as it is loaded, so by the dry run too
+        rc, out, err = cli("eval", "-d", run_dir, "-t", data_dir, "--judge", tmp_path / "zero_judge.pt",
+                           "--metrics", "judge-fid", "--fid-samples", "20", "--device", "cpu", "-q", *dry)
+        one_line_error((rc, out, err), f"{tmp_path / 'zero_judge.pt'}: the judge gives two different images the "
+                                       f"same features", "retrain it with `anime-gan train-judge")
     assert (results.read_bytes() if results.exists() else None) == before
+
+
+def test_real_statistics_without_spread_are_refused_from_the_cache_too(data_dir, tmp_path):
+    """Statistics cached before the check existed are checked as they are read; a data set of one
+    picture repeated is said to be that, not blamed on the network."""
+    data = open_packed(data_dir, 64)
+    size = data.images.shape[-1]
+    st = (data_dir / "cache" / f"images_{size}.npy").stat()
+    flat = fid.Stats(np.ones(4), np.zeros((4, 4)), len(data))
+    fid._write(data_dir / "cache" / "fid_flat_64.npz", f"k|{st.st_size}|{st.st_mtime_ns}|all", {"all": flat})
+    with pytest.raises(fid.BadFeatures, match="gets the same features"):
+        fid.real_stats(data, random_extractor(), "flat", "k")
+    (data_dir / "cache" / "fid_flat_64.npz").unlink()
+    same = tmp_path / "same"
+    shutil.copytree(data_dir, same, ignore=shutil.ignore_patterns("judge_*", "fid_*"))
+    images = np.load(same / "cache" / "images_64.npy", mmap_mode="r+")
+    images[:] = images[0]
+    images.flush()
+    del images
+    with pytest.raises(UserError, match=r"its 600 images are all the same picture") as e:
+        fid.real_stats(open_packed(same, 64), random_extractor(), "t", "k")
+    assert not isinstance(e.value, fid.BadFeatures)
 
 
 def test_judge_report_counts_its_epochs_in_english():

@@ -1018,8 +1018,9 @@ def test_eval_every_with_a_judge_that_sees_no_difference_stops_naming_it(tmp_pat
     torch.save(judge, tmp_path / "d" / "judge_32.pt")
     one_line_error(cli("train", "-t", tmp_path / "d", "-s", tmp_path / "s", "-c", tmp_path / "c", *TINY,
                        "--model", "cgan", "--image-size", "32", "-i", "1", "--eval-every", "1"),
-                   f"{tmp_path / 'd' / 'judge_32.pt'}: the judge is unusable: every real image of",
+                   f"{tmp_path / 'd' / 'judge_32.pt'}: the judge gives two different images the same features",
                    "retrain it with `anime-gan train-judge")
+    assert not (tmp_path / "c").exists() and not (tmp_path / "s").exists()  # before training: nothing lost
 
 
 def test_eval_every_records_which_judge_scored_and_notes_a_weak_one(tmp_path, data, cli):
@@ -1162,6 +1163,15 @@ def test_a_checkpoint_copied_in_from_another_run_is_not_resumed_in_place(tmp_pat
     # a copy or a renamed folder is still the same run: it resumes in place
     shutil.copytree(other, tmp_path / "c" / "renamed")
     assert cli("train", "--resume", tmp_path / "c" / "renamed", "-i", "6")[0] == 0
+    # a snapshot from before run ids, resumed in place, keeps the folder's id (its later steps stay its own)
+    folder_id = json.loads((other / "config.json").read_text())["run_id"]
+    for name in ("G_4.ckpt", "D_4.ckpt"):
+        old = torch.load(other / name, weights_only=True)
+        del old["run_id"]
+        torch.save(old, other / name)
+    assert cli("train", "--resume", other, "-i", "6")[0] == 0
+    assert torch.load(other / "G_6.ckpt", weights_only=True)["run_id"] == folder_id
+    assert json.loads((other / "config.json").read_text())["run_id"] == folder_id
 
 
 def test_a_resume_notes_only_the_unused_flags_typed_for_it(tmp_path, data, cli):

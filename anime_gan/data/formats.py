@@ -332,8 +332,8 @@ def _scan_folder(root: Path, skip: Path | None) -> Source:
         images = root  # -o pics/images: that folder is the output, not the pictures
     src = Source(root, "folder", None)
     files, prepared = _image_files(root, skip)
-    src.skipped += [(str(d), "a data set prepare made (it has cache/meta_*.json): its copies are not read "
-                             "again; train on it with -t") for d in prepared]
+    src.skipped += [(str(d), "a data set prepare made (its cache/meta_*.json says so): its copies are not "
+                             "read again; train on it with -t") for d in prepared]
     for f in files:
         parts = f.relative_to(root).parts
         if below and parts[:len(below)] == below:
@@ -365,13 +365,31 @@ def _image_files(root: Path, skip: Path | None) -> tuple[list[Path], list[Path]]
             dirs[:] = []
             continue
         seen.add((st.st_dev, st.st_ino))
-        if folder != str(root) and any(Path(folder, "cache").glob("meta_*.json")):
+        if folder != str(root) and _holds_copies(Path(folder)):
             prepared.append(Path(folder))
             dirs[:] = []
             continue
         found += [Path(folder, f) for f in files
                   if Path(f).suffix.lower() in IMAGE_SUFFIXES and os.path.isfile(os.path.join(folder, f))]
     return sorted(found), sorted(prepared)
+
+
+def _holds_copies(folder: Path) -> bool:
+    """`folder` is a data set `prepare` wrote (copies, or built-in faces), as its cache's meta file
+    says; a folder packed in place holds the user's own images, which are read. (Meta files from
+    before "copies" was recorded: a set from elsewhere, unless the folder was moved since.)"""
+    for meta in folder.glob("cache/meta_*.json"):
+        try:
+            made = json.loads(meta.read_text())
+            if "copies" in made:
+                if made["copies"] is True:
+                    return True
+            elif made.get("layout") == "built-in" or \
+                    os.path.realpath(made["source_path"]) != os.path.realpath(folder):
+                return True
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
+            continue  # a damaged meta file says nothing
+    return False
 
 
 def _parts_below(path: Path | None, folder: Path) -> tuple | None:

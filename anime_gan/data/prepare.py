@@ -181,6 +181,9 @@ def _prepare(cfg: PrepareConfig, out: Path) -> dict:
     if origin and origin.get("layout") != "built-in":  # packed again in place: say what was read, too
         report.update(read=str(src.root), read_layout=src.kind)
     report.update(origin)
+    # its images are prepare's copies (or drawings), not the user's own: a plain folder that holds
+    # this set does not read them again (formats._holds_copies)
+    report["copies"] = bool(copy or cfg.synthetic or origin)
     _atomic_write_bytes(meta, json.dumps(report, indent=1).encode())
     _unfinished_path(out).unlink(missing_ok=True)
     return report
@@ -245,8 +248,7 @@ def _origin(meta: Path, out: Path) -> dict:
 
 
 # What scan() reads labels from; a change to any of them, or one appearing, changes the set.
-LABEL_FILES = ("tags.pickle", "tags.csv", "objects.json", "object.json", "train.json", "schema.json",
-               "tags_clean.csv")  # (the last is refused, naming it)
+LABEL_FILES = ("tags.pickle", "tags.csv", "objects.json", "object.json", "train.json", "schema.json")
 
 
 def folder_state(root: Path, image_folders) -> dict:
@@ -300,10 +302,12 @@ def cache_changes(root, size: int) -> str | None:
             continue  # said by its label file (no plain folder now), or by the folders that changed
         if not k.endswith("/"):
             changed.append(f"{k} {'added' if before is None else 'removed' if after is None else 'edited'}")
-        elif isinstance(before, list) and before and before[0] != after[0]:
-            changed.append(f"{k}: {before[0]} -> {after[0]} images")
+            continue
+        where = "images below it" if k == ALL_IMAGES else k
+        if isinstance(before, list) and before and before[0] != after[0]:
+            changed.append(f"{where}: {before[0]} -> {after[0]} images")
         else:
-            changed.append(f"{k}: images renamed")
+            changed.append(f"{where}: images renamed")
     return ", ".join(changed) or None
 
 

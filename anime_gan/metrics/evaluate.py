@@ -425,7 +425,8 @@ def _blame(cfg: EvalConfig, root: Path, judge_path: Path | None, size: int, e: B
     if e.network == "inception":
         return (f"{cfg.inception_weights or default_weights_path()}: these Inception weights are unusable: {e}; "
                 f"replace the file with {WEIGHTS_URL}")
-    return f"{judge_path}: the judge is unusable: {e}; retrain it with `{_judge_command(root, size)}`"
+    extra = ["-o", judge_path] if cfg.judge else []  # (without it, the data folder's judge is written)
+    return f"{judge_path}: the judge is unusable: {e}; retrain it with `{_judge_command(root, size, *extra)}`"
 
 
 def _judge_command(root, size: int, *more) -> str:

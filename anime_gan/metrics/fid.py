@@ -127,6 +127,7 @@ def real_stats(data: Packed, extractor, name: str, key: str, per_class: bool = F
     path = Path(data.root) / "cache" / f"fid_{name}_{size}.npz"
     cached = _read(path, full_key)
     if cached is not None:
+        _check_spread(cached["all"], data)  # (statistics cached before this check was made too)
         return cached
     groups = data.schema.one_of_groups if per_class and data.schema is not None else ()
     # each image's class per group, so every batch's features go straight into its classes' sums
@@ -143,9 +144,7 @@ def real_stats(data: Packed, extractor, name: str, key: str, per_class: bool = F
         raise UserError(f"{data.root}: FID needs at least 2 real images, this data set has {total.n}; "
                         f"add images and re-run prepare, or leave FID out with --metrics accuracy diversity")
     out = {"all": total.stats()}
-    if _no_spread(out["all"]):  # e.g. zeroed weights: every G would score 0, a believable perfect FID
-        raise BadFeatures(f"every real image of {data.root} gets the same features, so a FID could not "
-                          f"tell any two sets of images apart")
+    _check_spread(out["all"], data)
     for g in groups:  # in the schema's order, as before
         out.update({f"{g.name}/{c}": per[f"{g.name}/{c}"].stats() for c in g.classes
                     if f"{g.name}/{c}" in per and per[f"{g.name}/{c}"].n >= 2})
@@ -154,9 +153,18 @@ def real_stats(data: Packed, extractor, name: str, key: str, per_class: bool = F
     return out
 
 
-def _no_spread(s: Stats) -> bool:
-    """No variance to speak of: the trace of the covariance is round-off beside the features' size."""
-    return float(np.trace(s.cov)) <= 1e-12 * max(1.0, float(s.mean @ s.mean))
+def _check_spread(s: Stats, data: Packed) -> None:
+    """Features of the real images without variance (the trace of their covariance is round-off
+    beside their size) would make every G score a FID of 0, a believable perfect score. The
+    network is at fault, unless every image is the same."""
+    if float(np.trace(s.cov)) > 1e-12 * max(1.0, float(s.mean @ s.mean)):
+        return
+    first = np.asarray(data.images[0])
+    if all(np.array_equal(first, data.images[i]) for i in range(1, len(data))):
+        raise UserError(f"{data.root}: its {len(data)} images are all the same picture, so a FID has nothing "
+                        f"to compare; add varied images and run `anime-gan prepare` again")
+    raise BadFeatures(f"every real image of {data.root} gets the same features, so a FID could not "
+                      f"tell any two sets of images apart")
 
 
 def file_key(path) -> str:

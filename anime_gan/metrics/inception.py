@@ -72,10 +72,14 @@ class InceptionFeatures(nn.Module):
         net.fc = nn.Identity()  # keep the 2048-d average-pool output, the FID feature
         self.net = net.eval()
         with torch.no_grad():  # finite weights can still hold a negative running variance
-            probe = torch.linspace(-1, 1, 3 * 299 * 299).view(1, 3, 299, 299)
-            if not torch.isfinite(self.net(probe)).all():
-                raise UserError(f"{weights}: these Inception weights compute NaN or infinite features; "
-                                f"replace the file with {WEIGHTS_URL}")
+            probe = self.net(torch.linspace(-1, 1, 2 * 3 * 299 * 299).view(2, 3, 299, 299))
+        if not torch.isfinite(probe).all():
+            raise UserError(f"{weights}: these Inception weights compute NaN or infinite features; "
+                            f"replace the file with {WEIGHTS_URL}")
+        if torch.equal(probe[0], probe[1]):  # e.g. zeroed weights: every G would score a FID of 0
+            raise UserError(f"{weights}: these Inception weights give two different images the same "
+                            f"features (zeroed or untrained), so FID would be 0 for any G; replace the "
+                            f"file with {WEIGHTS_URL}")
 
     @torch.no_grad()
     def forward(self, x: torch.Tensor) -> torch.Tensor:

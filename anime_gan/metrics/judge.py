@@ -262,18 +262,25 @@ def load_judge(path, device="cpu") -> tuple[Judge, dict]:
                         f"({detail(e)}); {fix}") from None
     if not all(torch.isfinite(t).all() for t in judge.state_dict().values() if t.is_floating_point()):
         raise UserError(f"{path}: the judge's weights hold NaN or infinite values; {fix}")
-    if not _finite_on_probe(judge.eval(), arch["image_size"]):  # e.g. a negative running variance
+    with torch.no_grad():
+        probe = _probe_features(judge.eval(), arch["image_size"])
+        finite = bool(torch.isfinite(probe).all() and torch.isfinite(judge.classify(probe)).all())
+    if not finite:  # e.g. a negative running variance
         raise UserError(f"{path}: the judge computes NaN or infinite features from finite weights "
                         f"(damaged batch-norm statistics); {fix}")
+    if torch.equal(probe[0], probe[1]):  # e.g. zeroed weights: every G would score a judge-FID of 0
+        raise UserError(f"{path}: the judge gives two different images the same features (zeroed or "
+                        f"collapsed weights), so its FIDs would be 0 for any G; {fix}")
     info = {k: v for k, v in ckpt.items() if k != "state_dict"}
     return judge.to(device).eval(), info
 
 
 @torch.no_grad()
-def _finite_on_probe(net: nn.Module, size: int) -> bool:
-    """A fixed ramp image (no random numbers drawn, so seeded runs stay as they were) through `net`."""
+def _probe_features(judge: "Judge", size: int) -> torch.Tensor:
+    """Two fixed ramp images (no random numbers drawn, so seeded runs stay as they were) through
+    the judge: their (2, F) features."""
     probe = torch.linspace(-1, 1, 2 * 3 * size * size).view(2, 3, size, size)
-    return bool(torch.isfinite(net(probe)).all())
+    return judge.features(probe)
 
 
 WEAK_JUDGE = 0.8  # held-out accuracy on real images below which the judge's verdicts are noise

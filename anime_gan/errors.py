@@ -2,6 +2,8 @@
 an out-of-memory error (also a one-line message) from a bug, and the line of a library's
 error worth quoting in ours."""
 
+import shlex
+
 
 class UserError(Exception):
     """Bad input from the user: a missing file, an unknown colour, a wrong checkpoint.
@@ -28,5 +30,4 @@ def detail(e: BaseException, most: int = 160) -> str:
 
 def shell(*words) -> str:
     """A command to paste into a shell, for a message: a path of spaces or quotes stays one word."""
-    import shlex
     return " ".join(shlex.quote(str(w)) for w in words)

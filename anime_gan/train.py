@@ -150,9 +150,11 @@ def labels_ahead(cfg: TrainConfig) -> Schema | None:
 
 
 def check_before_data(cfg: TrainConfig, resume_path: Path | None, snapshot: dict | None,
-                      log=lambda msg: None) -> None:
+                      log=lambda msg: None):
     """What the data's labels and the other inputs decide, checked before any slow work (drawing the
-    built-in faces, packing a cache), which a refusal would waste; also run by `train --dry-run`."""
+    built-in faces, packing a cache), which a refusal would waste; also run by `train --dry-run`.
+    Returns --eval-every's judge (on the CPU) and its file's records, loaded and checked: (None,
+    None) without it."""
     check_data_folder(cfg)
     with preparing(Path(cfg.train_dir), log):  # not a folder another run is drawing into right now
         labels = labels_ahead(cfg)
@@ -160,11 +162,12 @@ def check_before_data(cfg: TrainConfig, resume_path: Path | None, snapshot: dict
         checkpoint.check_labels(resume_path, snapshot, labels.to_dict() if labels else None, cfg.train_dir)
     _model_config(cfg, PRESETS[cfg.model], labels)
     if cfg.eval_every:
-        if labels is None:
-            raise UserError("--eval-every measures label accuracy, but this data set has no labels")
-        training_judge_path(cfg)
+        judge, judge_info = load_training_judge(cfg, labels, torch.device("cpu"))  # (a broken one refused)
+    else:
+        judge, judge_info = None, None
     if cfg.tensorboard:
         _tensorboard_writer()
+    return judge, judge_info
 
 
 def fixed_grid(schema: Schema | None, z_dim: int, cols: int, seed: int):
@@ -260,7 +263,8 @@ def train(cfg: TrainConfig) -> Path | None:
         distributed.cleanup()
         return resume_path.parent if dist.is_main else None
     fresh_folder = check_run_folder(cfg, ckpt_dir, resume_path, snapshot)
-    check_before_data(cfg, resume_path, snapshot, log)
+    judge, judge_info = check_before_data(cfg, resume_path, snapshot, log)
+    judge = judge.to(device) if judge is not None and dist.is_main else None  # only the main process evaluates
     note_unused_flags(cfg, device, dist.world_size, log)
 
     # ---- data ---------------------------------------------------------------------------------
@@ -273,7 +277,6 @@ def train(cfg: TrainConfig) -> Path | None:
     mcfg = _model_config(cfg, preset, schema)
     conditional = preset.conditional  # _model_config refused a conditional preset without labels
     aux = aux_kind(cfg.model, mcfg) if conditional else None
-    judge, judge_info = load_training_judge(cfg, schema, device) if cfg.eval_every and dist.is_main else (None, None)
 
     # ---- models and optimizers ------------------------------------------------------------------
     torch.manual_seed(cfg.seed)
@@ -289,8 +292,9 @@ def train(cfg: TrainConfig) -> Path | None:
     if cfg.batch_size > len(data):  # (after every refusal: a refused run prints its one line only)
         log(f"note: -b {cfg.batch_size} is more than the {len(data)} images in {cfg.train_dir}: every batch "
             f"repeats images; a larger data set (or a smaller -b) trains better")
-    if judge is not None and weak_judge_note(training_judge_path(cfg), judge_info):
-        log(weak_judge_note(training_judge_path(cfg), judge_info) + " (--eval-every's scores)")
+    weak = weak_judge_note(training_judge_path(cfg), judge_info) if judge is not None else None
+    if weak:
+        log(weak + " (--eval-every's scores)")
     G_ema = copy.deepcopy(G).eval().requires_grad_(False) if cfg.ema else None
     opt_G, opt_D = _optimizers(G, D, preset, hyper, device, capturable=cfg.cuda_graph)
     scaler = torch.amp.GradScaler("cuda", enabled=cfg.precision == "fp16")

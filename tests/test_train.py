@@ -1016,10 +1016,11 @@ def test_eval_every_with_a_judge_that_sees_no_difference_stops_naming_it(tmp_pat
     judge = torch.load(tmp_path / "d" / "judge_32.pt", weights_only=True)
     judge["state_dict"] = {k: torch.zeros_like(v) for k, v in judge["state_dict"].items()}
     torch.save(judge, tmp_path / "d" / "judge_32.pt")
-    one_line_error(cli("train", "-t", tmp_path / "d", "-s", tmp_path / "s", "-c", tmp_path / "c", *TINY,
-                       "--model", "cgan", "--image-size", "32", "-i", "1", "--eval-every", "1"),
-                   f"{tmp_path / 'd' / 'judge_32.pt'}: the judge gives two different images the same features",
-                   "retrain it with `anime-gan train-judge")
+    for dry in (["--dry-run"], []):
+        one_line_error(cli("train", "-t", tmp_path / "d", "-s", tmp_path / "s", "-c", tmp_path / "c", *TINY,
+                           "--model", "cgan", "--image-size", "32", "-i", "1", "--eval-every", "1", *dry),
+                       f"{tmp_path / 'd' / 'judge_32.pt'}: the judge gives two different images the same features",
+                       "retrain it with `anime-gan train-judge")
     assert not (tmp_path / "c").exists() and not (tmp_path / "s").exists()  # before training: nothing lost
 
 

@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 from . import __version__
-from .config import PrepareConfig, TestConfig, TrainConfig
+from .config import IMAGE_SIZES, PrepareConfig, TestConfig, TrainConfig
 from .errors import UserError, out_of_memory
 
 TEST_TYPES = ("fix_noise", "fix_hair_eye", "change_hair", "change_eye", "interpolate", "pairs", "grid",
@@ -109,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("source", nargs="?", help="folder to read (omit with --synthetic)")
     p.add_argument("-o", "--out", default=None,
                    help="folder to write (default: SOURCE itself, i.e. cache in place; 'data' with --synthetic)")
-    p.add_argument("--image-size", type=int, default=64, choices=(32, 64, 128), help="cache resolution (default 64)")
+    p.add_argument("--image-size", type=int, default=64, choices=IMAGE_SIZES, help="cache resolution (default 64)")
     p.add_argument("--synthetic", type=int, default=0, metavar="N",
                    help="draw N built-in procedural anime faces instead of reading SOURCE (default 0: read SOURCE)")
     p.add_argument("--seed", type=int, default=0, help="seed for --synthetic (default 0)")
@@ -145,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="D's own width multiplier (default 0: the same as --nf); seed 003 trained "
                         "SAGAN with --nf 300 --d-nf 100")
     p.add_argument("--z-dim", type=int, default=d.z_dim, help=f"noise size (default {d.z_dim})")
-    p.add_argument("--image-size", type=int, default=d.image_size, choices=(32, 64, 128),
+    p.add_argument("--image-size", type=int, default=d.image_size, choices=IMAGE_SIZES,
                    help=f"resolution (default {d.image_size})")
     p.add_argument("-d", "--device", default=d.device, help="cuda, cpu or auto (default: cuda if available)")
     p.add_argument("-i", "--iterations", type=int, default=d.iterations,

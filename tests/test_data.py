@@ -1124,3 +1124,24 @@ def test_packing_a_copy_again_in_place_says_what_it_read_and_where_the_copy_came
                                                f"{src}, tags-csv layout) -> {tmp_path / 'out'} at 64px")
     meta = json.loads((tmp_path / "out" / "cache" / "meta_64.json").read_text())
     assert (meta["source"], meta["layout"], meta["read_layout"]) == (str(src), "tags-csv", "tag-pickle")
+
+
+def test_prepare_says_which_images_it_enlarged(cli, tmp_path):
+    # An icon-sized picture packed at 64 px comes out as a blur: prepare keeps it but says so.
+    src = tmp_path / "src"
+    src.mkdir()
+    for name, side in (("big.png", 96), ("exact.png", 64), ("small.png", 40), ("tiny.png", 16)):
+        Image.new("RGB", (side, side + 10), (200, 30, 30)).save(src / name)
+    rc, out, err = cli("prepare", src, "-o", tmp_path / "out", "-q")
+    assert rc == 0, err
+    assert (f"  enlarged 2 image(s) smaller than 64px, which come out blurred (smallest 16px: "
+            f"{src / 'tiny.png'}); drop them, or pack at --image-size 32") in out.splitlines()
+    meta = json.loads((tmp_path / "out" / "cache" / "meta_64.json").read_text())
+    assert meta["enlarged"] == {"images": 2, "smallest_side": 16, "file": str(src / "tiny.png")}
+    assert len(open_packed(tmp_path / "out", 64)) == 4
+    rc, out, err = cli("prepare", src, "-o", tmp_path / "out32", "--image-size", 32, "-q")
+    assert rc == 0 and "  enlarged 1 image(s) smaller than 32px" in out and "--image-size" not in out, out
+    (src / "tiny.png").unlink()
+    rc, out, err = cli("prepare", src, "-o", tmp_path / "out32", "--image-size", 32, "-q")
+    assert rc == 0 and "enlarged" not in out and "enlarged" not in json.loads(
+        (tmp_path / "out32" / "cache" / "meta_32.json").read_text()), out

@@ -406,6 +406,12 @@ def read_image(path: Path, size: int) -> np.ndarray:
     """Decode, centre-crop to a square and resize with an antialiased filter: [3, size, size] uint8.
 
     Raises ValueError with a short reason for an unreadable file or an unsupported mode."""
+    return read_image_side(path, size)[0]
+
+
+def read_image_side(path: Path, size: int) -> tuple[np.ndarray, int]:
+    """`read_image`, and the side of the square it cropped before resizing (prepare says which
+    images were enlarged: they come out blurred)."""
     limit = Image.MAX_IMAGE_PIXELS or float("inf")
     try:
         with Image.open(path) as im:
@@ -429,7 +435,7 @@ def read_image(path: Path, size: int) -> np.ndarray:
     rgb = rgb.crop((left, top, left + side, top + side))
     if side != size:
         rgb = rgb.resize((size, size), Image.LANCZOS, reducing_gap=3.0 if side >= 3 * size else None)
-    return np.asarray(rgb, dtype=np.uint8).transpose(2, 0, 1).copy()
+    return np.asarray(rgb, dtype=np.uint8).transpose(2, 0, 1).copy(), side
 
 
 def upright(im: Image.Image) -> Image.Image:

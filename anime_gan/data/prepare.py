@@ -22,12 +22,12 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..config import MAX_SYNTHETIC, PrepareConfig, check_seed
+from ..config import IMAGE_SIZES, MAX_SYNTHETIC, PrepareConfig, check_seed
 from ..errors import UserError, shell
 from ..files import (LockHeld, new_staging, outermost_missing, removed_on_failure, replace_atomically, swap_in,
                      take_lock, visible_entries, writable_folder)
 from ..labels import SCHEMA_FILE, Schema, anime_schema
-from .formats import IMAGE_SUFFIXES, Source, check_source_folder, flatten_alpha, read_image, scan, upright
+from .formats import IMAGE_SUFFIXES, Source, check_source_folder, flatten_alpha, read_image_side, scan, upright
 
 CACHE_DIR = "cache"
 
@@ -42,7 +42,7 @@ SHOWN_SKIPPED = 10  # the rest are in the cache's meta file: a bad folder must n
 
 def validate_prepare(cfg: PrepareConfig) -> None:
     """The checks that need no data: run before anything is read or written, and by --dry-run."""
-    if cfg.image_size not in (32, 64, 128):
+    if cfg.image_size not in IMAGE_SIZES:
         raise UserError(f"--image-size {cfg.image_size} is not supported; use 32, 64 or 128")
     check_seed(cfg.seed)
     for name in ("synthetic", "workers"):
@@ -157,7 +157,7 @@ def _prepare(cfg: PrepareConfig, out: Path) -> dict:
         meta.unlink(missing_ok=True)
 
     try:
-        images, keep, skipped = pack(src, out, cfg.image_size, cfg.workers, cfg.quiet, strict=cfg.strict,
+        images, keep, skipped, small = pack(src, out, cfg.image_size, cfg.workers, cfg.quiet, strict=cfg.strict,
                                      before_replace=before_replace)
     except BaseException:
         if staged is not None:
@@ -172,6 +172,8 @@ def _prepare(cfg: PrepareConfig, out: Path) -> dict:
         write_labels(out, None, labels, src.schema, overwrite_priors=False)
     # else: prepared in place; the cache (and its meta) carry the labels and schema
     report = _report(src, out, cfg.image_size, len(keep), skipped, labels)
+    if small:
+        report["enlarged"] = {"images": len(small), "smallest_side": small[0][0], "file": small[0][1]}
     folders = {f.parent for f in src.files} if _same(src.root, out) else {out / "images"}
     report["folder_state"] = folder_state(out, sorted(_relative(f, out) for f in folders))
     if src.kind == "folder" and _same(src.root, out):  # images are read from every folder below it
@@ -335,7 +337,8 @@ def _strict_error(skipped) -> UserError:
 
 def pack(src: Source, out: Path, size: int, workers: int = 0, quiet: bool = False, strict: bool = False,
          before_replace=lambda keep: None):
-    """Decode every file once into cache/images_<size>.npy; return (path, kept indices, skipped).
+    """Decode every file once into cache/images_<size>.npy; return (path, kept
+    indices, skipped, [(side, file)] of the images smaller than `size`, smallest first).
 
     An existing cache is only replaced once decoding succeeded (and, with strict, skipped nothing),
     and after `before_replace(kept indices)` returned."""
@@ -355,11 +358,14 @@ def pack(src: Source, out: Path, size: int, workers: int = 0, quiet: bool = Fals
 def _pack_into(tmp: Path, src: Source, images_path: Path, labels_path: Path, size: int, workers: int,
                quiet: bool, strict: bool, before_replace):
     arr = _reserved_memmap(tmp, np.uint8, (len(src.files), 3, size, size))
-    keep, skipped = [], []
+    keep, skipped, small = [], [], []
 
     def decode(i):
         try:
-            return i, read_image(src.files[i], size), None
+            pixels, side = read_image_side(src.files[i], size)
+            if side < size:
+                small.append((side, str(src.files[i])))
+            return i, pixels, None
         except ValueError as e:
             return i, None, str(e)
 
@@ -386,7 +392,7 @@ def _pack_into(tmp: Path, src: Source, images_path: Path, labels_path: Path, siz
         _atomic_save_npy(labels_path, src.labels[keep].astype(np.uint8))
     else:
         labels_path.unlink(missing_ok=True)
-    return images_path, keep, skipped
+    return images_path, keep, skipped, sorted(small)
 
 
 def _reserved_memmap(path: Path, dtype, shape) -> np.memmap:
@@ -546,6 +552,12 @@ def format_report(report: dict) -> str:
     lines = [f"{report['images']} {origin} -> {report['out']} at {report['image_size']}px"]
     for group, counts in report["class_counts"].items():
         lines.append(f"  {group}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    if report.get("enlarged"):
+        e = report["enlarged"]
+        smaller = [s for s in IMAGE_SIZES if s < report["image_size"]]
+        lines.append(f"  enlarged {e['images']} image(s) smaller than {report['image_size']}px, which come out "
+                     f"blurred (smallest {e['smallest_side']}px: {e['file']}); drop them"
+                     + (f", or pack at --image-size {smaller[-1]}" if smaller else ""))
     if report["skipped"]:
         lines.append(f"  skipped {len(report['skipped'])} file(s):")
         lines += [f"    {s['file']}: {s['reason']}" for s in report["skipped"][:SHOWN_SKIPPED]]

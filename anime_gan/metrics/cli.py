@@ -7,6 +7,7 @@ import dataclasses
 import json
 import sys
 
+from ..config import IMAGE_SIZES
 from .config import METRICS, EvalConfig, JudgeConfig
 
 
@@ -23,7 +24,7 @@ def add_eval_parsers(sub, make, dry_run) -> None:
     p.add_argument("-t", "--train_dir", "--train-dir", default=j.train_dir,
                    help=f"data folder (default {j.train_dir})")
     p.add_argument("-o", "--out", default=None, help="judge file to write (default <data>/judge_<size>.pt)")
-    p.add_argument("--image-size", type=int, default=j.image_size, choices=(32, 64, 128),
+    p.add_argument("--image-size", type=int, default=j.image_size, choices=IMAGE_SIZES,
                    help=f"resolution it judges; must match the generator's (default {j.image_size})")
     p.add_argument("--epochs", type=int, default=j.epochs,
                    help=f"passes over the training split (default {j.epochs})")

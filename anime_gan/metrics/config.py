@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..config import check_device, check_seed, check_synthetic_size
+from ..config import IMAGE_SIZES, check_device, check_seed, check_synthetic_size
 from ..errors import UserError
 
 METRICS = ("accuracy", "fid", "judge-fid", "intra-fid", "diversity")
@@ -56,7 +56,7 @@ def validate_judge(cfg: JudgeConfig) -> None:
     check_device(cfg.device)
     check_seed(cfg.seed)
     check_synthetic_size(cfg.synthetic_size)
-    if cfg.image_size not in (32, 64, 128):
+    if cfg.image_size not in IMAGE_SIZES:
         raise UserError(f"--image-size {cfg.image_size} is not supported; use 32, 64 or 128")
     for name in ("epochs", "batch_size", "width", "features"):
         if getattr(cfg, name) < 1:

@@ -18,6 +18,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .. import checkpoint, distributed
+from ..config import IMAGE_SIZES
 from ..errors import UserError, detail
 from ..files import writable_file, writing
 from ..labels import Schema
@@ -251,7 +252,7 @@ def load_judge(path, device="cpu") -> tuple[Judge, dict]:
     # Checked before the network is built from it: a width of 10**6 would take all the memory first.
     if not (isinstance(arch, dict) and set(arch) == {"image_size", "width", "features"}
             and all(isinstance(v, int) and not isinstance(v, bool) for v in arch.values())
-            and arch["image_size"] in (32, 64, 128) and 1 <= arch["width"] <= MAX_JUDGE_WIDTH
+            and arch["image_size"] in IMAGE_SIZES and 1 <= arch["width"] <= MAX_JUDGE_WIDTH
             and 1 <= arch["features"] <= MAX_JUDGE_FEATURES):
         raise UserError(f"{path}: damaged judge (its architecture is not one train-judge makes); {fix}")
     try:

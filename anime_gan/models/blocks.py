@@ -13,7 +13,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import spectral_norm
 
-IMAGE_SIZES = (32, 64, 128)
+from ..config import IMAGE_SIZES
 
 
 def n_stages(image_size):

@@ -188,7 +188,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "training flags left out are the snapshot's")
     p.add_argument("--log-every", type=int, default=d.log_every, help=f"stats line every N steps, and at every --check step (default {d.log_every})")
     p.add_argument("--eval-every", type=int, default=d.eval_every,
-                   help=f"run offline metrics every N steps (needs a judge; default {d.eval_every} = off)")
+                   help=f"score the EMA G every N steps with the judge: accuracy (conditional models), "
+                        f"judge-FID from 500 fakes, diversity; needs <data>/judge_<size>.pt "
+                        f"(default {d.eval_every} = off)")
     p.add_argument("--tensorboard", action=argparse.BooleanOptionalAction, default=d.tensorboard,
                    help="also write TensorBoard scalars and images (default off; --no-tensorboard: not in this "
                         "session of a run that had it)")

@@ -33,7 +33,9 @@ from .data.prepare import (PrepareConfig, cache_changes, cache_paths, ensure_cac
 from .errors import UserError, out_of_memory
 from .files import append_line, removed_on_failure, visible_entries, writable_folder, write_text_atomically
 from .labels import Schema, anime_schema, cond_dim, condition_encoder
-from .metrics.evaluate import evaluate_during_training, load_training_judge, training_judge_path, weak_judge_note
+from .metrics.evaluate import (evaluate_during_training, load_training_judge, training_metrics,
+                               weak_judge_note)
+from .metrics.fid import check_real_images
 from .models import PRESETS, ModelConfig, aux_kind, build
 from .step import CudaGraphStep, GanStep, VaeStep, draw as step_inputs, saved_bytes_per_image
 
@@ -273,6 +275,8 @@ def train(cfg: TrainConfig) -> Path | None:
     dist.barrier()
     if not dist.is_main:
         data = open_packed(cfg.train_dir, cfg.image_size)
+    if judge is not None:  # before a step is trained: --eval-every's judge-FID needs varied real images
+        check_real_images(data, "add varied images and run `anime-gan prepare` again, or drop --eval-every")
     schema = data.schema
     mcfg = _model_config(cfg, preset, schema)
     conditional = preset.conditional  # _model_config refused a conditional preset without labels
@@ -292,9 +296,12 @@ def train(cfg: TrainConfig) -> Path | None:
     if cfg.batch_size > len(data):  # (after every refusal: a refused run prints its one line only)
         log(f"note: -b {cfg.batch_size} is more than the {len(data)} images in {cfg.train_dir}: every batch "
             f"repeats images; a larger data set (or a smaller -b) trains better")
-    weak = weak_judge_note(training_judge_path(cfg), judge_info) if judge is not None else None
+    weak = weak_judge_note(judge_info["path"], judge_info) if judge is not None else None
     if weak:
         log(weak + " (--eval-every's scores)")
+    if judge is not None and "accuracy" not in training_metrics(cfg):
+        log(f"note: --model {cfg.model} draws without labels, so --eval-every scores judge-FID and diversity, "
+            f"not accuracy")
     G_ema = copy.deepcopy(G).eval().requires_grad_(False) if cfg.ema else None
     opt_G, opt_D = _optimizers(G, D, preset, hyper, device, capturable=cfg.cuda_graph)
     scaler = torch.amp.GradScaler("cuda", enabled=cfg.precision == "fp16")

@@ -156,12 +156,51 @@ def test_real_statistics_are_cached_and_keyed(data):
     cache.write_bytes(b"")  # e.g. a full disk: np.load raises EOFError
     fid.real_stats(data, ext, "test", "k2", per_class=True)
     assert sum(calls) == 4 * len(data)
+    # a readable file with the right key but arrays no computation gives: computed again, not used
+    # (a wrong shape made frechet_distance raise a traceback; NaN blamed the feature network)
+    key = dict(np.load(cache))["key"]
+    for bad in ({"all": fid.Stats(np.zeros(3), np.full((3, 3), np.nan), 9)},
+                {"all": fid.Stats(np.zeros(3), np.zeros((2, 2)), 9)},
+                {"all": fid.Stats(np.zeros(3), np.eye(3), 1)},
+                {"hair/red": fid.Stats(np.zeros(3), np.eye(3), 9)}):
+        fid._write(cache, str(key), bad)
+        good = fid.real_stats(data, ext, "test", "k2", per_class=True)
+        assert np.array_equal(good["all"].cov, first["all"].cov) and "hair/blonde" in good
+    assert sum(calls) == 8 * len(data)
 
 
-def test_fid_against_a_single_real_image_is_one_line(tmp_path):
+def test_fid_against_a_single_real_image_is_one_line(tmp_path, cli, run_dir, monkeypatch):
     assert main(["prepare", "--synthetic", "1", "-o", str(tmp_path / "one"), "-q"]) == 0
     with pytest.raises(UserError, match=r"one: FID needs at least 2 real images, this data set has 1"):
         fid.real_stats(open_packed(tmp_path / "one", 64), lambda x: x.mean((2, 3)), "test", "k")
+    # eval says so before it draws a single fake (at 10000 fakes through Inception, minutes), and
+    # so does its dry run; so for a set of one picture repeated (found once images are read)
+    from anime_gan.metrics import evaluate as ev
+    monkeypatch.setattr(ev, "generate", lambda *a, **k: pytest.fail("fakes drawn before the data was checked"))
+    for dry in ([], ["--dry-run"]):
+        one_line_error(cli("eval", "-d", run_dir, "-t", tmp_path / "one", "--metrics", "judge-fid", "diversity",
+                           "-q", *dry), f"{tmp_path / 'one'}: FID needs at least 2 real images, this data set has 1",
+                       "or choose --metrics without judge-fid")
+    assert main(["prepare", "--synthetic", "3", "-o", str(tmp_path / "three"), "-q"]) == 0
+    images = np.load(tmp_path / "three" / "cache" / "images_64.npy", mmap_mode="r+")
+    images[:] = images[0]
+    images.flush()
+    del images
+    assert main(["train-judge", "-t", str(tmp_path / "three"), "--width", "8", "--epochs", "1", "-b", "2", "-q",
+                 "--heldout", "0.34"]) == 0
+    rc, _, err = cli("eval", "-d", run_dir, "-t", tmp_path / "three", "--metrics", "judge-fid", "-q")
+    assert rc == 2 and "Traceback" not in err and err.splitlines()[-1].startswith(  # (after the weak-judge note)
+        f"anime-gan eval: error: {tmp_path / 'three'}: its 3 images are all the same picture"), err
+
+
+def test_features_small_in_size_but_varied_are_not_called_the_same(data):
+    """The spread check is relative: weights whose features are all about 1e-8 but differ by a few
+    per cent were refused with "every real image gets the same features", which was false."""
+    small = fid.Stats(np.full(8, 1e-8), np.eye(8) * (2e-10) ** 2, 600)
+    fid._check_spread(small, data)  # no error
+    for flat in (fid.Stats(np.zeros(8), np.zeros((8, 8)), 600), fid.Stats(np.ones(8), np.eye(8) * 1e-20, 600)):
+        with pytest.raises(fid.BadFeatures, match="gets the same features"):
+            fid._check_spread(flat, data)
 
 
 # ---- judge ------------------------------------------------------------------------------------

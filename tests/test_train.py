@@ -5,6 +5,7 @@ import os
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -1040,6 +1041,17 @@ def test_eval_every_records_which_judge_scored_and_notes_a_weak_one(tmp_path, da
     (line,) = [json.loads(l) for l in (tmp_path / "c" / "r" / "metrics.jsonl").read_text().splitlines()]
     assert line["judge"] == str(path) and line["judge_heldout_accuracy"] == {"hair": 0.25, "eye": 0.9}
     assert line["judge_key"] == judge_key(load_judge(path, "cpu")[0])
+    # scored with fewer fakes than `eval`: said in the line, since FIDs compare only at equal numbers
+    assert line["settings"] == {"k": 5, "fid_samples": 500, "seed": 99991, "ema": True}
+    # a G that draws without labels: accuracy would be chance, not a score (`eval` refuses it)
+    rc, _, err = cli("train", "-t", tmp_path / "d", "-s", tmp_path / "s", "-c", tmp_path / "c", *TINY[:-1],
+                     "--model", "dcgan", "--image-size", "32", "-i", "1", "--eval-every", "1", "--name", "u")
+    assert rc == 0 and ("note: --model dcgan draws without labels, so --eval-every scores judge-FID and "
+                        "diversity, not accuracy") in err, err
+    (line,) = [json.loads(l) for l in (tmp_path / "c" / "u" / "metrics.jsonl").read_text().splitlines()]
+    assert "accuracy" not in line["metrics"] and line["metrics"]["judge_fid"] >= 0
+    (flat,) = [json.loads(l) for l in (tmp_path / "c" / "u" / "metrics_flat.jsonl").read_text().splitlines()]
+    assert not [k for k in flat if k.startswith("acc_")] and (tmp_path / "c" / "u" / "metrics.png").exists()
 
 
 def test_dry_run_with_eval_every_needs_the_judge_the_real_run_needs(tmp_path, data, cli):
@@ -1185,3 +1197,43 @@ def test_a_resume_notes_only_the_unused_flags_typed_for_it(tmp_path, data, cli):
     assert "--ema-decay sets" not in err and "--gp weights" not in err
     rc, _, err = cli("train", "--resume", tmp_path / "c" / "r", "-i", "3", "--ema-decay", "0.5")
     assert rc == 0 and "note: --ema-decay sets the decay of G's moving-average copy; --no-ema keeps none" in err
+
+
+def test_eval_every_checks_its_judge_and_data_before_a_step_and_keeps_the_judge_it_loaded(tmp_path, data, cli,
+                                                                                           monkeypatch):
+    import anime_gan.train as train_module
+    d = tmp_path / "d"
+    shutil.copytree(data, d, ignore=shutil.ignore_patterns("judge_*"))
+    assert main(["train-judge", "-t", str(d), "--image-size", "32", "--width", "8", "--epochs", "1",
+                 "--batch-size", "16", "-q"]) == 0
+    path = d / "judge_32.pt"
+    out = ["-c", tmp_path / "c", "-s", tmp_path / "s", *TINY, "--model", "cgan", "-i", "2", "--eval-every", "1"]
+    # a 32px judge under the 64px name: `eval` refused it, train scored with it (judge-FID 0.001)
+    shutil.copy(path, d / "judge_64.pt")
+    one_line_error(cli("train", "-t", d, *out), f"{d / 'judge_64.pt'} judges 32px images but this run draws 64px",
+                   f"-o {d / 'judge_64.pt'}")
+    # one picture repeated: refused before a step is trained, not at the first evaluation
+    same = tmp_path / "same"
+    shutil.copytree(d, same)
+    images = np.load(same / "cache" / "images_32.npy", mmap_mode="r+")
+    images[:] = images[0]
+    images.flush()
+    del images
+    rc, _, err = cli("train", "-t", same, *out, "--image-size", "32")
+    assert rc == 2 and err.splitlines()[-1].endswith("all the same picture, so a FID has nothing to compare; add "
+                                                     "varied images and run `anime-gan prepare` again, or drop "
+                                                     "--eval-every"), err
+    assert not list((tmp_path / "c").rglob("*.ckpt"))
+    # the judge file moved away once loaded: the run goes on with the judge it loaded (it stopped
+    # at the next evaluation, losing every step since the last snapshot)
+    load = train_module.load_training_judge
+
+    def load_then_move(*args, **kwargs):
+        loaded = load(*args, **kwargs)
+        path.rename(tmp_path / "moved.pt")
+        return loaded
+
+    monkeypatch.setattr(train_module, "load_training_judge", load_then_move)
+    assert cli("train", "-t", d, *out, "--image-size", "32", "--name", "m")[0] == 0
+    lines = [json.loads(l) for l in (tmp_path / "c" / "m" / "metrics.jsonl").read_text().splitlines()]
+    assert [l["step"] for l in lines] == [1, 2] and {l["judge"] for l in lines} == {str(path)}

@@ -34,7 +34,8 @@ from ..labels import Schema, encode, read_conditions
 from ..models import PRESETS
 from .accuracy import attribute_accuracy, default_conditions
 from .config import JUDGED_METRICS, OFFLINE_METRICS, EvalConfig, validate_eval
-from .fid import BadFeatures, StatsAccumulator, frechet_distance, progress_bar, real_stats, stats_of
+from .fid import (BadFeatures, StatsAccumulator, check_real_images, frechet_distance, progress_bar, real_stats,
+                  stats_of)
 from .inception import (INCEPTION_DIM, INCEPTION_SHA256_PREFIX, WEIGHTS_FILE, WEIGHTS_URL, default_weights_path,
                         find_weights, load_inception)
 from .judge import WEAK_JUDGE, data_key, load_judge
@@ -138,6 +139,7 @@ def _fids(G, cfg_train, schema, judge, data, device, generator, metrics, fid_sam
           inception, batch, progress=False) -> dict:
     """One pass over `fid_samples` fakes feeds both the judge and (if asked) Inception."""
     use_judge = bool({"judge-fid", "intra-fid"} & set(metrics))
+    check_real_images(data)  # before the fakes: they are the slow part
     labels = _fid_labels(data, fid_samples, generator)
     judge_feats, incep = [], StatsAccumulator()
     for x in generate(G, cfg_train, schema, labels, device, generator, batch,
@@ -235,14 +237,19 @@ def training_judge_path(cfg: TrainConfig) -> Path:
 
 def load_training_judge(cfg: TrainConfig, schema: Schema | None, device):
     """--eval-every needs a judge trained on this data (checked before anything is written):
-    (the judge, what its file records besides the weights)."""
+    (the judge, what its file records besides the weights, and "path": the file, which is not
+    looked up again: moving it away mid-run must not stop the run)."""
     if schema is None:
         raise UserError("--eval-every measures label accuracy, but this data set has no labels")
     path = training_judge_path(cfg)
     judge, info = load_judge(path, device)
     if judge.schema != schema:
-        raise UserError(f"{path}: judge trained on other labels; retrain it with `anime-gan train-judge`")
-    return judge, info
+        raise UserError(f"{path}: judge trained on other labels; retrain it with "
+                        f"`{_judge_command(cfg.train_dir, cfg.image_size, '-o', path)}`")
+    if info["image_size"] != cfg.image_size:
+        raise UserError(f"{path} judges {info['image_size']}px images but this run draws {cfg.image_size}px; "
+                        f"retrain it with `{_judge_command(cfg.train_dir, cfg.image_size, '-o', path)}`")
+    return judge, {**info, "path": path}
 
 
 def weak_judge_note(path: Path, info: dict) -> str | None:
@@ -255,34 +262,47 @@ def weak_judge_note(path: Path, info: dict) -> str | None:
             + "); its scores say little; retrain it with more --epochs or a larger --width")
 
 
+# Smaller than `eval`'s defaults, so that scoring costs a fraction of the training between two
+# evaluations; recorded in every line, since FIDs compare only at equal numbers of fakes.
+TRAINING_EVAL = {"k": 5, "fid_samples": 500}
+
+
+def training_metrics(cfg: TrainConfig) -> tuple:
+    """What --eval-every scores: accuracy only for a G that draws the labels it is asked for."""
+    return (("accuracy",) if PRESETS[cfg.model].conditional else ()) + ("judge-fid", "diversity")
+
+
 def evaluate_during_training(G, cfg: TrainConfig, schema: Schema, judge, data: Packed, device, step: int,
-                             ckpt_dir: Path, tb, judge_info: dict | None = None) -> None:
+                             ckpt_dir: Path, tb, judge_info: dict) -> None:
     """Offline metrics (judge accuracy, judge-feature FID, diversity in z) into metrics.jsonl and
     metrics.png; each line says which judge scored it, as `eval`'s do."""
     # Its own generator: evaluating must not change the training trajectory.
-    gen = torch.Generator(device).manual_seed(cfg.seed + 99991)
+    seed = cfg.seed + 99991
+    gen = torch.Generator(device).manual_seed(seed)
     try:
-        m = evaluate(G, cfg, schema, judge, data, 5, device, gen, metrics=("accuracy", "judge-fid", "diversity"),
-                     fid_samples=500)
+        m = evaluate(G, cfg, schema, judge, data, TRAINING_EVAL["k"], device, gen, metrics=training_metrics(cfg),
+                     fid_samples=TRAINING_EVAL["fid_samples"])
     except NonFiniteFakes as e:
         raise UserError(f"training diverged by step {step}: {e}; try a lower --lr, or --precision fp32") from None
     except BadFeatures as e:
-        path = training_judge_path(cfg)
+        path = judge_info["path"]
         raise UserError(f"{path}: the judge is unusable: {e}; retrain it with "
                         f"`{_judge_command(cfg.train_dir, cfg.image_size)}`") from None
     flat = {"step": step, "judge_fid": m["judge_fid"],
-            **{f"acc_{k}": v for k, v in m["accuracy"].items() if isinstance(v, float)}}
+            **{f"acc_{k}": v for k, v in m.get("accuracy", {}).items() if isinstance(v, float)}}
     if m["diversity"]["ratio"] is not None:  # None: no two real images share a label
         flat["diversity"] = m["diversity"]["ratio"]
     append_line(ckpt_dir / "metrics.jsonl",
                 json.dumps({"step": step, "checkpoint": None, "metrics": m, "during_training": True,
-                            "judge": str(training_judge_path(cfg)), "judge_key": judge_key(judge),
-                            "judge_heldout_accuracy": (judge_info or {}).get("heldout_accuracy")}))
+                            "judge": str(judge_info["path"]), "judge_key": judge_key(judge),
+                            "judge_heldout_accuracy": judge_info["heldout_accuracy"],
+                            "settings": {**TRAINING_EVAL, "seed": seed, "ema": cfg.ema}}))
     history = checkpoint.read_jsonl(ckpt_dir / "metrics_flat.jsonl") + [flat]
     append_line(ckpt_dir / "metrics_flat.jsonl", json.dumps(flat))
     render.plot_curves(history, [k for k in flat if k.startswith("acc_") or k == "diversity"],
                        ckpt_dir / "metrics.png",
-                       title="label accuracy (judge) and diversity in z (1 = as varied as the data)")
+                       title=("label accuracy (judge) and " if "accuracy" in m else "")
+                       + "diversity in z (1 = as varied as the data)")
     if tb is not None:
         for k, v in flat.items():
             if k != "step":
@@ -399,6 +419,10 @@ def check_eval(cfg: EvalConfig, device) -> Checked:
     data = open_packed(root, tcfg.image_size)
     if data.schema != schema:
         raise UserError(f"{root} has other labels than {path} was trained on; pass the right folder with -t")
+    fids = [m for m in ("judge-fid", "intra-fid", "fid") if m in cfg.metrics]
+    if fids and len(data) < 2:  # (a set of one picture repeated is found once images are read)
+        raise UserError(f"{root}: FID needs at least 2 real images, this data set has {len(data)}; add images "
+                        f"and run `anime-gan prepare` again, or choose --metrics without {' '.join(fids)}")
     scored = [m for m in ("accuracy", "intra-fid") if m in cfg.metrics]
     if scored and schema is not None and not PRESETS[tcfg.model].conditional:
         raise UserError(f"{path}: --model {tcfg.model} draws without labels, so {' and '.join(scored)} "

@@ -121,6 +121,7 @@ def real_stats(data: Packed, extractor, name: str, key: str, per_class: bool = F
     (intra-class FID).  `key` names what the features depend on (the extractor's weights); with
     the packed cache's size and mtime it decides whether the file is stale. `desc`: a progress bar
     so named while they are computed (not when read from the cache)."""
+    check_real_images(data)
     size = data.images.shape[-1]
     st = cache_paths(data.root, size)[0].stat()
     full_key = f"{key}|{st.st_size}|{st.st_mtime_ns}|{'classes' if per_class else 'all'}"
@@ -140,9 +141,6 @@ def real_stats(data: Packed, extractor, name: str, key: str, per_class: bool = F
             idx = torch.from_numpy(classes[g.name][start:start + len(feats)])
             for ci in idx.unique().tolist():
                 per.setdefault(f"{g.name}/{g.classes[ci]}", StatsAccumulator()).add(feats[idx == ci])
-    if total.n < 2:
-        raise UserError(f"{data.root}: FID needs at least 2 real images, this data set has {total.n}; "
-                        f"add images and re-run prepare, or leave FID out with --metrics accuracy diversity")
     out = {"all": total.stats()}
     _check_spread(out["all"], data)
     for g in groups:  # in the schema's order, as before
@@ -153,16 +151,25 @@ def real_stats(data: Packed, extractor, name: str, key: str, per_class: bool = F
     return out
 
 
-def _check_spread(s: Stats, data: Packed) -> None:
-    """Features of the real images without variance (the trace of their covariance is round-off
-    beside their size) would make every G score a FID of 0, a believable perfect score. The
-    network is at fault, unless every image is the same."""
-    if float(np.trace(s.cov)) > 1e-12 * max(1.0, float(s.mean @ s.mean)):
-        return
+def check_real_images(data: Packed, fix: str = "add varied images and run `anime-gan prepare` again") -> None:
+    """A FID needs real images that differ; checked before any fake is drawn. Reads images only
+    until two differ, which is at once for any real data set."""
+    if len(data) < 2:
+        raise UserError(f"{data.root}: FID needs at least 2 real images, this data set has {len(data)}; {fix}")
     first = np.asarray(data.images[0])
     if all(np.array_equal(first, data.images[i]) for i in range(1, len(data))):
         raise UserError(f"{data.root}: its {len(data)} images are all the same picture, so a FID has nothing "
-                        f"to compare; add varied images and run `anime-gan prepare` again")
+                        f"to compare; {fix}")
+
+
+def _check_spread(s: Stats, data: Packed) -> None:
+    """Features of the real images without variance (the trace of their covariance is round-off
+    beside their size) would make every G score a FID of 0, a believable perfect score. The images
+    differ (check_real_images), so the network is at fault. Relative to the features' size: a
+    network whose features are all small but differ is not refused."""
+    trace = float(np.trace(s.cov))
+    if trace > 0 and trace > 1e-12 * float(s.mean @ s.mean):
+        return
     raise BadFeatures(f"every real image of {data.root} gets the same features, so a FID could not "
                       f"tell any two sets of images apart")
 
@@ -185,9 +192,18 @@ def _read(path: Path, key: str) -> dict[str, Stats] | None:
             if str(z["key"]) != key:
                 return None
             names = [str(n) for n in z["names"]]
-            return {n: Stats(z[f"mean{i}"], z[f"cov{i}"], int(z[f"n{i}"])) for i, n in enumerate(names)}
+            stats = {n: Stats(z[f"mean{i}"], z[f"cov{i}"], int(z[f"n{i}"])) for i, n in enumerate(names)}
     except Exception:  # EOFError, BadZipFile, NotImplementedError...: a damaged cache is recomputed
         return None
+    return stats if "all" in stats and all(_well_formed(s) for s in stats.values()) else None
+
+
+def _well_formed(s: Stats) -> bool:
+    """What `stats` computes: (F,) and (F, F) float arrays of finite numbers, from 2 or more images
+    (a cache file edited or damaged in place is computed again, not trusted)."""
+    return (s.mean.ndim == 1 and s.cov.shape == (len(s.mean), len(s.mean)) and s.n >= 2
+            and s.mean.dtype.kind == "f" and s.cov.dtype.kind == "f"
+            and bool(np.isfinite(s.mean).all() and np.isfinite(s.cov).all()))
 
 
 def _write(path: Path, key: str, stats: dict[str, Stats]) -> None:

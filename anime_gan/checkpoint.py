@@ -15,7 +15,6 @@ import math
 import os
 import re
 import shlex
-import sys
 import uuid
 import warnings
 from dataclasses import asdict, dataclass
@@ -65,8 +64,15 @@ def load(path, kind: str) -> dict:
             ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # weights-only refusals, truncation and zip errors all land here
         raise UserError(f"{path}: {load_failure(str(e))}; {_damaged_fix(path)}") from None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT or ckpt.get("kind") != kind:
-        expected = {"generator": "G_<step>.ckpt", "trainer": "D_<step>.ckpt", "judge": "judge_<size>.pt"}
+    expected = {"generator": "G_<step>.ckpt", "trainer": "D_<step>.ckpt", "judge": "judge_<size>.pt"}
+    found = ckpt.get("format") if isinstance(ckpt, dict) else None
+    if isinstance(found, str) and found.startswith("anime-gan/") and found != FORMAT:
+        raise UserError(f"{path}: written by another version of anime-gan (format {found[:40]!r}; this one reads "
+                        f"{FORMAT!r}); use the version that wrote it, or upgrade anime-gan")
+    if found == FORMAT and ckpt.get("kind") in expected and ckpt.get("kind") != kind:
+        raise UserError(f"{path}: is a {ckpt['kind']} checkpoint ({expected[ckpt['kind']]}), not a {kind} one; "
+                        f"pass the {expected.get(kind, kind)} file" + (" (or its run folder)" if kind == "generator" else ""))
+    if not isinstance(ckpt, dict) or found != FORMAT or ckpt.get("kind") != kind:
         raise UserError(f"{path}: not an anime-gan {kind} checkpoint "
                         f"({expected.get(kind, kind)} expected)")
     if kind == "generator":
@@ -94,7 +100,7 @@ def _check_generator_body(path: Path, ckpt: dict) -> None:
         model = ModelConfig(**fields_of(ModelConfig, ckpt["model"]))
         unknown = set(ckpt["model"]) - set(asdict(model))
         if unknown:
-            raise ValueError(f"unknown model settings {sorted(unknown)}")
+            raise ValueError(f"unknown model settings {sorted(unknown)}: from a newer anime-gan?")
         if (cfg.z_dim, cfg.image_size, cfg.nf, cfg.d_nf) != (model.z_dim, model.image_size, model.nf, model.d_nf):
             raise ValueError("its training and model settings disagree")
         if cfg.embed not in EMBEDS:  # (cond_dim below would blame a --embed flag, not this file)
@@ -148,16 +154,17 @@ def _did_you_mean(p: Path, otherwise: str) -> str:
     return f"did you mean {guess}?" if not p.is_absolute() and guess.is_dir() else otherwise
 
 
-def only_run(model_dir) -> str:
+def only_run(model_dir, notes: list) -> str:
     """`model_dir`, or the one run inside it when it is a folder of runs holding exactly one (so
-    `anime-gan test` after a single `anime-gan train` needs no -d); said on stderr."""
+    `anime-gan test` after a single `anime-gan train` needs no -d); the note that says so goes to
+    `notes`, for the caller to print once its checks passed (a refusal is one line)."""
     p = Path(model_dir)
     if not p.is_dir() or steps(p):
         return str(model_dir)
     runs = [d for d in p.iterdir() if d.is_dir() and steps(d)]
     if len(runs) != 1:
         return str(model_dir)  # none or several: generator_path says which there are
-    print(f"note: using {runs[0]}, the only run in {p} (-d picks another)", file=sys.stderr)
+    notes.append(f"note: using {runs[0]}, the only run in {p} (-d picks another)")
     return str(runs[0])
 
 
@@ -191,7 +198,8 @@ def load_generator(model_dir, device="cpu", ema: bool = True, ckpt: dict | None 
     if Path(ckpt.get("data_path") or "/nonexistent").is_dir():
         cfg.train_dir = ckpt["data_path"]  # where it was trained, whichever folder we are run from now
     if cfg.model not in PRESETS:
-        raise UserError(f"{path}: made with model '{cfg.model}', which this version does not know")
+        raise UserError(f"{path}: made with model {cfg.model!r}, which this version does not know; use the "
+                        f"anime-gan version that wrote it")
     m = dict(ckpt["model"])
     m["class_sizes"] = tuple(m.get("class_sizes", ()))
     state = ckpt["G_ema"] if ema and ckpt.get("G_ema") is not None else ckpt["G"]
@@ -507,6 +515,12 @@ def _restore_streams(path: Path, d: dict, state: TrainState, saved: TrainConfig,
             state.scaler.load_state_dict(d["scaler"])
         else:
             log(f"note: {path.name} was trained in {saved.precision}, so fp16 starts with a fresh loss scale")
+    before, now = d.get("world_size", 1), dist.world_size if dist is not None else 1
+    if before != now:  # the global batch changes with it, and the random streams cannot all carry over
+        log(f"note: {path.name} was trained by {before} process{'es' * (before != 1)} (batch {saved.batch_size} x {before} = "
+            f"{saved.batch_size * before} global); this run has {now} (batch {cfg.batch_size} x {now} = "
+            f"{cfg.batch_size * now} global), so it "
+            + ("continues rank 0's random streams" if now == 1 else "draws anew from --seed and the step"))
     if dist is not None and dist.world_size > 1:
         if d.get("world_size") != dist.world_size or "other_ranks" not in d:
             # other ranks' draws were not saved for this many processes: each draws anew, deterministically

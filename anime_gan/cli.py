@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 from . import __version__
-from .config import IMAGE_SIZES, PrepareConfig, TestConfig, TrainConfig
+from .config import IMAGE_SIZES, MAX_STEPS, PrepareConfig, TestConfig, TrainConfig
 from .errors import UserError, out_of_memory
 
 TEST_TYPES = ("fix_noise", "fix_hair_eye", "change_hair", "change_eye", "interpolate", "pairs", "grid",
@@ -147,7 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--z-dim", type=int, default=d.z_dim, help=f"noise size (default {d.z_dim})")
     p.add_argument("--image-size", type=int, default=d.image_size, choices=IMAGE_SIZES,
                    help=f"resolution (default {d.image_size})")
-    p.add_argument("-d", "--device", default=d.device, help="cuda, cpu or auto (default: cuda if available)")
+    p.add_argument("-d", "--device", default=d.device, help="cuda, cuda:N, cpu or auto (default: cuda if available)")
     p.add_argument("-i", "--iterations", type=int, default=d.iterations,
                    help=f"generator steps to train to (default {d.iterations})")
     p.add_argument("-b", "--batch_size", "--batch-size", type=int, default=d.batch_size,
@@ -210,9 +210,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="GPU: ask for deterministic cuDNN/cuBLAS kernels and skip cuDNN autotuning, so a seed "
                         "repeats bit for bit (slower; CPU runs repeat already at a fixed thread count)")
     p.add_argument("--data-on-device", default=d.data_on_device, choices=("auto", "on", "off"),
-                   help=f"copy the packed data set to the training device once (auto: if it fits; "
-                        f"default {d.data_on_device})")
-    p.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm across processes under torchrun")
+                   help=f"copy the packed data set to the training device (GPU memory, or RAM on the CPU) "
+                        f"once, instead of reading batches from the memory-mapped cache (auto: if it takes "
+                        f"under half the free memory; default {d.data_on_device})")
+    p.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm across GPU processes under torchrun (NCCL; not on the CPU)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or messages")
     _dry_run(p)
 
@@ -220,8 +221,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = _sub(sub, "test", "draw grids and GIFs from a trained generator",
              "Sample from a trained G (the latest checkpoint of a run folder, or a checkpoint file). "
              "The model and its colour names come from the checkpoint. Prints the paths written. The "
-             "hair/eye types need a model trained on hair and eye colours; samples, interpolate, "
-             "conditions and progress work with any.\n\n"
+             "hair/eye types need a model trained on hair and eye colours; samples, interpolate "
+             "and progress work with any, conditions with any conditional one.\n\n"
              "types:\n"
              "  fix_noise     one noise vector, every hair x eye combination -> fix_noise.png\n"
              "  fix_hair_eye  --hair/--eye fixed, 64 noise vectors -> <hair>_hair_<eye>_eyes.png\n"
@@ -258,11 +259,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--to-eye", help="interpolate: end eye colour (default: as --to-hair)")
     p.add_argument("--hair-rgb", help="any hair colour as '#rrggbb' or 'r,g,b' in 0-255 (--embed rgb models)")
     p.add_argument("--eye-rgb", help="any eye colour as '#rrggbb' or 'r,g,b' in 0-255 (--embed rgb models)")
-    p.add_argument("--pairs", nargs="+", default=[], metavar="TAGS", help="pairs: rows such as 'blue hair red eyes'")
+    p.add_argument("--pairs", nargs="+", default=[], metavar="TAGS", help="pairs: rows such as 'blue hair red eyes' (default: seed 000's five pairs)")
     p.add_argument("--conditions", metavar="FILE.json", help="a JSON list of label lists (seed 003's test.json)")
     p.add_argument("-n", type=int, default=t.n, help=f"change_hair/change_eye/samples: rows; pairs: columns (default {t.n}, at most 64)")
-    p.add_argument("--steps", type=int, default=t.steps, help=f"interpolate: number of steps (default {t.steps})")
-    p.add_argument("--seed", type=int, default=t.seed, help="noise seed (default 0)")
+    p.add_argument("--steps", type=int, default=t.steps, help=f"interpolate: number of steps, 2 to {MAX_STEPS} (default {t.steps})")
+    p.add_argument("--seed", type=int, default=t.seed,
+                   help="seed of the noise and of any colour picked at random, 0 to 2**31-1 (default 0)")
     p.add_argument("--ema", action=argparse.BooleanOptionalAction, default=t.ema,
                    help="sample from the EMA weights when the checkpoint has them (default on)")
     p.add_argument("--captions", action=argparse.BooleanOptionalAction, default=t.captions,

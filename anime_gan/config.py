@@ -29,6 +29,7 @@ class PrepareConfig:
     quiet: bool = False
 
 
+MAX_N, MAX_STEPS = 64, 256  # `test`: a grid of 64 rows or a 256-frame GIF is already more than a screen
 MAX_SEED = 2**31 - 1  # seeds are scaled and offset (seed * 1000 + rank, ...) inside 64-bit generators
 MAX_SYNTHETIC = 1_000_000  # built-in faces (~12 GB of PNGs); more is a typo, not a data set
 # Beyond these a run is a typo: the nets (--nf 1024 is ~1.5G parameters at 64 px), the noise or one

@@ -181,22 +181,31 @@ def new_staging(folder) -> Path:
     if old.is_dir() and not folder.exists():  # killed between swap_in's two renames: the earlier one comes back
         os.replace(old, folder)
     for leftover in (staging, old):
-        shutil.rmtree(leftover, ignore_errors=True)
+        _remove(leftover)
     staging.mkdir(parents=True)
     return staging
+
+
+def _remove(path: Path) -> None:
+    """Whatever is at `path`: a folder (with what is in it), or a file or link (a link to a folder
+    goes, not what it points to). rmtree alone leaves a link in place, and the next swap then fails."""
+    if path.is_symlink() or (path.exists() and not path.is_dir()):
+        path.unlink(missing_ok=True)
+    else:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def swap_in(staging: Path, folder) -> None:
     """`staging` becomes `folder` (the old one moves aside first, then goes)."""
     folder = Path(folder)
     old = _staging_names(folder)[1]
-    if folder.exists():
+    if folder.exists() or folder.is_symlink():
         os.replace(folder, old)
     os.replace(staging, folder)
     try:
-        shutil.rmtree(old, ignore_errors=True)
+        _remove(old)
     except BaseException:  # a Ctrl-C mid-removal: the swap is done, so finish tidying, then stop
-        shutil.rmtree(old, ignore_errors=True)
+        _remove(old)
         raise
 
 
@@ -211,14 +220,15 @@ class Landing:
         self._folders: list[tuple[Path, Path]] = []
 
     def file(self, final) -> Path:
-        final = Path(final)
-        staged = final.with_name(f".{final.stem}.landing{final.suffix}")  # (the suffix says the format)
+        final = _followed(Path(final))
+        staged = final.with_name(f".{final.stem}{LANDING}{final.suffix}")  # (the suffix says the format)
         self._files.append((staged, final))
         return staged
 
     def folder(self, final) -> Path:
+        final = _followed(Path(final))
         staging = new_staging(final)
-        self._folders.append((staging, Path(final)))
+        self._folders.append((staging, final))
         return staging
 
     def __enter__(self) -> "Landing":
@@ -226,15 +236,37 @@ class Landing:
 
     def __exit__(self, kind, error, traceback) -> None:
         if kind is None:
-            for staged, final in self._files:
-                os.replace(staged, final)
+            # Folders first: a swap can fail (a folder in the way turned read-only), and then no
+            # file has landed yet either. A file rename in its own folder does not fail that way.
             for staging, final in self._folders:
                 swap_in(staging, final)
+            for staged, final in self._files:
+                if final.exists():  # a mode the user gave the old file (chmod 640) stays
+                    os.chmod(staged, stat.S_IMODE(final.stat().st_mode))
+                os.replace(staged, final)
             return
         for staged, _ in self._files:
             staged.unlink(missing_ok=True)
         for staging, _ in self._folders:
             shutil.rmtree(staging, ignore_errors=True)
+
+
+LANDING = ".landing"
+
+
+def _followed(path: Path) -> Path:
+    """An output that is a link lands where the link points (the link stays), as a plain write to
+    it would; renaming over the link itself would replace it."""
+    return path.resolve() if path.is_symlink() else path
+
+
+def landed_name(path) -> Path:
+    """The output a Landing's staged file stands for (`.grid.landing.png` -> `grid.png`), so that
+    a message about a failed write names the file the user asked for."""
+    path = Path(path)
+    if path.name.startswith(".") and path.stem.endswith(LANDING):
+        return path.with_name(path.stem[1:-len(LANDING)] + path.suffix)
+    return path
 
 
 def _staging_names(folder: Path) -> tuple[Path, Path]:

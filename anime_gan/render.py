@@ -19,7 +19,7 @@ from matplotlib.figure import Figure
 from PIL import Image, ImageDraw, ImageFont
 
 from anime_gan.errors import UserError
-from anime_gan.files import replace_atomically
+from anime_gan.files import landed_name, replace_atomically
 
 TEXT_COLOUR = (0, 0, 0)
 MARGIN_COLOUR = (255, 255, 255)
@@ -252,10 +252,10 @@ def _atomic_write(path, write: Callable[[BinaryIO], object]) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         replace_atomically(path, write)
     except IsADirectoryError:
-        raise UserError(f"{path}: is a folder, so the file cannot be written; move or delete that "
+        raise UserError(f"{landed_name(path)}: is a folder, so the file cannot be written; move or delete that "
                         f"folder, or choose another output folder") from None
     except OSError as e:  # a full disk or a folder that turned read-only
-        raise UserError(f"{path}: could not be written ({e.strerror or e}); free space on that disk "
+        raise UserError(f"{landed_name(path)}: could not be written ({e.strerror or e}); free space on that disk "
                         f"or choose another output folder") from None
     return path
 

@@ -23,7 +23,7 @@ from PIL import Image
 
 from . import render
 from .checkpoint import check_sample_folder, generator_path, load, load_generator, only_run, steps
-from .config import TestConfig, TrainConfig, check_device, check_seed
+from .config import MAX_N, MAX_STEPS, TestConfig, TrainConfig, check_device, check_seed
 from .distributed import pick_device
 from .errors import UserError
 from .files import (Landing, no_file_in_the_way, outermost_missing, removed_on_failure, writable_file,
@@ -42,13 +42,16 @@ COLOUR_FLAGS = ("hair", "eye", "to_hair", "to_eye", "hair_rgb", "eye_rgb")
 DRAWING = {"seed", "ema", "device", "captions", "individual"}
 # The types that draw from any model: unconditional, or labelled with other groups than hair and eye.
 ANY_MODEL = ("samples", "interpolate", "conditions", "progress")
-MAX_N, MAX_STEPS = 64, 256  # a grid of 64 rows or a 256-frame GIF is already more than a screen
 MAX_FRAMES = MAX_STEPS  # progress.gif: a snapshot is ~10 MB in memory, and a long run keeps thousands
 GRID_NAMES = {"change_hair": "change_hair_color", "change_eye": "change_eye_color"}  # as seed 001; else the type
 MAX_CONDITIONS = 1024  # captioned, one row each: a 1024-row PNG is already about 70k pixels tall
 FRAME_MS = 250
 _STEP_FILE = re.compile(r"^fake_step_(\d+)\.png$")
-_INDIVIDUAL_FILE = re.compile(r"^\d{3,}( .*)?\.png$")  # what --individual writes: "007 blue hair red eyes.png"
+# What --individual writes ("007 blue hair red eyes.png") is listed in this file beside it, so that the
+# next run replaces those and keeps the user's own, whatever their names; folders written before
+# the list existed fall back to the pattern.
+_INDIVIDUAL_LIST = ".anime-gan-individual.json"
+_INDIVIDUAL_FILE = re.compile(r"^\d{3,}( .*)?\.png$")
 
 
 @dataclass
@@ -123,7 +126,8 @@ def with_sample_dir(cfg: TestConfig) -> tuple[TestConfig, tuple[Path, dict] | No
 def check_test(cfg: TestConfig) -> tuple[TestConfig, str, Model | None]:
     """Every check of `cfg` against its checkpoint (also run by --dry-run): (cfg with its sample
     folder, the test type, the loaded model; None for -t progress, which reads snapshots)."""
-    cfg, loaded = with_sample_dir(replace(cfg, model_dir=only_run(cfg.model_dir)))
+    notes = []
+    cfg, loaded = with_sample_dir(replace(cfg, model_dir=only_run(cfg.model_dir, notes)))
     no_file_in_the_way(cfg.sample_dir, "choose another folder with -s")
     kind = validate_test(cfg)
     model = None
@@ -133,6 +137,8 @@ def check_test(cfg: TestConfig) -> tuple[TestConfig, str, Model | None]:
         model = _load(cfg, loaded)
         _check_inputs(cfg, kind, model)
     _check_outputs(cfg, kind, model, make=False)
+    for note in notes:
+        print(note, file=sys.stderr)
     return cfg, kind, model
 
 
@@ -373,13 +379,28 @@ def _save(cfg: TestConfig, images: torch.Tensor, name: str, nrow: int, rows=None
 def _save_individual(folder: Path, staging: Path, images: torch.Tensor, names) -> None:
     """Every image as its own PNG in `staging`, which then replaces `folder` whole (files of the
     user's own in there stay)."""
+    ours = _written_before(folder)
     for entry in folder.iterdir() if folder.is_dir() else []:
-        if not _INDIVIDUAL_FILE.match(entry.name):  # copied, not moved: the old folder stays whole
+        if not ours(entry.name) and entry.name != _INDIVIDUAL_LIST:  # copied, not moved: the old folder stays whole
             _copy(entry, staging / entry.name)
     digits = max(3, len(str(len(images) - 1)))  # 0999 before 1000 in a file listing
+    written = []
     for i, image in enumerate(images):
         label = f" {_filename(names[i])}" if names else ""
-        render.save_grid(image[None], staging / f"{i:0{digits}d}{label}.png", nrow=1, padding=0)
+        written.append(f"{i:0{digits}d}{label}.png")
+        render.save_grid(image[None], staging / written[-1], nrow=1, padding=0)
+    (staging / _INDIVIDUAL_LIST).write_text(json.dumps(written))
+
+
+def _written_before(folder: Path):
+    """A test of a name in `folder`: True for the images an earlier --individual run wrote there."""
+    try:
+        listed = json.loads((folder / _INDIVIDUAL_LIST).read_text())
+        if isinstance(listed, list) and all(isinstance(n, str) for n in listed):
+            return set(listed).__contains__
+    except (OSError, ValueError):  # no list (an older run's folder) or a damaged one
+        pass
+    return lambda name: bool(_INDIVIDUAL_FILE.match(name))
 
 
 def _copy(src: Path, dst: Path) -> None:

@@ -242,6 +242,14 @@ def note_unused_flags(cfg: TrainConfig, device: torch.device, world_size: int, l
                 log(f"note: --{flag.replace('_', '-')} sets D's side; --model cvae has no D: ignored")
     if set_here("beta") and preset.optimizer == "rmsprop":
         log(f"note: --beta sets Adam's beta1; --model {cfg.model} trains with RMSprop: ignored")
+    if set_here("lr") and cfg.glr and (cfg.dlr or preset.loss == "vae"):
+        log("note: --lr sets both nets' learning rate; --glr and --dlr set each: --lr ignored")
+    if set_here("deterministic") and device.type != "cuda":
+        log("note: --deterministic asks for deterministic GPU kernels; CPU runs repeat at a fixed thread count "
+            "already: ignored")
+    if set_here("synthetic_size") and visible_entries(Path(cfg.train_dir)):
+        log(f"note: --synthetic-size sets how many built-in faces an empty data folder gets; {cfg.train_dir} "
+            f"is not empty: ignored")
 
 
 def train(cfg: TrainConfig) -> Path | None:

@@ -3,7 +3,7 @@
     python bench/profile_step.py --model cgan -b 256 -d cuda --precision bf16 --channels-last
     python bench/profile_step.py --model cgan -b 256 -d cuda --cuda-graph
 
-Runs `anime-gan train` twice under torch.profiler, for SHORT and LONG steps, and reports the
+Runs `anime-gan train` three times under torch.profiler (a warm-up run, then SHORT and LONG steps), and reports the
 difference divided by LONG - SHORT, so setup costs cancel out.  On a GPU, if the device is busy for
 much less than the wall time of a step, the step is bound by launch/host overhead (CUDA graphs
 help); if it is busy for nearly all of it, the kernels themselves are the cost (bf16, fusion and

@@ -184,18 +184,19 @@ def seed001_loop(args, data: Path) -> list[float]:
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="acgan-dcgan", choices=COMPARABLE)
-    p.add_argument("-b", "--batch-size", type=int, default=64)
-    p.add_argument("-d", "--device", default="cpu", help="cpu, cuda, cuda:N or auto")
-    p.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"))
-    p.add_argument("--nf", type=int, default=64)
-    p.add_argument("--channels-last", action="store_true")
-    p.add_argument("--compile", action="store_true")
+    p.add_argument("--model", default="acgan-dcgan", choices=COMPARABLE, help="(default acgan-dcgan)")
+    p.add_argument("-b", "--batch-size", type=int, default=64, help="(default 64)")
+    p.add_argument("-d", "--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
+    p.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"),
+                   help="the fast path's; the seed loop is always fp32 (default fp32)")
+    p.add_argument("--nf", type=int, default=64, help="network width (default 64)")
+    p.add_argument("--channels-last", action="store_true", help="the fast path in channels_last memory format")
+    p.add_argument("--compile", action="store_true", help="the fast path with torch.compile")
     p.add_argument("--cuda-graph", action="store_true", help="record the step as a CUDA graph (GPU only)")
-    p.add_argument("--window", type=int, default=10, help="steps per timing window")
-    p.add_argument("--warmup", type=int, default=1, help="windows discarded as warm-up")
-    p.add_argument("--windows", type=int, default=3, help="windows measured (median reported)")
-    p.add_argument("--images", type=int, default=2000, help="built-in faces to train on")
+    p.add_argument("--window", type=int, default=10, help="steps per timing window (default 10)")
+    p.add_argument("--warmup", type=int, default=1, help="windows discarded as warm-up (default 1)")
+    p.add_argument("--windows", type=int, default=3, help="windows measured; the median is reported (default 3)")
+    p.add_argument("--images", type=int, default=2000, help="built-in faces to train on (default 2000)")
     p.add_argument("--workers", type=int, default=0,
                    help="decode the seed-001 loop's batches in N worker processes (default 0: in the main "
                         "process, as seed 001 does; more is kinder to the seed than seed 001 was)")

@@ -447,6 +447,15 @@ def test_batches_yield_images_in_range_with_their_labels(packed_set):
         assert torch.equal(y.sum(1), torch.full((16,), 2.0))
 
 
+def test_data_on_device_auto_copies_to_ram_only_when_it_fits(packed_set, monkeypatch):
+    """On the CPU, auto copied the whole cache into RAM whatever its size (the help says "if it fits")."""
+    from anime_gan.data import dataset
+    size = packed_set.images.nbytes
+    for free, copied in ((size // 2, False), (size * 3, True), (None, True)):  # None: unknown, as before
+        monkeypatch.setattr(dataset, "free_memory", lambda device: free)
+        assert Batches(packed_set, 8, "cpu", torch.Generator(), on_device="auto").on_device is copied, free
+
+
 def test_batches_are_seeded_and_memmap_path_matches_device_path(packed_set):
     def draw_batches(mode, seed=3, flip=True):
         b = Batches(packed_set, 24, "cpu", torch.Generator().manual_seed(seed), on_device=mode, flip=flip)
@@ -961,9 +970,14 @@ def test_prepare_waits_for_another_process_preparing_the_same_folder(cli, tmp_pa
     from anime_gan.files import take_lock
     src = write_tags_csv(tmp_path / "src", PAIRS[:3])
     lock = take_lock(tmp_path / ".out.prepare.lock")
-    threading.Timer(1.0, lock.release).start()
+    threading.Timer(2.0, lock.release).start()
     rc, _, err = cli("prepare", src, "-o", tmp_path / "out", "-q")
     assert rc == 0 and "waiting for another process" in err and len(open_packed(tmp_path / "out", 64)) == 3
+    # held for a moment only (torchrun's other ranks reading the labels): waited for without a word
+    lock = take_lock(tmp_path / ".out.prepare.lock")
+    threading.Timer(0.2, lock.release).start()
+    rc, _, err = cli("prepare", src, "-o", tmp_path / "out", "-q")
+    assert rc == 0 and "waiting" not in err and len(open_packed(tmp_path / "out", 64)) == 3
 
 
 def _loaded(root, lines):

@@ -32,7 +32,7 @@ def _two_cpu_ranks(tmp_path, model: str, steps: int, check: int | None = None) -
     return cmd, {**os.environ, "OMP_NUM_THREADS": "1"}, data
 
 
-def test_torchrun_two_cpu_ranks(tmp_path):
+def test_torchrun_two_cpu_ranks(tmp_path, capsys):
     cmd, env, data = _two_cpu_ranks(tmp_path, "wgan-gp", 4, check=2)
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -64,10 +64,13 @@ def test_torchrun_two_cpu_ranks(tmp_path):
     # Unwrapped state_dicts: the checkpoint loads and resumes in a single process.
     G, *_ = checkpoint.load_generator(run)
     assert G(torch.randn(1, 100), torch.zeros(1, 22)).shape == (1, 3, 32, 32)
+    capsys.readouterr()
     assert main(["train", "-t", str(data), "-s", str(tmp_path / "s"), "-c", str(tmp_path / "c"), "--name", "r",
                  "--model", "wgan-gp", "--nf", "8", "-b", "4", "--image-size", "32", "-i", "5", "--check", "5",
-                 "--resume", "-q"]) == 0
+                 "--resume"]) == 0
     assert checkpoint.resumable_steps(run) == [4, 5]
+    assert ("note: G_4.ckpt was trained by 2 processes (batch 4 x 2 = 8 global); this run has 1 (batch 4 x 1 "
+            "= 4 global), so it continues rank 0's random streams") in capsys.readouterr().err
 
 
 def _sync_worker(rank, world, store, same, results):

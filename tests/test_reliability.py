@@ -3,6 +3,7 @@ import json
 import os
 import random
 import signal
+import shutil
 import subprocess
 import sys
 import time
@@ -13,6 +14,7 @@ import torch
 
 from anime_gan import checkpoint, files, losses
 from anime_gan.cli import main
+from conftest import one_line_error
 
 TRAIN = ["train", "--model", "cgan", "--nf", "8", "-b", "8", "--image-size", "32", "--log-every", "1",
          "--sample", "1000", "-q", "--name", "r"]
@@ -776,3 +778,27 @@ def test_the_free_space_asked_for_is_about_what_one_snapshot_takes(tmp_path, dat
         assert main([*args, "-c", str(tmp_path / f"c{code}"), "-s", str(tmp_path / f"s{code}")]) == code
         assert (code == 0) == ("MiB free" not in capsys.readouterr().err)
     monkeypatch.setattr(shutil, "disk_usage", real)
+
+
+def test_a_checkpoint_of_another_kind_or_version_says_which(tmp_path, data, cli):
+    """A D file (or one renamed G_99.ckpt) and a newer version's file were both "not an anime-gan
+    generator checkpoint", which reads as false; an unknown model gave no fix."""
+    base = [*TRAIN, "-t", data, "-s", tmp_path / "s", "-c", tmp_path / "c", "-i", "2", "--check", "2"]
+    assert cli(*base)[0] == 0
+    run = tmp_path / "c" / "r"
+    shutil.copy(run / "D_2.ckpt", tmp_path / "G_99.ckpt")
+    for d_file in (run / "D_2.ckpt", tmp_path / "G_99.ckpt"):
+        one_line_error(cli("test", "-d", d_file, "-t", "samples", "-s", tmp_path / "out"),
+                       f"{d_file}: is a trainer checkpoint (D_<step>.ckpt), not a generator one; pass the "
+                       f"G_<step>.ckpt file (or its run folder)")
+    g = torch.load(run / "G_2.ckpt", weights_only=True)
+    newer = tmp_path / "newer" / "G_2.ckpt"
+    newer.parent.mkdir()
+    torch.save(dict(g, format="anime-gan/2"), newer)
+    one_line_error(cli("test", "-d", newer, "-t", "samples", "-s", tmp_path / "out"),
+                   f"{newer}: written by another version of anime-gan (format 'anime-gan/2'; this one reads "
+                   f"'anime-gan/1'); use the version that wrote it, or upgrade anime-gan")
+    torch.save(dict(g, config=dict(g["config"], model="stylegan9")), newer)
+    one_line_error(cli("test", "-d", newer, "-t", "samples", "-s", tmp_path / "out"),
+                   "made with model 'stylegan9', which this version does not know; use the anime-gan version")
+    assert not (tmp_path / "out").exists()

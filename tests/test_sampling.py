@@ -1,8 +1,11 @@
 """`anime-gan test`: every type through the CLI on tiny trained models (grid sizes, captions, GIFs,
 determinism, errors)."""
 
+import errno
 import json
 import os
+import shutil
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -127,13 +130,17 @@ def test_interpolate_changes_only_the_colours_it_is_given_ends_for(models, tmp_p
     assert rc == 0 and all(f"--{flag} not given; picked" in err for flag in ("hair", "eye", "to-hair", "to-eye"))
 
 
-def test_a_folder_holding_one_run_names_it_and_one_holding_two_lists_them(models, tmp_path, capsys):
+def test_a_folder_holding_one_run_names_it_and_one_holding_two_lists_them(models, tmp_path, capsys, cli):
     import shutil
     runs = tmp_path / "checkpoints"
     shutil.copytree(models["onehot"], runs / "only")
     rc, paths, err = _test(capsys, runs, tmp_path / "out", "-t", "fix_noise")
     assert rc == 0 and paths == [str(tmp_path / "out" / "fix_noise.png")]
     assert f"note: using {runs / 'only'}, the only run in {runs} (-d picks another)" in err
+    # a refusal is its one line, without the note (which came first)
+    one_line_error(_test(capsys, runs, tmp_path / "out", "-t", "fix_hair_eye", "--hair", "bleu"), "bleu")
+    one_line_error(cli("eval", "-d", runs, "-t", tmp_path / "nope", "--metrics", "diversity"),
+                   f"{tmp_path / 'nope'}: no such data folder")
     shutil.copytree(models["onehot"], runs / "second")
     rc, _, err = _test(capsys, runs, tmp_path / "out", "-t", "fix_noise")
     assert rc == 2 and "no G_<step>.ckpt in this folder (runs inside: only, second)" in err
@@ -171,15 +178,63 @@ def test_checkpoint_file_and_no_ema(models, tmp_path, capsys):
 def test_individual_writes_every_image_in_a_subfolder(models, tmp_path, capsys):
     rc, paths, _ = _test(capsys, models["onehot"], tmp_path, "-t", "pairs", "-n", "3", "--individual",
                          "--pairs", "blue hair red eyes", "aqua hair, green eyes")
-    files = sorted(p.name for p in (tmp_path / "pairs").iterdir())
+    files = sorted(p.name for p in (tmp_path / "pairs").iterdir() if not p.name.startswith("."))
     assert rc == 0 and paths == [str(tmp_path / "pairs.png"), str(tmp_path / "pairs")]
     assert len(files) == 6 and files[0] == "000 blue hair red eyes.png" and files[5].endswith("aqua hair green eyes.png")
     assert Image.open(tmp_path / "pairs" / files[0]).size == (S, S)
     (tmp_path / "pairs" / "notes.txt").write_text("mine")
     rc, _, _ = _test(capsys, models["onehot"], tmp_path, "-t", "pairs", "-n", "1", "--individual",
                      "--pairs", "red hair red eyes")  # a smaller draw replaces the earlier one's images
-    assert rc == 0 and sorted(p.name for p in (tmp_path / "pairs").iterdir()) == ["000 red hair red eyes.png",
-                                                                                 "notes.txt"]
+    assert rc == 0 and sorted(p.name for p in (tmp_path / "pairs").iterdir()) == [
+        ".anime-gan-individual.json", "000 red hair red eyes.png", "notes.txt"]
+
+
+def test_individual_keeps_files_of_the_users_own_whatever_their_names(models, tmp_path, capsys):
+    """It deleted every PNG whose name began with three digits ("2024 holiday.png"); now only the
+    images the earlier run listed as its own go. A folder written before the list: the pattern."""
+    args = ["-t", "pairs", "-n", "2", "--individual", "--pairs", "blue hair red eyes"]
+    assert _test(capsys, models["onehot"], tmp_path, *args)[0] == 0
+    folder = tmp_path / "pairs"
+    for mine in ("2024 holiday.png", "999.png"):
+        shutil.copy(folder / "000 blue hair red eyes.png", folder / mine)
+    assert _test(capsys, models["onehot"], tmp_path, "-t", "pairs", "-n", "1", "--individual", "--pairs",
+                 "red hair red eyes")[0] == 0
+    assert sorted(p.name for p in folder.iterdir()) == [".anime-gan-individual.json", "000 red hair red eyes.png",
+                                                        "2024 holiday.png", "999.png"]
+    (folder / ".anime-gan-individual.json").unlink()  # as an older version left it
+    assert _test(capsys, models["onehot"], tmp_path, *args)[0] == 0
+    assert sorted(p.name for p in folder.iterdir()) == [".anime-gan-individual.json", "000 blue hair red eyes.png",
+                                                        "001 blue hair red eyes.png"]
+
+
+def test_outputs_that_are_links_land_where_they_point_and_keep_their_mode(models, tmp_path, capsys, monkeypatch):
+    """A linked --individual folder left a `.pairs.old` link that rmtree would not remove, and every
+    later run failed ("Not a directory") after replacing the grid. A chmod on a grid was lost."""
+    out, elsewhere = tmp_path / "out", tmp_path / "elsewhere"
+    out.mkdir()
+    (elsewhere / "pairs").mkdir(parents=True)
+    (elsewhere / "pairs" / "notes.txt").write_text("mine")
+    (out / "pairs").symlink_to(elsewhere / "pairs")
+    (out / "pairs.png").symlink_to(elsewhere / "grid.png")
+    args = ["-t", "pairs", "-n", "2", "--individual", "--pairs", "blue hair red eyes"]
+    for seed in ("0", "9"):
+        assert _test(capsys, models["onehot"], out, *args, "--seed", seed)[0] == 0
+        assert sorted(p.name for p in out.iterdir()) == ["pairs", "pairs.png"]
+        assert (out / "pairs").is_symlink() and (out / "pairs.png").is_symlink()
+        assert sorted(p.name for p in (elsewhere / "pairs").iterdir() if not p.name.startswith(".")) == [
+            "000 blue hair red eyes.png", "001 blue hair red eyes.png", "notes.txt"]
+        assert sorted(p.name for p in elsewhere.iterdir()) == ["grid.png", "pairs"]
+    os.chmod(elsewhere / "grid.png", 0o640)
+    assert _test(capsys, models["onehot"], out, *args, "--seed", "1")[0] == 0
+    assert stat.S_IMODE((elsewhere / "grid.png").stat().st_mode) == 0o640
+    # a failed write names the file asked for, not the hidden one it was staged in
+    def full_disk(path, write):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(render, "replace_atomically", full_disk)
+    rc, _, err = _test(capsys, models["onehot"], tmp_path / "full", "-t", "pairs", "-n", "1")
+    assert rc == 2 and err.strip().endswith(f"{tmp_path / 'full' / 'pairs.png'}: could not be written (No space "
+                                            f"left on device); free space on that disk or choose another output "
+                                            f"folder"), err
 
 
 def test_rgb_model_color_map_and_any_colour(models, tmp_path, capsys):
@@ -511,12 +566,12 @@ def test_individual_names_sort_past_999_and_a_refused_run_keeps_the_grid(models,
     spec = tmp_path / "c.json"
     spec.write_text(json.dumps([["red cube"]] * 1001))
     rc, _, _ = _test(capsys, models["multi"], tmp_path / "out", "--conditions", str(spec), "--individual", "--no-captions")
-    names = sorted(p.name for p in (tmp_path / "out" / "conditions").iterdir())
+    names = sorted(p.name for p in (tmp_path / "out" / "conditions").iterdir() if not p.name.startswith("."))
     assert rc == 0 and len(names) == 1001 and names[0] == "0000 red cube.png" and names[-1] == "1000 red cube.png"
     spec.write_text(json.dumps([["red cube"]] * 2))
     rc, _, _ = _test(capsys, models["multi"], tmp_path / "out", "--conditions", str(spec), "--individual")
     assert rc == 0 and sorted(p.name for p in (tmp_path / "out" / "conditions").iterdir()) == [
-        "000 red cube.png", "001 red cube.png"]  # every earlier image went, 1000 included
+        ".anime-gan-individual.json", "000 red cube.png", "001 red cube.png"]  # every earlier image went
     # a subfolder that cannot be written is refused before the grid beside it is replaced
     (tmp_path / "w").mkdir()
     (tmp_path / "w" / "fix_noise").write_text("not a folder")

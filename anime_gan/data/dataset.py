@@ -163,9 +163,10 @@ class Batches:
     def _decide(self, packed: Packed, mode: str) -> bool:
         if mode in ("on", "off"):
             return mode == "on"
-        if self.device.type != "cuda":
-            return True  # "device memory" is host memory: reading the memmap once is cheapest
-        return packed.images.nbytes < 0.5 * free_memory(self.device)
+        # On the CPU "device memory" is host memory: reading the memmap into it once is cheapest,
+        # when it fits (a 128px set of 100k images is 4.9 GB).
+        free = free_memory(self.device)
+        return free is None or packed.images.nbytes < 0.5 * free
 
     def __iter__(self):
         return self

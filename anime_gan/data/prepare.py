@@ -83,11 +83,7 @@ def preparing(root: Path, log):
     where = root.resolve()
     path = where.parent / f".{where.name}.prepare.lock"
     try:
-        try:
-            lock = take_lock(path)
-        except LockHeld as e:
-            log(f"waiting for another process (pid {e.pid or 'unknown'}) to finish preparing {root}")
-            lock = take_lock(path, wait=True)
+        lock = _lock_quietly_or_say_so(path, root, log)
     except OSError:  # a parent folder we may not write: prepare unguarded, as before
         lock = None
     try:
@@ -96,6 +92,21 @@ def preparing(root: Path, log):
         if lock is not None:
             with suppress(OSError):
                 lock.release()
+
+
+QUIET_WAIT_S = 1.0  # a peer that only reads the folder's labels (torchrun's other ranks) holds it for ms
+
+
+def _lock_quietly_or_say_so(path: Path, root: Path, log):
+    deadline = time.monotonic() + QUIET_WAIT_S
+    while True:
+        try:
+            return take_lock(path)
+        except LockHeld as e:
+            if time.monotonic() >= deadline:
+                log(f"waiting for another process (pid {e.pid or 'unknown'}) to finish preparing {root}")
+                return take_lock(path, wait=True)
+        time.sleep(0.05)
 
 
 def check_has_images(src: Source) -> None:

@@ -19,7 +19,7 @@ def add_eval_parsers(sub, make, dry_run) -> None:
              "aim for >= 0.98 per group. An empty data folder gets the built-in faces first.",
              ["anime-gan train-judge                             # ./data -> data/judge_64.pt",
               "anime-gan train-judge -t data/clevr --epochs 20 -d cuda",
-              "anime-gan train-judge -t data -o data/judge_wide.pt --width 16"])
+              "anime-gan train-judge -t data -o data/judge_wide.pt --width 64"])
     j = JudgeConfig()
     p.add_argument("-t", "--train_dir", "--train-dir", default=j.train_dir,
                    help=f"data folder (default {j.train_dir})")

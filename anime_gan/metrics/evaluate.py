@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -405,7 +406,8 @@ def check_eval(cfg: EvalConfig, device) -> Checked:
     """The checks that read no images, run first by `eval` and alone by `eval --dry-run`: every
     file is loaded (G, judge, Inception weights) and checked against the others."""
     validate_eval(cfg)
-    path = checkpoint.generator_path(checkpoint.only_run(cfg.model_dir))
+    notes = []
+    path = checkpoint.generator_path(checkpoint.only_run(cfg.model_dir, notes))
     writable_file(path.parent / "metrics.jsonl", _results_fix(path), append=True)
     if "fid" in cfg.metrics:  # a missing weights file should stop us before any slow work
         find_weights(cfg.inception_weights)
@@ -441,6 +443,8 @@ def check_eval(cfg: EvalConfig, device) -> Checked:
             cfg, root, path, schema, tcfg.image_size, device)
     if "fid" in cfg.metrics:  # last: hashing and building Inception take seconds
         checked.inception = load_inception(cfg.inception_weights, device)
+    for note in notes:
+        print(note, file=sys.stderr)
     return checked
 
 

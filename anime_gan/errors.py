@@ -13,6 +13,11 @@ class UserError(Exception):
     """
 
 
+class Diverged(UserError):
+    """Training produced NaN/inf (losses, or the fakes an evaluation drew); the message names the
+    step and what to try. Its weights are not worth a snapshot."""
+
+
 def out_of_memory(e: BaseException) -> bool:
     # torch.OutOfMemoryError on a GPU; a plain RuntimeError from the CPU allocator
     return (isinstance(e, MemoryError) or type(e).__name__ == "OutOfMemoryError"

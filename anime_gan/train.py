@@ -30,7 +30,7 @@ from .data.dataset import Batches, LabelSampler, open_packed
 from .data.formats import scan
 from .data.prepare import (PrepareConfig, cache_changes, cache_paths, ensure_cache, format_report, prepare,
                            preparing)
-from .errors import UserError, out_of_memory
+from .errors import Diverged, UserError, out_of_memory
 from .files import append_line, removed_on_failure, visible_entries, writable_folder, write_text_atomically
 from .labels import Schema, anime_schema, cond_dim, condition_encoder
 from .metrics.evaluate import (evaluate_during_training, load_training_judge, training_metrics,
@@ -46,10 +46,6 @@ STOP_AGREEMENT_EVERY = 10
 # What a resume does not take from its snapshot when left out: where this session runs and writes.
 SESSION_SETTINGS = ("device", "name", "resume", "checkpoint_dir", "quiet", "typed", "precision",
                     "compile", "cuda_graph", "deterministic", "channels_last", "data_on_device", "sync_bn")
-
-
-class Diverged(UserError):
-    """A loss became NaN/inf; the message names the step and the last good checkpoint."""
 
 
 def check_data_folder(cfg: TrainConfig) -> None:
@@ -446,8 +442,14 @@ def train(cfg: TrainConfig) -> Path | None:
                                    sample_dir / f"fake_step_{step}.png", tb, step)
                     _plot(records, ckpt_dir, aux is not None)
                 if judge is not None and (step % cfg.eval_every == 0 or step == cfg.iterations):
-                    evaluate_during_training(G_ema or G, cfg, schema, judge, data, device, step, ckpt_dir, tb,
-                                             judge_info)
+                    try:
+                        evaluate_during_training(G_ema or G, cfg, schema, judge, data, device, step, ckpt_dir,
+                                                 tb, judge_info)
+                    except UserError as e:  # (a stopped evaluation, a full disk): the steps trained are kept
+                        if isinstance(e, Diverged) or dist.world_size > 1 or saved_step == step:
+                            raise  # (other ranks cannot join a snapshot from here)
+                        checkpoint.save_snapshot(ckpt_dir, step, state, cfg, mcfg, schema, dist)
+                        raise UserError(f"{e} (step {step} was saved first; --resume goes on from there)") from None
                 if step % cfg.check == 0 or step == cfg.iterations:
                     checkpoint.save_snapshot(ckpt_dir, step, state, cfg, mcfg, schema, dist)
                     saved_step = step

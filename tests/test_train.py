@@ -1249,3 +1249,30 @@ def test_eval_every_checks_its_judge_and_data_before_a_step_and_keeps_the_judge_
     assert cli("train", "-t", d, *out, "--image-size", "32", "--name", "m")[0] == 0
     lines = [json.loads(l) for l in (tmp_path / "c" / "m" / "metrics.jsonl").read_text().splitlines()]
     assert [l["step"] for l in lines] == [1, 2] and {l["judge"] for l in lines} == {str(path)}
+
+
+def test_an_evaluation_that_fails_mid_run_keeps_the_steps_trained(tmp_path, data, cli, monkeypatch):
+    """A failed --eval-every evaluation (a full disk, a judge problem) stopped the run and lost every
+    step since the last snapshot; now that step is saved first. A divergence saves nothing."""
+    import anime_gan.train as train_module
+    from anime_gan.errors import Diverged, UserError
+
+    def fails_at(step, error):
+        def evaluate(G, cfg, schema, judge, data, device, at, *rest):
+            if at == step:
+                raise error
+        return evaluate
+
+    d = tmp_path / "d"
+    shutil.copytree(data, d, ignore=shutil.ignore_patterns("judge_*"))
+    assert main(["train-judge", "-t", str(d), "--image-size", "32", "--width", "8", "--epochs", "1",
+                 "--batch-size", "16", "-q"]) == 0
+    out = ["-t", d, "-c", tmp_path / "c", "-s", tmp_path / "s", *TINY, "--model", "cgan", "--image-size", "32",
+           "-i", "5", "--check", "100", "--eval-every", "1"]
+    monkeypatch.setattr(train_module, "evaluate_during_training", fails_at(3, UserError("metrics.jsonl: disk full")))
+    one_line_error(cli("train", *out, "--name", "a"),
+                   "metrics.jsonl: disk full (step 3 was saved first; --resume goes on from there)")
+    assert checkpoint.resumable_steps(tmp_path / "c" / "a") == [3]
+    monkeypatch.setattr(train_module, "evaluate_during_training", fails_at(3, Diverged("training diverged by step 3")))
+    one_line_error(cli("train", *out, "--name", "b"), "training diverged by step 3")
+    assert checkpoint.resumable_steps(tmp_path / "c" / "b") == []

@@ -29,7 +29,7 @@ from .. import checkpoint, distributed, render
 from ..config import TrainConfig
 from ..data.dataset import Packed, open_packed
 from ..data.prepare import cache_changes
-from ..errors import UserError, shell
+from ..errors import Diverged, UserError, shell
 from ..files import append_line, writable_file, writing
 from ..labels import Schema, encode, read_conditions
 from ..models import PRESETS
@@ -284,7 +284,7 @@ def evaluate_during_training(G, cfg: TrainConfig, schema: Schema, judge, data: P
         m = evaluate(G, cfg, schema, judge, data, TRAINING_EVAL["k"], device, gen, metrics=training_metrics(cfg),
                      fid_samples=TRAINING_EVAL["fid_samples"])
     except NonFiniteFakes as e:
-        raise UserError(f"training diverged by step {step}: {e}; try a lower --lr, or --precision fp32") from None
+        raise Diverged(f"training diverged by step {step}: {e}; try a lower --lr, or --precision fp32") from None
     except BadFeatures as e:
         path = judge_info["path"]
         raise UserError(f"{path}: the judge is unusable: {e}; retrain it with "

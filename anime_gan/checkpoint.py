@@ -334,7 +334,8 @@ def check_labels(path: Path, g: dict, schema_dict: dict | None, data: str) -> No
 
 def check_sample_folder(g: dict, run_dir: Path, sample_folder: Path) -> None:
     """Refuse to write a copied run's images into the sample folder of the run it was copied from
-    (the snapshot names both), where they would mix with the original's."""
+    (the snapshot names both), where they would mix with the original's. `run_dir` may be a G file
+    away from any run folder (downloads/G_30.ckpt), a copy of one of the run's files."""
     origin, samples = g.get("run_path"), g.get("sample_path")
     if not (isinstance(origin, str) and isinstance(samples, str)) or "\0" in samples:  # (older snapshots)
         return
@@ -343,7 +344,8 @@ def check_sample_folder(g: dict, run_dir: Path, sample_folder: Path) -> None:
         return
     theirs = Path(samples) / origin.name
     if sample_folder.resolve() == theirs.resolve():
-        raise UserError(f"{run_dir}: a copy of the run {origin}, whose images are in {theirs}; pass -s FOLDER "
+        what = "a copy of a G file of" if Path(run_dir).is_file() else "a copy of"
+        raise UserError(f"{run_dir}: {what} the run {origin}, whose images are in {theirs}; pass -s FOLDER "
                         f"for this copy's, so that the two do not mix")
 
 
@@ -372,12 +374,22 @@ def check_same_run(resume_path: Path, snapshot: dict, ckpt_dir: Path) -> None:
     run would mix two models' steps and logs in one folder."""
     if not _same_folder(resume_path.parent, ckpt_dir):
         return  # a branch into its own folder
-    folder_id, theirs = _folder_run_id(ckpt_dir), snapshot.get("run_id")  # (either may predate run ids)
-    if isinstance(folder_id, str) and folder_id and isinstance(theirs, str) and theirs and theirs != folder_id:
-        origin = snapshot.get("run_path") if isinstance(snapshot.get("run_path"), str) else "another run"
-        raise UserError(f"{resume_path}: saved by another run ({origin}) than the one {ckpt_dir} holds "
-                        f"(its config.json); move the file out of {ckpt_dir}, or resume it into a folder of "
-                        f"its own with --name NEW")
+    if from_another_run(snapshot, ckpt_dir):
+        raise UserError(f"{resume_path}: saved by another run ({_origin(snapshot)}) than the one {ckpt_dir} "
+                        f"holds (its config.json); move the file out of {ckpt_dir}, or resume it into a folder "
+                        f"of its own with --name NEW")
+
+
+def from_another_run(snapshot: dict, run_dir: Path) -> bool:
+    """True when `snapshot` was saved by another run than the one `run_dir`'s config.json names
+    (a file copied in); False when either predates run ids."""
+    folder_id, theirs = _folder_run_id(run_dir), snapshot.get("run_id")
+    return isinstance(folder_id, str) and bool(folder_id) and isinstance(theirs, str) and bool(theirs) \
+        and theirs != folder_id
+
+
+def _origin(snapshot: dict) -> str:
+    return snapshot["run_path"] if isinstance(snapshot.get("run_path"), str) else "another run"
 
 
 def _same_folder(a: Path, b: Path) -> bool:

@@ -22,7 +22,7 @@ import torch
 from PIL import Image
 
 from . import render
-from .checkpoint import check_sample_folder, generator_path, load, load_generator, only_run, steps
+from .checkpoint import check_sample_folder, from_another_run, generator_path, load, load_generator, only_run, steps
 from .config import MAX_N, MAX_STEPS, TestConfig, TrainConfig, check_device, check_seed
 from .distributed import pick_device
 from .errors import UserError
@@ -119,7 +119,11 @@ def with_sample_dir(cfg: TestConfig) -> tuple[TestConfig, tuple[Path, dict] | No
     if away and isinstance(origin, str) and Path(origin).name not in ("", ".", ".."):
         # a G file away from its run folder (downloads/G_30.ckpt) is still that run's, not "downloads"
         run = Path(origin).name
-    check_sample_folder(g, model if model.is_dir() else model.parent, root / run)
+    elif from_another_run(g, g_path.parent):
+        raise UserError(f"{g_path}: saved by another run ({origin if isinstance(origin, str) else 'unknown'}) "
+                        f"than the one {g_path.parent} holds, so its images would mix with that run's in "
+                        f"{root / run}; pass -s FOLDER, or move the file out of {g_path.parent}")
+    check_sample_folder(g, g_path if away else g_path.parent, root / run)
     return replace(cfg, sample_dir=str(root / run)), (g_path, g)
 
 

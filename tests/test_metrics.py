@@ -181,6 +181,8 @@ def test_fid_against_a_single_real_image_is_one_line(tmp_path, cli, run_dir, mon
         one_line_error(cli("eval", "-d", run_dir, "-t", tmp_path / "one", "--metrics", "judge-fid", "diversity",
                            "-q", *dry), f"{tmp_path / 'one'}: FID needs at least 2 real images, this data set has 1",
                        "or choose --metrics without judge-fid")
+    one_line_error(cli("train-judge", "-t", tmp_path / "one", "-q"), f"{tmp_path / 'one'}: 1 image, all held out "
+                   "to measure the judge; it needs at least 2")
     assert main(["prepare", "--synthetic", "3", "-o", str(tmp_path / "three"), "-q"]) == 0
     images = np.load(tmp_path / "three" / "cache" / "images_64.npy", mmap_mode="r+")
     images[:] = images[0]
@@ -798,7 +800,9 @@ def test_judge_report_counts_its_epochs_in_english():
     assert "1 epoch, " in format_report(dict(report, epochs=1))
     assert "3 epochs, " in format_report(dict(report, epochs=3))
     assert "note: below 0.8 this judge's scores" in format_report(dict(report, epochs=1))  # hair 0.5
-    assert "note:" not in format_report(dict(report, epochs=1, heldout_accuracy={"hair": 0.95}))
+    assert "note:" not in format_report(dict(report, epochs=1, heldout_accuracy={"hair": 0.95}, heldout=50))
+    assert "note: 10 held-out images make its held-out accuracy a rough figure" in format_report(
+        dict(report, epochs=1, heldout_accuracy={"hair": 0.95}))
 
 
 def test_eval_says_when_its_judge_is_too_weak_to_trust(run_dir, judge_file, tmp_path, capsys):
@@ -817,6 +821,14 @@ def test_eval_says_when_its_judge_is_too_weak_to_trust(run_dir, judge_file, tmp_
     assert main(args + ["--judge", str(tmp_path / "weak.pt"), "-q", "--json"]) == 0
     out, err = capsys.readouterr()
     assert "is a weak judge" in err and json.loads(out)["judge_heldout_accuracy"]["eye"] == 0.31
+    # a perfect score on 5 held-out images vouches for nothing (--heldout 0.01 on a small set)
+    lucky = torch.load(judge_file[0], weights_only=True)
+    lucky["heldout_accuracy"] = {k: 1.0 for k in lucky["heldout_accuracy"]}
+    lucky["report"] = {**lucky["report"], "heldout": 5}
+    torch.save(lucky, tmp_path / "lucky.pt")
+    assert main(args + ["--judge", str(tmp_path / "lucky.pt"), "-q"]) == 0
+    assert (f"note: {tmp_path / 'lucky.pt'} was checked on 5 held-out images only, so its held-out accuracy is a "
+            f"rough figure; retrain it on more images or with a larger --heldout") in capsys.readouterr().err
     # a judge that learnt from another data set (other labels) is said too
     other = torch.load(judge_file[0], weights_only=True)
     other["report"] = {**other["report"], "data": "elsewhere", "data_key": "0" * 16}

@@ -405,7 +405,7 @@ def test_prepare_that_fails_leaves_no_output_folder(tmp_path, monkeypatch, capsy
     else:
         def interrupted(path, size):
             raise KeyboardInterrupt
-        monkeypatch.setattr(prepare_module, "read_image", interrupted)
+        monkeypatch.setattr(prepare_module, "read_image_side", interrupted)
         expected_code, expected_err = 130, "anime-gan prepare: interrupted"
     out = tmp_path / "new" / "out"
     assert main(["prepare", str(src), "-o", str(out), "-q"]) == expected_code

@@ -931,7 +931,7 @@ def test_a_g_file_away_from_its_run_folder_samples_as_its_run(tmp_path, data, cl
         shutil.copy(tmp_path / "ckpt" / name / "G_2.ckpt", tmp_path / "downloads" / f"{name}_G_2.ckpt")
         # the run is still there: its sample folder is its own, so the copy asks for -s
         one_line_error(cli("test", "-d", tmp_path / "downloads" / f"{name}_G_2.ckpt", "--dry-run"),
-                       "a copy of the run", "pass -s FOLDER")
+                       f"{tmp_path / 'downloads' / f'{name}_G_2.ckpt'}: a copy of a G file of the run", "pass -s FOLDER")
         shutil.rmtree(tmp_path / "ckpt" / name)
     outs = []
     for name in ("a", "b"):  # the runs gone: each file's grids go beside its own run's snapshots
@@ -949,6 +949,15 @@ def test_a_g_file_away_from_its_run_folder_samples_as_its_run(tmp_path, data, cl
             rc, out, err = cli("test", "-d", model, "-t", "fix_noise", "--dry-run")
             assert rc == 0, err
             assert json.loads(out)["sample_dir"] == str(tmp_path / "samples" / folder)
+    # but a G file of another run dropped into a run folder would draw into that run's samples
+    assert _train(tmp_path, data, "--model", "dcgan", "--image-size", "32", "-i", "2", "--name", "d") == 0
+    shutil.copy(tmp_path / "ckpt" / "d" / "G_2.ckpt", tmp_path / "ckpt" / "c_renamed" / "G_3.ckpt")
+    torch.save(dict(torch.load(tmp_path / "ckpt" / "c_renamed" / "G_3.ckpt", weights_only=True), step=3),
+               tmp_path / "ckpt" / "c_renamed" / "G_3.ckpt")
+    capsys.readouterr()
+    one_line_error(cli("test", "-d", tmp_path / "ckpt" / "c_renamed", "-t", "samples", "--dry-run"),
+                   f"{tmp_path / 'ckpt' / 'c_renamed' / 'G_3.ckpt'}: saved by another run", "pass -s FOLDER")
+    assert cli("test", "-d", tmp_path / "ckpt" / "c_renamed", "-t", "samples", "-s", tmp_path / "own")[0] == 0
 
 
 def test_resume_of_a_run_name_suggests_its_folder(tmp_path, monkeypatch, cli):

@@ -39,7 +39,7 @@ from .fid import (BadFeatures, StatsAccumulator, check_real_images, frechet_dist
                   stats_of)
 from .inception import (INCEPTION_DIM, INCEPTION_SHA256_PREFIX, WEIGHTS_FILE, WEIGHTS_URL, default_weights_path,
                         find_weights, load_inception)
-from .judge import WEAK_JUDGE, data_key, load_judge
+from .judge import MIN_HELDOUT, WEAK_JUDGE, data_key, heldout_images, load_judge
 
 
 def judge_key(judge) -> str:
@@ -254,13 +254,18 @@ def load_training_judge(cfg: TrainConfig, schema: Schema | None, device):
 
 
 def weak_judge_note(path: Path, info: dict) -> str | None:
-    """Its accuracy on fakes is bounded by what it manages on real images: below WEAK_JUDGE, say so."""
+    """Its accuracy on fakes is bounded by what it manages on real images: below WEAK_JUDGE, say so;
+    and an accuracy measured on a handful of images says little either way."""
     weak = {g: a for g, a in info["heldout_accuracy"].items() if a < WEAK_JUDGE}
-    if not weak:
-        return None
-    return (f"note: {path} is a weak judge (held-out accuracy on real images: "
-            + ", ".join(f"{g} {a:.2f}" for g, a in weak.items())
-            + "); its scores say little; retrain it with more --epochs or a larger --width")
+    if weak:
+        return (f"note: {path} is a weak judge (held-out accuracy on real images: "
+                + ", ".join(f"{g} {a:.2f}" for g, a in weak.items())
+                + "); its scores say little; retrain it with more --epochs or a larger --width")
+    held = heldout_images(info)
+    if held is not None and held < MIN_HELDOUT:
+        return (f"note: {path} was checked on {held} held-out image{'s' * (held != 1)} only, so its held-out "
+                f"accuracy is a rough figure; retrain it on more images or with a larger --heldout")
+    return None
 
 
 # Smaller than `eval`'s defaults, so that scoring costs a fraction of the training between two

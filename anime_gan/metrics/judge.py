@@ -170,6 +170,10 @@ def train_judge(cfg: JudgeConfig, log=print) -> tuple[Path, dict]:
     device = distributed.pick_device(cfg.device)
     schema = data.schema
     train_idx, held_idx = split(len(data), cfg.heldout, cfg.seed)
+    if not len(train_idx):
+        raise UserError(f"{cfg.train_dir}: {len(data)} image{'s' * (len(data) != 1)}, all held out to measure the "
+                        f"judge; it needs at least 2 (more for a useful one): add images and run `anime-gan "
+                        f"prepare` again")
     if len(train_idx) < cfg.batch_size:
         raise UserError(f"{cfg.train_dir}: only {len(train_idx)} training images for batch size "
                         f"{cfg.batch_size}; lower --batch-size or add images")
@@ -285,6 +289,14 @@ def _probe_features(judge: "Judge", size: int) -> torch.Tensor:
 
 
 WEAK_JUDGE = 0.8  # held-out accuracy on real images below which the judge's verdicts are noise
+MIN_HELDOUT = 50  # held-out images below which that accuracy is too rough to vouch for a judge
+
+
+def heldout_images(info: dict) -> int | None:
+    """How many images a judge file's held-out accuracy was measured on (None: not recorded)."""
+    report = info.get("report")
+    held = report.get("heldout") if isinstance(report, dict) else None
+    return held if isinstance(held, int) and not isinstance(held, bool) and held >= 0 else None
 
 
 def format_report(report: dict) -> str:
@@ -294,4 +306,7 @@ def format_report(report: dict) -> str:
     if min(report["heldout_accuracy"].values()) < WEAK_JUDGE:
         text += (f"\nnote: below {WEAK_JUDGE} this judge's scores of fakes say little; train it longer "
                  f"(--epochs) or wider (--width)")
+    elif report["heldout"] < MIN_HELDOUT:
+        text += (f"\nnote: {report['heldout']} held-out image{'s' * (report['heldout'] != 1)} make its held-out "
+                 f"accuracy a rough figure; use more images or a larger --heldout")
     return text

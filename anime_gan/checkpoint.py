@@ -68,8 +68,8 @@ def load(path, kind: str) -> dict:
     found = ckpt.get("format") if isinstance(ckpt, dict) else None
     if isinstance(found, str) and found.startswith("anime-gan/") and found != FORMAT:
         raise UserError(f"{path}: written by another version of anime-gan (format {found[:40]!r}; this one reads "
-                        f"{FORMAT!r}); use the version that wrote it, or upgrade anime-gan")
-    if found == FORMAT and ckpt.get("kind") in expected and ckpt.get("kind") != kind:
+                        f"{FORMAT!r}); use the anime-gan version that wrote it")
+    if found == FORMAT and isinstance(ckpt.get("kind"), str) and ckpt["kind"] in expected and ckpt["kind"] != kind:
         raise UserError(f"{path}: is a {ckpt['kind']} checkpoint ({expected[ckpt['kind']]}), not a {kind} one; "
                         f"pass the {expected.get(kind, kind)} file" + (" (or its run folder)" if kind == "generator" else ""))
     if not isinstance(ckpt, dict) or found != FORMAT or ckpt.get("kind") != kind:
@@ -527,8 +527,8 @@ def _restore_streams(path: Path, d: dict, state: TrainState, saved: TrainConfig,
             state.scaler.load_state_dict(d["scaler"])
         else:
             log(f"note: {path.name} was trained in {saved.precision}, so fp16 starts with a fresh loss scale")
-    before, now = d.get("world_size", 1), dist.world_size if dist is not None else 1
-    if before != now:  # the global batch changes with it, and the random streams cannot all carry over
+    before, now = d.get("world_size"), dist.world_size if dist is not None else 1
+    if isinstance(before, int) and before != now:  # (snapshots before world_size was saved: unknown)  # the global batch changes with it, and the random streams cannot all carry over
         log(f"note: {path.name} was trained by {before} process{'es' * (before != 1)} (batch {saved.batch_size} x {before} = "
             f"{saved.batch_size * before} global); this run has {now} (batch {cfg.batch_size} x {now} = "
             f"{cfg.batch_size * now} global), so it "

@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import errno
 import importlib
 import json
 import os
@@ -19,7 +18,7 @@ from pathlib import Path
 
 from . import __version__
 from .config import IMAGE_SIZES, MAX_STEPS, PrepareConfig, TestConfig, TrainConfig
-from .errors import UserError, out_of_memory
+from .errors import UserError, os_error_line, out_of_memory
 
 TEST_TYPES = ("fix_noise", "fix_hair_eye", "change_hair", "change_eye", "interpolate", "pairs", "grid",
               "color_map", "conditions", "samples", "progress")
@@ -333,9 +332,7 @@ def main(argv=None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nor at exit's flush
         return 1
     except OSError as e:  # the machine, not the code: a full disk, a lost mount, a permission
-        where = f"{e.filename}: " if e.filename else ""
-        print(f"{prog}: error: {where}{e.strerror or e}; {_OS_FIX.get(e.errno, 'check the disk and the paths')}",
-              file=sys.stderr)
+        print(f"{prog}: error: {os_error_line(e)}", file=sys.stderr)
         return 2
 
 
@@ -403,12 +400,6 @@ def _expand_home(args) -> None:
     for key, value in vars(args).items():
         if isinstance(value, str) and (value == "~" or value.startswith("~/")):
             setattr(args, key, os.path.expanduser(value))
-
-
-_OS_FIX = {errno.ENOSPC: "free space on that disk or choose another folder",
-           errno.EDQUOT: "free space on that disk or choose another folder",
-           errno.EROFS: "choose a folder on a writable disk",
-           errno.EACCES: "check the permissions, or choose another folder"}
 
 
 def console() -> None:

@@ -2,6 +2,7 @@
 an out-of-memory error (also a one-line message) from a bug, and the line of a library's
 error worth quoting in ours."""
 
+import errno
 import shlex
 
 
@@ -16,6 +17,18 @@ class UserError(Exception):
 class Diverged(UserError):
     """Training produced NaN/inf (losses, or the fakes an evaluation drew); the message names the
     step and what to try. Its weights are not worth a snapshot."""
+
+
+_OS_FIX = {errno.ENOSPC: "free space on that disk or choose another folder",
+           errno.EDQUOT: "free space on that disk or choose another folder",
+           errno.EROFS: "choose a folder on a writable disk",
+           errno.EACCES: "check the permissions, or choose another folder"}
+
+
+def os_error_line(e: OSError) -> str:
+    """The machine's refusal (a full disk, a lost mount, a permission) as one line with its fix."""
+    where = f"{e.filename}: " if e.filename else ""
+    return f"{where}{e.strerror or e}; {_OS_FIX.get(e.errno, 'check the disk and the paths')}"
 
 
 def out_of_memory(e: BaseException) -> bool:

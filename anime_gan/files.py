@@ -228,6 +228,8 @@ class Landing:
     def folder(self, final) -> Path:
         final = _followed(Path(final))
         staging = new_staging(final)
+        if final.is_dir():  # a mode the user gave the folder (chmod 700) stays
+            os.chmod(staging, stat.S_IMODE(final.stat().st_mode))
         self._folders.append((staging, final))
         return staging
 
@@ -238,8 +240,12 @@ class Landing:
         if kind is None:
             # Folders first: a swap can fail (a folder in the way turned read-only), and then no
             # file has landed yet either. A file rename in its own folder does not fail that way.
-            for staging, final in self._folders:
-                swap_in(staging, final)
+            try:
+                for staging, final in self._folders:
+                    swap_in(staging, final)
+            except BaseException:
+                self.__exit__(OSError, None, None)  # what was staged goes
+                raise
             for staged, final in self._files:
                 if final.exists():  # a mode the user gave the old file (chmod 640) stays
                     os.chmod(staged, stat.S_IMODE(final.stat().st_mode))
@@ -257,7 +263,23 @@ LANDING = ".landing"
 def _followed(path: Path) -> Path:
     """An output that is a link lands where the link points (the link stays), as a plain write to
     it would; renaming over the link itself would replace it."""
-    return path.resolve() if path.is_symlink() else path
+    return linked_output(path, "choose another output folder") if path.is_symlink() else path
+
+
+def linked_output(path, fix: str) -> Path:
+    """Where writing `path` lands: itself, or for a symbolic link its target, which must lead
+    somewhere (not back to itself) into a folder that exists."""
+    path = Path(path)
+    if not path.is_symlink():
+        return path
+    try:
+        target = path.resolve()
+    except (RuntimeError, OSError):  # Python 3.11 raises RuntimeError for a loop, 3.13 OSError
+        raise UserError(f"{path}: a symbolic link that leads back to itself; remove it, or {fix}") from None
+    if not target.parent.is_dir():
+        raise UserError(f"{path}: a symbolic link to {target}, whose folder does not exist; make it, remove "
+                        f"the link, or {fix}")
+    return target
 
 
 def landed_name(path) -> Path:

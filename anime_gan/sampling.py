@@ -26,7 +26,7 @@ from .checkpoint import check_sample_folder, from_another_run, generator_path, l
 from .config import MAX_N, MAX_STEPS, TestConfig, TrainConfig, check_device, check_seed
 from .distributed import pick_device
 from .errors import UserError
-from .files import (Landing, no_file_in_the_way, outermost_missing, removed_on_failure, writable_file,
+from .files import (Landing, linked_output, no_file_in_the_way, outermost_missing, removed_on_failure, writable_file,
                     writable_folder, writing)
 from .labels import Schema, encode, parse_rgb, read_conditions
 
@@ -48,8 +48,8 @@ MAX_CONDITIONS = 1024  # captioned, one row each: a 1024-row PNG is already abou
 FRAME_MS = 250
 _STEP_FILE = re.compile(r"^fake_step_(\d+)\.png$")
 # What --individual writes ("007 blue hair red eyes.png") is listed in this file beside it, so that the
-# next run replaces those and keeps the user's own, whatever their names; folders written before
-# the list existed fall back to the pattern.
+# next run replaces those and keeps the user's own, whatever their names; a folder without the list
+# (written before it existed) falls back to the pattern and the images' size.
 _INDIVIDUAL_LIST = ".anime-gan-individual.json"
 _INDIVIDUAL_FILE = re.compile(r"^\d{3,}( .*)?\.png$")
 
@@ -119,7 +119,7 @@ def with_sample_dir(cfg: TestConfig) -> tuple[TestConfig, tuple[Path, dict] | No
     if away and isinstance(origin, str) and Path(origin).name not in ("", ".", ".."):
         # a G file away from its run folder (downloads/G_30.ckpt) is still that run's, not "downloads"
         run = Path(origin).name
-    elif from_another_run(g, g_path.parent):
+    elif cfg.type != "progress" and from_another_run(g, g_path.parent):  # (progress only reads the run's snapshots)
         raise UserError(f"{g_path}: saved by another run ({origin if isinstance(origin, str) else 'unknown'}) "
                         f"than the one {g_path.parent} holds, so its images would mix with that run's in "
                         f"{root / run}; pass -s FOLDER, or move the file out of {g_path.parent}")
@@ -167,8 +167,9 @@ def _check_outputs(cfg: TestConfig, kind: str, model: Model | None, make: bool) 
     out = writable_folder(cfg.sample_dir, fix) if make else no_file_in_the_way(cfg.sample_dir, fix)
     files, folder = outputs(cfg, kind, model)
     for path in files if out.is_dir() else []:  # (a missing -s holds nothing in the way)
-        writable_file(path, fix, probe=make)
+        writable_file(linked_output(path, fix), fix, probe=make)
     if folder is not None:
+        folder = linked_output(folder, fix)
         no_file_in_the_way(folder, fix)
         if make and folder.is_dir():  # its earlier images are removed: they must be ours to remove
             writable_folder(folder, fix)
@@ -383,7 +384,7 @@ def _save(cfg: TestConfig, images: torch.Tensor, name: str, nrow: int, rows=None
 def _save_individual(folder: Path, staging: Path, images: torch.Tensor, names) -> None:
     """Every image as its own PNG in `staging`, which then replaces `folder` whole (files of the
     user's own in there stay)."""
-    ours = _written_before(folder)
+    ours = _written_before(folder, images.shape[-1])
     for entry in folder.iterdir() if folder.is_dir() else []:
         if not ours(entry.name) and entry.name != _INDIVIDUAL_LIST:  # copied, not moved: the old folder stays whole
             _copy(entry, staging / entry.name)
@@ -396,7 +397,7 @@ def _save_individual(folder: Path, staging: Path, images: torch.Tensor, names) -
     (staging / _INDIVIDUAL_LIST).write_text(json.dumps(written))
 
 
-def _written_before(folder: Path):
+def _written_before(folder: Path, size: int):
     """A test of a name in `folder`: True for the images an earlier --individual run wrote there."""
     try:
         listed = json.loads((folder / _INDIVIDUAL_LIST).read_text())
@@ -404,7 +405,16 @@ def _written_before(folder: Path):
             return set(listed).__contains__
     except (OSError, ValueError):  # no list (an older run's folder) or a damaged one
         pass
-    return lambda name: bool(_INDIVIDUAL_FILE.match(name))
+
+    def drawn_here(name: str) -> bool:  # "001.png" of the user's own is rarely exactly size x size
+        if not _INDIVIDUAL_FILE.match(name):
+            return False
+        try:
+            with Image.open(folder / name) as im:
+                return im.size == (size, size)
+        except Exception:  # not an image PIL reads: not ours
+            return False
+    return drawn_here
 
 
 def _copy(src: Path, dst: Path) -> None:

@@ -30,7 +30,7 @@ from .data.dataset import Batches, LabelSampler, open_packed
 from .data.formats import scan
 from .data.prepare import (PrepareConfig, cache_changes, cache_paths, ensure_cache, format_report, prepare,
                            preparing)
-from .errors import Diverged, UserError, out_of_memory
+from .errors import Diverged, UserError, os_error_line, out_of_memory
 from .files import append_line, removed_on_failure, visible_entries, writable_folder, write_text_atomically
 from .labels import Schema, anime_schema, cond_dim, condition_encoder
 from .metrics.evaluate import (evaluate_during_training, load_training_judge, training_metrics,
@@ -239,7 +239,8 @@ def note_unused_flags(cfg: TrainConfig, device: torch.device, world_size: int, l
     if set_here("beta") and preset.optimizer == "rmsprop":
         log(f"note: --beta sets Adam's beta1; --model {cfg.model} trains with RMSprop: ignored")
     if set_here("lr") and cfg.glr and (cfg.dlr or preset.loss == "vae"):
-        log("note: --lr sets both nets' learning rate; --glr and --dlr set each: --lr ignored")
+        log("note: --lr sets both nets' learning rate; --glr sets " + ("the model's" if preset.loss == "vae" else
+                                                                     "G's and --dlr D's") + ": --lr ignored")
     if set_here("deterministic") and device.type != "cuda":
         log("note: --deterministic asks for deterministic GPU kernels; CPU runs repeat at a fixed thread count "
             "already: ignored")
@@ -445,11 +446,12 @@ def train(cfg: TrainConfig) -> Path | None:
                     try:
                         evaluate_during_training(G_ema or G, cfg, schema, judge, data, device, step, ckpt_dir,
                                                  tb, judge_info)
-                    except UserError as e:  # (a stopped evaluation, a full disk): the steps trained are kept
+                    except (UserError, OSError) as e:  # (a full disk, a judge problem): the steps trained are kept
                         if isinstance(e, Diverged) or dist.world_size > 1 or saved_step == step:
                             raise  # (other ranks cannot join a snapshot from here)
                         checkpoint.save_snapshot(ckpt_dir, step, state, cfg, mcfg, schema, dist)
-                        raise UserError(f"{e} (step {step} was saved first; --resume goes on from there)") from None
+                        what = os_error_line(e) if isinstance(e, OSError) else str(e)
+                        raise UserError(f"{what} (step {step} was saved first; --resume goes on from there)") from None
                 if step % cfg.check == 0 or step == cfg.iterations:
                     checkpoint.save_snapshot(ckpt_dir, step, state, cfg, mcfg, schema, dist)
                     saved_step = step

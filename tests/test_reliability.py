@@ -797,7 +797,10 @@ def test_a_checkpoint_of_another_kind_or_version_says_which(tmp_path, data, cli)
     torch.save(dict(g, format="anime-gan/2"), newer)
     one_line_error(cli("test", "-d", newer, "-t", "samples", "-s", tmp_path / "out"),
                    f"{newer}: written by another version of anime-gan (format 'anime-gan/2'; this one reads "
-                   f"'anime-gan/1'); use the version that wrote it, or upgrade anime-gan")
+                   f"'anime-gan/1'); use the anime-gan version that wrote it")
+    torch.save(dict(g, kind=["generator"]), newer)  # (a list: unhashable, was a TypeError)
+    one_line_error(cli("test", "-d", newer, "-t", "samples", "-s", tmp_path / "out"),
+                   f"{newer}: not an anime-gan generator checkpoint")
     torch.save(dict(g, config=dict(g["config"], model="stylegan9")), newer)
     one_line_error(cli("test", "-d", newer, "-t", "samples", "-s", tmp_path / "out"),
                    "made with model 'stylegan9', which this version does not know; use the anime-gan version")

@@ -13,7 +13,7 @@ import pytest
 import torch
 from PIL import Image, ImageSequence
 
-from anime_gan import render, sampling
+from anime_gan import files, render, sampling
 from anime_gan.cli import main
 from anime_gan.errors import UserError
 from conftest import one_line_error, snapshot
@@ -141,6 +141,10 @@ def test_a_folder_holding_one_run_names_it_and_one_holding_two_lists_them(models
     one_line_error(_test(capsys, runs, tmp_path / "out", "-t", "fix_hair_eye", "--hair", "bleu"), "bleu")
     one_line_error(cli("eval", "-d", runs, "-t", tmp_path / "nope", "--metrics", "diversity"),
                    f"{tmp_path / 'nope'}: no such data folder")
+    rc, _, err = cli("eval", "-d", runs, "--metrics", "diversity", "--dry-run")
+    assert rc == 0 and "note: using" in err, err
+    rc, _, err = cli("eval", "-d", runs, "--metrics", "diversity", "--dry-run", "-q")  # -q: not said
+    assert rc == 0 and "note: using" not in err, err
     shutil.copytree(models["onehot"], runs / "second")
     rc, _, err = _test(capsys, runs, tmp_path / "out", "-t", "fix_noise")
     assert rc == 2 and "no G_<step>.ckpt in this folder (runs inside: only, second)" in err
@@ -191,7 +195,8 @@ def test_individual_writes_every_image_in_a_subfolder(models, tmp_path, capsys):
 
 def test_individual_keeps_files_of_the_users_own_whatever_their_names(models, tmp_path, capsys):
     """It deleted every PNG whose name began with three digits ("2024 holiday.png"); now only the
-    images the earlier run listed as its own go. A folder written before the list: the pattern."""
+    images the earlier run listed as its own go. A folder written before the list: the pattern and
+    the images' size (a photo of the user's is rarely exactly S x S)."""
     args = ["-t", "pairs", "-n", "2", "--individual", "--pairs", "blue hair red eyes"]
     assert _test(capsys, models["onehot"], tmp_path, *args)[0] == 0
     folder = tmp_path / "pairs"
@@ -202,9 +207,11 @@ def test_individual_keeps_files_of_the_users_own_whatever_their_names(models, tm
     assert sorted(p.name for p in folder.iterdir()) == [".anime-gan-individual.json", "000 red hair red eyes.png",
                                                         "2024 holiday.png", "999.png"]
     (folder / ".anime-gan-individual.json").unlink()  # as an older version left it
+    Image.new("RGB", (S + 1, S)).save(folder / "2024 holiday.png")
+    shutil.copy(folder / "000 red hair red eyes.png", folder / "005 red hair red eyes.png")  # an older draw's
     assert _test(capsys, models["onehot"], tmp_path, *args)[0] == 0
     assert sorted(p.name for p in folder.iterdir()) == [".anime-gan-individual.json", "000 blue hair red eyes.png",
-                                                        "001 blue hair red eyes.png"]
+                                                        "001 blue hair red eyes.png", "2024 holiday.png"]
 
 
 def test_outputs_that_are_links_land_where_they_point_and_keep_their_mode(models, tmp_path, capsys, monkeypatch):
@@ -227,6 +234,27 @@ def test_outputs_that_are_links_land_where_they_point_and_keep_their_mode(models
     os.chmod(elsewhere / "grid.png", 0o640)
     assert _test(capsys, models["onehot"], out, *args, "--seed", "1")[0] == 0
     assert stat.S_IMODE((elsewhere / "grid.png").stat().st_mode) == 0o640
+    # a folder's mode stays too
+    os.chmod(elsewhere / "pairs", 0o700)
+    assert _test(capsys, models["onehot"], out, *args)[0] == 0
+    assert stat.S_IMODE((elsewhere / "pairs").stat().st_mode) == 0o700
+    # links that lead nowhere writable are refused before anything is drawn, in one line
+    (tmp_path / "loop").mkdir()
+    (tmp_path / "loop" / "pairs.png").symlink_to("pairs.png")
+    one_line_error(_test(capsys, models["onehot"], tmp_path / "loop", *args),
+                   f"{tmp_path / 'loop' / 'pairs.png'}: a symbolic link that leads back to itself")
+    (tmp_path / "loop" / "pairs.png").unlink()
+    (tmp_path / "loop" / "pairs").symlink_to(tmp_path / "nowhere" / "pairs")
+    one_line_error(_test(capsys, models["onehot"], tmp_path / "loop", *args),
+                   f"{tmp_path / 'loop' / 'pairs'}: a symbolic link to {tmp_path / 'nowhere' / 'pairs'}, whose folder "
+                   f"does not exist")
+    assert not (tmp_path / "nowhere").exists() and sorted(p.name for p in (tmp_path / "loop").iterdir()) == ["pairs"]
+    # a folder that cannot be swapped in: neither it nor the grid lands, and nothing staged stays
+    before = snapshot(out)
+    monkeypatch.setattr(files, "swap_in", lambda staging, final: (_ for _ in ()).throw(OSError(errno.EIO, "I/O error")))
+    assert _test(capsys, models["onehot"], out, *args, "--seed", "5")[0] == 2
+    assert snapshot(out) == before and sorted(p.name for p in elsewhere.iterdir()) == ["grid.png", "pairs"]
+    monkeypatch.undo()
     # a failed write names the file asked for, not the hidden one it was staged in
     def full_disk(path, write):
         raise OSError(errno.ENOSPC, "No space left on device")

@@ -1,4 +1,5 @@
 """`anime-gan train` end to end on a tiny built-in data set: outputs, every preset, exact resume, errors."""
+import errno
 import json
 import math
 import os
@@ -247,7 +248,7 @@ def test_weights_of_loss_terms_the_model_lacks_are_noted(tmp_path, data, capsys)
             "--deterministic", "-d", "cpu", "--synthetic-size", "50", "--dry-run"]
     assert main(argv) == 0
     err = capsys.readouterr().err
-    for note in ("note: --lr sets both nets' learning rate; --glr and --dlr set each: --lr ignored",
+    for note in ("note: --lr sets both nets' learning rate; --glr sets G's and --dlr D's: --lr ignored",
                  "note: --deterministic asks for deterministic GPU kernels; CPU runs repeat at a fixed thread "
                  "count already: ignored",
                  f"note: --synthetic-size sets how many built-in faces an empty data folder gets; {data} is not "
@@ -958,6 +959,8 @@ def test_a_g_file_away_from_its_run_folder_samples_as_its_run(tmp_path, data, cl
     one_line_error(cli("test", "-d", tmp_path / "ckpt" / "c_renamed", "-t", "samples", "--dry-run"),
                    f"{tmp_path / 'ckpt' / 'c_renamed' / 'G_3.ckpt'}: saved by another run", "pass -s FOLDER")
     assert cli("test", "-d", tmp_path / "ckpt" / "c_renamed", "-t", "samples", "-s", tmp_path / "own")[0] == 0
+    # (progress reads the folder's own snapshots, whichever G file is the latest)
+    assert cli("test", "-d", tmp_path / "ckpt" / "c_renamed", "-t", "progress", "--dry-run")[0] == 0
 
 
 def test_resume_of_a_run_name_suggests_its_folder(tmp_path, monkeypatch, cli):
@@ -1108,7 +1111,7 @@ def test_what_the_labels_decide_is_refused_before_any_slow_work_and_by_the_dry_r
     cases = [(["-t", plain, "--model", "cgan"], "--model cgan is conditional but this folder has no labels"),
              (["-t", clevr, "--model", "cgan", "--embed", "rgb"], "--embed rgb needs one-of-N attributes only"),
              (["-t", empty, "--eval-every", "1"], "--eval-every needs a judge"),
-             (["-t", plain, "--model", "dcgan", "--eval-every", "1"], "this data set has no labels"),
+             (["-t", plain, "--model", "dcgan", "--eval-every", "1"], "but this data set has none"),
              (["-t", empty, "--tensorboard"], "needs the tensorboard package: pip install tensorboard")]
     for args, needle in cases:
         for dry_run in ([], ["--dry-run"]):
@@ -1282,6 +1285,11 @@ def test_an_evaluation_that_fails_mid_run_keeps_the_steps_trained(tmp_path, data
     one_line_error(cli("train", *out, "--name", "a"),
                    "metrics.jsonl: disk full (step 3 was saved first; --resume goes on from there)")
     assert checkpoint.resumable_steps(tmp_path / "c" / "a") == [3]
+    full = OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "c" / "o" / "metrics.jsonl"))
+    monkeypatch.setattr(train_module, "evaluate_during_training", fails_at(3, full))
+    one_line_error(cli("train", *out, "--name", "o"), f"{tmp_path / 'c' / 'o' / 'metrics.jsonl'}: No space left on "
+                   "device; free space on that disk or choose another folder (step 3 was saved first")
+    assert checkpoint.resumable_steps(tmp_path / "c" / "o") == [3]
     monkeypatch.setattr(train_module, "evaluate_during_training", fails_at(3, Diverged("training diverged by step 3")))
     one_line_error(cli("train", *out, "--name", "b"), "training diverged by step 3")
     assert checkpoint.resumable_steps(tmp_path / "c" / "b") == []

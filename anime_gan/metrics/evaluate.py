@@ -241,7 +241,7 @@ def load_training_judge(cfg: TrainConfig, schema: Schema | None, device):
     (the judge, what its file records besides the weights, and "path": the file, which is not
     looked up again: moving it away mid-run must not stop the run)."""
     if schema is None:
-        raise UserError("--eval-every measures label accuracy, but this data set has no labels")
+        raise UserError("--eval-every scores with a judge of the data's labels, but this data set has none")
     path = training_judge_path(cfg)
     judge, info = load_judge(path, device)
     if judge.schema != schema:
@@ -448,7 +448,7 @@ def check_eval(cfg: EvalConfig, device) -> Checked:
             cfg, root, path, schema, tcfg.image_size, device)
     if "fid" in cfg.metrics:  # last: hashing and building Inception take seconds
         checked.inception = load_inception(cfg.inception_weights, device)
-    for note in notes:
+    for note in notes if not cfg.quiet else []:  # (which run: not a note on how far to trust the scores)
         print(note, file=sys.stderr)
     return checked
 

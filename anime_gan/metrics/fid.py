@@ -127,6 +127,8 @@ def real_stats(data: Packed, extractor, name: str, key: str, per_class: bool = F
     full_key = f"{key}|{st.st_size}|{st.st_mtime_ns}|{'classes' if per_class else 'all'}"
     path = Path(data.root) / "cache" / f"fid_{name}_{size}.npz"
     cached = _read(path, full_key)
+    if cached is not None and len(cached["all"].mean) != _feature_count(extractor, data, device):
+        cached = None  # edited, or from an extractor with the same key but other features: computed again
     if cached is not None:
         _check_spread(cached["all"], data)  # (statistics cached before this check was made too)
         return cached
@@ -195,7 +197,13 @@ def _read(path: Path, key: str) -> dict[str, Stats] | None:
             stats = {n: Stats(z[f"mean{i}"], z[f"cov{i}"], int(z[f"n{i}"])) for i, n in enumerate(names)}
     except Exception:  # EOFError, BadZipFile, NotImplementedError...: a damaged cache is recomputed
         return None
-    return stats if "all" in stats and all(_well_formed(s) for s in stats.values()) else None
+    return (stats if "all" in stats and all(_well_formed(s) for s in stats.values())
+            and len({len(s.mean) for s in stats.values()}) == 1 else None)
+
+
+def _feature_count(extractor, data: Packed, device) -> int:
+    """How many features `extractor` gives an image (one real image through it: milliseconds)."""
+    return extract(extractor, data.images[:1], 1, device).shape[1]
 
 
 def _well_formed(s: Stats) -> bool:

@@ -307,6 +307,7 @@ def format_report(report: dict) -> str:
         text += (f"\nnote: below {WEAK_JUDGE} this judge's scores of fakes say little; train it longer "
                  f"(--epochs) or wider (--width)")
     elif report["heldout"] < MIN_HELDOUT:
-        text += (f"\nnote: {report['heldout']} held-out image{'s' * (report['heldout'] != 1)} make its held-out "
-                 f"accuracy a rough figure; use more images or a larger --heldout")
+        text += (f"\nnote: {report['heldout']} held-out image{'s' * (report['heldout'] != 1)} "
+                 f"make{'s' * (report['heldout'] == 1)} its held-out accuracy a rough figure; use more images or "
+                 f"a larger --heldout")
     return text

@@ -787,7 +787,7 @@ def test_real_statistics_without_spread_are_refused_from_the_cache_too(data_dir,
     data = open_packed(data_dir, 64)
     size = data.images.shape[-1]
     st = (data_dir / "cache" / f"images_{size}.npy").stat()
-    flat = fid.Stats(np.ones(4), np.zeros((4, 4)), len(data))
+    flat = fid.Stats(np.ones(16), np.zeros((16, 16)), len(data))  # (as many features as the extractor gives)
     fid._write(data_dir / "cache" / "fid_flat_64.npz", f"k|{st.st_size}|{st.st_mtime_ns}|all", {"all": flat})
     with pytest.raises(fid.BadFeatures, match="gets the same features"):
         fid.real_stats(data, random_extractor(), "flat", "k")

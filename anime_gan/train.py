@@ -147,6 +147,15 @@ def labels_ahead(cfg: TrainConfig) -> Schema | None:
     return scan(root).schema
 
 
+def known_image_count(cfg: TrainConfig) -> int | None:
+    """How many images training will see, where that is known without reading the folder: from a
+    current cache's header, or the built-in faces an empty folder gets (None otherwise)."""
+    root = Path(cfg.train_dir)
+    if _current_cache(root, cfg.image_size):
+        return len(open_packed(root, cfg.image_size))
+    return cfg.synthetic_size if not visible_entries(root) else None
+
+
 def check_before_data(cfg: TrainConfig, resume_path: Path | None, snapshot: dict | None,
                       log=lambda msg: None):
     """What the data's labels and the other inputs decide, checked before any slow work (drawing the
@@ -161,6 +170,10 @@ def check_before_data(cfg: TrainConfig, resume_path: Path | None, snapshot: dict
     _model_config(cfg, PRESETS[cfg.model], labels)
     if cfg.eval_every:
         judge, judge_info = load_training_judge(cfg, labels, torch.device("cpu"))  # (a broken one refused)
+        n = known_image_count(cfg)
+        if n is not None and n < 2:  # (so the dry run says it too; one picture repeated is found later)
+            raise UserError(f"{cfg.train_dir}: FID needs at least 2 real images, this data set has {n}; add images "
+                            f"and run `anime-gan prepare` again, or drop --eval-every")
     else:
         judge, judge_info = None, None
     if cfg.tensorboard:

@@ -190,8 +190,9 @@ def test_fid_against_a_single_real_image_is_one_line(tmp_path, cli, run_dir, mon
         one_line_error(cli("eval", "-d", run_dir, "-t", tmp_path / "one", "--metrics", "judge-fid", "diversity",
                            "-q", *dry), f"{tmp_path / 'one'}: FID needs at least 2 real images, this data set has 1",
                        "or choose --metrics without judge-fid")
-    one_line_error(cli("train-judge", "-t", tmp_path / "one", "-q"), f"{tmp_path / 'one'}: 1 image, all held out "
-                   "to measure the judge; it needs at least 2")
+    for dry in ([], ["--dry-run"]):
+        one_line_error(cli("train-judge", "-t", tmp_path / "one", "-q", *dry), f"{tmp_path / 'one'}: 1 image, all "
+                       "held out to measure the judge; it needs at least 2")
     assert main(["prepare", "--synthetic", "3", "-o", str(tmp_path / "three"), "-q"]) == 0
     images = np.load(tmp_path / "three" / "cache" / "images_64.npy", mmap_mode="r+")
     images[:] = images[0]

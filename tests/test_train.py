@@ -1248,6 +1248,12 @@ def test_eval_every_checks_its_judge_and_data_before_a_step_and_keeps_the_judge_
                                                      "varied images and run `anime-gan prepare` again, or drop "
                                                      "--eval-every"), err
     assert not list((tmp_path / "c").rglob("*.ckpt"))
+    # a single image: said by the dry run too (it counts a packed set's images, reading none)
+    assert main(["prepare", "--synthetic", "1", "-o", str(tmp_path / "one"), "--image-size", "32", "-q"]) == 0
+    shutil.copy(path, tmp_path / "one" / "judge_32.pt")
+    for dry in ([], ["--dry-run"]):
+        one_line_error(cli("train", "-t", tmp_path / "one", *out, "--image-size", "32", *dry),
+                       f"{tmp_path / 'one'}: FID needs at least 2 real images, this data set has 1", "--eval-every")
     # the judge file moved away once loaded: the run goes on with the judge it loaded (it stopped
     # at the next evaluation, losing every step since the last snapshot)
     load = train_module.load_training_judge

@@ -121,15 +121,28 @@ def split(n: int, heldout: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
 _OUT_FIX = "pick another file with -o"
 
 
+def _check_split(cfg: JudgeConfig, n: int) -> None:
+    train = len(split(n, cfg.heldout, cfg.seed)[0])
+    if not train:
+        raise UserError(f"{cfg.train_dir}: {n} image{'s' * (n != 1)}, all held out to measure the judge; it "
+                        f"needs at least 2 (more for a useful one): add images and run `anime-gan prepare` again")
+    if train < cfg.batch_size:
+        raise UserError(f"{cfg.train_dir}: only {train} training images for batch size "
+                        f"{cfg.batch_size}; lower --batch-size or add images")
+
+
 def check_judge(cfg: JudgeConfig) -> None:
     """What `train-judge --dry-run` can check without reading the data."""
     from ..config import TrainConfig
-    from ..train import check_data_folder, labels_ahead
+    from ..train import check_data_folder, known_image_count, labels_ahead
     validate_judge(cfg)
     train_cfg = TrainConfig(train_dir=cfg.train_dir, image_size=cfg.image_size)
     check_data_folder(train_cfg)
     if labels_ahead(train_cfg) is None:
         _no_labels(cfg)
+    n = known_image_count(train_cfg)
+    if n is not None:  # (so the dry run says it too)
+        _check_split(cfg, n)
     out = judge_file(cfg)
     if cfg.out:  # (the default one's folder is the data folder, which may be drawn first)
         writable_file(out, _OUT_FIX)
@@ -169,14 +182,8 @@ def train_judge(cfg: JudgeConfig, log=print) -> tuple[Path, dict]:
             f"will not compare with the new one's")
     device = distributed.pick_device(cfg.device)
     schema = data.schema
+    _check_split(cfg, len(data))
     train_idx, held_idx = split(len(data), cfg.heldout, cfg.seed)
-    if not len(train_idx):
-        raise UserError(f"{cfg.train_dir}: {len(data)} image{'s' * (len(data) != 1)}, all held out to measure the "
-                        f"judge; it needs at least 2 (more for a useful one): add images and run `anime-gan "
-                        f"prepare` again")
-    if len(train_idx) < cfg.batch_size:
-        raise UserError(f"{cfg.train_dir}: only {len(train_idx)} training images for batch size "
-                        f"{cfg.batch_size}; lower --batch-size or add images")
     # The whole set as uint8 on the device (64 px: 12 KB per image); batches are index_selects.
     images = torch.from_numpy(np.ascontiguousarray(data.images)).to(device)
     labels = torch.from_numpy(data.labels).to(device)

@@ -251,6 +251,9 @@ def note_unused_flags(cfg: TrainConfig, device: torch.device, world_size: int, l
                 log(f"note: --{flag.replace('_', '-')} sets D's side; --model cvae has no D: ignored")
     if set_here("beta") and preset.optimizer == "rmsprop":
         log(f"note: --beta sets Adam's beta1; --model {cfg.model} trains with RMSprop: ignored")
+    if set_here("loss") and hyper.loss == "wgan" and preset.optimizer != "rmsprop":
+        log(f"note: --loss wgan clips D's weights, which WGAN pairs with RMSprop and 5 critic steps (--model wgan); "
+            f"--model {cfg.model} trains with Adam and --n-critic {hyper.n_critic}, often unstable with clipping")
     if set_here("lr") and cfg.glr and (cfg.dlr or preset.loss == "vae"):
         log("note: --lr sets both nets' learning rate; --glr sets " + ("the model's" if preset.loss == "vae" else
                                                                      "G's and --dlr D's") + ": --lr ignored")

@@ -245,14 +245,16 @@ def test_weights_of_loss_terms_the_model_lacks_are_noted(tmp_path, data, capsys)
     assert main([*argv, "-q"]) == 0 and capsys.readouterr().err == ""
     # overridden or not for this device or folder (the dry run suffices)
     argv = ["train", "-t", str(data), "-c", str(tmp_path / "c2"), "--lr", "1e-3", "--glr", "1e-4", "--dlr", "1e-4",
-            "--deterministic", "-d", "cpu", "--synthetic-size", "50", "--dry-run"]
+            "--deterministic", "-d", "cpu", "--synthetic-size", "50", "--loss", "wgan", "--dry-run"]
     assert main(argv) == 0
     err = capsys.readouterr().err
     for note in ("note: --lr sets both nets' learning rate; --glr sets G's and --dlr D's: --lr ignored",
                  "note: --deterministic asks for deterministic GPU kernels; CPU runs repeat at a fixed thread "
                  "count already: ignored",
                  f"note: --synthetic-size sets how many built-in faces an empty data folder gets; {data} is not "
-                 f"empty: ignored"):
+                 f"empty: ignored",
+                 "note: --loss wgan clips D's weights, which WGAN pairs with RMSprop and 5 critic steps (--model "
+                 "wgan); --model cgan trains with Adam and --n-critic 1, often unstable with clipping"):
         assert note in err, err
     assert main([*argv[:5], "--dlr", "1e-4", "--dry-run"]) == 0 and "--lr ignored" not in capsys.readouterr().err
 

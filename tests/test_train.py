@@ -245,7 +245,7 @@ def test_weights_of_loss_terms_the_model_lacks_are_noted(tmp_path, data, capsys)
     assert main([*argv, "-q"]) == 0 and capsys.readouterr().err == ""
     # overridden or not for this device or folder (the dry run suffices)
     argv = ["train", "-t", str(data), "-c", str(tmp_path / "c2"), "--lr", "1e-3", "--glr", "1e-4", "--dlr", "1e-4",
-            "--deterministic", "-d", "cpu", "--synthetic-size", "50", "--loss", "wgan", "--dry-run"]
+            "--deterministic", "-d", "cpu", "--synthetic-size", "50", "--loss", "wgan", "--model", "cgan", "--dry-run"]
     assert main(argv) == 0
     err = capsys.readouterr().err
     for note in ("note: --lr sets both nets' learning rate; --glr sets G's and --dlr D's: --lr ignored",

@@ -528,10 +528,12 @@ def _restore_streams(path: Path, d: dict, state: TrainState, saved: TrainConfig,
         else:
             log(f"note: {path.name} was trained in {saved.precision}, so fp16 starts with a fresh loss scale")
     before, now = d.get("world_size"), dist.world_size if dist is not None else 1
-    if isinstance(before, int) and before != now:  # (snapshots before world_size was saved: unknown)  # the global batch changes with it, and the random streams cannot all carry over
-        log(f"note: {path.name} was trained by {before} process{'es' * (before != 1)} (batch {saved.batch_size} x {before} = "
-            f"{saved.batch_size * before} global); this run has {now} (batch {cfg.batch_size} x {now} = "
-            f"{cfg.batch_size * now} global), so it "
+    # The global batch changes with the process count, and the random streams cannot all carry over
+    # (snapshots from before world_size was saved: unknown, not said).
+    if isinstance(before, int) and before != now:
+        log(f"note: {path.name} was trained by {before} process{'es' * (before != 1)} (batch "
+            f"{saved.batch_size} x {before} = {saved.batch_size * before} global); this run has {now} (batch "
+            f"{cfg.batch_size} x {now} = {cfg.batch_size * now} global), so it "
             + ("continues rank 0's random streams" if now == 1 else "draws anew from --seed and the step"))
     if dist is not None and dist.world_size > 1:
         if d.get("world_size") != dist.world_size or "other_ranks" not in d:

@@ -35,7 +35,7 @@ from .files import append_line, removed_on_failure, visible_entries, writable_fo
 from .labels import Schema, anime_schema, cond_dim, condition_encoder
 from .metrics.evaluate import (evaluate_during_training, load_training_judge, training_metrics,
                                weak_judge_note)
-from .metrics.fid import check_real_images
+from .metrics.fid import check_image_count, check_real_images
 from .models import PRESETS, ModelConfig, aux_kind, build
 from .step import CudaGraphStep, GanStep, VaeStep, draw as step_inputs, saved_bytes_per_image
 
@@ -171,9 +171,8 @@ def check_before_data(cfg: TrainConfig, resume_path: Path | None, snapshot: dict
     if cfg.eval_every:
         judge, judge_info = load_training_judge(cfg, labels, torch.device("cpu"))  # (a broken one refused)
         n = known_image_count(cfg)
-        if n is not None and n < 2:  # (so the dry run says it too; one picture repeated is found later)
-            raise UserError(f"{cfg.train_dir}: FID needs at least 2 real images, this data set has {n}; add images "
-                            f"and run `anime-gan prepare` again, or drop --eval-every")
+        if n is not None:  # (so the dry run says it too; one picture repeated is found later)
+            check_image_count(cfg.train_dir, n, "add images and run `anime-gan prepare` again, or drop --eval-every")
     else:
         judge, judge_info = None, None
     if cfg.tensorboard:

@@ -1149,13 +1149,16 @@ def test_prepare_says_which_images_it_enlarged(cli, tmp_path):
     rc, out, err = cli("prepare", src, "-o", tmp_path / "out", "-q")
     assert rc == 0, err
     assert (f"  enlarged 2 image(s) smaller than 64px, which come out blurred (smallest 16px: "
-            f"{src / 'tiny.png'}); drop them, or pack at --image-size 32") in out.splitlines()
+            f"{src / 'tiny.png'}); drop them") in out.splitlines()  # (even 32 px would enlarge a 16 px one)
     meta = json.loads((tmp_path / "out" / "cache" / "meta_64.json").read_text())
     assert meta["enlarged"] == {"images": 2, "smallest_side": 16, "file": str(src / "tiny.png")}
     assert len(open_packed(tmp_path / "out", 64)) == 4
     rc, out, err = cli("prepare", src, "-o", tmp_path / "out32", "--image-size", 32, "-q")
     assert rc == 0 and "  enlarged 1 image(s) smaller than 32px" in out and "--image-size" not in out, out
     (src / "tiny.png").unlink()
+    rc, out, err = cli("prepare", src, "-o", tmp_path / "out", "-q")  # the smallest is 40 px: 32 enlarges none
+    assert (f"  enlarged 1 image(s) smaller than 64px, which come out blurred (smallest 40px: "
+            f"{src / 'small.png'}); drop them, or pack at --image-size 32") in out.splitlines()
     rc, out, err = cli("prepare", src, "-o", tmp_path / "out32", "--image-size", 32, "-q")
     assert rc == 0 and "enlarged" not in out and "enlarged" not in json.loads(
         (tmp_path / "out32" / "cache" / "meta_32.json").read_text()), out

@@ -169,7 +169,7 @@ def _prepare(cfg: PrepareConfig, out: Path) -> dict:
 
     try:
         images, keep, skipped, small = pack(src, out, cfg.image_size, cfg.workers, cfg.quiet, strict=cfg.strict,
-                                     before_replace=before_replace)
+                                            before_replace=before_replace)
     except BaseException:
         if staged is not None:
             shutil.rmtree(staged, ignore_errors=True)
@@ -348,8 +348,8 @@ def _strict_error(skipped) -> UserError:
 
 def pack(src: Source, out: Path, size: int, workers: int = 0, quiet: bool = False, strict: bool = False,
          before_replace=lambda keep: None):
-    """Decode every file once into cache/images_<size>.npy; return (path, kept
-    indices, skipped, [(side, file)] of the images smaller than `size`, smallest first).
+    """Decode every file once into cache/images_<size>.npy; return (path, kept indices, skipped,
+    [(side, file)] of the images smaller than `size`, smallest first).
 
     An existing cache is only replaced once decoding succeeded (and, with strict, skipped nothing),
     and after `before_replace(kept indices)` returned."""
@@ -565,7 +565,8 @@ def format_report(report: dict) -> str:
         lines.append(f"  {group}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
     if report.get("enlarged"):
         e = report["enlarged"]
-        smaller = [s for s in IMAGE_SIZES if s < report["image_size"]]
+        # (a size at which none of them is enlarged; below 32 px there is none)
+        smaller = [s for s in IMAGE_SIZES if s <= e["smallest_side"]]
         lines.append(f"  enlarged {e['images']} image(s) smaller than {report['image_size']}px, which come out "
                      f"blurred (smallest {e['smallest_side']}px: {e['file']}); drop them"
                      + (f", or pack at --image-size {smaller[-1]}" if smaller else ""))

@@ -35,8 +35,8 @@ from ..labels import Schema, encode, read_conditions
 from ..models import PRESETS
 from .accuracy import attribute_accuracy, default_conditions
 from .config import JUDGED_METRICS, OFFLINE_METRICS, EvalConfig, validate_eval
-from .fid import (BadFeatures, StatsAccumulator, check_real_images, frechet_distance, progress_bar, real_stats,
-                  stats_of)
+from .fid import (BadFeatures, StatsAccumulator, check_image_count, check_real_images, frechet_distance,
+                  progress_bar, real_stats, stats_of)
 from .inception import (INCEPTION_DIM, INCEPTION_SHA256_PREFIX, WEIGHTS_FILE, WEIGHTS_URL, default_weights_path,
                         find_weights, load_inception)
 from .judge import MIN_HELDOUT, WEAK_JUDGE, data_key, heldout_images, load_judge
@@ -427,9 +427,9 @@ def check_eval(cfg: EvalConfig, device) -> Checked:
     if data.schema != schema:
         raise UserError(f"{root} has other labels than {path} was trained on; pass the right folder with -t")
     fids = [m for m in ("judge-fid", "intra-fid", "fid") if m in cfg.metrics]
-    if fids and len(data) < 2:  # (a set of one picture repeated is found once images are read)
-        raise UserError(f"{root}: FID needs at least 2 real images, this data set has {len(data)}; add images "
-                        f"and run `anime-gan prepare` again, or choose --metrics without {' '.join(fids)}")
+    if fids:  # (a set of one picture repeated is found once images are read)
+        check_image_count(root, len(data), f"add images and run `anime-gan prepare` again, or choose --metrics "
+                                           f"without {' '.join(fids)}")
     scored = [m for m in ("accuracy", "intra-fid") if m in cfg.metrics]
     if scored and schema is not None and not PRESETS[tcfg.model].conditional:
         raise UserError(f"{path}: --model {tcfg.model} draws without labels, so {' and '.join(scored)} "

@@ -153,11 +153,16 @@ def real_stats(data: Packed, extractor, name: str, key: str, per_class: bool = F
     return out
 
 
+def check_image_count(root, n: int, fix: str) -> None:
+    """A FID needs 2 real images at least: said from a count alone, so also by dry runs."""
+    if n < 2:
+        raise UserError(f"{root}: FID needs at least 2 real images, this data set has {n}; {fix}")
+
+
 def check_real_images(data: Packed, fix: str = "add varied images and run `anime-gan prepare` again") -> None:
     """A FID needs real images that differ; checked before any fake is drawn. Reads images only
     until two differ, which is at once for any real data set."""
-    if len(data) < 2:
-        raise UserError(f"{data.root}: FID needs at least 2 real images, this data set has {len(data)}; {fix}")
+    check_image_count(data.root, len(data), fix)
     first = np.asarray(data.images[0])
     if all(np.array_equal(first, data.images[i]) for i in range(1, len(data))):
         raise UserError(f"{data.root}: its {len(data)} images are all the same picture, so a FID has nothing "

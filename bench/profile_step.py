@@ -7,7 +7,8 @@ Runs `anime-gan train` three times under torch.profiler (a warm-up run, then SHO
 difference divided by LONG - SHORT, so setup costs cancel out.  On a GPU, if the device is busy for
 much less than the wall time of a step, the step is bound by launch/host overhead (CUDA graphs
 help); if it is busy for nearly all of it, the kernels themselves are the cost (bf16, fusion and
-channels_last help).  On a CPU it counts leaf aten ops per step instead of kernels.
+channels_last help).  On a CPU it counts leaf aten ops per step instead of kernels, and times
+each aten op by its own time (without the ops it calls).
 """
 from __future__ import annotations
 
@@ -42,16 +43,20 @@ def profiled_run(args, data: Path, out: Path, steps: int, name: str):
         if cuda:
             torch.cuda.synchronize()
         wall = time.perf_counter() - t0
-    kernels = collections.Counter()
-    busy = collections.Counter()  # microseconds per kernel name
+    kernels = collections.Counter()  # calls per kernel (GPU) or aten op (CPU) name
+    busy = collections.Counter()  # microseconds per name
+    leaves = 0  # on the CPU: aten ops that call no other op (the CPU's "kernels")
     for e in prof.events():
         if cuda and e.device_type != torch.autograd.DeviceType.CPU:
             kernels[e.name] += 1
             busy[e.name] += e.device_time
-        elif not cuda and e.name.startswith("aten::") and not e.cpu_children:
+        elif not cuda and e.name.startswith("aten::"):
+            # Self time: an op's own work without the ops it calls. A convolution calls aten::empty
+            # for its output, so counting leaf ops only would leave the convolutions out.
             kernels[e.name] += 1
-            busy[e.name] += e.cpu_time
-    return wall, kernels, busy
+            busy[e.name] += e.self_cpu_time_total
+            leaves += not e.cpu_children
+    return wall, kernels, busy, leaves if not cuda else sum(kernels.values())
 
 
 def main():
@@ -77,8 +82,8 @@ def main():
         data = Path(tmp) / "data"
         run_cli(["prepare", "--synthetic", str(args.images), "-o", str(data), "-q"])
         profiled_run(args, data, Path(tmp), args.short, "warm")  # warm caches (cuDNN, allocator, imports)
-        w1, k1, b1 = profiled_run(args, data, Path(tmp), args.short, "short")
-        w2, k2, b2 = profiled_run(args, data, Path(tmp), args.long, "long")
+        w1, k1, b1, n1 = profiled_run(args, data, Path(tmp), args.short, "short")
+        w2, k2, b2, n2 = profiled_run(args, data, Path(tmp), args.long, "long")
     n = args.long - args.short
     wall_ms = (w2 - w1) / n * 1e3
     per_step = {k: (k2[k] - k1.get(k, 0)) / n for k in k2}
@@ -93,8 +98,9 @@ def main():
         print(f"wall per step (profiled, so slower than unprofiled): {wall_ms:.2f} ms "
               f"= {args.batch_size / wall_ms * 1e3:,.0f} img/s")
     share = f" ({100 * sum(busy_ms.values()) / wall_ms:.0f}% of wall)" if wall_ms > 0 else ""
-    print(f"{unit} per step: {sum(per_step.values()):.0f}; busy per step: {sum(busy_ms.values()):.2f} ms{share}")
-    print(f"top {unit} by time per step:")
+    print(f"{unit} per step: {(n2 - n1) / n:.0f}; busy per step: {sum(busy_ms.values()):.2f} ms{share}")
+    print("top kernels by time per step:" if args.device.startswith("cuda") else
+          "top aten ops by own time per step (without the ops they call):")
     for name, ms in sorted(busy_ms.items(), key=lambda kv: -kv[1])[:12]:
         print(f"  {ms:8.3f} ms  {per_step[name]:6.1f}x  {name[:100]}")
 

@@ -13,6 +13,8 @@ autotuning off.  Where it is kinder to the seed it says so (vectorised one-hots;
 print).  Both use the same networks and losses from anime_gan.models.  Prints images/s (median of
 windows), the ratio, and peak memory (allocated on GPU, RSS on CPU), each loop measured in a
 process of its own so that neither figure holds the other's (or the data preparation's) memory.
+Last, the arithmetic per image of each (FLOPs counted by torch.utils.flop_counter): where the
+convolutions set the pace, as in fp32 on a CPU, their ratio is about the most the fast path can gain.
 """
 from __future__ import annotations
 
@@ -24,12 +26,14 @@ import statistics
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from torch.utils.flop_counter import FlopCounterMode
 
 from _common import require, run_cli
 from anime_gan import losses
@@ -124,53 +128,79 @@ def seed_batches(dataset: SeedDataset, batch: int, steps: int, workers: int):
     yield from torch.utils.data.DataLoader(dataset, batch_size=batch, sampler=sampler, num_workers=workers)
 
 
-def seed001_loop(args, data: Path) -> list[float]:
-    device = torch.device(args.device)
-    src = scan(data)
+@dataclass
+class SeedParts:
+    """What seed 001's train.py builds before its loop: the networks, their optimizers, the loss."""
+    G: torch.nn.Module
+    D: torch.nn.Module
+    opt_G: torch.optim.Optimizer
+    opt_D: torch.optim.Optimizer
+    loss: str
+    aux: str | None
+    class_sizes: tuple
+    fake_labels: object  # batch size -> one-hot labels drawn from the data's priors, on the device
+
+
+def seed001_parts(model: str, nf: int, data: Path, device: torch.device) -> SeedParts:
     schema = anime_schema()
     hair_prob, eye_prob = (np.load(data / f"{g}_prob.npy") for g in ("hair", "eye"))
-    total = args.window * (args.warmup + args.windows)
-    batches = seed_batches(SeedDataset(src.files, src.labels, 64), args.batch_size, total, args.workers)
 
     def fake_labels(b):  # numpy on the host, as seed 001 (which filled the one-hots in a Python loop)
         hair = np.random.choice(len(hair_prob), b, p=hair_prob / hair_prob.sum())
         eye = np.random.choice(len(eye_prob), b, p=eye_prob / eye_prob.sum())
         return torch.cat([F.one_hot(torch.from_numpy(hair), 12), F.one_hot(torch.from_numpy(eye), 10)],
                          1).float().to(device)
-    mcfg = ModelConfig(cond_dim=schema.dim, class_sizes=schema.class_sizes, nf=args.nf, image_size=64)
+    mcfg = ModelConfig(cond_dim=schema.dim, class_sizes=schema.class_sizes, nf=nf, image_size=64)
     torch.manual_seed(0)
-    G, D = (m.to(device) for m in build(args.model, mcfg))
-    preset = PRESETS[args.model]
-    aux = aux_kind(args.model, mcfg)
-    opt_G = torch.optim.Adam(G.parameters(), lr=preset.glr, betas=preset.betas)
-    opt_D = torch.optim.Adam(D.parameters(), lr=preset.dlr, betas=preset.betas)
+    G, D = (m.to(device) for m in build(model, mcfg))
+    preset = PRESETS[model]
+    return SeedParts(G, D, torch.optim.Adam(G.parameters(), lr=preset.glr, betas=preset.betas),
+                     torch.optim.Adam(D.parameters(), lr=preset.dlr, betas=preset.betas), preset.loss,
+                     aux_kind(model, mcfg), mcfg.class_sizes, fake_labels)
+
+
+def seed001_step(parts: SeedParts, real: torch.Tensor, labels: torch.Tensor):
+    """One iteration of seed 001's train.py; returns (d_loss, g_loss), still on the device."""
+    G, D, opt_G, opt_D, loss, aux, class_sizes, fake_labels = (
+        parts.G, parts.D, parts.opt_G, parts.opt_D, parts.loss, parts.aux, parts.class_sizes, parts.fake_labels)
+    b, device = real.shape[0], real.device
+    # D step: G's output is not detached, so D's loss backpropagates through G as well (its
+    # gradients are then zeroed by the G step), as in seed 001
+    y_fake = fake_labels(b)
+    fake = G(torch.randn(b, 100).to(device), y_fake)
+    real_adv, real_cls = D(real, labels)
+    fake_adv, _ = D(fake, y_fake)
+    d_loss = losses.d_loss(loss, real_adv, fake_adv)
+    if aux:
+        class_loss = losses.class_loss(aux, real_cls, labels, class_sizes)
+        class_loss.item()  # seed 001 logs it here, before the backward: a host sync
+        d_loss = d_loss + class_loss
+    opt_D.zero_grad()
+    d_loss.backward()
+    opt_D.step()
+    # G step: new noise and labels, G run again
+    y_fake = fake_labels(b)
+    fake_adv, fake_cls = D(G(torch.randn(b, 100).to(device), y_fake), y_fake)
+    g_loss = losses.g_loss(loss, fake_adv)
+    if aux:
+        g_loss = g_loss + losses.class_loss(aux, fake_cls, y_fake, class_sizes)
+    opt_G.zero_grad()
+    g_loss.backward()
+    opt_G.step()
+    return d_loss, g_loss
+
+
+def seed001_loop(args, data: Path) -> list[float]:
+    device = torch.device(args.device)
+    total = args.window * (args.warmup + args.windows)
+    src = scan(data)
+    batches = seed_batches(SeedDataset(src.files, src.labels, 64), args.batch_size, total, args.workers)
+    parts = seed001_parts(args.model, args.nf, data, device)
     history, rates, seen, t0 = [], [], 0, time.perf_counter()
     for step, (real, labels) in enumerate(batches, 1):
         real, labels = real.to(device), labels.to(device)
         b = real.shape[0]
-        # D step: G's output is not detached, so D's loss backpropagates through G as well (its
-        # gradients are then zeroed by the G step), as in seed 001
-        y_fake = fake_labels(b)
-        fake = G(torch.randn(b, 100).to(device), y_fake)
-        real_adv, real_cls = D(real, labels)
-        fake_adv, _ = D(fake, y_fake)
-        d_loss = losses.d_loss(preset.loss, real_adv, fake_adv)
-        if aux:
-            class_loss = losses.class_loss(aux, real_cls, labels, mcfg.class_sizes)
-            class_loss.item()  # seed 001 logs it here, before the backward: a host sync
-            d_loss = d_loss + class_loss
-        opt_D.zero_grad()
-        d_loss.backward()
-        opt_D.step()
-        # G step: new noise and labels, G run again
-        y_fake = fake_labels(b)
-        fake_adv, fake_cls = D(G(torch.randn(b, 100).to(device), y_fake), y_fake)
-        g_loss = losses.g_loss(preset.loss, fake_adv)
-        if aux:
-            g_loss = g_loss + losses.class_loss(aux, fake_cls, y_fake, mcfg.class_sizes)
-        opt_G.zero_grad()
-        g_loss.backward()
-        opt_G.step()
+        d_loss, g_loss = seed001_step(parts, real, labels)
         history.append((d_loss.item(), g_loss.item()))  # a host sync every step
         seen += b
         if step % args.window == 0:
@@ -180,6 +210,26 @@ def seed001_loop(args, data: Path) -> list[float]:
             rates.append(seen / (now - t0))
             seen, t0 = 0, now
     return rates[args.warmup:]
+
+
+def gflop_per_image(args, data: Path, out: Path) -> tuple[float, float]:
+    """GFLOP per image and iteration (convolutions and matmuls, as torch.utils.flop_counter counts
+    them) of the fast path and of the seed-001 loop, on batches of 2 in fp32 on the CPU: the counts
+    are the same on any device.  The fast path's is `train` for 2 iterations minus 1, so that the
+    set-up and the last step's sample grid cancel out."""
+    b, totals = 2, []
+    for iters in (1, 2):
+        cmd = ["train", "-t", data, "-s", out / "s", "-c", out / "c", "--name", f"flops{iters}", "--model",
+               args.model, "-b", b, "-d", "cpu", "--nf", args.nf, "-i", iters, "--no-ema", "-q"]
+        with FlopCounterMode(display=False) as counter:
+            run_cli(cmd)
+        totals.append(counter.get_total_flops())
+    parts = seed001_parts(args.model, args.nf, data, torch.device("cpu"))
+    src = scan(data)
+    real, labels = next(seed_batches(SeedDataset(src.files, src.labels, 64), b, 1, 0))
+    with FlopCounterMode(display=False) as counter:
+        seed001_step(parts, real, labels)
+    return (totals[1] - totals[0]) / b / 1e9, counter.get_total_flops() / b / 1e9
 
 
 def main():
@@ -231,6 +281,10 @@ def main():
         print(f"seed-001 loop:       {args.model} b={args.batch_size} {args.device} fp32: {seed:,.0f} img/s, "
               f"{memory} {seed_mem:,.0f} MiB")
         print(f"speed-up: {fast / seed:.2f}x")
+        fast_gflop, seed_gflop = gflop_per_image(args, data, Path(tmp))
+        print(f"arithmetic per image and iteration: fast path {fast_gflop:.2f} GFLOP, seed-001 loop "
+              f"{seed_gflop:.2f} GFLOP ({seed_gflop / fast_gflop:.2f}x: what the fast path saves where "
+              f"the convolutions set the pace, as in fp32 on a CPU)")
 
 
 if __name__ == "__main__":

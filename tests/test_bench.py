@@ -27,6 +27,9 @@ def test_train_throughput_prints_both_loops_and_the_ratio():
     fast_mb, seed_mb = (float(line.split("peak RSS ")[1].split(" MiB")[0].replace(",", ""))
                         for line in r.stdout.splitlines() if "peak RSS" in line)
     assert fast_mb > 0 and seed_mb > 0 and "process peak so far" not in r.stdout
+    # the seed loop runs G twice and backpropagates D's loss through G: more arithmetic per image
+    arithmetic = next(line for line in r.stdout.splitlines() if line.startswith("arithmetic per image"))
+    assert float(arithmetic.split("(")[1].split("x:")[0]) > 1.2, arithmetic
 
 
 def test_profile_step_prints_per_step_figures():
@@ -34,6 +37,9 @@ def test_profile_step_prints_per_step_figures():
                "--images", "20")
     assert r.returncode == 0, r.stderr[-2000:]
     assert "wall per step" in r.stdout and "leaf aten ops per step:" in r.stdout
+    # on the CPU the convolutions are timed too (they call other ops, so they are no leaves)
+    top = r.stdout.split("top aten ops by own time per step")[1]
+    assert "convolution" in top, r.stdout
 
 
 def test_tags_pickle_load_prints_both_times():

@@ -287,7 +287,6 @@ def train(cfg: TrainConfig) -> Path | None:
     fresh_folder = check_run_folder(cfg, ckpt_dir, resume_path, snapshot)
     judge, judge_info = check_before_data(cfg, resume_path, snapshot, log)
     judge = judge.to(device) if judge is not None and dist.is_main else None  # only the main process evaluates
-    note_unused_flags(cfg, device, dist.world_size, log)
 
     # ---- data ---------------------------------------------------------------------------------
     if dist.is_main:  # the main process prepares the cache; the others wait, then open it
@@ -313,7 +312,9 @@ def train(cfg: TrainConfig) -> Path | None:
     # D runs on real and fake; a gradient penalty adds a pass and its double backward: about two more.
     d_passes = 1 if preset.loss == "vae" else 4 if hyper.loss in ("wgan-gp", "dragan") else 2
     _check_batch_fits(cfg, G, D, mcfg, device, d_passes)
-    if cfg.batch_size > len(data):  # (after every refusal: a refused run prints its one line only)
+    # Notes come after every refusal: a refused run gives its reason, not advice for a run never started.
+    note_unused_flags(cfg, device, dist.world_size, log)
+    if cfg.batch_size > len(data):
         log(f"note: -b {cfg.batch_size} is more than the {len(data)} images in {cfg.train_dir}: every batch "
             f"repeats images; a larger data set (or a smaller -b) trains better")
     weak = weak_judge_note(judge_info["path"], judge_info) if judge is not None else None

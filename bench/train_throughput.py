@@ -251,11 +251,15 @@ def main():
                    help="decode the seed-001 loop's batches in N worker processes (default 0: in the main "
                         "process, as seed 001 does; more is kinder to the seed than seed 001 was)")
     p.add_argument("--skip-seed", action="store_true", help="only measure the fast path")
+    p.add_argument("--rounds", type=int, default=1,
+                   help="time the two loops N times, alternating, and print each round's ratio and their "
+                        "median: on a shared machine the load changes between two loops timed once (default 1)")
     args = p.parse_args()
     require(p, args.batch_size >= 1 and args.nf >= 1, "-b and --nf must be at least 1")
     require(p, args.window >= 1 and args.windows >= 1 and args.warmup >= 0,
             "--window and --windows must be at least 1, --warmup at least 0")
     require(p, args.workers >= 0, f"--workers must be at least 0, got {args.workers}")
+    require(p, args.rounds >= 1, f"--rounds must be at least 1, got {args.rounds}")
     require(p, args.images >= args.batch_size, f"--images {args.images} is fewer than one batch of "
             f"{args.batch_size}: the built-in set must hold a batch")
     try:
@@ -266,21 +270,30 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "data"
         run_cli(["prepare", "--synthetic", str(args.images), "-o", str(data), "-q"])
-        rates, fast_mem = in_own_process(fast_path, args, data, Path(tmp))
-        fast = statistics.median(rates)
         memory = "peak GPU memory allocated" if device.type == "cuda" else "peak RSS"
-        print(f"anime-gan fast path: {args.model} b={args.batch_size} {args.device} {args.precision}"
-              f"{' channels_last' if args.channels_last else ''}{' compile' if args.compile else ''}"
-              f"{' cuda_graph' if args.cuda_graph else ''}: "
-              f"{fast:,.0f} img/s, {memory} {fast_mem:,.0f} MiB", flush=True)
+        ratios = []
+        for r in range(1, args.rounds + 1):
+            # Rounds alternate the loops, so that a change in the machine's load meets both of them.
+            round_ = f" (round {r} of {args.rounds})" if args.rounds > 1 else ""
+            rates, fast_mem = in_own_process(fast_path, args, data, Path(tmp) / f"round{r}")
+            fast = statistics.median(rates)
+            print(f"anime-gan fast path: {args.model} b={args.batch_size} {args.device} {args.precision}"
+                  f"{' channels_last' if args.channels_last else ''}{' compile' if args.compile else ''}"
+                  f"{' cuda_graph' if args.cuda_graph else ''}: "
+                  f"{fast:,.0f} img/s, {memory} {fast_mem:,.0f} MiB{round_}", flush=True)
+            if args.skip_seed:
+                continue
+            # (a fresh process: cuDNN autotuning is off, as seed 001 left it; the fast path turns it on)
+            rates, seed_mem = in_own_process(seed001_loop, args, data)
+            seed = statistics.median(rates)
+            print(f"seed-001 loop:       {args.model} b={args.batch_size} {args.device} fp32: {seed:,.0f} img/s, "
+                  f"{memory} {seed_mem:,.0f} MiB{round_}")
+            ratios.append(fast / seed)
+            print(f"speed-up: {ratios[-1]:.2f}x{round_}", flush=True)
         if args.skip_seed:
             return
-        # (a fresh process: cuDNN autotuning is off, as seed 001 left it; the fast path turns it on)
-        rates, seed_mem = in_own_process(seed001_loop, args, data)
-        seed = statistics.median(rates)
-        print(f"seed-001 loop:       {args.model} b={args.batch_size} {args.device} fp32: {seed:,.0f} img/s, "
-              f"{memory} {seed_mem:,.0f} MiB")
-        print(f"speed-up: {fast / seed:.2f}x")
+        if args.rounds > 1:
+            print(f"speed-up, median of {args.rounds} rounds: {statistics.median(ratios):.2f}x")
         fast_gflop, seed_gflop = gflop_per_image(args, data, Path(tmp))
         print(f"arithmetic per image and iteration: fast path {fast_gflop:.2f} GFLOP, seed-001 loop "
               f"{seed_gflop:.2f} GFLOP ({seed_gflop / fast_gflop:.2f}x: what the fast path saves where "

@@ -19,13 +19,17 @@ def _bench(script, *args, timeout=300):
 
 def test_train_throughput_prints_both_loops_and_the_ratio():
     r = _bench("train_throughput.py", "--model", "cgan", "-b", "4", "--nf", "4", "--window", "2",
-               "--warmup", "1", "--windows", "1", "--images", "40", "--workers", "0")
+               "--warmup", "1", "--windows", "1", "--images", "40", "--workers", "0", "--rounds", "2")
     assert r.returncode == 0, r.stderr[-2000:]
     assert "anime-gan fast path: cgan b=4 cpu fp32:" in r.stdout and "img/s, peak RSS" in r.stdout
     assert "seed-001 loop:" in r.stdout and "speed-up:" in r.stdout
+    # two rounds, each timing both loops in turn, and the median of their ratios
+    ratios = [line for line in r.stdout.splitlines() if line.startswith("speed-up")]
+    assert len(ratios) == 3 and ratios[0].endswith("(round 1 of 2)") and ratios[1].endswith("(round 2 of 2)")
+    assert ratios[2].startswith("speed-up, median of 2 rounds:"), r.stdout
     # each loop in a process of its own: two figures of their own, not one process's peak twice
     fast_mb, seed_mb = (float(line.split("peak RSS ")[1].split(" MiB")[0].replace(",", ""))
-                        for line in r.stdout.splitlines() if "peak RSS" in line)
+                        for line in r.stdout.splitlines() if "peak RSS" in line and "(round 1 " in line)
     assert fast_mb > 0 and seed_mb > 0 and "process peak so far" not in r.stdout
     # the seed loop runs G twice and backpropagates D's loss through G: more arithmetic per image
     arithmetic = next(line for line in r.stdout.splitlines() if line.startswith("arithmetic per image"))
@@ -73,6 +77,7 @@ def test_flags_that_would_hang_or_compare_other_algorithms_are_refused_in_one_li
         ("train_throughput.py", ["--windows", "0"], "--windows must be at least 1"),
         ("train_throughput.py", ["-d", "tpu"], "unknown --device 'tpu'"),
         ("train_throughput.py", ["--workers", "-1"], "--workers must be at least 0"),
+        ("train_throughput.py", ["--rounds", "0"], "--rounds must be at least 1"),
         ("prepare_throughput.py", ["--n", "10", "--batch-size", "16"], "fewer than one batch"),
         ("profile_step.py", ["--short", "2", "--long", "2"], "--long must be more steps than --short"),
         ("profile_step.py", ["--model", "bogus"], "invalid choice: 'bogus'"),

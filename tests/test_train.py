@@ -1301,3 +1301,21 @@ def test_an_evaluation_that_fails_mid_run_keeps_the_steps_trained(tmp_path, data
     monkeypatch.setattr(train_module, "evaluate_during_training", fails_at(3, Diverged("training diverged by step 3")))
     one_line_error(cli("train", *out, "--name", "b"), "training diverged by step 3")
     assert checkpoint.resumable_steps(tmp_path / "c" / "b") == []
+
+
+
+def test_a_run_refused_for_its_data_says_nothing_of_unused_flags(tmp_path, builtin_set, cli):
+    """Notes on unused flags come after every check: a refused run gives its reason, not advice on
+    flags for a run that never started."""
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    for name in ("a.png", "b.png"):
+        (raw / name).write_bytes(b"not an image")
+    rc, _, err = cli("train", "-t", raw, "-c", tmp_path / "c", "-s", tmp_path / "s", "-d", "cpu", "-i", "1",
+                     "--model", "dcgan", "--embed", "rgb")
+    assert rc == 2 and "none of the 2 image(s) could be read" in err.splitlines()[-1], err
+    assert "note:" not in err, err
+    # a run that goes ahead still says them
+    rc, _, err = cli("train", "-t", builtin_set, "-c", tmp_path / "c", "-s", tmp_path / "s", "-d", "cpu", "-i", "1",
+                     "--model", "dcgan", "--embed", "rgb", "--nf", "4", "-b", "4")
+    assert rc == 0 and "note: --embed sets how labels condition the nets; --model dcgan draws without labels" in err

@@ -582,8 +582,13 @@ def resume_path(resume: str | None, ckpt_dir: Path) -> Path | None:
         return p
     found = resumable_steps(ckpt_dir)
     if not found:
-        raise UserError(f"{ckpt_dir}: nothing to resume (no G_<step>.ckpt with its D_<step>.ckpt); "
-                        f"drop --resume to start this run")
+        # 'latest' is this command's run (named by its flags): the run meant may be another one
+        others = sorted((r for r in ckpt_dir.parent.glob("*") if r != ckpt_dir and r.is_dir() and resumable_steps(r)),
+                        key=lambda r: r.stat().st_mtime)
+        hint = (f"; the latest run there is {shlex.quote(str(others[-1]))}: continue it with --resume "
+                f"{shlex.quote(str(others[-1]))}" if others else "")
+        raise UserError(f"{ckpt_dir}: nothing to resume (no G_<step>.ckpt with its D_<step>.ckpt; --resume "
+                        f"latest means the run these flags name); drop --resume to start this run{hint}")
     return ckpt_dir / f"G_{found[-1]}.ckpt"
 
 

@@ -239,7 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
              ["anime-gan test -t fix_noise -d checkpoints/acgan-dcgan_onehot_nf64_64px_seed0",
               "anime-gan test -t fix_hair_eye --hair blue --eye red -d checkpoints/RUN",
               "anime-gan test -t change_hair --eye blue -d checkpoints/RUN -n 4",
-              "anime-gan test -t pairs --pairs 'blue hair red eyes' 'aqua hair green eyes' -d RUN",
+              "anime-gan test -t pairs --pairs 'blue hair red eyes' 'aqua hair green eyes' -d checkpoints/RUN",
               "anime-gan test -t fix_hair_eye --hair-rgb '#ff8800' --eye-rgb '#00ffaa' -d RGB_RUN",
               "anime-gan test -t samples -n 4 -d checkpoints/ANY_RUN      # also unconditional or CLEVR models",
               "anime-gan test -t progress -d checkpoints/RUN                # -> samples/RUN/progress.gif"])

@@ -7,6 +7,7 @@ is trained on (`onehot`, `pair` or `rgb`), so nothing downstream hard-codes 12, 
 """
 from __future__ import annotations
 
+import difflib
 import itertools
 import json
 import re
@@ -35,6 +36,12 @@ COLOR_RGB: dict[str, tuple[int, int, int]] = {
 
 EMBEDS = ("onehot", "pair", "rgb")
 SCHEMA_FILE = "schema.json"
+
+
+def _did_you_mean(name: str, classes) -> str:
+    """" (did you mean 'blue'?)" for a near miss such as 'blu' or 'bleu'; "" when nothing is close."""
+    close = difflib.get_close_matches(name.lower(), [c.lower() for c in classes], n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""
 
 
 @dataclass(frozen=True)
@@ -204,8 +211,8 @@ class Schema:
         # Name the group when the next word is its suffix ("teal hair"): the most common typo.
         for g in self.groups:
             if i + 1 < len(tokens) and tokens[i + 1] in g.suffixes:
-                return (f"unknown {g.name} colour '{tokens[i]}' in '{text}'; valid {g.name} colours: "
-                        + ", ".join(g.classes))
+                return (f"unknown {g.name} colour '{tokens[i]}' in '{text}'{_did_you_mean(tokens[i], g.classes)}; "
+                        f"valid {g.name} colours: " + ", ".join(g.classes))
         shared = next((w for w in self._ambiguous() if tuple(tokens[i:i + len(w)]) == w), None)
         if shared is not None:
             named = [f"'{' '.join(shared)} {g.name}'" for g in self.groups
@@ -222,7 +229,8 @@ class Schema:
         folded = [c.lower() for c in g.classes]  # --hair Blue is --hair blue
         if folded.count(name.lower()) == 1:
             return folded.index(name.lower())
-        raise UserError(f"unknown {group} colour '{name}'; valid {group} colours: " + ", ".join(g.classes))
+        raise UserError(f"unknown {group} colour '{name}'{_did_you_mean(name, g.classes)}; valid {group} colours: "
+                        + ", ".join(g.classes))
 
     def describe(self, vec) -> str:
         """Multi-hot vector -> "blue hair red eyes" (inverse of parse)."""

@@ -191,7 +191,10 @@ def _check_inputs(cfg: TestConfig, kind: str, model: Model) -> None:
             parse_rgb(getattr(cfg, f"{group}_rgb"), f"--{group}-rgb")
     for flag in ("hair", "eye", "to_hair", "to_eye"):
         if getattr(cfg, flag) and flag in used:
-            model.schema.class_index(flag.removeprefix("to_"), getattr(cfg, flag))
+            try:
+                model.schema.class_index(flag.removeprefix("to_"), getattr(cfg, flag))
+            except UserError as e:  # (-t interpolate takes four colours: say which one)
+                raise UserError(f"--{flag.replace('_', '-')}: {e}") from None
     if kind == "color_map" and model.train.embed != "rgb":
         raise UserError(f"-t color_map needs a model trained with --embed rgb; this one uses "
                         f"--embed {model.train.embed}")

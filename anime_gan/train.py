@@ -118,10 +118,11 @@ def load_training_data(cfg: TrainConfig, log):
             log(format_report(prepare(PrepareConfig(source=str(root), out=str(root), image_size=cfg.image_size,
                                                     quiet=cfg.quiet))))
             return open_packed(root, cfg.image_size)
+        missing = not root.exists()
         with removed_on_failure(root):  # a Ctrl-C while drawing leaves no empty or half data folder
             writable_folder(root, "choose another folder with -t")  # the set or its cache is written there
             if not visible_entries(root):
-                log(f"{root} is empty: drawing the built-in data set "
+                log(f"{root} {'does not exist' if missing else 'is empty'}: drawing the built-in data set "
                     f"({cfg.synthetic_size} procedural faces) there first")
                 report = prepare(PrepareConfig(out=str(root), synthetic=cfg.synthetic_size,
                                                image_size=cfg.image_size, seed=0, quiet=cfg.quiet))
@@ -453,7 +454,9 @@ def train(cfg: TrainConfig) -> Path | None:
                         bar.set_postfix({k: f"{v:.3f}" for k, v in rec.items() if k.endswith("loss")}
                                         | {"img/s": rec["img_per_s"]})
                         if bar.disable:  # a log file gets a line every --log-every steps, not a bar
-                            log(" ".join(f"{k} {v}" for k, v in rec.items()))
+                            log(" ".join(f"{k} {v}" for k, v in rec.items() if k != "partial")
+                                + (f" (over the steps since the last line; a full line comes every {cfg.log_every})"
+                                   if rec.get("partial") else ""))
                 if dist.is_main and (step % cfg.sample == 0 or step == cfg.iterations):
                     _write_samples(G_ema or G, fixed_z, fixed_c, row_names,
                                    sample_dir / f"fake_step_{step}.png", tb, step)
@@ -467,7 +470,8 @@ def train(cfg: TrainConfig) -> Path | None:
                             raise  # (other ranks cannot join a snapshot from here)
                         checkpoint.save_snapshot(ckpt_dir, step, state, cfg, mcfg, schema, dist)
                         what = os_error_line(e) if isinstance(e, OSError) else str(e)
-                        raise UserError(f"{what} (step {step} was saved first; --resume goes on from there)") from None
+                        raise UserError(f"{what} (step {step} was saved first; --resume {shlex.quote(str(ckpt_dir))} "
+                                        f"goes on from there)") from None
                 if step % cfg.check == 0 or step == cfg.iterations:
                     checkpoint.save_snapshot(ckpt_dir, step, state, cfg, mcfg, schema, dist)
                     saved_step = step
@@ -493,7 +497,7 @@ def train(cfg: TrainConfig) -> Path | None:
                        f"processes cannot join a snapshot now" if done == step else
                        f"stopped in the middle of step {step}: not saved, as a step cut short cannot be "
                        f"continued exactly")
-                log(f"{why}; " + (f"continue from step {last[-1]} with --resume" if last
+                log(f"{why}; " + (f"continue from step {last[-1]} with --resume {shlex.quote(str(ckpt_dir))}" if last
                                   else "no checkpoint yet: the same command starts the run afresh"))
             elif stop.requested and step > start:
                 if step > saved_step:  # (the loop may have just saved this step: a --check or the last one)
@@ -509,7 +513,8 @@ def train(cfg: TrainConfig) -> Path | None:
                             _append_stats(ckpt_dir, rec, tb)
                         _plot(records, ckpt_dir, aux is not None)
                 log(f"stopped at step {step}: saved {ckpt_dir / f'G_{step}.ckpt'}; " +
-                    ("continue with --resume" if step < cfg.iterations else "that was the last step: the run is done"))
+                    (f"continue with --resume {shlex.quote(str(ckpt_dir))}" if step < cfg.iterations
+                     else "that was the last step: the run is done"))
             if tb is not None:
                 tb.close()
             if not alone:  # (its peers are mid-collective: leaving is enough, the OS closes the links)
@@ -855,7 +860,8 @@ def _tensorboard_writer():
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
         raise UserError("--tensorboard (given, or the resumed run's) needs the tensorboard package: "
-                        "pip install tensorboard, or train without it with --no-tensorboard") from None
+                        "pip install tensorboard (or pip install -e \".[tensorboard]\" in a clone), or train without it "
+                        "with --no-tensorboard") from None
     return SummaryWriter
 
 

@@ -363,6 +363,20 @@ def test_inception_features_from_a_local_file(tmp_path):
     torch.save({"not": torch.zeros(1)}, tmp_path / "other.pth")
     with pytest.raises(UserError, match="not torchvision's Inception-v3"):
         InceptionFeatures(tmp_path / "other.pth")
+    # another network's weights (a judge, say): counted and named whole, not cut off mid-name
+    state = torch.load(path, weights_only=True)
+    torch.save({**{k: v for k, v in state.items() if not k.startswith("Mixed_7c")}, "head.weight": torch.zeros(1)},
+               tmp_path / "judge.pth")
+    with pytest.raises(UserError, match=r"judge\.pth: not torchvision's Inception-v3 weights \(it lacks \d+ of the "
+                                        r"\d+ tensors Inception-v3 has, such as Mixed_7c\.[\w.]+\); replace it with https://"):
+        InceptionFeatures(tmp_path / "judge.pth")
+    torch.save({**state, "head.weight": torch.zeros(1)}, tmp_path / "extra.pth")
+    with pytest.raises(UserError, match=r"it holds 1 tensor Inception-v3 has not, such as head\.weight\)"):
+        InceptionFeatures(tmp_path / "extra.pth")
+    shapes = {**state, "fc.bias": torch.zeros(3)}
+    torch.save(shapes, tmp_path / "shapes.pth")
+    with pytest.raises(UserError, match=r"shapes\.pth: not torchvision's Inception-v3 weights \(.*fc\.bias"):
+        InceptionFeatures(tmp_path / "shapes.pth")
     (tmp_path / "cut.pth").write_bytes(path.read_bytes()[:4096])  # an interrupted download
     with pytest.raises(UserError, match=r"cut\.pth: corrupt or cut short .*; replace it with https://"):
         InceptionFeatures(tmp_path / "cut.pth")

@@ -607,6 +607,8 @@ def test_a_stop_right_after_a_checkpoint_is_not_saved_twice(tmp_path, data, monk
     assert code == 0 and calls == [3] and "stopped at step 3: saved" in err, err
     # a stop during the last step's save: nothing is left to --resume, and the line says so
     assert ("the run is done" in err) == (iterations == 3) and ("--resume" in err) == (iterations == 100), err
+    if iterations == 100:  # the hint names the run: a bare --resume means the run the default flags name
+        assert f"continue with --resume {tmp_path / 'c' / 'r'}" in err, err
 
 
 def test_files_written_atomically_get_the_usual_permissions(tmp_path, capsys):

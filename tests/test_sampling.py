@@ -379,7 +379,12 @@ def test_without_s_the_g_file_is_read_once(models, tmp_path, monkeypatch, capsys
     ("onehot", ["-t", "fix_noise", "--device", "meta"], "unknown --device 'meta'"),
     ("onehot", ["-t", "fix_noise", "--seed", str(10**20)], "--seed must be between 0 and"),
     # every colour is checked before a random one is announced: still one line
-    ("onehot", ["-t", "interpolate", "--hair", "red", "--to-hair", "teal"], "unknown hair colour 'teal'"),
+    ("onehot", ["-t", "interpolate", "--hair", "red", "--to-hair", "teal"], "--to-hair: unknown hair colour 'teal'"),
+    # a near miss gets a suggestion, in a flag and in a --pairs text alike
+    ("onehot", ["-t", "fix_hair_eye", "--hair", "blu"], "unknown hair colour 'blu' (did you mean 'blue'?); valid"),
+    ("onehot", ["-t", "interpolate", "--to-eye", "gren"], "--to-eye: unknown eye colour 'gren' (did you mean 'green'?)"),
+    ("onehot", ["-t", "pairs", "--pairs", "bleu hair red eyes"], "unknown hair colour 'bleu' in 'bleu hair red eyes' "
+                                                                 "(did you mean 'blue'?)"),
 ])
 def test_errors_exit_2_with_one_line(models, tmp_path, capsys, model, args, message):
     (tmp_path / "empty").mkdir()

@@ -181,7 +181,8 @@ def test_a_run_with_tensorboard_resumes_without_it_where_it_is_not_installed(tmp
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # not installed here
     capsys.readouterr()
     assert _train(tmp_path, data, "-i", "3", "--name", "r", "--resume") == 2
-    assert "pip install tensorboard, or train without it with --no-tensorboard" in capsys.readouterr().err
+    assert ("pip install tensorboard (or pip install -e \".[tensorboard]\" in a clone), or train without it "
+            "with --no-tensorboard") in capsys.readouterr().err
     assert _train(tmp_path, data, "-i", "3", "--name", "r", "--resume", "--no-tensorboard") == 0
     assert torch.load(tmp_path / "ckpt" / "r" / "G_3.ckpt", weights_only=True)["config"]["tensorboard"] is False
 
@@ -1291,7 +1292,8 @@ def test_an_evaluation_that_fails_mid_run_keeps_the_steps_trained(tmp_path, data
            "-i", "5", "--check", "100", "--eval-every", "1"]
     monkeypatch.setattr(train_module, "evaluate_during_training", fails_at(3, UserError("metrics.jsonl: disk full")))
     one_line_error(cli("train", *out, "--name", "a"),
-                   "metrics.jsonl: disk full (step 3 was saved first; --resume goes on from there)")
+                   f"metrics.jsonl: disk full (step 3 was saved first; --resume {tmp_path / 'c' / 'a'} goes on "
+                   f"from there)")
     assert checkpoint.resumable_steps(tmp_path / "c" / "a") == [3]
     full = OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "c" / "o" / "metrics.jsonl"))
     monkeypatch.setattr(train_module, "evaluate_during_training", fails_at(3, full))
@@ -1319,3 +1321,26 @@ def test_a_run_refused_for_its_data_says_nothing_of_unused_flags(tmp_path, built
     rc, _, err = cli("train", "-t", builtin_set, "-c", tmp_path / "c", "-s", tmp_path / "s", "-d", "cpu", "-i", "1",
                      "--model", "dcgan", "--embed", "rgb", "--nf", "4", "-b", "4")
     assert rc == 0 and "note: --embed sets how labels condition the nets; --model dcgan draws without labels" in err
+
+
+def test_a_bare_resume_that_finds_nothing_names_the_latest_run(tmp_path, data, cli):
+    """`--resume` alone means the run these flags name; a run trained with other flags is named instead."""
+    out = ["-t", data, "-c", tmp_path / "c", "-s", tmp_path / "s", "-d", "cpu", "--image-size", "32"]
+    assert cli("train", *out, *TINY, "--model", "cgan", "--seed", "3", "-i", "1")[0] == 0
+    run = tmp_path / "c" / "cgan_onehot_nf8_32px_seed3"
+    assert checkpoint.resumable_steps(run) == [1]
+    one_line_error(cli("train", *out, "--resume", "-i", "2"), "nothing to resume",
+                   f"the latest run there is {run}: continue it with --resume {run}")
+    assert cli("train", *out, "--resume", run, "-i", "2", "-q")[0] == 0 and checkpoint.resumable_steps(run) == [1, 2]
+
+
+def test_a_log_file_reads_partial_lines_and_missing_folders_in_words(tmp_path, cli, monkeypatch):
+    """Without a terminal each --log-every steps give a line; the last one, between them, says what it
+    averages (not a JSON field), and the default data folder, missing, is not called empty."""
+    monkeypatch.chdir(tmp_path)
+    rc, _, err = cli("train", "-c", "c", "-s", "s", "-d", "cpu", "--model", "cgan", "--nf", "4", "-b", "4",
+                     "--image-size", "32", "--synthetic-size", "16", "-i", "3", "--log-every", "2")
+    assert rc == 0, err
+    assert "data does not exist: drawing the built-in data set" in err
+    last = next(line for line in err.splitlines() if line.startswith("step 3 "))
+    assert "partial" not in last and last.endswith("(over the steps since the last line; a full line comes every 2)")

@@ -64,9 +64,18 @@ class InceptionFeatures(nn.Module):
                 state = torch.load(weights, map_location="cpu", weights_only=True)
         except Exception as e:  # a truncated download, or not a weights file at all
             raise UserError(f"{weights}: {load_failure(str(e))}; replace it with {WEIGHTS_URL}") from None
+        needed = net.state_dict()
+        missing = [k for k in needed if k not in state] if isinstance(state, dict) else list(needed)
+        unknown = [k for k in state if k not in needed] if isinstance(state, dict) else []
+        if missing or unknown:  # some other network's weights: counted, as torch's list runs to hundreds of names
+            what = (f"it lacks {len(missing)} of the {len(needed)} tensors Inception-v3 has, such as {missing[0]}"
+                    if missing else
+                    f"it holds {len(unknown)} tensor{'s' * (len(unknown) != 1)} Inception-v3 has not, such as {unknown[0]}")
+            raise UserError(f"{weights}: not torchvision's Inception-v3 weights ({what}); "
+                            f"replace it with {WEIGHTS_URL}")
         try:
             net.load_state_dict(state)
-        except Exception as e:  # some other network's weights
+        except Exception as e:  # the right names, other shapes
             raise UserError(f"{weights}: not torchvision's Inception-v3 weights ({detail(e)}); "
                             f"replace it with {WEIGHTS_URL}") from None
         net.fc = nn.Identity()  # keep the 2048-d average-pool output, the FID feature
